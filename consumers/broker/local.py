@@ -1,0 +1,231 @@
+"""A single-node Apache Kafka broker in KRaft mode, run from Kafka's own jars on the local JDK.
+
+For development, the demo and the tests on machines without Docker. One home directory holds
+everything: ``server.properties``, ``data/`` (the log dirs, formatted once with a stable cluster
+id, so topics and committed offsets survive a restart), ``server.log`` and ``broker.json`` (pid,
+ports, version), which :func:`schemas.settings` reads to find the broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from .errors import BrokerError
+from .jars import KAFKA_VERSION, classpath, require_tool
+
+DEFAULT_PORT = 9092
+LOG4J_CONFIG = files(__package__) / "log4j2.properties"
+
+
+@dataclass
+class BrokerState:
+    pid: int
+    port: int
+    controller_port: int
+    version: str
+    data_dir: str
+    cluster_id: str
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline
+
+
+class LocalBroker:
+    """``start``/``stop``/``status``/``logs`` of the broker living in ``home``."""
+
+    def __init__(self, home: Path, cache_dir: Path, *, port: int | None = None, heap: str = "1g"):
+        self.home = Path(home)
+        self.cache_dir = Path(cache_dir)
+        self.requested_port = port
+        self.heap = heap
+        self.state_file = self.home / "broker.json"
+        self.log_file = self.home / "server.log"
+        self.data_dir = self.home / "data"
+
+    # -- queries -------------------------------------------------------------------------
+    def status(self) -> BrokerState | None:
+        """The running broker's state, or None when it is not running."""
+        try:
+            state = BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        return state if pid_alive(state.pid) else None
+
+    def logs(self, lines: int = 50) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- start -------------------------------------------------------------------------
+    def start(self, *, timeout_s: float = 60.0, on_progress=lambda message: None) -> BrokerState:
+        """Start the broker (or return the running one) and wait until it answers metadata."""
+        running = self.status()
+        if running:
+            return running
+        java = require_tool("java", "Install a JDK 17 or newer (apt-get install openjdk-17-jre-headless).")
+        on_progress(f"resolving Apache Kafka {KAFKA_VERSION}'s jars")
+        jars = classpath(self.cache_dir)
+        port, controller_port = self._choose_ports(on_progress)
+        self.home.mkdir(parents=True, exist_ok=True)
+        cluster_id = self._cluster_id()
+        properties = self._write_properties(port, controller_port)
+        cp = os.pathsep.join(str(j) for j in jars)
+        jvm = [java, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+               "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", cp]
+        if not (self.data_dir / "meta.properties").exists():
+            on_progress(f"formatting the storage in {self.data_dir} (cluster id {cluster_id})")
+            fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties),
+                                        "--ignore-formatted"], capture_output=True, text=True)
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting the broker's storage failed:\n{fmt.stdout}{fmt.stderr}")
+        on_progress(f"starting the broker on 127.0.0.1:{port}")
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(jvm + ["kafka.Kafka", str(properties)], stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, version=KAFKA_VERSION,
+                            data_dir=str(self.data_dir), cluster_id=cluster_id)
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        self._wait_until_ready(proc, state, timeout_s)
+        return state
+
+    def _choose_ports(self, on_progress) -> tuple[int, int]:
+        previous = self._previous_state()
+        wanted = self.requested_port or (previous.port if previous else DEFAULT_PORT)
+        port = wanted
+        while not port_is_free(port):
+            port += 1
+        if port != wanted:
+            on_progress(f"port {wanted} is taken; using {port} instead (set --port to choose)")
+        controller = previous.controller_port if previous and port_is_free(previous.controller_port) else free_port()
+        while controller == port:
+            controller = free_port()
+        return port, controller
+
+    def _previous_state(self) -> BrokerState | None:
+        try:
+            return BrokerState(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _cluster_id(self) -> str:
+        """Made once per home and kept, so the formatted storage stays valid across restarts."""
+        path = self.home / "cluster.id"
+        if not path.exists():
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+        return path.read_text().strip()
+
+    def _write_properties(self, port: int, controller_port: int) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "group.coordinator.rebalance.protocols": "classic,consumer",
+            "log.flush.interval.messages": "9223372036854775807",
+            "message.max.bytes": "1048588",
+        }
+        path = self.home / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _wait_until_ready(self, proc: subprocess.Popen, state: BrokerState, timeout_s: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"the broker exited with code {proc.returncode} while starting; "
+                                  f"the end of {self.log_file}:\n{self.logs(25)}")
+            try:
+                metadata = admin.list_topics(timeout=1)
+                if metadata.brokers:
+                    return
+            except Exception:  # noqa: BLE001 - not up yet; the deadline decides
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"the broker did not answer within {timeout_s:.0f} s; the end of {self.log_file}:\n"
+                          f"{self.logs(25)}")
+
+    # -- stop --------------------------------------------------------------------------
+    def stop(self, *, timeout_s: float = 30.0) -> bool:
+        """Controlled shutdown (SIGTERM), then SIGKILL after ``timeout_s``; False if it was not running."""
+        state = self.status()
+        if not state:
+            return False
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(state.pid) and time.monotonic() < deadline:
+            _reap(state.pid)
+            time.sleep(0.1)
+        if pid_alive(state.pid):
+            os.kill(state.pid, signal.SIGKILL)
+            while pid_alive(state.pid):
+                _reap(state.pid)
+                time.sleep(0.05)
+        return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the broker if this process started it, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+_QUIET = logging.getLogger("consumers.broker.probe")  # connection refusals while it starts are expected
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False

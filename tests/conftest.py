@@ -1,0 +1,142 @@
+"""Shared fixtures: a real Kafka cluster, a real PostgreSQL, and factories for topics, groups,
+producers and consumers. Services are found or started here; in CI a missing service fails."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from sqlalchemy import create_engine, text
+
+from tests.support.kafka import kafka_cluster
+from tests.support.postgres import postgres_server
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# -- Kafka -----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    with kafka_cluster() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_bootstrap) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@pytest.fixture
+def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> str:
+    """Points the platform's settings (and any `events` subprocess) at the test cluster, with a
+    unique topic prefix so tests never see each other's topics. Returns the prefix."""
+    from schemas.settings import get_settings
+
+    prefix = unique("t").replace("-", "")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("EVENTS_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("EVENTS_HOME", str(tmp_path / "events-home"))
+    get_settings.cache_clear()
+    yield prefix
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def topic_factory(admin) -> Iterator[Callable[..., str]]:
+    """Creates topics with unique names (or the given name) and deletes them after the test."""
+    created: list[str] = []
+
+    def create(name: str | None = None, *, partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = name or unique("topic")
+        futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
+        futures[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=30).values():
+            try:
+                future.result(timeout=30)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+
+
+@pytest.fixture
+def group_factory() -> Callable[[], str]:
+    return lambda: unique("group")
+
+
+@pytest.fixture
+def producer_factory(kafka_bootstrap) -> Iterator[Callable[..., Producer]]:
+    producers: list[Producer] = []
+
+    def create(**config) -> Producer:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, **config})
+        producers.append(producer)
+        return producer
+
+    yield create
+    for producer in producers:
+        producer.flush(10)
+
+
+@pytest.fixture
+def consumer_factory(kafka_bootstrap) -> Iterator[Callable[..., Consumer]]:
+    consumers: list[Consumer] = []
+
+    def create(group: str, topics: list[str] | None = None, **config) -> Consumer:
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group,
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False, **config})
+        if topics:
+            consumer.subscribe(topics)
+        consumers.append(consumer)
+        return consumer
+
+    yield create
+    for consumer in consumers:
+        try:
+            consumer.close()
+        except RuntimeError:  # closed by the test already
+            pass
+
+
+# -- databases -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'events.db'}"
+        return
+    server = request.getfixturevalue("postgres_url")
+    name = unique("db").replace("-", "_")
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    url = server.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the Kafka fixtures carry the `kafka` marker, whether or not they say so."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+        if "postgres_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)

@@ -1,0 +1,49 @@
+"""Finds or starts the Apache Kafka cluster the tests run against.
+
+In this order: the cluster named by ``KAFKA_BOOTSTRAP_SERVERS``; a testcontainers Kafka (KRaft)
+container where a Docker engine answers; otherwise the project's local broker, started in a
+throwaway home directory (the jars are cached per user) and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from consumers.broker import LocalBroker
+from schemas.settings import default_home
+
+
+def docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
+        return False
+
+
+@contextlib.contextmanager
+def kafka_cluster() -> Iterator[str]:
+    """Yields a bootstrap address of a running cluster."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    with tempfile.TemporaryDirectory(prefix="events-test-broker-") as home:
+        broker = LocalBroker(Path(home), default_home(), port=19092)
+        state = broker.start(timeout_s=90)
+        try:
+            yield state.bootstrap
+        finally:
+            broker.stop()
