@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 
 import click
@@ -30,10 +32,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import broker
-
-    for module in (broker,):
-        main.add_command(module.command)
+    """Each module of this package that defines ``command`` is a subcommand (``broker.py`` -> ``events broker``)."""
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if isinstance(getattr(module, "command", None), click.Command):
+            main.add_command(module.command)
 
 
 _register()

@@ -33,7 +33,7 @@ def start(port: int | None, timeout: float) -> None:
         out.print(f"already running at [bold]{running.bootstrap}[/] (pid {running.pid})")
         return
     with out.status("starting") as status:
-        state = broker.start(timeout_s=timeout, on_progress=lambda m: (status.update(m), out.log(m)))
+        state = broker.start(timeout_s=timeout, on_progress=lambda m: (status.update(m), out.print(f"[dim]{m}[/]")))
     out.print(f"Apache Kafka {state.version} is up at [bold green]{state.bootstrap}[/] (pid {state.pid})")
     out.print(f"  export KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}")
 

@@ -1,0 +1,21 @@
+"""librdkafka configuration for every producer of the platform (the SDK, the outbox relay, the
+consumers' dead-letter and retry producers): production defaults, then the user's properties."""
+
+from __future__ import annotations
+
+from schemas.settings import Settings, get_settings
+
+PRODUCER_DEFAULTS: dict[str, object] = {
+    "enable.idempotence": True,   # no duplicates or reordering from librdkafka's own retries
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 5,               # bounded batching delay
+    "delivery.timeout.ms": 120_000,
+    "message.max.bytes": 1_000_000,
+}
+
+
+def producer_config(settings: Settings | None = None, **overrides: object) -> dict[str, object]:
+    """Defaults < the settings' librdkafka properties (file, ``EVENTS_KAFKA_*``) < ``overrides``."""
+    settings = settings or get_settings()
+    return {"bootstrap.servers": settings.bootstrap(), **PRODUCER_DEFAULTS, **settings.kafka_properties(), **overrides}
