@@ -15,7 +15,8 @@ PRODUCER_DEFAULTS: dict[str, object] = {
 }
 
 
-def producer_config(settings: Settings | None = None, **overrides: object) -> dict[str, object]:
+def producer_config(overrides: dict[str, object] | None = None, settings: Settings | None = None) -> dict[str, object]:
     """Defaults < the settings' librdkafka properties (file, ``EVENTS_KAFKA_*``) < ``overrides``."""
     settings = settings or get_settings()
-    return {"bootstrap.servers": settings.bootstrap(), **PRODUCER_DEFAULTS, **settings.kafka_properties(), **overrides}
+    return {"bootstrap.servers": settings.bootstrap(), **PRODUCER_DEFAULTS, **settings.kafka_properties(),
+            **(overrides or {})}
