@@ -3,3 +3,35 @@
 
 class EventsError(Exception):
     """Base of every error the platform raises on purpose; the command line prints its message."""
+
+
+class UnknownEventType(EventsError):
+    """An event type the catalogue does not know (a typo, or a consumer older than the producer)."""
+
+
+class CatalogueError(EventsError):
+    """The schema folder breaks a rule of the contract (file name, record name, envelope, versions)."""
+
+
+class CodecError(EventsError):
+    """Bytes that cannot be turned into an event, or an event that cannot be turned into bytes."""
+
+
+class NotSingleObjectEncoded(CodecError):
+    """The bytes do not start with the Avro single-object marker ``C3 01`` and an 8-byte fingerprint."""
+
+
+class UnknownSchema(CodecError):
+    """The fingerprint in the header names no schema version in the catalogue."""
+
+
+class CorruptBody(CodecError):
+    """The Avro body after the header is truncated, has trailing bytes, or does not decode."""
+
+
+class EventTypeMismatch(CodecError):
+    """The caller expected one event type and the fingerprint names another."""
+
+
+class InvalidEvent(CodecError):
+    """The body decoded, but its values break the event model's rules (pydantic's message says which)."""

@@ -21,9 +21,14 @@ KAFKA_ENV_PREFIX = "EVENTS_KAFKA_"
 SECRET_MARKERS = ("password", "secret", "key.password", "sasl.oauthbearer.config", "token")
 
 
+def cache_dir() -> Path:
+    """Per-user cache of downloaded things (Kafka's jars), shared by every home."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dify-events"
+
+
 def default_home() -> Path:
-    """Where the local broker, its jars and the embedded database live (per user)."""
-    return Path(os.environ.get("EVENTS_HOME") or Path.home() / ".cache" / "dify-events")
+    """Where the local broker's data and the embedded SQLite database live (``EVENTS_HOME``)."""
+    return Path(os.environ.get("EVENTS_HOME") or cache_dir())
 
 
 def local_broker_home() -> Path:

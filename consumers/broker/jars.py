@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from .errors import BrokerError
 
 POM = files(__package__) / "pom.xml"
 KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
+POM_DIGEST = hashlib.sha256(POM.read_bytes()).hexdigest()[:8]  # a changed pom resolves afresh
 
 
 def require_tool(name: str, what_to_do: str) -> str:
@@ -23,7 +25,7 @@ def require_tool(name: str, what_to_do: str) -> str:
 
 def classpath(cache_dir: Path) -> list[Path]:
     """The broker's class path; the first call resolves it with Maven (about 10 s warm, a minute cold)."""
-    lib = cache_dir / f"kafka-{KAFKA_VERSION}" / "lib"
+    lib = cache_dir / f"kafka-{KAFKA_VERSION}-{POM_DIGEST}" / "lib"
     done = lib / ".complete"
     if not done.exists():
         mvn = require_tool("mvn", "Install Apache Maven (apt-get install maven) to resolve Kafka's jars.")

@@ -34,6 +34,8 @@ def main() -> None:
 def _register() -> None:
     """Each module of this package that defines ``command`` is a subcommand (``broker.py`` -> ``events broker``)."""
     for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         if isinstance(getattr(module, "command", None), click.Command):
             main.add_command(module.command)

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.settings import default_home, local_broker_home
+from schemas.settings import cache_dir, local_broker_home
 
 from ..broker import LocalBroker
 
@@ -14,7 +14,7 @@ out = Console()
 
 
 def local_broker(port: int | None = None) -> LocalBroker:
-    return LocalBroker(local_broker_home(), default_home(), port=port)
+    return LocalBroker(local_broker_home(), cache_dir(), port=port)
 
 
 @click.group("broker")

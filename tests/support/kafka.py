@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from consumers.broker import LocalBroker
-from schemas.settings import default_home
+from schemas.settings import cache_dir
 
 
 def docker_engine_answers() -> bool:
@@ -41,7 +41,7 @@ def kafka_cluster() -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     with tempfile.TemporaryDirectory(prefix="events-test-broker-") as home:
-        broker = LocalBroker(Path(home), default_home(), port=19092)
+        broker = LocalBroker(Path(home), cache_dir(), port=19092)
         state = broker.start(timeout_s=90)
         try:
             yield state.bootstrap

@@ -1,0 +1,104 @@
+"""The codec: Avro single-object encoding over fastavro, with schema resolution on decode.
+
+Wire format (Avro specification, "Single-object encoding")::
+
+    C3 01 | 8-byte CRC-64-AVRO fingerprint of the writer schema's canonical form, little-endian | body
+
+The body is fastavro's schemaless encoding. Events are written with their type's latest schema;
+on decode the writer schema is looked up by fingerprint and resolved to the reader's latest
+version, so a consumer reads events written with an older or newer version. Every schema is
+parsed once (by the catalogue); per event type the 10-byte header is computed once.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from pydantic import ValidationError
+
+from .catalogue import CATALOGUE, Catalogue, EventSpec
+from .errors import CorruptBody, EventTypeMismatch, InvalidEvent, NotSingleObjectEncoded, UnknownSchema
+from .events import Event
+
+MAGIC = b"\xC3\x01"
+HEADER_SIZE = 10
+
+
+def single_object_header(fp: bytes) -> bytes:
+    """The 10 bytes before a single-object-encoded body: the marker and the 8-byte fingerprint."""
+    if len(fp) != 8:
+        raise ValueError(f"a fingerprint has 8 bytes, not {len(fp)}")
+    return MAGIC + fp
+
+
+def split_single_object(data: bytes) -> tuple[bytes, memoryview]:
+    """(fingerprint, body) of single-object-encoded bytes; ``NotSingleObjectEncoded`` otherwise."""
+    if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+        raise NotSingleObjectEncoded(
+            f"not Avro single-object encoded: expected the marker c301 and an 8-byte fingerprint, "
+            f"got {len(data)} bytes starting {bytes(data[:HEADER_SIZE]).hex() or '(nothing)'}")
+    view = memoryview(data)
+    return bytes(view[2:HEADER_SIZE]), view[HEADER_SIZE:]
+
+
+class AvroCodec:
+    """Encodes events to single-object Avro bytes and back. Thread-safe; keep one per process."""
+
+    def __init__(self, catalogue: Catalogue = CATALOGUE):
+        self.catalogue = catalogue
+        # model -> (header, writer schema, event type)
+        self._writers: dict[type[Event], tuple[bytes, dict[str, Any], str]] = {}
+        # fingerprint -> (spec, writer schema, reader schema or None when they are one, model)
+        self._readers: dict[bytes, tuple[EventSpec, dict[str, Any], dict[str, Any] | None, type[Event]]] = {}
+        for spec in catalogue:
+            latest = spec.latest
+            self._writers[spec.model] = (single_object_header(latest.fingerprint), latest.schema, spec.event_type)
+        for fp, (spec, version) in catalogue.fingerprints().items():
+            reader = None if version.fingerprint == spec.latest.fingerprint else spec.latest.schema
+            self._readers[fp] = (spec, version.schema, reader, spec.model)
+
+    def fingerprint(self, event_type: str) -> bytes:
+        """The 8-byte fingerprint events of this type are written with (their latest schema)."""
+        return self.catalogue.get(event_type).latest.fingerprint
+
+    def encode(self, event: Event) -> bytes:
+        try:
+            header, schema, _ = self._writers[type(event)]
+        except KeyError:
+            spec = self.catalogue.for_event(event)  # raises UnknownEventType for a stranger
+            header, schema, _ = self._writers[spec.model]
+        buf = BytesIO()
+        buf.write(header)
+        schemaless_writer(buf, schema, event.model_dump())
+        return buf.getvalue()
+
+    def decode(self, data: bytes, event_type: str | None = None) -> Event:
+        """The event in ``data``. With ``event_type`` (e.g. from the message's header), the
+        fingerprint must name that type, else ``EventTypeMismatch``."""
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            split_single_object(data)  # raises with the message
+        fp = bytes(data[2:HEADER_SIZE])
+        entry = self._readers.get(fp)
+        if entry is None:
+            raise UnknownSchema(f"unknown schema fingerprint {fp.hex()}: no version of any event in the "
+                                "catalogue has it (written by a newer producer, or not one of our events)")
+        spec, writer, reader, model = entry
+        if event_type is not None and event_type != spec.event_type:
+            raise EventTypeMismatch(f"expected event type {event_type}, but the fingerprint {fp.hex()} "
+                                    f"is a schema of {spec.event_type}")
+        fo = BytesIO(data)
+        fo.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(fo, writer, reader)
+        except Exception as exc:  # noqa: BLE001 - fastavro raises EOFError, IndexError, ... on bad bytes
+            raise CorruptBody(f"the {spec.event_type} body (fingerprint {fp.hex()}, {len(data) - HEADER_SIZE} "
+                              f"bytes) does not decode: {type(exc).__name__}: {str(exc) or 'unexpected end of data'}") from exc
+        if fo.tell() != len(data):
+            raise CorruptBody(f"the {spec.event_type} body (fingerprint {fp.hex()}) has "
+                              f"{len(data) - fo.tell()} trailing bytes after the record")
+        try:
+            return model.model_validate(record)
+        except ValidationError as exc:
+            raise InvalidEvent(f"the {spec.event_type} event (fingerprint {fp.hex()}) is not valid: {exc}") from exc

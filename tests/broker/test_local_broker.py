@@ -1,0 +1,119 @@
+"""`events broker`: the local KRaft broker started from Kafka's own jars."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumers.broker import BrokerError, LocalBroker
+from consumers.broker.local import free_port
+from schemas.settings import cache_dir
+
+EVENTS = [sys.executable, "-m", "consumers.cli"]
+
+
+def events(home, *args, check=True):
+    env = {**os.environ, "EVENTS_HOME": str(home)}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    result = subprocess.run([*EVENTS, "broker", *args], capture_output=True, text=True, env=env, timeout=180)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.kafka
+def test_stop_and_start_keep_topics_and_committed_offsets(tmp_path):
+    # Given a broker started by the command line, holding a topic and a group's committed offset
+    port = free_port()
+    started = events(tmp_path, "start", "--port", str(port))
+    bootstrap = f"127.0.0.1:{port}"
+    assert bootstrap in started.stdout
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("kept", 3, 1)])["kept"].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(100):
+        producer.produce("kept", key=str(i).encode(), value=b"v", partition=i % 3)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keeper"})
+    committed = [TopicPartition("kept", p, 20 + p) for p in range(3)]
+    consumer.commit(offsets=committed, asynchronous=False)
+    consumer.close()
+    status = events(tmp_path, "status")
+    assert "4.1.1" in status.stdout and str(tmp_path) in status.stdout
+
+    # When it is stopped and started again
+    assert "stopped" in events(tmp_path, "stop").stdout
+    assert events(tmp_path, "status", check=False).returncode == 3
+    events(tmp_path, "start", "--port", str(port))
+
+    # Then the topic, its messages and the committed offsets are all still there
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        assert len(admin.list_topics(timeout=10).topics["kept"].partitions) == 3
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keeper"})
+        assert [tp.offset for tp in consumer.committed([TopicPartition("kept", p) for p in range(3)], 10)] == [20, 21, 22]
+        highs = [consumer.get_watermark_offsets(TopicPartition("kept", p), 10)[1] for p in range(3)]
+        assert sum(highs) == 100
+        consumer.close()
+        assert "INFO" in events(tmp_path, "logs", "-n", "20").stdout
+    finally:
+        events(tmp_path, "stop")
+
+
+@pytest.mark.kafka
+def test_a_taken_port_moves_to_the_next_free_one_with_a_message(tmp_path):
+    # Given the wanted port is taken by another program
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        messages = []
+        broker = LocalBroker(tmp_path, cache_dir(), port=taken)
+        # When the broker starts
+        state = broker.start(on_progress=messages.append)
+        try:
+            # Then it listens on another port and says so
+            assert state.port != taken
+            assert any(f"port {taken} is taken; using {state.port}" in m for m in messages)
+        finally:
+            broker.stop()
+
+
+def test_missing_java_is_a_clear_error(tmp_path, monkeypatch):
+    # Given a PATH without java
+    monkeypatch.setenv("PATH", str(tmp_path))
+    # When the broker starts, then the error says what to install
+    with pytest.raises(BrokerError, match="`java` was not found on PATH. Install a JDK"):
+        LocalBroker(tmp_path / "home", cache_dir()).start()
+
+
+def test_missing_maven_is_a_clear_error_when_jars_are_not_cached(tmp_path, monkeypatch):
+    # Given java but no mvn on the PATH, and an empty jar cache
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "java").symlink_to(subprocess.run(["sh", "-c", "command -v java"], capture_output=True,
+                                                 text=True).stdout.strip())
+    monkeypatch.setenv("PATH", str(bin_dir))
+    # When the broker starts, then the error names Maven
+    with pytest.raises(BrokerError, match="`mvn` was not found on PATH. Install Apache Maven"):
+        LocalBroker(tmp_path / "home", tmp_path / "empty-cache").start()
+
+
+@pytest.mark.kafka
+def test_a_broker_that_does_not_come_up_in_time_shows_its_log(tmp_path):
+    # Given a deadline far too short for a JVM to start
+    broker = LocalBroker(tmp_path, cache_dir(), port=free_port())
+    # When it starts, then the error gives the time and the end of the log, and nothing is left running
+    with pytest.raises(BrokerError, match=r"did not answer within 0 s; the end of .*server.log"):
+        broker.start(timeout_s=0.01)
+    assert broker.status() is None
+
+
+def test_status_of_a_stopped_broker_says_how_to_start_it(tmp_path):
+    result = events(tmp_path, "status", check=False)
+    assert result.returncode == 3
+    assert "not running" in result.stdout and "events broker start" in result.stdout
