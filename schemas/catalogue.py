@@ -22,7 +22,7 @@ from .events import ALL_EVENTS, Event
 AVRO_ROOT = Path(__file__).with_name("avro")
 NAMESPACE = "io.dify.events"
 ENVELOPE = ("event_id", "occurred_at", "tenant_id")
-_FILE_NAME = re.compile(r"^(?P<event_type>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
+FILE_NAME = re.compile(r"^(?P<event_type>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 
 # -- CRC-64-AVRO (the Rabin fingerprint of the Avro specification) ---------------------------
 _EMPTY64 = 0xC15D213AA4D7A795
@@ -141,12 +141,12 @@ class Catalogue:
         found: dict[str, dict[int, SchemaVersion]] = {}
         domains: dict[str, str] = {}
         for path in sorted(Path(root).glob("*/*.avsc")):
-            match = _FILE_NAME.match(path.name)
+            match = FILE_NAME.match(path.name)
             if not match:
                 raise CatalogueError(f"{path}: schema files are named <event_type>.v<N>.avsc")
             event_type, number, domain = match["event_type"], int(match["version"]), path.parent.name
             raw, parsed, canonical, fp = load_schema_file(path)
-            _check_contract(path, raw, event_type, domain)
+            check_contract(path, raw, event_type, domain)
             if domains.setdefault(event_type, domain) != domain:
                 raise CatalogueError(f"{event_type} has schemas in two domains: {domains[event_type]} and {domain}")
             found.setdefault(event_type, {})[number] = SchemaVersion(number, parsed, canonical, fp, path, raw)
@@ -215,7 +215,7 @@ class Catalogue:
         return self._by_fingerprint
 
 
-def _check_contract(path: Path, raw: Any, event_type: str, domain: str) -> None:
+def check_contract(path: Path, raw: Any, event_type: str, domain: str) -> None:
     if not isinstance(raw, dict) or raw.get("type") != "record":
         raise CatalogueError(f"{path}: an event schema is a record")
     expected = (pascal_case(event_type), f"{NAMESPACE}.{domain}")
