@@ -9,6 +9,7 @@ ports, version), which :func:`schemas.settings` reads to find the broker.
 from __future__ import annotations
 
 import base64
+import secrets
 import json
 import logging
 import os
@@ -23,8 +24,10 @@ from pathlib import Path
 
 from .errors import BrokerError
 from .jars import KAFKA_VERSION, classpath, require_tool
+from .tls import ensure_certificates
 
 DEFAULT_PORT = 9092
+SCRAM = "SCRAM-SHA-512"
 LOG4J_CONFIG = files(__package__) / "log4j2.properties"
 
 
@@ -36,6 +39,7 @@ class BrokerState:
     version: str
     data_dir: str
     cluster_id: str
+    secure: bool = False
 
     @property
     def bootstrap(self) -> str:
@@ -69,14 +73,18 @@ def pid_alive(pid: int) -> bool:
 class LocalBroker:
     """``start``/``stop``/``status``/``logs`` of the broker living in ``home``."""
 
-    def __init__(self, home: Path, cache_dir: Path, *, port: int | None = None, heap: str = "1g"):
+    def __init__(self, home: Path, cache_dir: Path, *, port: int | None = None, heap: str = "1g",
+                 secure: bool = False):
+        """``secure``: one SASL_SSL listener (TLS with a local CA, SCRAM-SHA-512 users) instead of PLAINTEXT."""
         self.home = Path(home)
+        self.secure = secure
         self.cache_dir = Path(cache_dir)
         self.requested_port = port
         self.heap = heap
         self.state_file = self.home / "broker.json"
         self.log_file = self.home / "server.log"
         self.data_dir = self.home / "data"
+        self.client_config_file = self.home / "client.yaml"
 
     # -- queries -------------------------------------------------------------------------
     def status(self) -> BrokerState | None:
@@ -105,14 +113,19 @@ class LocalBroker:
         port, controller_port = self._choose_ports(on_progress)
         self.home.mkdir(parents=True, exist_ok=True)
         cluster_id = self._cluster_id()
+        self._check_security_mode()
         properties = self._write_properties(port, controller_port)
         cp = os.pathsep.join(str(j) for j in jars)
         jvm = [java, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", cp]
         if not (self.data_dir / "meta.properties").exists():
             on_progress(f"formatting the storage in {self.data_dir} (cluster id {cluster_id})")
+            users = []
+            if self.secure:
+                creds = self.credentials()
+                users = ["--add-scram", f"{SCRAM}=[name={creds['username']},password={creds['password']}]"]
             fmt = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties),
-                                        "--ignore-formatted"], capture_output=True, text=True)
+                                        "--ignore-formatted", *users], capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting the broker's storage failed:\n{fmt.stdout}{fmt.stderr}")
         on_progress(f"starting the broker on 127.0.0.1:{port}")
@@ -120,8 +133,9 @@ class LocalBroker:
             proc = subprocess.Popen(jvm + ["kafka.Kafka", str(properties)], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, version=KAFKA_VERSION,
-                            data_dir=str(self.data_dir), cluster_id=cluster_id)
+                            data_dir=str(self.data_dir), cluster_id=cluster_id, secure=self.secure)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        self._write_client_config(state)
         self._wait_until_ready(proc, state, timeout_s)
         return state
 
@@ -175,14 +189,71 @@ class LocalBroker:
             "log.flush.interval.messages": "9223372036854775807",
             "message.max.bytes": "1048588",
         }
+        if self.secure:
+            props.update(self._secure_properties(port, controller_port))
         path = self.home / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        path.chmod(0o600)
         return path
+
+    # -- security ----------------------------------------------------------------------
+    def credentials(self) -> dict[str, str]:
+        """The SCRAM user made at format time; kept in the home, readable by its owner only."""
+        path = self.home / "credentials.json"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"username": "events", "password": secrets.token_urlsafe(24)}))
+            path.chmod(0o600)
+        return json.loads(path.read_text())
+
+    def client_properties(self) -> dict[str, str]:
+        """librdkafka properties a client needs to reach this broker."""
+        if not self.secure:
+            return {}
+        creds = self.credentials()
+        return {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM, "sasl.username": creds["username"],
+                "sasl.password": creds["password"], "ssl.ca.location": str(ensure_certificates(self.home / "tls").ca_cert)}
+
+    def _check_security_mode(self) -> None:
+        marker = self.home / "security"
+        mode = "sasl_ssl" if self.secure else "plaintext"
+        if (self.data_dir / "meta.properties").exists() and marker.exists() and marker.read_text() != mode:
+            raise BrokerError(f"the broker in {self.home} was made {marker.read_text()}; it cannot start {mode}. "
+                              "Use another EVENTS_HOME (or delete this one).")
+        marker.write_text(mode)
+
+    def _secure_properties(self, port: int, controller_port: int) -> dict[str, str]:
+        tls = ensure_certificates(self.home / "tls")
+        creds = self.credentials()
+        login = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                 f'username="{creds["username"]}" password="{creds["password"]}";')
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": login,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.certificate.chain": _one_line(tls.server_cert.read_text()),
+            "ssl.keystore.key": _one_line(tls.server_key.read_text()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.certificates": _one_line(tls.ca_cert.read_text()),
+        }
+
+    def _write_client_config(self, state: BrokerState) -> None:
+        """A config file (``EVENTS_CONFIG_FILE``) with which every tool reaches this broker."""
+        import yaml
+
+        config = {"bootstrap_servers": state.bootstrap, "kafka": self.client_properties()}
+        self.client_config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.client_config_file.chmod(0o600)
 
     def _wait_until_ready(self, proc: subprocess.Popen, state: BrokerState, timeout_s: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET})
+        admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET, **self.client_properties()})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -224,6 +295,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def _one_line(pem: str) -> str:
+    """PEM text as a Java properties value: line breaks escaped."""
+    return pem.strip().replace("\n", "\\n")
 
 
 _QUIET = logging.getLogger("consumers.broker.probe")  # connection refusals while it starts are expected

@@ -13,8 +13,8 @@ from ..broker import LocalBroker
 out = Console()
 
 
-def local_broker(port: int | None = None) -> LocalBroker:
-    return LocalBroker(local_broker_home(), cache_dir(), port=port)
+def local_broker(port: int | None = None, secure: bool = False) -> LocalBroker:
+    return LocalBroker(local_broker_home(), cache_dir(), port=port, secure=secure)
 
 
 @click.group("broker")
@@ -25,9 +25,10 @@ def command() -> None:
 @command.command()
 @click.option("--port", type=int, default=None, help="Listener port (default 9092, or the next free one).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for it to answer.")
-def start(port: int | None, timeout: float) -> None:
+@click.option("--secure", is_flag=True, help="TLS (a local CA) with SASL/SCRAM-SHA-512 users instead of PLAINTEXT.")
+def start(port: int | None, timeout: float, secure: bool) -> None:
     """Start the broker in the background and wait until it answers metadata requests."""
-    broker = local_broker(port)
+    broker = local_broker(port, secure)
     running = broker.status()
     if running:
         out.print(f"already running at [bold]{running.bootstrap}[/] (pid {running.pid})")
@@ -35,7 +36,11 @@ def start(port: int | None, timeout: float) -> None:
     with out.status("starting") as status:
         state = broker.start(timeout_s=timeout, on_progress=lambda m: (status.update(m), out.print(f"[dim]{m}[/]")))
     out.print(f"Apache Kafka {state.version} is up at [bold green]{state.bootstrap}[/] (pid {state.pid})")
-    out.print(f"  export KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}")
+    if state.secure:
+        out.print(f"  SASL_SSL: clients need the CA and the SCRAM user in {broker.client_config_file}")
+        out.print(f"  export EVENTS_CONFIG_FILE={broker.client_config_file}")
+    else:
+        out.print(f"  export KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}")
 
 
 @command.command()
@@ -56,7 +61,8 @@ def status() -> None:
         raise SystemExit(3)
     table = Table(show_header=False, box=None)
     for name, value in (("address", state.bootstrap), ("kafka", state.version), ("pid", state.pid),
-                        ("data dir", state.data_dir), ("cluster id", state.cluster_id)):
+                        ("data dir", state.data_dir), ("cluster id", state.cluster_id),
+                        ("security", "SASL_SSL (SCRAM-SHA-512)" if state.secure else "PLAINTEXT")):
         table.add_row(f"[bold]{name}[/]", str(value))
     out.print(table)
 
