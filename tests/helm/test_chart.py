@@ -1,0 +1,808 @@
+"""The Helm chart, checked with the real helm binary: lint, render, validate every manifest
+against the Kubernetes OpenAPI schemas (offline, kubernetes-validate), and assert what the
+rendered manifests promise (autoscaling, secrets by reference, security, the hook Job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.helm.conftest import CHART, EXAMPLES, REPO, KUBE_VERSION, NAMESPACE, RELEASE, Rendered
+
+VALUE_SETS = {"defaults": (), **{name: (path,) for name, path in EXAMPLES.items()}}
+DEFAULT_GROUPS = [
+    "installed-app-provisioner", "site-provisioner", "app-dataset-joins", "tool-cache-cleaner",
+    "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner",
+]
+# The oldest cluster the chart's kubeVersion admits, and the newest kubernetes-validate knows.
+VALIDATE_AGAINST = ["1.25.0", "1.37.0"]
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+SECRET_ENV = re.compile(r"PASSWORD|USERNAME|DATABASE_URL|SECRET|TOKEN")
+
+
+def values_of(name: str) -> dict:
+    return yaml.safe_load(EXAMPLES[name].read_text())
+
+
+def pod_templates(rendered: Rendered) -> list[tuple[str, dict]]:
+    """(owner name, pod template) of every Deployment and Job."""
+    return [(doc["metadata"]["name"], doc["spec"]["template"])
+            for doc in rendered.kind("Deployment") + rendered.kind("Job")]
+
+
+def container(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(deployment: dict) -> dict[str, dict]:
+    return {item["name"]: item for item in container(deployment).get("env", [])}
+
+
+def group_of(deployment: dict) -> str:
+    args = container(deployment)["args"]
+    assert args[:2] == ["run", "--group"], args
+    return args[2]
+
+
+def deployments_by_group(rendered: Rendered) -> dict[str, dict]:
+    return {group_of(doc): doc for doc in rendered.kind("Deployment")}
+
+
+def fails_with(result, *fragments: str) -> None:
+    assert result.returncode != 0, f"helm {result.args[0]} accepted the values:\n{result.output[:2000]}"
+    for fragment in fragments:
+        assert fragment in result.output, f"{fragment!r} not in helm's error:\n{result.output[:2000]}"
+
+
+# -- lint, render, validate -------------------------------------------------------------------
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_lint_strict_passes(lint, values):
+    # When
+    result = lint(*values)
+
+    # Then
+    assert result.returncode == 0, result.output
+    assert "0 chart(s) failed" in result.output
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_manifest_is_valid_kubernetes(render, values):
+    # When
+    rendered = render(*values)
+
+    # Then
+    assert rendered.documents
+    for doc in rendered.documents:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        assert DNS_SUBDOMAIN.match(name) and len(name) <= 63, f"{kind} name {name!r}"
+        for key, value in doc["metadata"].get("labels", {}).items():
+            assert isinstance(value, str) and len(value) <= 63, f"{kind}/{name} label {key}={value!r}"
+        if kind in CUSTOM_RESOURCES:
+            CUSTOM_RESOURCES[kind](doc, rendered)
+            continue
+        for version in VALIDATE_AGAINST:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{kind}/{name} is invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}")
+
+
+def test_kube_version_floor_is_enforced(template):
+    # When
+    result = template(extra=["--kube-version", "1.24.0"])
+
+    # Then
+    fails_with(result, "kubeVersion", ">=1.25.0-0")
+
+
+# -- custom resources kubernetes-validate does not know: their structure, checked here ---------
+def check_scaled_object(doc: dict, rendered: Rendered) -> None:
+    assert doc["apiVersion"] == "keda.sh/v1alpha1"
+    spec = doc["spec"]
+    target = spec["scaleTargetRef"]["name"]
+    assert target in {d["metadata"]["name"] for d in rendered.kind("Deployment")}, target
+    assert set(spec) <= {"scaleTargetRef", "pollingInterval", "cooldownPeriod", "idleReplicaCount",
+                         "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers"}
+    for key in ("pollingInterval", "cooldownPeriod", "minReplicaCount", "maxReplicaCount"):
+        assert isinstance(spec[key], int) and spec[key] >= 0, key
+    assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    assert spec["triggers"], "a ScaledObject needs a trigger"
+    auths = {d["metadata"]["name"] for d in rendered.kind("TriggerAuthentication")}
+    for trigger in spec["triggers"]:
+        assert trigger["type"] == "kafka"
+        assert {"bootstrapServers", "consumerGroup"} <= set(trigger["metadata"])
+        assert all(isinstance(v, str) for v in trigger["metadata"].values()), "trigger metadata must be strings"
+        if "authenticationRef" in trigger:
+            assert trigger["authenticationRef"]["name"] in auths
+
+
+def check_trigger_authentication(doc: dict, rendered: Rendered) -> None:
+    assert doc["apiVersion"] == "keda.sh/v1alpha1"
+    assert set(doc["spec"]) == {"secretTargetRef"}
+    refs = doc["spec"]["secretTargetRef"]
+    assert refs
+    for ref in refs:
+        assert set(ref) == {"parameter", "name", "key"}
+        assert ref["parameter"] in {"username", "password", "ca", "cert", "key", "keyPassword"}
+
+
+def check_pod_monitor(doc: dict, rendered: Rendered) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = doc["spec"]["selector"]["matchLabels"]
+    selected = [d for d in rendered.kind("Deployment")
+                if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+    assert len(selected) == len(rendered.kind("Deployment")), "the PodMonitor must select every consumer"
+    for endpoint in doc["spec"]["podMetricsEndpoints"]:
+        for deployment in selected:
+            assert endpoint["port"] in {p["name"] for p in container(deployment)["ports"]}
+
+
+def check_service_monitor(doc: dict, rendered: Rendered) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = doc["spec"]["selector"]["matchLabels"]
+    services = [s for s in rendered.kind("Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert len(services) == 1, "the ServiceMonitor must select the metrics Service"
+    port_names = {p["name"] for p in services[0]["spec"]["ports"]}
+    for endpoint in doc["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+
+
+def check_prometheus_rule(doc: dict, rendered: Rendered) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    for group in doc["spec"]["groups"]:
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert ("alert" in rule) != ("record" in rule)
+            assert rule["expr"].strip()
+            if "for" in rule:
+                assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", rule["for"])
+
+
+CUSTOM_RESOURCES = {
+    "ScaledObject": check_scaled_object,
+    "TriggerAuthentication": check_trigger_authentication,
+    "PodMonitor": check_pod_monitor,
+    "ServiceMonitor": check_service_monitor,
+    "PrometheusRule": check_prometheus_rule,
+}
+
+
+# -- one Deployment per group -----------------------------------------------------------------
+def test_defaults_run_one_deployment_per_group(render):
+    # When
+    rendered = render()
+
+    # Then
+    deployments = deployments_by_group(rendered)
+    assert sorted(deployments) == sorted(DEFAULT_GROUPS)
+    for group, deployment in deployments.items():
+        assert deployment["metadata"]["name"] == f"events-dify-events-{group}"
+        assert deployment["spec"]["replicas"] == 1
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector["dify-events/consumer-group"] == group
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert not rendered.kind("ScaledObject") and not rendered.kind("HorizontalPodAutoscaler")
+
+
+PLATFORM_GROUPS = """
+import json
+from consumers import registry
+from schemas.topics import desired_topics
+groups = registry.discover()
+partitions = {s.name: s.partitions for s in desired_topics("events", groups=[g.name for g in groups])}
+print(json.dumps({g.name: max(partitions[t] for t in g.domain_topics("events")) for g in groups}))
+"""
+
+
+def test_defaults_deploy_every_group_of_the_platform_with_its_partition_count(render):
+    """The chart's default groups are the platform's registered groups, and each one's
+    `partitions` is that of the busiest topic it reads (schemas/topics.yaml)."""
+    # Given: the platform's own groups, asked in a clean process (no test handler modules)
+    env = {k: v for k, v in os.environ.items() if k != "EVENTS_HANDLER_MODULES"}
+    proc = subprocess.run([sys.executable, "-c", PLATFORM_GROUPS], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    platform = json.loads(proc.stdout)
+
+    # When
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = {g["name"]: g.get("partitions", values["defaults"]["partitions"]) for g in values["groups"]}
+
+    # Then
+    assert chart == platform
+
+
+def test_runtime_environment_follows_values(render):
+    # Given
+    values = values_of("three-groups")
+
+    # When
+    deployments = deployments_by_group(render(EXAMPLES["three-groups"]))
+
+    # Then
+    for group in values["groups"]:
+        env = env_of(deployments[group["name"]])
+        assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "kafka:9092"
+        assert env["EVENTS_TOPIC_PREFIX"]["value"] == "events"
+        assert env["EVENTS_CONCURRENCY"]["value"] == str(group.get("concurrency", 8))
+        assert env["EVENTS_DRAIN_TIMEOUT_S"]["value"] == str(group.get("drainTimeoutSeconds", 30))
+        assert env["EVENTS_LOG_FORMAT"]["value"] == "text"
+    assert deployments["installed-app-provisioner"]["spec"]["replicas"] == 2
+    indexer_env = env_of(deployments["document-indexer"])
+    assert indexer_env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].startswith("http://otel-collector")
+    cleaner = deployments["dataset-cleaner"]["spec"]["template"]["spec"]
+    assert cleaner["nodeSelector"] == {"workload": "batch"}
+    assert cleaner["tolerations"][0]["key"] == "workload"
+
+
+def test_a_false_or_zero_in_a_group_overrides_the_defaults(render):
+    # Given: defaults that enable the HPA and a PDB, and a group that turns both off
+    values = ["defaults.autoscaling.hpa.enabled=true", "groups[0].name=quiet", "groups[0].replicas=0",
+              "groups[0].autoscaling.hpa.enabled=false", "groups[0].podDisruptionBudget.enabled=false",
+              "groups[1].name=busy"]
+
+    # When
+    rendered = render(set_values=values)
+
+    # Then
+    deployments = deployments_by_group(rendered)
+    assert deployments["quiet"]["spec"]["replicas"] == 0
+    assert "replicas" not in deployments["busy"]["spec"]
+    assert [h["spec"]["scaleTargetRef"]["name"] for h in rendered.kind("HorizontalPodAutoscaler")] == [
+        "events-dify-events-busy"]
+    assert [p["metadata"]["name"] for p in rendered.kind("PodDisruptionBudget")] == ["events-dify-events-busy"]
+
+
+def test_long_names_are_truncated_to_63_characters(render):
+    # Given
+    long_release_values = [f"fullnameOverride={'x' * 60}", "groups[0].name=" + "g" * 50]
+
+    # When
+    rendered = render(set_values=long_release_values)
+
+    # Then
+    for doc in rendered.documents:
+        assert len(doc["metadata"]["name"]) <= 63
+        assert not doc["metadata"]["name"].endswith("-")
+
+
+# -- autoscaling: KEDA xor HPA, never a fixed replica count beside them ----------------------------
+def test_keda_renders_a_kafka_scaled_object_per_group_and_no_replicas(render):
+    # Given
+    values = values_of("keda")
+
+    # When
+    rendered = render(EXAMPLES["keda"])
+
+    # Then
+    deployments = deployments_by_group(rendered)
+    scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in rendered.kind("ScaledObject")}
+    assert len(scaled) == len(values["groups"])
+    for group in values["groups"]:
+        deployment = deployments[group["name"]]
+        assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+        spec = scaled[deployment["metadata"]["name"]]["spec"]
+        keda = group["autoscaling"]["keda"]
+        partitions = group.get("partitions", 6)
+        assert spec["maxReplicaCount"] == keda["maxReplicaCount"] <= partitions
+        assert spec["minReplicaCount"] == keda["minReplicaCount"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == f"events.{group['name']}", "the runtime's group.id"
+        assert trigger["metadata"]["bootstrapServers"] == "kafka:9092"
+        assert trigger["metadata"]["lagThreshold"] == str(keda["lagThreshold"])
+        assert trigger["metadata"]["activationLagThreshold"] == str(keda.get("activationLagThreshold", 10))
+        assert trigger["metadata"]["allowIdleConsumers"] == "false"
+        assert "authenticationRef" not in trigger
+    assert not rendered.kind("HorizontalPodAutoscaler")
+    assert not rendered.kind("TriggerAuthentication")
+    fallback = scaled["events-dify-events-provider-usage"]["spec"]["fallback"]
+    assert fallback == {"failureThreshold": 3, "replicas": 2}
+
+
+def test_keda_reads_the_kafka_secrets_through_a_trigger_authentication(render):
+    # When
+    rendered = render(EXAMPLES["tls-sasl"])
+
+    # Then
+    (scaled,) = rendered.kind("ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["consumerGroup"] == "prod.document-indexer"
+    assert trigger["metadata"]["sasl"] == "scram_sha512"
+    assert trigger["metadata"]["tls"] == "enable"
+    (auth,) = rendered.kind("TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {ref["parameter"]: (ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]}
+    assert refs == {
+        "username": ("kafka-sasl", "username"), "password": ("kafka-sasl", "password"),
+        "ca": ("kafka-tls", "ca.crt"), "cert": ("kafka-tls", "tls.crt"), "key": ("kafka-tls", "tls.key"),
+        "keyPassword": ("kafka-tls", "tls.key.password"),
+    }
+
+
+def test_hpa_renders_autoscalers_and_no_scaled_object(render):
+    # Given
+    values = values_of("hpa")
+
+    # When
+    rendered = render(EXAMPLES["hpa"])
+
+    # Then
+    deployments = deployments_by_group(rendered)
+    hpas = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in rendered.kind("HorizontalPodAutoscaler")}
+    assert not rendered.kind("ScaledObject")
+    assert sorted(hpas) == ["events-dify-events-dataset-cleaner", "events-dify-events-document-indexer"]
+    for name in ("dataset-cleaner", "document-indexer"):
+        deployment = deployments[name]
+        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        spec = hpas[deployment["metadata"]["name"]]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": deployment["metadata"]["name"]}
+        assert spec["maxReplicas"] == values["defaults"]["autoscaling"]["hpa"]["maxReplicas"]
+        assert spec["metrics"][0]["resource"] == {"name": "cpu",
+                                                  "target": {"type": "Utilization", "averageUtilization": 75}}
+    memory = hpas["events-dify-events-document-indexer"]["spec"]["metrics"][1]["resource"]
+    assert memory["name"] == "memory"
+    assert deployments["tenant-provisioner"]["spec"]["replicas"] == 2
+
+
+def test_keda_and_hpa_both_on_fails(template):
+    # When
+    result = template(set_values=["defaults.autoscaling.keda.enabled=true", "defaults.autoscaling.hpa.enabled=true"])
+
+    # Then
+    fails_with(result, "autoscaling.keda and autoscaling.hpa are both enabled; enable one of them")
+
+
+def test_keda_max_replicas_above_partitions_fails(template):
+    # When
+    result = template(EXAMPLES["keda"], set_values=["groups[1].autoscaling.keda.maxReplicaCount=7"])
+
+    # Then
+    fails_with(result, 'group "provider-usage": autoscaling.keda.maxReplicaCount (7) exceeds partitions (6)')
+
+
+def test_hpa_max_replicas_above_partitions_fails(template):
+    # When
+    result = template(set_values=["defaults.autoscaling.hpa.enabled=true", "defaults.autoscaling.hpa.maxReplicas=7"])
+
+    # Then
+    fails_with(result, "autoscaling.hpa.maxReplicas (7) exceeds partitions (6)")
+
+
+def test_hpa_cpu_target_without_a_cpu_request_fails(template):
+    # When
+    result = template(set_values=["defaults.autoscaling.hpa.enabled=true", "defaults.resources.requests=null"])
+
+    # Then
+    fails_with(result, "targetCPUUtilizationPercentage needs resources.requests.cpu")
+
+
+# -- secrets only by reference ----------------------------------------------------------------------
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_secrets_are_only_referenced(render, values):
+    # When
+    rendered = render(*values)
+
+    # Then
+    assert not rendered.kind("Secret"), "the chart must not create Secrets"
+    for name, pod in pod_templates(rendered):
+        for item in pod["spec"]["containers"][0].get("env", []):
+            if SECRET_ENV.search(item["name"]):
+                assert "value" not in item, f"{name}: {item['name']} is written in clear"
+                assert set(item["valueFrom"]) == {"secretKeyRef"}, f"{name}: {item['name']}"
+    for config_map in rendered.kind("ConfigMap"):
+        kafka = yaml.safe_load(config_map["data"]["events.yaml"])["kafka"]
+        assert not [key for key in kafka if re.search(r"password|secret|username|token", key)], kafka
+
+
+def test_tls_and_sasl_come_from_existing_secrets(render):
+    # When
+    rendered = render(EXAMPLES["tls-sasl"])
+
+    # Then
+    for name, pod in pod_templates(rendered):
+        env = {item["name"]: item for item in pod["spec"]["containers"][0]["env"]}
+        assert env["EVENTS_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl", "key": "username"}
+        assert env["EVENTS_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl", "key": "password"}
+        assert env["EVENTS_KAFKA_SSL_KEY_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-tls"
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["kafka-tls"]["secret"]["secretName"] == "kafka-tls"
+        mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["kafka-tls"]["readOnly"] is True
+        tls_dir = mounts["kafka-tls"]["mountPath"]
+        config_map = next(c for c in rendered.kind("ConfigMap")
+                          if c["metadata"]["name"] == volumes["config"]["configMap"]["name"])
+        kafka = yaml.safe_load(config_map["data"]["events.yaml"])["kafka"]
+        assert kafka["security.protocol"] == "SASL_SSL"
+        assert kafka["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert kafka["ssl.ca.location"] == f"{tls_dir}/ca.crt"
+        assert kafka["ssl.certificate.location"] == f"{tls_dir}/tls.crt"
+        assert kafka["ssl.key.location"] == f"{tls_dir}/tls.key"
+        assert kafka["session.timeout.ms"] == "45000", "librdkafka properties are passed as strings"
+        assert kafka["enable.ssl.certificate.verification"] == "true"
+    deployments = rendered.kind("Deployment")
+    for deployment in deployments:
+        url = env_of(deployment)["EVENTS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert url == {"name": "events-database", "key": "url"}
+
+
+def test_sasl_without_a_secret_fails(template):
+    # When
+    result = template(set_values=["kafka.sasl.enabled=true"])
+
+    # Then
+    fails_with(result, "kafka.sasl.enabled needs kafka.sasl.existingSecret")
+
+
+@pytest.mark.parametrize("key", ["sasl.password", "sasl.username", "ssl.key.password", "ssl.key.pem"])
+def test_a_secret_in_the_kafka_config_fails(template, key):
+    # When
+    result = template(set_values=[f"kafka.config.{key.replace('.', chr(92) + '.')}=hunter2"])
+
+    # Then
+    fails_with(result, f"kafka.config.{key} looks like a secret", "secretKeyRef")
+
+
+def test_half_a_client_certificate_fails(template):
+    # When
+    result = template(set_values=["kafka.tls.enabled=true", "kafka.tls.existingSecret=kafka-tls",
+                                  "kafka.tls.certKey=tls.crt"])
+
+    # Then
+    fails_with(result, "kafka.tls.certKey and kafka.tls.keyKey go together")
+
+
+# -- pods: security, probes, shutdown ---------------------------------------------------------------
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_pods_run_restricted(render, values):
+    # When
+    rendered = render(*values)
+
+    # Then
+    for name, pod in pod_templates(rendered):
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] != 0, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        for c in spec["containers"]:
+            context = c["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context.get("privileged", False) is False, name
+            tmp = next(m for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+            assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == tmp["name"]), name
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_grace_period_exceeds_the_drain_timeout(render, values):
+    # When
+    rendered = render(*values)
+
+    # Then
+    for deployment in rendered.kind("Deployment"):
+        drain = int(env_of(deployment)["EVENTS_DRAIN_TIMEOUT_S"]["value"])
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
+
+
+def test_grace_period_not_above_the_drain_timeout_fails(template):
+    # When
+    result = template(set_values=["defaults.drainTimeoutSeconds=60", "defaults.terminationGracePeriodSeconds=60"])
+
+    # Then
+    fails_with(result, "terminationGracePeriodSeconds (60) must exceed drainTimeoutSeconds (60)")
+
+
+def test_probes_use_the_health_endpoints(render):
+    # When
+    rendered = render()
+
+    # Then
+    for deployment in rendered.kind("Deployment"):
+        c = container(deployment)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        env = env_of(deployment)
+        assert ports["health"] == int(env["EVENTS_HEALTH_PORT"]["value"]) == 8080
+        assert ports["metrics"] == int(env["EVENTS_METRICS_PORT"]["value"]) == 9464
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_config_file_is_mounted_where_the_runtime_reads_it(render):
+    # When
+    rendered = render(EXAMPLES["tls-sasl"])
+
+    # Then
+    for name, pod in pod_templates(rendered):
+        c = pod["spec"]["containers"][0]
+        path = next(item["value"] for item in c["env"] if item["name"] == "EVENTS_CONFIG_FILE")
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
+        assert path == f"{mount['mountPath']}/events.yaml", name
+        config_map_name = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")["configMap"]["name"]
+        assert "events.yaml" in rendered.one("ConfigMap", config_map_name)["data"]
+
+
+def test_config_changes_roll_the_pods(render):
+    # When
+    before = render()
+    after = render(set_values=["kafka.config.session\\.timeout\\.ms=45000"])
+
+    # Then
+    checksum = lambda r: {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                          for d in r.kind("Deployment")}
+    assert all(checksum(before)[name] != value for name, value in checksum(after).items())
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_group_has_a_disruption_budget(render, values):
+    # When
+    rendered = render(*values)
+
+    # Then
+    budgets = {tuple(sorted(p["spec"]["selector"]["matchLabels"].items())): p for p in rendered.kind("PodDisruptionBudget")}
+    for deployment in rendered.kind("Deployment"):
+        budget = budgets[tuple(sorted(deployment["spec"]["selector"]["matchLabels"].items()))]
+        assert ("maxUnavailable" in budget["spec"]) != ("minAvailable" in budget["spec"])
+
+
+# -- the topics hook Job ----------------------------------------------------------------------------
+def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(render):
+    # When
+    rendered = render()
+
+    # Then
+    (job,) = rendered.kind("Job")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["topics", "apply"]
+    assert args[2:] == [item for group in DEFAULT_GROUPS for item in ("--group", group)]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    # What the Job mounts and runs as exists before it: hooks of a lower weight.
+    weight = int(annotations["helm.sh/hook-weight"])
+    pod = job["spec"]["template"]["spec"]
+    config_map = rendered.one("ConfigMap", next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"])
+    account = rendered.one("ServiceAccount", pod["serviceAccountName"])
+    for dependency in (config_map, account):
+        assert dependency["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert int(dependency["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight
+    main_config = rendered.one("ConfigMap", "events-dify-events")
+    assert config_map["data"] == main_config["data"]
+
+
+def test_topics_job_can_be_turned_off(render):
+    # When
+    rendered = render(EXAMPLES["three-groups"])
+
+    # Then
+    assert not rendered.kind("Job")
+    assert not [d for d in rendered.documents if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+
+
+# -- monitoring -------------------------------------------------------------------------------------
+def test_pod_monitor_and_alerts(render):
+    # When
+    rendered = render(EXAMPLES["keda"])
+
+    # Then
+    (monitor,) = rendered.kind("PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+    (rule,) = rendered.kind("PrometheusRule")
+    rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert "events_messages_dead_lettered_total" in rules["EventsDeadLettersGrowing"]["expr"]
+    assert "events_consumer_lag" in rules["EventsConsumerLagHigh"]["expr"]
+    for alert in rules.values():
+        assert f'namespace="{NAMESPACE}"' in alert["expr"]
+        assert "{{ $labels.group }}" in alert["annotations"]["summary"], "Prometheus templating must survive Helm"
+    assert not rendered.kind("Service"), "a consumer pod serves no traffic: no Service with a PodMonitor"
+
+
+def test_service_monitor_scrapes_through_a_headless_service(render):
+    # When
+    rendered = render(EXAMPLES["hpa"])
+
+    # Then
+    (service,) = rendered.kind("Service")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True, "a consumer that cannot join is the one to watch"
+    assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
+    assert rendered.kind("ServiceMonitor")
+    assert not rendered.kind("PodMonitor")
+
+
+def test_pod_monitor_and_service_monitor_both_on_fails(template):
+    # When
+    result = template(set_values=["metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"])
+
+    # Then
+    fails_with(result, "metrics.podMonitor and metrics.serviceMonitor are both enabled")
+
+
+# -- the values schema rejects wrong values, at install time ----------------------------------------
+@pytest.fixture(params=["template", "lint"])
+def check(request, template, lint):
+    """Both ways a wrong value meets the schema: `helm template` (as install) and `helm lint`."""
+    return template if request.param == "template" else lint
+
+
+def write_values(tmp_path, text: str):
+    path = tmp_path / "values.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_schema_rejects_negative_replicas(check, tmp_path):
+    # Given
+    values = write_values(tmp_path, "groups:\n  - name: provider-usage\n    replicas: -1\n")
+
+    # When
+    result = check(values)
+
+    # Then
+    fails_with(result, "/groups/0/replicas", "minimum: got -1, want 0")
+
+
+def test_schema_rejects_negative_default_replicas(check):
+    # When
+    result = check(set_values=["defaults.replicas=-2"])
+
+    # Then
+    fails_with(result, "/defaults/replicas", "minimum: got -2, want 0")
+
+
+def test_schema_rejects_an_unknown_top_level_key(check):
+    # When
+    result = check(set_values=["replicaCount=3"])
+
+    # Then
+    fails_with(result, "additional properties 'replicaCount' not allowed")
+
+
+def test_schema_rejects_an_unknown_group_key(check, tmp_path):
+    # Given: a typo, `replica` for `replicas`
+    values = write_values(tmp_path, "groups:\n  - name: provider-usage\n    replica: 3\n")
+
+    # When
+    result = check(values)
+
+    # Then
+    fails_with(result, "/groups/0", "additional properties 'replica' not allowed")
+
+
+def test_schema_rejects_a_group_without_a_name(check, tmp_path):
+    """A group's command is `events run --group <name>`: without a name there is no command."""
+    # Given
+    values = write_values(tmp_path, "groups:\n  - replicas: 2\n    concurrency: 4\n")
+
+    # When
+    result = check(values)
+
+    # Then
+    fails_with(result, "/groups/0", "missing property 'name'")
+
+
+def test_schema_rejects_a_group_name_that_is_no_kubernetes_name(check, tmp_path):
+    # Given
+    values = write_values(tmp_path, "groups:\n  - name: Provider_Usage\n")
+
+    # When
+    result = check(values)
+
+    # Then
+    fails_with(result, "/groups/0/name", "does not match pattern")
+
+
+def test_schema_rejects_no_group_at_all(check, tmp_path):
+    # Given
+    values = write_values(tmp_path, "groups: []\n")
+
+    # When
+    result = check(values)
+
+    # Then
+    fails_with(result, "/groups", "minItems")
+
+
+def test_schema_rejects_an_unknown_sasl_mechanism(check):
+    # When
+    result = check(set_values=["kafka.sasl.mechanism=GSSAPI"])
+
+    # Then
+    fails_with(result, "/kafka/sasl/mechanism", "value must be one of 'PLAIN'")
+
+
+def test_schema_rejects_a_secret_written_into_values(check):
+    # When: the password itself instead of a Secret's name
+    result = check(set_values=["kafka.sasl.password=hunter2"])
+
+    # Then
+    fails_with(result, "/kafka/sasl", "additional properties 'password' not allowed")
+
+
+def test_chart_files_are_where_helm_expects_them():
+    # Then
+    for name in ("Chart.yaml", "values.yaml", "values.schema.json", ".helmignore",
+                 "templates/_helpers.tpl", "templates/NOTES.txt"):
+        assert (CHART / name).is_file(), name
+    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl"}
+
+
+def test_every_values_key_is_commented():
+    """Every setting in values.yaml (a key holding a value, not a block of keys) has a comment
+    right above it, or sits in a block that has one (e.g. `podSecurityContext`)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    key_line = re.compile(r"^(\s*)([A-Za-z][\w.-]*):(.*)$")
+    documented: list[tuple[int, bool]] = []  # (indent, documented) of the open ancestors
+    undocumented = []
+    for index, line in enumerate(lines):
+        match = key_line.match(line)
+        if not match:
+            continue
+        indent, key, rest = len(match[1]), match[2], match[3].strip()
+        while documented and documented[-1][0] >= indent:
+            documented.pop()
+        commented = index > 0 and lines[index - 1].strip().startswith("#")
+        is_documented = commented or any(flag for _, flag in documented)
+        following = next((l for l in lines[index + 1:] if l.strip() and not l.strip().startswith("#")), "")
+        is_block = not rest and len(following) - len(following.lstrip()) > indent
+        if not is_block and not is_documented:
+            undocumented.append(key)
+        documented.append((indent, is_documented))
+    assert not undocumented, f"settings without a comment in values.yaml: {undocumented}"
+
+
+def test_the_readme_example_installs(lint, render, tmp_path):
+    """The values example of helm/README.md ("Deploy on Kubernetes") is a working one."""
+    # Given
+    readme = (CHART.parent / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", readme, re.S)
+    assert example, "helm/README.md has a yaml values example"
+    values = write_values(tmp_path, example[1])
+
+    # When
+    linted = lint(values)
+    rendered = render(values)
+
+    # Then
+    assert linted.returncode == 0, linted.output
+    groups = sorted(group_of(d) for d in rendered.kind("Deployment"))
+    assert groups == ["document-indexer", "provider-usage"]
+    assert len(rendered.kind("ScaledObject")) == 2
+
+
+@pytest.mark.parametrize("database, warned", [("events-database", False), ("", True)])
+def test_notes_list_the_groups_and_warn_without_a_database(helm, tmp_path, database, warned):
+    """`helm template` leaves NOTES.txt out, so a copy of the chart renders it into a ConfigMap."""
+    # Given
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        "  NOTES.txt: {{ include \"dify-events/templates/NOTES.txt\" . | quote }}\n")
+
+    # When
+    result = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+                  "--values", str(EXAMPLES["keda"]), "--set", f"database.existingSecret={database}",
+                  "--show-only", "templates/zz-notes.yaml")
+
+    # Then
+    assert result.returncode == 0, result.output
+    notes = yaml.safe_load(result.stdout)["data"]["NOTES.txt"]
+    assert "document-indexer: deployment/events-dify-events-document-indexer, KEDA on lag 1..12 pods" in notes
+    assert "provider-usage: deployment/events-dify-events-provider-usage, KEDA on lag 0..6 pods" in notes
+    assert ("WARNING: database.existingSecret is empty" in notes) is warned
