@@ -80,10 +80,16 @@ class EventSpec:
     model: type[Event]
     key_field: str
     versions: tuple[SchemaVersion, ...]  # ascending, v1 first
+    pinned: int | None = None  # the model's schema_version, when it is not the latest
 
     @property
     def latest(self) -> SchemaVersion:
         return self.versions[-1]
+
+    @property
+    def current(self) -> SchemaVersion:
+        """The version this process writes, and resolves what it reads to: the model's version."""
+        return self.latest if self.pinned is None else self.versions[self.pinned - 1]
 
     def topic(self, prefix: str) -> str:
         return f"{prefix}.{self.domain}"
@@ -168,8 +174,12 @@ class Catalogue:
                                      f"the schema lives under {domains[event_type]!r}")
             if model.key_field not in model.model_fields:
                 raise CatalogueError(f"{event_type}: key field {model.key_field!r} is not a field of the model")
+            pinned = model.schema_version
+            if pinned is not None and pinned not in versions:
+                raise CatalogueError(f"{event_type}: the model is pinned to v{pinned}, which has no schema file")
             specs.append(EventSpec(event_type, domains[event_type], model, model.key_field,
-                                   tuple(versions[n] for n in sorted(versions))))
+                                   tuple(versions[n] for n in sorted(versions)),
+                                   None if pinned == len(versions) else pinned))
         return cls(specs)
 
     # -- look-ups ---------------------------------------------------------------------------

@@ -20,7 +20,6 @@ the bytes still resolve, but their meaning changes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +189,8 @@ def _resolve_fields(reader: dict[str, Any], writer: dict[str, Any], path: str,
         elif not field["has_default"]:
             writer_only = sorted(set(by_name) - {f["name"] for f in reader["fields"]}
                                  - {a for f in reader["fields"] for a in f["aliases"]})
-            hint = (f" (if it was renamed from {', '.join(writer_only)}, list the old name in its aliases "
-                    "and give it a default, so both versions can read each other)") if writer_only else ""
+            hint = (f" (if it and {' or '.join(writer_only)} are one field renamed: give the new name the old "
+                    "one in its aliases, and a default, so both versions can read each other)") if writer_only else ""
             problems.append((sub, MISSING + hint))
     return problems
 
@@ -261,7 +260,3 @@ def check_folder(root: Path = AVRO_ROOT, event_types: Iterable[str] | None = Non
     for event_type in sorted(wanted - set(found)):
         problems.append(f"{event_type}: no schema under {root}")
     return CheckReport({t: sorted(v) for t, v in sorted(found.items()) if t in wanted}, problems, incompatibilities)
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

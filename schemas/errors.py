@@ -33,5 +33,14 @@ class EventTypeMismatch(CodecError):
     """The caller expected one event type and the fingerprint names another."""
 
 
+class UnencodableEvent(CodecError):
+    """An event whose values its schema cannot hold (built with ``model_construct``/``model_copy``,
+    which skip validation)."""
+
+
 class InvalidEvent(CodecError):
     """The body decoded, but its values break the event model's rules (pydantic's message says which)."""
+
+
+class TopicsError(EventsError):
+    """The topics file is wrong, or the cluster refused a topic change (the message says which topic)."""

@@ -4,9 +4,9 @@ Every event carries the envelope first (``event_id``, ``occurred_at``, ``tenant_
 fields the seed's handlers need, named as Dify names them. ``tests/schemas/test_models.py``
 proves each model and its latest ``.avsc`` agree on names, order, types, optionality and defaults.
 
-Class attributes (not fields): ``event_type`` (the wire name), ``domain`` (the topic's suffix) and
+Class attributes (not fields): ``event_type`` (the wire name), ``domain`` (the topic's suffix),
 ``key_field`` (the field whose value is the Kafka message key: per-key order is what handlers
-rely on).
+rely on) and ``schema_version`` (None: the latest schema version).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = [
     "ALL_EVENTS", "AppDraftWorkflowWasSynced", "AppModelConfigWasUpdated", "AppMode",
     "AppPublishedWorkflowWasUpdated", "AppWasCreated", "DatasetWasDeleted", "DocumentIndexCreated",
     "DocumentWasDeleted", "Event", "MessageWasCreated", "TenantWasCreated", "TenantWasUpdated",
-    "ToolNode", "new_event_id", "utcnow",
+    "Count", "Id", "Text", "ToolNode", "new_event_id", "utcnow",
 ]
 
 # -- the envelope's generators ----------------------------------------------------------------
@@ -79,6 +79,10 @@ class Event(BaseModel):
     event_type: ClassVar[str]
     domain: ClassVar[str]
     key_field: ClassVar[str]
+    schema_version: ClassVar[int | None] = None
+    """None: the model is the latest ``.avsc`` version, which this process writes and reads into.
+    A number pins the model to an older version while newer files are already shipped (the first
+    step of a two-step rollout: consumers learn the new writer schema before anyone writes it)."""
 
     event_id: str = Field(default_factory=new_event_id, description="UUIDv7 text: unique, time-ordered.")
     occurred_at: datetime = Field(default_factory=utcnow, description="When it happened, UTC, milliseconds.")

@@ -1,0 +1,382 @@
+"""Declarative topics: the topics file, and a plan/apply over confluent_kafka's AdminClient.
+
+``plan`` compares the topics the file declares (one per domain of the catalogue, plus each
+consumer group's dead-letter and retry topics) with the cluster and says, per topic: ``create``,
+``alter`` (configuration keys to set, partitions to add) or ``ok``. ``apply`` carries a plan out.
+Run twice, the second run finds everything ``ok``.
+
+What apply never does, and reports instead: lower a partition count (Kafka cannot; a new count
+also moves keys to other partitions, breaking per-key order), change a replication factor (that
+is a partition reassignment), or touch configuration keys the file does not name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import TopicsError
+from .settings import Settings, get_settings
+
+TOPICS_FILE = Path(__file__).with_name("topics.yaml")
+Role = Literal["domain", "dead-letter", "retry"]
+_SET_ON_TOPIC = ConfigSource.DYNAMIC_TOPIC_CONFIG.value  # describe_configs gives sources as ints
+_TOPIC_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+# -- the file ---------------------------------------------------------------------------------
+def _config_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_config_text(v) for v in value)
+    return str(value)
+
+
+class TopicTemplate(BaseModel):
+    """Overrides for one topic or kind of topic; unset values come from the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partitions: int | None = Field(default=None, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): _config_text(v) for k, v in value.items()}
+        return value
+
+
+class TopicDefaults(TopicTemplate):
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=3, ge=1)
+
+
+class TopicsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    defaults: TopicDefaults = Field(default_factory=TopicDefaults)
+    domains: dict[str, TopicTemplate] = Field(default_factory=dict)
+    dead_letter: TopicTemplate = Field(default_factory=TopicTemplate)
+    retry: TopicTemplate = Field(default_factory=TopicTemplate)
+
+    def resolve(self, name: str, role: Role, template: TopicTemplate | None) -> TopicSpec:
+        template = template or TopicTemplate()
+        return TopicSpec(
+            name=name, role=role,
+            partitions=template.partitions or self.defaults.partitions,
+            replication_factor=template.replication_factor or self.defaults.replication_factor,
+            config={**self.defaults.config, **template.config},
+        )
+
+
+def load_topics_file(path: Path | str = TOPICS_FILE) -> TopicsFile:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TopicsError(f"cannot read the topics file {path}: {exc}") from exc
+    try:
+        return TopicsFile.model_validate(data)
+    except ValidationError as exc:
+        raise TopicsError(f"the topics file {path} is not valid: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic as declared."""
+
+    name: str
+    role: Role
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def _check_name(name: str) -> str:
+    if not name or len(name) > 249 or not set(name) <= _TOPIC_NAME_CHARS or name in (".", ".."):
+        raise TopicsError(f"{name!r} is not a valid topic name (letters, digits, '.', '_', '-'; at most 249)")
+    return name
+
+
+def dead_letter_topic(prefix: str, group: str) -> str:
+    return f"{prefix}.dlq.{group}"
+
+
+def retry_topic(prefix: str, group: str) -> str:
+    return f"{prefix}.retry.{group}"
+
+
+def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable[str] | None = None,
+                   topics_file: TopicsFile | None = None, extra: Iterable[TopicSpec] = ()) -> list[TopicSpec]:
+    """Every topic the file declares for this prefix: the domains' (default: the catalogue's),
+    each group's dead-letter and retry topics, then ``extra`` specs as given."""
+    if domains is None:
+        from .catalogue import CATALOGUE
+
+        domains = CATALOGUE.domains()
+    topics_file = topics_file or load_topics_file()
+    domains = list(domains)
+    unknown = sorted(set(topics_file.domains) - set(domains))
+    if unknown:
+        raise TopicsError(f"the topics file names domains the catalogue does not have: {', '.join(unknown)}")
+    specs = [topics_file.resolve(f"{prefix}.{d}", "domain", topics_file.domains.get(d)) for d in domains]
+    for group in dict.fromkeys(groups):
+        specs.append(topics_file.resolve(dead_letter_topic(prefix, group), "dead-letter", topics_file.dead_letter))
+        specs.append(topics_file.resolve(retry_topic(prefix, group), "retry", topics_file.retry))
+    specs.extend(extra)
+    seen: set[str] = set()
+    for spec in specs:
+        _check_name(spec.name)
+        if spec.name in seen:
+            raise TopicsError(f"the topic {spec.name} is declared twice")
+        seen.add(spec.name)
+    return specs
+
+
+# -- the cluster ------------------------------------------------------------------------------
+def admin_client(settings: Settings | None = None) -> AdminClient:
+    settings = settings or get_settings()
+    return AdminClient({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties()})
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """One topic as the cluster has it; ``config`` holds the keys set on the topic itself."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str]
+
+
+def _metadata(admin: AdminClient, timeout: float):
+    try:
+        return admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicsError(f"cannot read the cluster's metadata: {exc.args[0]}") from exc
+
+
+def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,
+                      only_set: bool = False) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    result: dict[str, dict[str, str]] = {}
+    for resource, future in futures.items():
+        try:
+            entries = future.result(timeout=timeout)
+        except KafkaException as exc:
+            raise TopicsError(f"cannot read the configuration of {resource.name}: {exc.args[0]}") from exc
+        result[resource.name] = {
+            k: e.value for k, e in entries.items()
+            if e.value is not None and (not only_set or e.source == _SET_ON_TOPIC)
+        }
+    return result
+
+
+def list_topics(admin: AdminClient, prefix: str | None, *, timeout: float = 10.0) -> list[TopicState]:
+    """The cluster's topics under ``<prefix>.`` (every non-internal topic when prefix is None)."""
+    metadata = _metadata(admin, timeout)
+    names = sorted(n for n in metadata.topics
+                   if not n.startswith("__") and (prefix is None or n.startswith(f"{prefix}.")))
+    configs = _describe_configs(admin, names, timeout, only_set=True)
+    states = []
+    for name in names:
+        partitions = metadata.topics[name].partitions
+        rf = len(partitions[0].replicas) if partitions else 0
+        states.append(TopicState(name, len(partitions), rf, configs.get(name, {})))
+    return states
+
+
+# -- plan and apply ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TopicAction:
+    """What ``apply`` will do (or did) to one topic."""
+
+    spec: TopicSpec                    # as declared, replication clamped to the cluster
+    action: Literal["create", "alter", "ok"]
+    config_changes: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)  # key -> (now, wanted)
+    partitions_from: int | None = None  # an increase: from this count to spec.partitions
+    notes: tuple[str, ...] = ()         # what differs and is left alone
+
+    @property
+    def topic(self) -> str:
+        return self.spec.name
+
+    def details(self) -> str:
+        parts: list[str] = []
+        if self.action == "create":
+            cfg = ", ".join(f"{k}={v}" for k, v in sorted(self.spec.config.items()))
+            parts.append(f"{self.spec.partitions} partitions, replication {self.spec.replication_factor}"
+                         + (f", {cfg}" if cfg else ""))
+        if self.partitions_from is not None:
+            parts.append(f"partitions {self.partitions_from} -> {self.spec.partitions}")
+        parts += [f"{k}: {old if old is not None else '(unset)'} -> {new}"
+                  for k, (old, new) in sorted(self.config_changes.items())]
+        parts += list(self.notes)
+        return "; ".join(parts) or "as declared"
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[TopicAction, ...]
+    brokers: int
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> tuple[TopicAction, ...]:
+        return tuple(a for a in self.actions if a.action != "ok")
+
+
+def _clamp(specs: Sequence[TopicSpec], brokers: int) -> tuple[list[TopicSpec], list[str]]:
+    clamped, lowered = [], []
+    for spec in specs:
+        if spec.replication_factor > brokers:
+            config = dict(spec.config)
+            if int(config.get("min.insync.replicas", "1")) > brokers:
+                config["min.insync.replicas"] = str(brokers)
+            lowered.append(spec.name)
+            spec = TopicSpec(spec.name, spec.role, spec.partitions, brokers, config)
+        clamped.append(spec)
+    warnings = []
+    if lowered:
+        warnings.append(f"the cluster has {brokers} broker(s): replication factor (and min.insync.replicas) "
+                        f"lowered to {brokers} for {len(lowered)} topic(s); fine for development, "
+                        "not for production")
+    return clamped, warnings
+
+
+def plan(admin: AdminClient, prefix: str, *, groups: Iterable[str] = (), extra: Iterable[TopicSpec] = (),
+         topics_file: TopicsFile | None = None, domains: Iterable[str] | None = None,
+         timeout: float = 10.0) -> Plan:
+    """Compares the declared topics with the cluster; changes nothing."""
+    specs = desired_topics(prefix, groups=groups, domains=domains, topics_file=topics_file, extra=extra)
+    metadata = _metadata(admin, timeout)
+    brokers = len(metadata.brokers)
+    if brokers < 1:
+        raise TopicsError("the cluster reports no brokers")
+    specs, warnings = _clamp(specs, brokers)
+    existing = [s.name for s in specs if s.name in metadata.topics]
+    configs = _describe_configs(admin, existing, timeout)
+    actions = []
+    for spec in specs:
+        topic = metadata.topics.get(spec.name)
+        if topic is None:
+            actions.append(TopicAction(spec, "create"))
+            continue
+        partitions = len(topic.partitions)
+        rf = len(topic.partitions[0].replicas) if topic.partitions else 0
+        notes = []
+        partitions_from = None
+        if partitions < spec.partitions:
+            partitions_from = partitions
+        elif partitions > spec.partitions:
+            notes.append(f"has {partitions} partitions, the file asks {spec.partitions}: "
+                         "partitions are never decreased")
+        if rf != spec.replication_factor:
+            notes.append(f"replication factor is {rf}, the file asks {spec.replication_factor}: "
+                         "change it by partition reassignment")
+        current = configs.get(spec.name, {})
+        changes = {k: (current.get(k), v) for k, v in spec.config.items() if current.get(k) != v}
+        action = "alter" if changes or partitions_from is not None else "ok"
+        actions.append(TopicAction(spec, action, changes, partitions_from, tuple(notes)))
+    return Plan(tuple(actions), brokers, tuple(warnings))
+
+
+def _wait(futures: Mapping[Any, Any], what: str, timeout: float, ok_codes: tuple[int, ...] = ()) -> None:
+    failures = []
+    for key, future in futures.items():
+        name = getattr(key, "name", key)
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() in ok_codes:
+                continue
+            failures.append(f"{name}: {error.str() if isinstance(error, KafkaError) else error}")
+    if failures:
+        raise TopicsError(f"cannot {what}: " + "; ".join(failures))
+
+
+def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
+    """Carries out a plan: creates, alters configuration, adds partitions; then waits until the
+    cluster's metadata shows every topic with its partitions. Returns the plan."""
+    creates = [a.spec for a in the_plan.actions if a.action == "create"]
+    if creates:
+        new = [NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config)) for s in creates]
+        _wait(admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout), "create topics",
+              timeout, ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
+    alters = [a for a in the_plan.actions if a.action == "alter" and a.config_changes]
+    if alters:
+        resources = [ConfigResource(ResourceType.TOPIC, a.topic, incremental_configs=[
+            ConfigEntry(k, new, incremental_operation=AlterConfigOpType.SET)
+            for k, (_, new) in sorted(a.config_changes.items())]) for a in alters]
+        _wait(admin.incremental_alter_configs(resources, request_timeout=timeout), "alter topic configs", timeout)
+    grows = [a for a in the_plan.actions if a.partitions_from is not None]
+    if grows:
+        _wait(admin.create_partitions([NewPartitions(a.topic, a.spec.partitions) for a in grows],
+                                      operation_timeout=timeout, request_timeout=timeout),
+              "add partitions", timeout)
+    if creates or grows:
+        _await_metadata(admin, {a.topic: a.spec.partitions for a in the_plan.actions if a.action != "ok"
+                                and (a.action == "create" or a.partitions_from is not None)}, timeout)
+    if creates or alters:
+        # brokers learn configuration changes from the metadata log a moment later: wait, so that
+        # a plan made right after this apply finds nothing left to do
+        wanted = {s.name: dict(s.config) for s in creates}
+        wanted.update({a.topic: {k: new for k, (_, new) in a.config_changes.items()} for a in alters})
+        _await_configs(admin, wanted, timeout)
+    return the_plan
+
+
+def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = {name: dict(config) for name, config in wanted.items() if config}
+    while pending:
+        try:
+            current = _describe_configs(admin, list(pending), max(1.0, deadline - time.monotonic()))
+        except TopicsError:
+            current = {}  # a topic just created may not be describable yet
+        pending = {name: config for name, config in pending.items()
+                   if any(current.get(name, {}).get(k) != v for k, v in config.items())}
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicsError(f"the cluster did not show the new configuration of {', '.join(pending)} "
+                              f"within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def _await_metadata(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = _metadata(admin, max(1.0, deadline - time.monotonic()))
+        missing = [n for n, p in wanted.items()
+                   if n not in metadata.topics or metadata.topics[n].error is not None
+                   or len(metadata.topics[n].partitions) < p]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicsError(f"the cluster did not show {', '.join(missing)} within {timeout:.0f}s")
+        time.sleep(0.2)

@@ -1,0 +1,209 @@
+"""Declarative topics: `events topics apply` against the real broker, with a unique prefix."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+from consumers.cli import main
+from schemas.catalogue import CATALOGUE
+from schemas.errors import TopicsError
+from schemas.topics import (
+    TOPICS_FILE,
+    TopicSpec,
+    TopicsFile,
+    apply,
+    desired_topics,
+    list_topics,
+    load_topics_file,
+    plan,
+)
+
+
+@pytest.fixture
+def prefix(kafka_env, admin) -> Iterator[str]:
+    """The test's unique prefix; every topic under it is deleted afterwards."""
+    yield kafka_env
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{kafka_env}.")]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result(timeout=30)
+            except Exception:  # noqa: BLE001 - already gone is fine
+                pass
+
+
+def wait_until(condition, timeout_s: float = 15.0) -> None:
+    """Brokers apply configuration changes from the metadata log a moment after the call returns."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the cluster did not show the change in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    """Tables are printed in full, not wrapped at 80 columns."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(main, list(args))
+    return result
+
+
+def write_file(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "topics.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_dry_run_changes_nothing(prefix, admin):
+    # Given no topics under the prefix
+    assert list_topics(admin, prefix) == []
+    # When `events topics apply --dry-run` runs, with a consumer group
+    result = cli("topics", "apply", "--dry-run", "--group", "provider-usage")
+    # Then it says what it would create ...
+    assert result.exit_code == 0, result.output
+    assert result.output.count("would create") == 7
+    assert f"{prefix}.dlq.provider-usage" in result.output and "nothing changed" in result.output
+    # ... and the cluster still has no topic under the prefix
+    assert list_topics(admin, prefix) == []
+
+
+def test_apply_twice_changes_nothing_the_second_time(prefix, admin):
+    # Given an empty prefix
+    # When `events topics apply` runs twice
+    first = cli("topics", "apply", "--group", "dataset-cleaner")
+    second = cli("topics", "apply", "--group", "dataset-cleaner")
+    # Then the first creates the domain topics and the group's dead-letter and retry topics
+    assert first.exit_code == 0, first.output
+    assert first.output.count("create") == 7 and "7 topic(s) changed" in first.output
+    states = {s.name: s for s in list_topics(admin, prefix)}
+    assert sorted(states) == sorted(CATALOGUE.topics(prefix) + [f"{prefix}.dlq.dataset-cleaner",
+                                                                f"{prefix}.retry.dataset-cleaner"])
+    declared = load_topics_file()
+    assert states[f"{prefix}.message"].partitions == 12 and states[f"{prefix}.app"].partitions == 6
+    assert states[f"{prefix}.dlq.dataset-cleaner"].config["retention.ms"] == declared.dead_letter.config["retention.ms"]
+    assert states[f"{prefix}.document"].config["retention.ms"] == "1209600000"
+    # And the second finds everything as declared and changes nothing
+    assert second.exit_code == 0, second.output
+    assert "0 topic(s) changed, 7 as declared" in second.output
+    assert all(a.action == "ok" for a in plan(admin, prefix, groups=["dataset-cleaner"]).actions)
+
+
+def test_a_single_broker_lowers_replication_with_a_warning(prefix, admin):
+    # Given the development cluster (one broker) and a file asking for replication 3
+    assert load_topics_file().defaults.replication_factor == 3
+    # When planned
+    the_plan = plan(admin, prefix)
+    # Then replication and min.insync.replicas are lowered to the broker count, with a warning
+    assert the_plan.brokers == 1
+    assert all(a.spec.replication_factor == 1 and a.spec.config["min.insync.replicas"] == "1"
+               for a in the_plan.actions)
+    assert any("lowered to 1" in w for w in the_plan.warnings)
+    result = cli("topics", "apply", "--dry-run")
+    assert "warning:" in result.output and "lowered to 1" in result.output
+
+
+def test_drifted_configuration_is_set_back_and_other_keys_are_left_alone(prefix, admin):
+    # Given the declared topics, then someone changes retention.ms and sets segment.ms by hand
+    apply(admin, plan(admin, prefix))
+    topic = f"{prefix}.app"
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    wait_until(lambda: {s.name: s for s in list_topics(admin, prefix)}[topic].config["retention.ms"] == "1000")
+    # When planned
+    the_plan = plan(admin, prefix)
+    (drifted,) = the_plan.changes
+    # Then only that topic is to alter, and only the key the file names
+    assert drifted.topic == topic and drifted.action == "alter"
+    assert dict(drifted.config_changes) == {"retention.ms": ("1000", "604800000")}
+    assert "retention.ms: 1000 -> 604800000" in drifted.details()
+    # When applied / Then the file's value is back, the hand-set key kept, and nothing is left to do
+    apply(admin, the_plan)
+    state = {s.name: s for s in list_topics(admin, prefix)}[topic]
+    assert state.config["retention.ms"] == "604800000" and state.config["segment.ms"] == "3600000"
+    assert plan(admin, prefix).changes == ()
+
+
+def test_partitions_are_increased_but_never_decreased(prefix, admin, tmp_path):
+    # Given the declared topics
+    apply(admin, plan(admin, prefix))
+    # When the file asks for more partitions of the tenant topic
+    more = write_file(tmp_path, {"domains": {"tenant": {"partitions": 5}}})
+    result = cli("topics", "apply", "--file", str(more))
+    # Then they are added
+    assert result.exit_code == 0, result.output
+    assert "partitions 3 -> 5" in result.output
+    assert {s.name: s.partitions for s in list_topics(admin, prefix)}[f"{prefix}.tenant"] == 5
+    # When the file asks for fewer
+    fewer = TopicsFile.model_validate({"domains": {"tenant": {"partitions": 2}}})
+    the_plan = plan(admin, prefix, topics_file=fewer)
+    tenant = next(a for a in the_plan.actions if a.topic == f"{prefix}.tenant")
+    # Then nothing is done to it, and the plan says why
+    assert tenant.action == "ok" and "never decreased" in tenant.details()
+    apply(admin, the_plan)
+    assert {s.name: s.partitions for s in list_topics(admin, prefix)}[f"{prefix}.tenant"] == 5
+
+
+def test_topics_list_shows_partitions_replication_and_configuration(prefix, admin):
+    # Given the declared topics
+    cli("topics", "apply", "--group", "document-indexer")
+    # When listed
+    result = cli("topics", "list")
+    # Then each topic is there with its partition count and the keys set on it
+    assert result.exit_code == 0, result.output
+    assert f"{prefix}.retry.document-indexer" in result.output
+    assert "retention.ms=259200000" in result.output and "12" in result.output
+
+
+def test_extra_specs_are_created_as_given(prefix, admin):
+    # Given a spec the consumers layer passes in (e.g. a topic of its own)
+    extra = TopicSpec(f"{prefix}.replay.scratch", "retry", 2, 1, {"retention.ms": "3600000"})
+    # When planned and applied
+    apply(admin, plan(admin, prefix, extra=[extra]))
+    # Then it exists as given
+    state = {s.name: s for s in list_topics(admin, prefix)}[extra.name]
+    assert (state.partitions, state.config["retention.ms"]) == (2, "3600000")
+
+
+# -- the file, without a cluster --------------------------------------------------------------
+def test_the_file_declares_every_catalogue_domain_and_group_topics():
+    specs = {s.name: s for s in desired_topics("p", groups=["a", "b", "a"])}
+    assert sorted(specs) == sorted(CATALOGUE.topics("p") + ["p.dlq.a", "p.retry.a", "p.dlq.b", "p.retry.b"])
+    assert specs["p.dlq.a"].role == "dead-letter" and specs["p.retry.b"].role == "retry"
+    assert specs["p.app"].config["min.insync.replicas"] == "2" and specs["p.app"].replication_factor == 3
+    assert load_topics_file(TOPICS_FILE) == load_topics_file()
+
+
+def test_yaml_numbers_and_booleans_become_config_text():
+    parsed = TopicsFile.model_validate(yaml.safe_load(
+        "defaults: {config: {retention.ms: 1000, unclean.leader.election.enable: false}}"))
+    assert parsed.defaults.config == {"retention.ms": "1000", "unclean.leader.election.enable": "false"}
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"groups": ["bad group"]}, "not a valid topic name"),
+    ({"topics_file": TopicsFile.model_validate({"domains": {"billing": {}}})}, "domains the catalogue does not have"),
+    ({"extra": [TopicSpec("p.app", "domain", 1, 1)]}, "declared twice"),
+])
+def test_bad_declarations_are_refused(kwargs, words):
+    with pytest.raises(TopicsError, match=words):
+        desired_topics("p", **kwargs)
+
+
+def test_a_bad_topics_file_is_one_clear_error(tmp_path):
+    path = write_file(tmp_path, {"defaults": {"partitions": 0}, "domain": {}})
+    with pytest.raises(TopicsError, match="is not valid") as caught:
+        load_topics_file(path)
+    assert "partitions" in str(caught.value) and "domain" in str(caught.value)
