@@ -1,0 +1,111 @@
+"""The domain's declarative base, its portable column types, ``create_all`` and ``insert_ignore``.
+
+Portable means one model runs on SQLite (the embedded default) and PostgreSQL (production): ids
+are UUID text, times are timezone-aware UTC on both (SQLite keeps them as naive UTC text; this
+module puts the zone back), JSON is SQLAlchemy's ``JSON``.
+
+Like Dify's own models, tables have no foreign keys: events of different domains travel on
+different topics and are handled by independent groups, so a handler must be able to write a row
+whose neighbour does not exist (yet, or any more). The invariants (``invariants.py``) check what
+foreign keys would have.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, MetaData, String, TypeDecorator
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Session
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    """A new row id: a random UUID in text form, as Dify's ids are."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """``DateTime(timezone=True)`` that reads back timezone-aware UTC on every database.
+
+    Naive datetimes are refused: a time without a zone is a bug waiting for a server in
+    another zone (use ``datetime.now(UTC)``)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: give it a zone (datetime.now(UTC))")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """The domain's own base: its MetaData holds only the domain's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+        str: String(255),
+    }
+
+
+def create_all(engine: Engine) -> None:
+    """Creates every domain table and index that does not exist yet (SQLite and PostgreSQL)."""
+    from . import app, dataset, provider, tenant  # noqa: F401 - registers the models on Base.metadata
+
+    Base.metadata.create_all(engine)
+
+
+def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                  conflict: Sequence[str] | None = None) -> int:
+    """``INSERT ... ON CONFLICT DO NOTHING``: how many rows were inserted.
+
+    ``conflict`` names the columns of the unique constraint to ignore a clash on; None ignores a
+    clash on any. This is the race-free "create it unless it exists": two writers at once never
+    raise, and the loser sees 0."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        insert = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:
+        raise NotImplementedError(f"insert_ignore supports sqlite and postgresql, not {dialect}")
+    rows = [dict(values)] if isinstance(values, Mapping) else [dict(v) for v in values]
+    if not rows:
+        return 0
+    table = model.__table__
+    for row in rows:  # Core inserts with several rows do not fill Python-side defaults per row
+        for column in table.columns:
+            if column.key not in row and column.default is not None and column.default.is_callable:
+                row[column.key] = column.default.arg(None)  # SQLAlchemy wraps it to take a context
+            elif column.key not in row and column.default is not None and column.default.is_scalar:
+                row[column.key] = column.default.arg
+    keys = {key for row in rows for key in row}
+    rows = [{key: row.get(key) for key in keys} for row in rows]  # one shape for a multi-row VALUES
+    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
+    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1 on psycopg gives -1 otherwise)
+    return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount

@@ -1,0 +1,124 @@
+"""Model providers per tenant (quota and last use), their usage, and the messages that use them.
+
+``messages`` is written by the application when a model answers, before it publishes
+``message_was_created``. The ``provider-usage`` group writes ``providers`` (quota used, last
+use), ``provider_usage`` (token totals) and ``message_usage`` (one row per counted message: what
+makes counting a message twice impossible, whatever the event id).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Boolean, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from .base import Base, insert_ignore, new_id, utcnow
+
+SYSTEM, CUSTOM = "system", "custom"
+HOSTED_PROVIDERS = ("openai", "anthropic")
+"""Providers the platform hosts: every tenant gets a trial quota of tokens on each."""
+PLAN_QUOTAS: dict[str, int | None] = {
+    "sandbox": 200_000,
+    "basic": 1_000_000,
+    "professional": 10_000_000,
+    "team": 50_000_000,
+    "enterprise": None,  # unlimited
+}
+"""Tokens of hosted trial quota per plan; a plan not listed gets the basic quota."""
+DEFAULT_MODELS = {"llm": ("openai", "gpt-4o-mini"), "text-embedding": ("openai", "text-embedding-3-small")}
+
+
+def plan_quota(plan: str) -> int | None:
+    return PLAN_QUOTAS.get(plan, PLAN_QUOTAS["basic"])
+
+
+class Provider(Base):
+    """A tenant's model provider: hosted (``system``, with a trial quota in tokens; null limit
+    means unlimited) or the tenant's own key (``custom``, no limit)."""
+
+    __tablename__ = "providers"
+    __table_args__ = (UniqueConstraint("tenant_id", "provider_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    provider_name: Mapped[str]
+    provider_type: Mapped[str] = mapped_column(String(40), default=CUSTOM)
+    quota_type: Mapped[str | None] = mapped_column(String(40))  # trial | paid | free; null for custom
+    quota_limit: Mapped[int | None] = mapped_column(BigInteger)
+    quota_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    is_valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_used: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def quota_remaining(self) -> int | None:
+        """Tokens left; negative when the last messages overdrew it; None when unlimited."""
+        return None if self.quota_limit is None else self.quota_limit - self.quota_used
+
+
+class ProviderUsage(Base):
+    """Token totals per tenant and provider: the usage statistics of the seed's handler."""
+
+    __tablename__ = "provider_usage"
+    __table_args__ = (UniqueConstraint("tenant_id", "provider_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    provider_name: Mapped[str]
+    message_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    message_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    answer_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_used: Mapped[datetime | None]
+
+
+class MessageUsage(Base):
+    """A message whose tokens were counted: inserting it is the claim, so a message published
+    twice (even under two event ids) is counted once."""
+
+    __tablename__ = "message_usage"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    provider_name: Mapped[str]
+    model_name: Mapped[str]
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str] = mapped_column(String(36))
+    occurred_at: Mapped[datetime]
+    counted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(Base):
+    """A model's answer in a conversation (the slice of Dify's ``messages`` usage needs)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index(None, "tenant_id", "model_provider"), Index(None, "conversation_id"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    app_id: Mapped[str] = mapped_column(String(36))
+    conversation_id: Mapped[str] = mapped_column(String(36))
+    model_provider: Mapped[str]
+    model_id: Mapped[str]
+    message_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    answer_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_price: Mapped[Decimal | None] = mapped_column(Numeric(10, 7))
+    currency: Mapped[str] = mapped_column(String(8), default="USD")
+    provider_response_latency: Mapped[float | None]
+    invoke_from: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def ensure_provider(session: Session, tenant_id: str, provider_name: str, plan: str) -> None:
+    """Creates the tenant's record of a provider unless it exists: a hosted provider with the
+    plan's trial quota, any other as the tenant's own (custom, unlimited). Race-free."""
+    if provider_name in HOSTED_PROVIDERS:
+        values = dict(provider_type=SYSTEM, quota_type="trial", quota_limit=plan_quota(plan))
+    else:
+        values = dict(provider_type=CUSTOM, quota_type=None, quota_limit=None)
+    insert_ignore(session, Provider, dict(tenant_id=tenant_id, provider_name=provider_name, quota_used=0, **values),
+                  conflict=("tenant_id", "provider_name"))

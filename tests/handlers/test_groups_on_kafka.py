@@ -1,0 +1,218 @@
+"""Each of the seed's consumer groups through Kafka: events published with the producer SDK onto
+the real broker, the group run as its pod runs it (``GroupRunner``), its effects in the database
+(SQLite, then PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from consumers.domain import (
+    AppDatasetJoin, Dataset, Document, DocumentKeyword, InstalledApp, Provider, ProviderUsage, Site, TenantSetting,
+    ToolParameterCache, search,
+)
+from consumers.domain.provider import PLAN_QUOTAS
+from consumers.handlers import (
+    GROUPS, app_dataset_joins, dataset_cleaner, document_cleaner, document_indexer, installed_app_provisioner,
+    provider_usage, site_provisioner, tenant_provisioner, tool_cache_cleaner,
+)
+from consumers.handlers.document_indexer import index_documents
+from consumers.pipeline import dead_letters as DL
+from consumers.registry import discover
+from producers import EventProducer
+from schemas.events import (
+    AppDraftWorkflowWasSynced, AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, AppWasCreated,
+    DatasetWasDeleted, DocumentIndexCreated, DocumentWasDeleted, MessageWasCreated, TenantWasCreated,
+    TenantWasUpdated, ToolNode,
+)
+from schemas.settings import get_settings
+
+from .kafka import running, settled, wait_until
+from .rows import AVRO_TEXT, KAFKA_TEXT, dataset, document
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Kafka:
+    """Publishes events with the SDK onto the test's domain topics, and runs groups over them."""
+
+    def __init__(self, prefix, topic_factory, database_url):
+        self.prefix, self.topic_factory, self.database_url = prefix, topic_factory, database_url
+        self.topics: set[str] = set()
+
+    def topic(self, name: str, partitions: int = 1) -> None:
+        if name not in self.topics:
+            self.topic_factory(name, partitions=partitions)
+            self.topics.add(name)
+
+    def publish(self, events, *, partitions: int = 2) -> None:
+        for event in events:
+            self.topic(f"{self.prefix}.{event.domain}", partitions)
+        with EventProducer(settings=get_settings()) as producer:
+            outcomes = producer.publish_many(events)
+        assert all(not isinstance(o, Exception) for o in outcomes), outcomes
+
+    def consume(self, group, count: int) -> dict[str, int]:
+        """Runs the group until ``count`` messages are settled, stops it; returns its stats."""
+        for topic in (*group.domain_topics(self.prefix), group.retry_topic(self.prefix), group.dlq_topic(self.prefix)):
+            self.topic(topic)
+        with running(group, self.database_url) as runner:
+            wait_until(lambda: settled(runner) >= count, 90, f"{count} events settled by {group.name}")
+        return runner.stats()
+
+    def __call__(self, group, events, *, partitions: int = 2) -> dict[str, int]:
+        self.publish(events, partitions=partitions)
+        return self.consume(group, len(events))
+
+
+@pytest.fixture
+def through_kafka(kafka_env, topic_factory, database_url, engine) -> Kafka:
+    """``through_kafka(group, events)``: publishes the events, runs the group until every one is
+    settled (handled, duplicate or dead-lettered), stops it, returns its stats. The domain tables
+    are created first (``engine``)."""
+    return Kafka(kafka_env, topic_factory, database_url)
+
+
+def test_every_group_is_registered_under_its_name():
+    # Given the platform's handler package
+    # When the registry discovers groups
+    names = {g.name for g in discover()}
+    # Then all nine of the seed's jobs are there, as GROUPS lists them
+    assert {g.name for g in GROUPS} == {
+        "installed-app-provisioner", "site-provisioner", "app-dataset-joins", "tool-cache-cleaner",
+        "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner"} <= names
+
+
+def test_new_apps_get_installed_and_a_site_and_a_duplicate_changes_nothing(through_kafka, db):
+    # Given three new apps, the first published twice (the same event: a producer retry)
+    events = [AppWasCreated(tenant_id="t1", app_id=f"a{i}", mode="chat", name=f"App {i}", created_by="u")
+              for i in range(3)]
+    events.append(events[0])
+    # When they are published, and the two provisioning groups consume them
+    through_kafka.publish(events)
+    installed = through_kafka.consume(installed_app_provisioner.group, len(events))
+    sited = through_kafka.consume(site_provisioner.group, len(events))
+    # Then each app has one installed-app record and one site, and the repeat was a duplicate
+    with db() as s:
+        assert sorted(s.scalars(select(InstalledApp.app_id))) == ["a0", "a1", "a2"]
+        sites = s.scalars(select(Site)).all()
+    assert sorted(x.app_id for x in sites) == ["a0", "a1", "a2"] and len({x.code for x in sites}) == 3
+    assert (installed["handled"], installed["duplicates"]) == (3, 1)
+    assert (sited["handled"], sited["duplicates"]) == (3, 1)
+
+
+def test_dataset_joins_follow_the_last_update_of_each_app(through_kafka, add, db):
+    # Given four datasets, and per app a sequence of updates (keyed by app id, so kept in order)
+    add(*(dataset(f"d{i}") for i in range(1, 5)))
+    events = [
+        AppModelConfigWasUpdated(tenant_id="t1", app_id="chat", app_model_config_id="c1", dataset_ids=("d1", "d2"),
+                                 occurred_at=T0),
+        AppPublishedWorkflowWasUpdated(tenant_id="t1", app_id="flow", workflow_id="w1", dataset_ids=("d1",),
+                                       occurred_at=T0),
+        AppModelConfigWasUpdated(tenant_id="t1", app_id="chat", app_model_config_id="c2", dataset_ids=("d2", "d3"),
+                                 occurred_at=T0 + timedelta(seconds=1)),
+        AppPublishedWorkflowWasUpdated(tenant_id="t1", app_id="flow", workflow_id="w2", dataset_ids=("d3", "d4"),
+                                       occurred_at=T0 + timedelta(seconds=1)),
+        AppModelConfigWasUpdated(tenant_id="t1", app_id="chat", app_model_config_id="c3", dataset_ids=("d3",),
+                                 occurred_at=T0 + timedelta(seconds=2)),
+    ]
+    # When the app-dataset-joins group consumes them
+    stats = through_kafka(app_dataset_joins.group, events)
+    # Then each app's joins are exactly its last update's datasets
+    with db() as s:
+        joins = sorted(tuple(r) for r in s.execute(select(AppDatasetJoin.app_id, AppDatasetJoin.dataset_id)))
+    assert joins == [("chat", "d3"), ("flow", "d3"), ("flow", "d4")]
+    assert stats["handled"] == 5
+
+
+def test_a_synced_draft_drops_its_tool_nodes_cache(through_kafka, add, db):
+    # Given cached parameters of two nodes of an app
+    add(*(ToolParameterCache(tenant_id="t1", app_id="a1", node_id=n, provider_type="builtin", provider_id="google",
+                             tool_name="google_search") for n in ("n1", "n2")))
+    event = AppDraftWorkflowWasSynced(tenant_id="t1", app_id="a1", workflow_id="w1", tool_nodes=(
+        ToolNode(node_id="n1", provider_type="builtin", provider_id="google", tool_name="google_search"),))
+    # When the tool-cache-cleaner consumes the draft sync naming n1 as a tool node
+    through_kafka(tool_cache_cleaner.group, [event])
+    # Then only n2's entry is left
+    with db() as s:
+        assert s.scalars(select(ToolParameterCache.node_id)).all() == ["n2"]
+
+
+def test_documents_are_indexed_and_a_request_for_nothing_is_dead_lettered(
+        through_kafka, add, db, kafka_env, consumer_factory):
+    # Given waiting documents in two datasets, and an index request naming only documents that do not exist
+    add(dataset("ds1"), dataset("ds2"), document("doc1", "ds1", KAFKA_TEXT),
+        document("doc2", "ds1", AVRO_TEXT, position=2), document("doc3", "ds2", AVRO_TEXT))
+    poison = DocumentIndexCreated(tenant_id="t1", dataset_id="ds2", document_ids=("ghost",))
+    events = [DocumentIndexCreated(tenant_id="t1", dataset_id="ds1", document_ids=("doc1", "doc2")), poison,
+              DocumentIndexCreated(tenant_id="t1", dataset_id="ds2", document_ids=("doc3",))]
+    # When the document-indexer consumes them
+    stats = through_kafka(document_indexer.group, events)
+    # Then the real documents are completed and found by their words
+    with db() as s:
+        assert set(s.scalars(select(Document.indexing_status))) == {"completed"}
+        assert search(s, None, "schema") == ["doc2", "doc3"]
+        assert search(s, "ds1", "consumer group") == ["doc1"]
+    # and the request for nothing was dead-lettered at once, saying why, while later events went on
+    assert (stats["handled"], stats["dead_lettered"], stats["retries"]) == (2, 1, 0)
+    dlq = consumer_factory("dlq-reader", [document_indexer.group.dlq_topic(kafka_env)])
+    letter = wait_until(lambda: next((m for m in dlq.consume(1, 0.5) if m.error() is None), None), 30,
+                        "the dead letter")
+    headers = dict(letter.headers())
+    assert headers[DL.ERROR_CLASS].decode().endswith("DocumentNotFound")
+    assert "ghost" in headers[DL.ERROR_MESSAGE].decode()
+
+
+def test_deleted_datasets_and_documents_leave_the_index(through_kafka, add, handle, db):
+    # Given two indexed datasets joined to an app, then the application deletes ds1 and doc3 of ds2
+    add(dataset("ds1"), dataset("ds2"), document("doc1", "ds1", KAFKA_TEXT), document("doc2", "ds2", KAFKA_TEXT),
+        document("doc3", "ds2", AVRO_TEXT, position=2), AppDatasetJoin(app_id="a1", dataset_id="ds1"))
+    handle(index_documents, DocumentIndexCreated(tenant_id="t1", dataset_id="ds1", document_ids=("doc1",)),
+           DocumentIndexCreated(tenant_id="t1", dataset_id="ds2", document_ids=("doc2", "doc3")))
+    with db() as s, s.begin():
+        s.execute(delete(Dataset).where(Dataset.id == "ds1"))
+        s.execute(delete(Document).where(Document.id == "doc3"))
+    # When the dataset-cleaner and the document-cleaner consume the deletions
+    through_kafka(dataset_cleaner.group, [DatasetWasDeleted(tenant_id="t1", dataset_id="ds1")])
+    through_kafka(document_cleaner.group, [DocumentWasDeleted(tenant_id="t1", dataset_id="ds2", document_id="doc3")])
+    # Then nothing of ds1 or doc3 is left or found; doc2 still is
+    with db() as s:
+        assert s.scalar(select(func.count()).select_from(Document).where(Document.dataset_id == "ds1")) == 0
+        assert s.scalar(select(func.count()).select_from(AppDatasetJoin)) == 0
+        assert set(s.scalars(select(DocumentKeyword.document_id))) == {"doc2"}
+        assert search(s, None, "kafka") == ["doc2"]
+        assert search(s, None, "avro") == []
+
+
+def test_provider_usage_is_the_sum_of_message_tokens(through_kafka, db):
+    # Given 40 messages of 4 conversations on two providers, the first five published twice
+    events = [MessageWasCreated(tenant_id="t1", message_id=f"m{i}", conversation_id=f"c{i % 4}", app_id="a1",
+                                provider_name="openai" if i % 3 else "anthropic", model_name="m",
+                                message_tokens=i, answer_tokens=2 * i, total_tokens=3 * i) for i in range(40)]
+    events += events[:5]
+    # When the provider-usage group consumes them
+    stats = through_kafka(provider_usage.group, events, partitions=3)
+    # Then each provider's usage and hosted quota used are the sum of its messages' tokens, each counted once
+    want = {p: sum(3 * i for i in range(40) if (p == "openai") == bool(i % 3)) for p in ("openai", "anthropic")}
+    with db() as s:
+        usage = dict(s.execute(select(ProviderUsage.provider_name, ProviderUsage.total_tokens)).all())
+        used = dict(s.execute(select(Provider.provider_name, Provider.quota_used)).all())
+    assert usage == used == want
+    assert (stats["handled"], stats["duplicates"]) == (40, 5)
+
+
+def test_a_tenant_is_provisioned_then_its_plan_changes(through_kafka, db):
+    # Given a tenant created on the sandbox plan, then moved to the team plan with a custom config
+    events = [TenantWasCreated(tenant_id="t1", tenant_name="Acme", plan="sandbox", occurred_at=T0),
+              TenantWasUpdated(tenant_id="t1", plan="team", custom_config={"remove_webapp_brand": "true"},
+                               occurred_at=T0 + timedelta(minutes=1))]
+    # When the tenant-provisioner consumes both
+    through_kafka(tenant_provisioner.group, events)
+    # Then the settings are the latest, and the hosted providers carry the team quota
+    with db() as s:
+        settings = s.get(TenantSetting, "t1")
+        limits = set(s.scalars(select(Provider.quota_limit).where(Provider.tenant_id == "t1")))
+    assert (settings.name, settings.plan, settings.custom_config) == ("Acme", "team", {"remove_webapp_brand": "true"})
+    assert limits == {PLAN_QUOTAS["team"]}
