@@ -1,0 +1,332 @@
+"""A blinker-shaped facade, so code written the seed's way publishes Kafka events.
+
+Dify's ``api/events/*.py`` define blinker signals and its services call
+``app_was_created.send(app, account=account)``. Here the same names, with the same call shape,
+build the typed event from the sender (a Dify model object, anything with attributes, or a dict)
+and the keyword arguments, and publish it::
+
+    from producers.signals import app_was_created          # was: from events.app_event import ...
+
+    app_was_created.send(app, account=account)              # -> AppWasCreated on <prefix>.app
+    app_was_created.send(app, account=account, session=db.session)   # -> into the outbox instead
+
+Keyword arguments named like a field of the event set that field (and win over the sender's
+attributes); the objects Dify passes (``account``, ``app_model_config``, ``published_workflow``,
+``application_generate_entity``, ...) are read for the fields they hold; any other keyword is an
+error. ``send`` also takes ``session=`` (add to the outbox in that transaction instead of
+publishing), ``producer=``, ``key=``, ``idempotency_key=`` and ``wait=``; it returns the event.
+
+Without ``producer=``, signals publish through the producer given to ``configure()``, or one
+made from the settings on first use (closed, and so flushed, when the process exits).
+
+Receivers are consumer groups now (``consumers/``): ``connect`` raises, saying so.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import threading
+from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.errors import EventsError
+from schemas.events import (
+    AppDraftWorkflowWasSynced,
+    AppModelConfigWasUpdated,
+    AppPublishedWorkflowWasUpdated,
+    AppWasCreated,
+    DatasetWasDeleted,
+    DocumentIndexCreated,
+    DocumentWasDeleted,
+    Event,
+    MessageWasCreated,
+    TenantWasCreated,
+    TenantWasUpdated,
+)
+
+from .producer import EventProducer
+
+Fields = dict[str, Any]
+_CONTROL = ("session", "producer", "key", "idempotency_key", "wait")
+
+
+class SignalError(EventsError):
+    """A signal's sender and arguments do not make a valid event (pydantic's message says which field)."""
+
+
+# -- reading Dify's objects -------------------------------------------------------------------
+def attr(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj.name`` or ``obj[name]``; enums give their value."""
+    if obj is None:
+        return default
+    value = obj.get(name, default) if isinstance(obj, Mapping) else getattr(obj, name, default)
+    return value.value if isinstance(value, Enum) else value
+
+
+def _json_attr(obj: Any, *names: str) -> dict:
+    """The first of ``names`` that is a dict, or a JSON text of one (Dify keeps configs as JSON text)."""
+    for name in names:
+        value = attr(obj, name)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        if isinstance(value, Mapping):
+            return dict(value)
+    return {}
+
+
+def dataset_ids_of_model_config(config: Any) -> tuple[str, ...] | None:
+    """Datasets an app model config references: dataset tools of its agent mode, and the
+    datasets of its dataset configs (as Dify's app-dataset-join handler reads them)."""
+    if config is None:
+        return None
+    found: list[str] = []
+    for tool in _json_attr(config, "agent_mode_dict", "agent_mode").get("tools") or []:
+        if isinstance(tool, Mapping) and len(tool) == 1 and "dataset" in tool and (tool["dataset"] or {}).get("id"):
+            found.append(str(tool["dataset"]["id"]))
+    datasets = _json_attr(config, "dataset_configs_dict", "dataset_configs").get("datasets") or {}
+    for item in datasets.get("datasets") or []:
+        if isinstance(item, Mapping) and list(item) == ["dataset"] and (item["dataset"] or {}).get("id"):
+            found.append(str(item["dataset"]["id"]))
+    return tuple(dict.fromkeys(found))
+
+
+def _graph_nodes(workflow: Any) -> list[Mapping]:
+    return [n for n in _json_attr(workflow, "graph_dict", "graph").get("nodes") or [] if isinstance(n, Mapping)]
+
+
+def dataset_ids_of_workflow(workflow: Any) -> tuple[str, ...] | None:
+    """Datasets the knowledge-retrieval nodes of a workflow graph reference."""
+    if workflow is None:
+        return None
+    found = [str(i) for node in _graph_nodes(workflow) if (node.get("data") or {}).get("type") == "knowledge-retrieval"
+             for i in (node["data"].get("dataset_ids") or [])]
+    return tuple(dict.fromkeys(found))
+
+
+def tool_nodes_of_workflow(workflow: Any) -> tuple[dict, ...] | None:
+    """The tool nodes of a workflow graph: what names their tool-parameter cache entries."""
+    if workflow is None:
+        return None
+    nodes = []
+    for node in _graph_nodes(workflow):
+        data = node.get("data") or {}
+        if data.get("type") == "tool":
+            nodes.append({"node_id": str(node.get("id")), "provider_type": data.get("provider_type"),
+                          "provider_id": data.get("provider_id"), "tool_name": data.get("tool_name")})
+    return tuple(nodes)
+
+
+# -- one mapper per signal: (sender, kwargs) -> fields ----------------------------------------
+def _app_fields(app: Any) -> Fields:
+    return {"app_id": attr(app, "app_id") or attr(app, "id"), "tenant_id": attr(app, "tenant_id")}
+
+
+def _app_was_created(app, kw) -> Fields:
+    return {**_app_fields(app), "mode": attr(app, "mode"), "name": attr(app, "name"),
+            "created_by": attr(app, "created_by") or attr(kw.get("account"), "id"),
+            "icon_type": attr(app, "icon_type"), "icon": attr(app, "icon"),
+            "icon_background": attr(app, "icon_background"), "description": attr(app, "description")}
+
+
+def _app_model_config_was_updated(app, kw) -> Fields:
+    config = kw.get("app_model_config")
+    return {**_app_fields(app), "app_model_config_id": attr(config, "id") or attr(app, "app_model_config_id"),
+            "dataset_ids": dataset_ids_of_model_config(config)}
+
+
+def _app_published_workflow_was_updated(app, kw) -> Fields:
+    workflow = kw.get("published_workflow")
+    return {**_app_fields(app), "workflow_id": attr(workflow, "id") or attr(app, "workflow_id"),
+            "dataset_ids": dataset_ids_of_workflow(workflow)}
+
+
+def _app_draft_workflow_was_synced(app, kw) -> Fields:
+    workflow = kw.get("synced_draft_workflow")
+    return {**_app_fields(app), "workflow_id": attr(workflow, "id"), "tool_nodes": tool_nodes_of_workflow(workflow),
+            "synced_by": attr(workflow, "updated_by") or attr(kw.get("account"), "id")}
+
+
+def _dataset_was_deleted(dataset, kw) -> Fields:
+    index_struct = attr(dataset, "index_struct")
+    return {"dataset_id": attr(dataset, "id"), "tenant_id": attr(dataset, "tenant_id"),
+            "indexing_technique": attr(dataset, "indexing_technique"), "doc_form": attr(dataset, "doc_form"),
+            "index_struct": index_struct if index_struct is None or isinstance(index_struct, str)
+            else json.dumps(index_struct), "collection_binding_id": attr(dataset, "collection_binding_id")}
+
+
+def _document_was_deleted(document, kw) -> Fields:
+    if isinstance(document, str):  # Dify sends the document id, the rest as keywords
+        return {"document_id": document}
+    return {"document_id": attr(document, "id"), "dataset_id": attr(document, "dataset_id"),
+            "tenant_id": attr(document, "tenant_id"), "doc_form": attr(document, "doc_form")}
+
+
+def _document_index_created(sender, kw) -> Fields:
+    if isinstance(sender, str):  # Dify sends the dataset id, the document ids as a keyword
+        return {"dataset_id": sender}
+    return {"dataset_id": attr(sender, "dataset_id") or attr(sender, "id"), "tenant_id": attr(sender, "tenant_id")}
+
+
+def _message_was_created(message, kw) -> Fields:
+    entity = kw.get("application_generate_entity")
+    model_conf = attr(entity, "model_conf")
+    message_tokens, answer_tokens = attr(message, "message_tokens"), attr(message, "answer_tokens")
+    latency_s = attr(message, "provider_response_latency")
+    return {"message_id": attr(message, "id"),
+            "conversation_id": attr(message, "conversation_id") or attr(kw.get("conversation"), "id"),
+            "app_id": attr(message, "app_id"),
+            "tenant_id": attr(attr(entity, "app_config"), "tenant_id") or attr(message, "tenant_id")
+            or attr(kw.get("conversation"), "tenant_id"),
+            "provider_name": attr(model_conf, "provider") or attr(message, "model_provider"),
+            "model_name": attr(model_conf, "model") or attr(message, "model_id"),
+            "message_tokens": message_tokens, "answer_tokens": answer_tokens,
+            "total_tokens": (message_tokens + answer_tokens) if None not in (message_tokens, answer_tokens) else None,
+            "latency_ms": round(latency_s * 1000) if isinstance(latency_s, int | float) else None,
+            "invoke_from": attr(message, "invoke_from") or attr(entity, "invoke_from")}
+
+
+def _tenant_was_created(tenant, kw) -> Fields:
+    return {"tenant_id": attr(tenant, "id"), "tenant_name": attr(tenant, "name"), "plan": attr(tenant, "plan"),
+            "created_by": attr(kw.get("account"), "id")}
+
+
+def _tenant_was_updated(tenant, kw) -> Fields:
+    config = _json_attr(tenant, "custom_config_dict", "custom_config") or None
+    return {"tenant_id": attr(tenant, "id"), "tenant_name": attr(tenant, "name"), "plan": attr(tenant, "plan"),
+            "custom_config": {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()} if config else None,
+            "updated_by": attr(kw.get("account"), "id")}
+
+
+# -- the signals ------------------------------------------------------------------------------
+class Signal:
+    """One seed signal: ``send(sender, **kwargs)`` builds the event and publishes it."""
+
+    def __init__(self, name: str, event_class: type[Event], mapper: Callable[[Any, dict], Fields],
+                 context: tuple[str, ...] = (), doc: str = ""):
+        self.name = name
+        self.event_class = event_class
+        self._mapper = mapper
+        self._fields = frozenset(event_class.model_fields)
+        self._accepted = self._fields | frozenset(context)
+        self.__doc__ = doc
+
+    def event(self, sender: Any = None, /, **kwargs: Any) -> Event:
+        """The event ``send`` would publish, without publishing it."""
+        unknown = sorted(set(kwargs) - self._accepted)
+        if unknown:
+            raise TypeError(f"{self.name}.send() got unexpected keyword arguments {', '.join(unknown)}; it takes the "
+                            f"fields of {self.event_class.__name__} ({', '.join(self.event_class.model_fields)}), "
+                            f"the seed's {', '.join(sorted(self._accepted - self._fields)) or 'nothing else'}, "
+                            f"and {', '.join(_CONTROL)}")
+        fields = {k: v for k, v in self._mapper(sender, kwargs).items() if v is not None}
+        fields.update((k, v) for k, v in kwargs.items() if k in self._fields)
+        try:
+            return self.event_class(**fields)
+        except ValidationError as exc:
+            raise SignalError(f"{self.name}.send({_short(sender)}, ...) does not make a valid "
+                              f"{self.event_class.__name__}: {exc}\nFields the sender lacks can be passed as "
+                              "keyword arguments (for example tenant_id=...).") from exc
+
+    def send(self, sender: Any = None, /, *, session: Any = None, producer: EventProducer | None = None,
+             key: str | None = None, idempotency_key: str | None = None, wait: bool = False, **kwargs: Any) -> Event:
+        """Publishes the event made of ``sender`` and ``kwargs`` and returns it. With
+        ``session``, adds it to the outbox in that session's transaction instead."""
+        event = self.event(sender, **kwargs)
+        if session is not None:
+            if wait:
+                raise ValueError("wait=True has no meaning with session=: the outbox relay publishes after commit")
+            from .outbox import add_to_outbox
+
+            add_to_outbox(session, event, key=key, idempotency_key=idempotency_key)
+        else:
+            (producer if producer is not None else default_producer()).publish(event, key=key, idempotency_key=idempotency_key, wait=wait)
+        return event
+
+    def connect(self, *args: Any, **kwargs: Any):
+        raise EventsError(f"{self.name} has no in-process receivers any more: handlers run in consumer groups "
+                          f"that read {self.event_class.event_type} events from Kafka (see consumers/)")
+
+    connect_via = connect
+
+    def __repr__(self) -> str:
+        return f"<Signal {self.name} -> {self.event_class.__name__}>"
+
+
+def _short(sender: Any) -> str:
+    text = repr(sender)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+app_was_created = Signal("app_was_created", AppWasCreated, _app_was_created, ("account",),
+                         "sender: app; kwargs: account")
+app_model_config_was_updated = Signal("app_model_config_was_updated", AppModelConfigWasUpdated,
+                                      _app_model_config_was_updated, ("app_model_config", "account"),
+                                      "sender: app; kwargs: app_model_config")
+app_published_workflow_was_updated = Signal("app_published_workflow_was_updated", AppPublishedWorkflowWasUpdated,
+                                            _app_published_workflow_was_updated, ("published_workflow", "account"),
+                                            "sender: app; kwargs: published_workflow")
+app_draft_workflow_was_synced = Signal("app_draft_workflow_was_synced", AppDraftWorkflowWasSynced,
+                                       _app_draft_workflow_was_synced, ("synced_draft_workflow", "account"),
+                                       "sender: app; kwargs: synced_draft_workflow")
+dataset_was_deleted = Signal("dataset_was_deleted", DatasetWasDeleted, _dataset_was_deleted, (),
+                             "sender: dataset")
+document_was_deleted = Signal("document_was_deleted", DocumentWasDeleted, _document_was_deleted, (),
+                              "sender: document id (or document); kwargs: dataset_id, doc_form, file_id, tenant_id")
+document_index_created = Signal("document_index_created", DocumentIndexCreated, _document_index_created, (),
+                                "sender: dataset id (or dataset); kwargs: document_ids, tenant_id")
+message_was_created = Signal("message_was_created", MessageWasCreated, _message_was_created,
+                             ("application_generate_entity", "conversation", "is_first_message", "extras"),
+                             "sender: message; kwargs: application_generate_entity, conversation")
+tenant_was_created = Signal("tenant_was_created", TenantWasCreated, _tenant_was_created, ("account",),
+                            "sender: tenant")
+tenant_was_updated = Signal("tenant_was_updated", TenantWasUpdated, _tenant_was_updated, ("account",),
+                            "sender: tenant")
+
+SIGNALS: dict[str, Signal] = {s.name: s for s in (
+    app_was_created, app_model_config_was_updated, app_published_workflow_was_updated, app_draft_workflow_was_synced,
+    dataset_was_deleted, document_was_deleted, document_index_created, message_was_created, tenant_was_created,
+    tenant_was_updated)}
+
+
+# -- the producer the signals publish through -------------------------------------------------
+_lock = threading.Lock()
+_producer: EventProducer | None = None
+_owned = False
+
+
+def configure(producer: EventProducer | None = None) -> None:
+    """Makes the signals publish through ``producer`` (the caller keeps closing it); ``None``
+    goes back to a producer made from the settings on first use."""
+    global _producer, _owned
+    with _lock:
+        previous, owned = _producer, _owned
+        _producer, _owned = producer, False
+    if previous is not None and owned:
+        previous.close()
+
+
+def default_producer() -> EventProducer:
+    global _producer, _owned
+    if _producer is None:
+        with _lock:
+            if _producer is None:
+                _producer, _owned = EventProducer(), True
+                atexit.register(_close_default)
+    return _producer
+
+
+def _close_default() -> None:
+    global _producer, _owned
+    with _lock:
+        producer, owned = _producer, _owned
+        if owned:
+            _producer, _owned = None, False
+    if producer is not None and owned:
+        producer.close()
