@@ -30,7 +30,7 @@ _static: dict[tuple[str, bytes], tuple[tuple[str, bytes], tuple[str, bytes]]] = 
 
 def static_headers(spec: EventSpec) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
     """``event-type`` and ``content-type`` of events of this type (built once, then cached)."""
-    fingerprint = spec.latest.fingerprint
+    fingerprint = spec.current.fingerprint  # what the codec writes (a pinned model writes an older version)
     pair = _static.get((spec.event_type, fingerprint))
     if pair is None:
         pair = _static[(spec.event_type, fingerprint)] = (
