@@ -1,0 +1,168 @@
+"""The demo's cluster and pods: find (or start) Kafka, apply the topics, run one process per group.
+
+The cluster is the configured one (``KAFKA_BOOTSTRAP_SERVERS``, ``EVENTS_BOOTSTRAP_SERVERS`` or
+the config file), else the local broker of ``events broker``, started when it is not running.
+Every consumer group runs as ``python -m consumers run --group NAME`` in a process of its own,
+configured by environment variables only, as a pod of the Helm chart is; its output goes to
+``<run dir>/logs/<group>.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from schemas.settings import Settings, cache_dir, local_broker_home
+from schemas.topics import Plan, apply, plan
+
+from ..broker import LocalBroker
+
+LIBRDKAFKA_LOG = logging.getLogger("consumers.demo.librdkafka")
+"""Where librdkafka's own log lines of the demo's clients go (the run's demo.log, not the console)."""
+
+
+@dataclass
+class Cluster:
+    bootstrap: str
+    local: LocalBroker | None = None  # the local broker, when that is the cluster
+    started: bool = False             # whether this run started it
+
+
+def find_cluster(settings: Settings, *, on_progress: Callable[[str], None] = lambda message: None) -> Cluster:
+    """The configured cluster, else the running local broker, else the local broker started now."""
+    if settings.bootstrap_servers:
+        return Cluster(settings.bootstrap_servers)
+    broker = LocalBroker(local_broker_home(), cache_dir())
+    state = broker.status()
+    if state is not None:
+        if state.secure and not settings.kafka_properties():
+            raise ValueError(f"the local broker runs with --secure: point the demo at its client settings with "
+                             f"EVENTS_CONFIG_FILE={broker.client_config_file}")
+        return Cluster(state.bootstrap, broker)
+    state = broker.start(timeout_s=120, on_progress=on_progress)
+    return Cluster(state.bootstrap, broker, started=True)
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(),
+                        "logger": LIBRDKAFKA_LOG})
+
+
+def apply_topics(admin: AdminClient, prefix: str, groups: list[str]) -> Plan:
+    """The domain topics and every group's dead-letter and retry topics, as the topics file says."""
+    the_plan = plan(admin, prefix, groups=groups, timeout=30)
+    if the_plan.changes:
+        apply(admin, the_plan, timeout=60)
+    return the_plan
+
+
+def delete_run(admin: AdminClient, prefix: str, group_ids: list[str], timeout_s: float = 30.0) -> None:
+    """Deletes the run's topics and consumer groups (``--delete-topics``)."""
+    metadata = admin.list_topics(timeout=timeout_s)
+    topics = [t for t in metadata.topics if t.startswith(f"{prefix}.")]
+    if group_ids:
+        for future in admin.delete_consumer_groups(group_ids, request_timeout=timeout_s).values():
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                LIBRDKAFKA_LOG.warning("deleting a consumer group: %s", exc)
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=timeout_s).values():
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as exc:
+                LIBRDKAFKA_LOG.warning("deleting a topic: %s", exc)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class GroupProcess:
+    name: str
+    log_file: Path
+    health_port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class GroupProcesses:
+    """One ``events run --group NAME`` process per group, as the chart runs one Deployment per group."""
+
+    def __init__(self, names: list[str], *, log_dir: Path, env: dict[str, str], concurrency: int):
+        self.log_dir = log_dir
+        self.env = env
+        self.concurrency = concurrency
+        self.groups = {name: GroupProcess(name, log_dir / f"{name}.log", free_port()) for name in names}
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for group in self.groups.values():
+            env = {**self.env, "EVENTS_HEALTH_PORT": str(group.health_port)}
+            with open(group.log_file, "ab") as log_file:
+                group.process = subprocess.Popen(
+                    [sys.executable, "-m", "consumers", "run", "--group", group.name,
+                     "--concurrency", str(self.concurrency)],
+                    env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    preexec_fn=_terminate_with_parent)
+
+    def exited(self) -> dict[str, int]:
+        """Groups whose process has ended, with its exit code."""
+        return {g.name: g.returncode for g in self.groups.values() if g.returncode is not None}
+
+    def stop(self, timeout_s: float = 60.0) -> dict[str, int | None]:
+        """SIGTERM to each (they drain, commit and leave their group), then waits; SIGKILL after
+        ``timeout_s``. Returns each exit code."""
+        running = [g for g in self.groups.values() if g.process is not None and g.returncode is None]
+        for group in running:
+            group.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for group in running:
+            try:
+                group.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                group.process.kill()
+                group.process.wait(10)
+        return {g.name: g.returncode for g in self.groups.values()}
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the demo's process dies, however it dies (Linux's
+    PR_SET_PDEATHSIG), so a killed demo leaves no group processes behind. Elsewhere: nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def group_env(settings: Settings, *, bootstrap: str, prefix: str, database_url: str) -> dict[str, str]:
+    """The environment of a group's process: the run's cluster, prefix and database."""
+    env = {k: v for k, v in os.environ.items() if k not in ("EVENTS_BOOTSTRAP_SERVERS", "EVENTS_HEALTH_PORT")}
+    env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, EVENTS_TOPIC_PREFIX=prefix, EVENTS_DATABASE_URL=database_url,
+               EVENTS_DRAIN_TIMEOUT_S=str(min(settings.drain_timeout_s, 20.0)), PYTHONUNBUFFERED="1")
+    return env

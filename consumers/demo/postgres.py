@@ -1,0 +1,79 @@
+"""A throwaway PostgreSQL server: ``events demo --postgres``, and the tests' database server.
+
+Installs Debian's ``postgresql`` package when ``pg_ctl`` is missing (as root; otherwise it says
+what to install), creates a cluster in a temporary directory with ``initdb``, starts it with
+``pg_ctl`` on a free port of 127.0.0.1 (its unix socket in the same directory), and removes it all
+when the block ends. As root the server runs as the ``postgres`` system user (initdb refuses root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+MAX_CONNECTIONS = 200  # every consumer group's pool at once, with room
+
+
+def pg_bin() -> Path:
+    """The directory of PostgreSQL's server programs, installing Debian's package if needed."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if not candidates:
+        if os.geteuid() != 0:
+            raise RuntimeError("PostgreSQL is not installed and we are not root: apt-get install postgresql")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], check=True, env=env, stdout=subprocess.DEVNULL)
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_postgres_user() -> tuple[int | None, int | None]:
+    """initdb refuses to run as root: run the server as the `postgres` system user instead."""
+    if os.geteuid() != 0:
+        return None, None
+    user = pwd.getpwnam("postgres")
+    return user.pw_uid, user.pw_gid
+
+
+@contextlib.contextmanager
+def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
+    """Yields a SQLAlchemy URL (psycopg 3) of a superuser on an empty server; removes it after."""
+    bin_dir = pg_bin()
+    uid, gid = _as_postgres_user()
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    data = root / "data"
+    port = _free_port()
+    if uid is not None:
+        os.chown(root, uid, gid)
+
+    def run(*args: str) -> None:
+        subprocess.run([str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True,
+                       user=uid, group=gid, cwd=root)
+
+    try:
+        run("initdb", "-D", str(data), "-U", "events", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
+            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                  f"-c max_connections={MAX_CONNECTIONS}", "start")
+        yield f"postgresql+psycopg://events@127.0.0.1:{port}/postgres"
+    finally:
+        with contextlib.suppress(Exception):
+            run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)

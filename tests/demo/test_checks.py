@@ -1,0 +1,57 @@
+"""The demo's verdicts: which dead letters are expected, and the digest of the domain tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, insert
+
+from consumers.demo.checks import digest, match_dead_letters
+from consumers.demo.workload import ExpectedDeadLetter
+from consumers.domain import Tenant, create_all, utcnow
+from consumers.pipeline import dead_letters as DL
+from consumers.recovery.dead_letters import DeadLetter
+
+POISON = ExpectedDeadLetter("provider-usage", "BadHeader", "garbage bytes without headers")
+
+
+def letter(error_class: str, message: str, offset: int = 0) -> DeadLetter:
+    headers = ((DL.ERROR_CLASS, error_class.encode()), (DL.ERROR_MESSAGE, message.encode()))
+    return DeadLetter(0, offset, 0, None, b"x", headers, dict(headers))
+
+
+def test_a_dead_letter_of_the_expected_group_and_error_is_the_poison():
+    # Given the poison's dead letter and one nobody expected
+    letters = {"provider-usage": [letter("consumers.errors.BadHeader", "no event-type header")],
+               "site-provisioner": [letter("RuntimeError", "boom")]}
+    # When they are matched against the workload's expectations
+    rows, missing = match_dead_letters(letters, [POISON])
+    # Then the first is the poison, the second is unexpected, and nothing is missing
+    assert [(r.group, r.error_class, r.expected) for r in rows] == [
+        ("provider-usage", "BadHeader", POISON.what), ("site-provisioner", "RuntimeError", None)]
+    assert missing == []
+
+
+def test_poison_published_twice_is_expected_twice_and_missing_once_if_it_appears_once():
+    rows, missing = match_dead_letters({"provider-usage": [letter("consumers.errors.BadHeader", "m")]}, [POISON],
+                                       passes=2)
+    assert rows[0].count == 1 and rows[0].expected == POISON.what
+    assert missing == [POISON]
+
+
+def test_the_same_error_of_another_group_is_not_the_poison():
+    rows, missing = match_dead_letters({"document-indexer": [letter("consumers.errors.BadHeader", "m")]}, [POISON])
+    assert rows[0].expected is None and missing == [POISON]
+
+
+def test_the_digest_changes_with_the_data_and_only_with_it(tmp_path):
+    # Given a domain database
+    engine = create_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    create_all(engine)
+    empty, counts = digest(engine)
+    # Then its digest is stable, and a row changes it
+    assert digest(engine)[0] == empty and set(counts.values()) == {0}
+    with engine.begin() as conn:
+        conn.execute(insert(Tenant), dict(id="t1", name="Acme", plan="basic", created_at=utcnow(),
+                                          updated_at=utcnow()))
+    changed, counts = digest(engine)
+    assert changed != empty and counts["tenants"] == 1
+    engine.dispose()
