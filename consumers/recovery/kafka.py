@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from schemas.settings import Settings
+from schemas.settings import Settings, get_settings
 from schemas.topics import admin_client
 
 from ..config import PRODUCER_ONLY
@@ -103,14 +103,24 @@ def offsets_for_time(client: AdminClient, tps: list[TP], millis: int) -> dict[TP
     return {tp: (offset if offset >= 0 else None) for tp, offset in found.items()}
 
 
-def committed(client: AdminClient, group_id: str, tps: list[TP]) -> dict[TP, int | None]:
-    """The group's committed offset of each partition (``None`` where it has none)."""
+def committed(client: AdminClient, group_id: str, tps: list[TP], settings: Settings | None = None) -> dict[TP, int | None]:
+    """The group's committed offset of each partition (``None`` where it has none).
+
+    Read by an OffsetFetch from a consumer of the group's id that never joins it, not by the admin
+    API's ``list_consumer_group_offsets``: with confluent-kafka 2.16 that crashes the process
+    (SIGSEGV) while a freshly started broker is still loading its group coordinator."""
     if not tps:
         return {}
-    request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p) for t, p in tps])
-    result = _result(client.list_consumer_group_offsets([request])[group_id], f"reading the offsets of {group_id}")
+    consumer = Consumer({**_client_config(settings or get_settings()), "group.id": group_id,
+                         "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        raise RecoveryError(f"reading the offsets of {group_id} failed: {exc.args[0].str() if exc.args else exc}") from exc
+    finally:
+        consumer.close()
     out: dict[TP, int | None] = {}
-    for tp in result.topic_partitions:
+    for tp in found:
         if tp.error is not None:
             raise RecoveryError(f"reading the offset of {group_id} on {tp.topic}[{tp.partition}] failed: {tp.error}")
         out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
@@ -148,11 +158,16 @@ def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config:
 
 
 # -- reading ranges ---------------------------------------------------------------------------
+def _client_config(settings: Settings) -> dict[str, Any]:
+    conf = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
+    conf["bootstrap.servers"] = settings.bootstrap()
+    return conf
+
+
 def reader(settings: Settings, purpose: str) -> Consumer:
     """A consumer for assigned reads: no group membership, no commits, committed data only."""
-    conf = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
+    conf = _client_config(settings)
     conf.update({
-        "bootstrap.servers": settings.bootstrap(),
         # never joins (assign only) and never commits: the id only names the client to the broker
         "group.id": f"{settings.topic_prefix}.events-{purpose}-{uuid.uuid4().hex[:8]}",
         "client.id": f"events-{purpose}",
