@@ -1,0 +1,109 @@
+"""The outage breaker: tells a dependency outage from a poison message, and pauses the group.
+
+A failure counts towards an outage when its exception is one of the handler's ``pause_on``
+classes (by default SQLAlchemy's ``OperationalError``/``InterfaceError`` and ``ConnectionError``:
+the database or a service is unreachable). The breaker *opens* when either
+
+- ``outage_threshold`` different messages of one handler fail in a row with the same exception
+  class, no message of that handler succeeding in between; or
+- a message has spent its retries on such an error and no message of its handler has succeeded
+  since its first attempt began (nothing shows the dependency is up, so it is not the message's
+  fault).
+
+While open, the poll loop pauses every assigned partition (fetching stops, the consumer keeps
+polling so it stays in the group) and the failing messages wait instead of being dead-lettered.
+After a backoff (doubling per consecutive opening, up to a cap) the partitions resume and the
+waiting messages are tried again: one success closes the breaker; another failure opens it anew.
+A message that keeps failing while its handler succeeds on other messages is a poison message
+and is dead-lettered as usual. One that fails while no other message of its handler arrives is
+held (it blocks only its own key and its partition's commit position) until one does: without
+evidence either way, holding is the choice that neither loses nor floods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import Lane
+
+log = logging.getLogger("consumers.breaker")
+
+
+class OutageBreaker:
+    def __init__(self, group: str, *, threshold: int = 3, min_backoff_s: float = 1.0, max_backoff_s: float = 30.0):
+        if threshold < 1:
+            raise ValueError(f"outage_threshold must be at least 1, not {threshold}")
+        self.group = group
+        self.threshold = threshold
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._lock = threading.Lock()
+        self._last_success: dict[str, float] = {}             # handler -> monotonic time
+        self._streaks: dict[str, tuple[type, set[int]]] = {}  # handler -> (exception class, message ids)
+        self._open_until = 0.0
+        self._openings = 0           # consecutive openings without a success (backoff exponent)
+        self.total_openings = 0      # for stats and tests
+        self.last_reason = ""
+
+    # -- reports from the workers -------------------------------------------------------------
+    def success(self, handler: str) -> None:
+        """A message of ``handler`` was handled: its dependencies are up. Cheap: the hot path."""
+        self._last_success[handler] = time.monotonic()
+        if self._streaks or self._openings:
+            with self._lock:
+                self._streaks.pop(handler, None)
+                if self._openings:
+                    log.warning("group %s: %s succeeded again, the outage is over", self.group, handler)
+                    self._openings = 0
+                    self._open_until = 0.0
+
+    def failure(self, handler: str, message_id: int, exc: BaseException) -> None:
+        """A message failed with a dependency error; opens the breaker at the threshold."""
+        with self._lock:
+            kind, ids = self._streaks.get(handler, (None, None))
+            if kind is not type(exc):
+                ids = set()
+                self._streaks[handler] = (type(exc), ids)
+            ids.add(message_id)
+            if len(ids) >= self.threshold:
+                self._open(f"{len(ids)} messages of {handler} failed in a row with {type(exc).__name__}: {exc}")
+
+    def healthy_since(self, handler: str, since: float) -> bool:
+        """Has a message of ``handler`` succeeded after ``since`` (monotonic)?"""
+        return self._last_success.get(handler, float("-inf")) > since
+
+    def hold(self, handler: str, exc: BaseException) -> None:
+        """A message spent its retries on a dependency error with no sign of health: open."""
+        with self._lock:
+            self._open(f"a message of {handler} spent its retries on {type(exc).__name__} and no message "
+                       f"of {handler} has succeeded since: {exc}")
+
+    def _open(self, reason: str) -> None:
+        now = time.monotonic()
+        if now < self._open_until:
+            return  # already open
+        self._openings += 1
+        self.total_openings += 1
+        backoff = min(self.max_backoff_s, self.min_backoff_s * 2 ** (self._openings - 1))
+        self._open_until = now + backoff
+        self._streaks.clear()
+        self.last_reason = reason
+        log.warning("group %s: dependency outage suspected (%s); pausing its partitions for %.1fs "
+                    "(opening %d); failing messages wait instead of being dead-lettered",
+                    self.group, reason, backoff, self._openings)
+
+    # -- the poll loop and waiting messages ---------------------------------------------------
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def wait_closed(self, lane: Lane) -> None:
+        """Blocks while the breaker is open; ``Abandoned`` if the lane stops waiting meanwhile."""
+        while True:
+            left = self._open_until - time.monotonic()
+            if left <= 0:
+                return
+            lane.sleep(min(left, 1.0))

@@ -1,0 +1,115 @@
+"""``events run``: run consumer groups (one process per group, as a pod does)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from schemas.settings import get_settings
+
+from ..errors import ConsumerError
+from ..logs import configure_logging
+
+out = Console()
+err = Console(stderr=True)
+
+
+class NoGroups(ConsumerError):
+    """``events run`` found nothing to run."""
+
+
+@click.command("run")
+@click.option("--group", "group_name", metavar="NAME", help="Run this consumer group in this process (what a pod runs).")
+@click.option("--all", "run_all", is_flag=True, help="Run every registered group, each in its own process (development).")
+@click.option("--list", "list_groups", is_flag=True, help="List the registered groups and exit.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
+              help="Messages handled at once (default: settings' concurrency, EVENTS_CONCURRENCY).")
+@click.option("--health-port", type=click.IntRange(0, 65535), default=None,
+              help="Port of /healthz and /readyz (default: EVENTS_HEALTH_PORT; 0: none).")
+@click.option("--idempotency-retention-days", type=click.FloatRange(min=0, min_open=True), default=7.0,
+              show_default=True, help="How long processed idempotency keys are kept (older ones are purged hourly).")
+def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,
+            health_port: int | None, idempotency_retention_days: float) -> None:
+    """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
+
+    Handler modules are found by `consumers.handlers` and EVENTS_HANDLER_MODULES (comma-separated modules).
+    """
+    from .. import registry
+
+    groups = registry.discover()
+    if list_groups:
+        _print_groups(groups)
+        return
+    if bool(group_name) == run_all:
+        raise click.UsageError("give exactly one of --group NAME or --all")
+    if not groups:
+        raise NoGroups("no consumer groups are registered: set EVENTS_HANDLER_MODULES to the modules that define them")
+    if run_all:
+        sys.exit(_run_all([g.name for g in groups], concurrency, health_port, idempotency_retention_days))
+    _run_one(registry.get(group_name), concurrency, health_port, idempotency_retention_days)
+
+
+def _run_one(group, concurrency: int | None, health_port: int | None, retention_days: float) -> None:
+    from ..runner import GroupRunner
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    runner = GroupRunner(group, settings=settings, concurrency=concurrency, health_port=health_port,
+                         idempotency_retention=timedelta(days=retention_days))
+
+    def on_signal(_signum, _frame):
+        runner.stop()  # only sets an event: safe in a signal handler; the loop logs what follows
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.run()
+
+
+def _run_all(names: list[str], concurrency: int | None, health_port: int | None, retention_days: float) -> int:
+    """One child process per group; signals are passed on; when one child ends, all are stopped."""
+    base_port = get_settings().health_port if health_port is None else health_port
+    children: dict[str, subprocess.Popen] = {}
+    for i, name in enumerate(names):
+        args = [sys.executable, "-m", "consumers", "run", "--group", name,
+                "--health-port", str(base_port + i if base_port else 0),
+                "--idempotency-retention-days", str(retention_days)]
+        if concurrency:
+            args += ["--concurrency", str(concurrency)]
+        children[name] = subprocess.Popen(args, env=os.environ.copy())
+        out.print(f"started [bold]{name}[/] (pid {children[name].pid})")
+    stopping = False
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while any(child.poll() is None for child in children.values()):
+        ended = [name for name, child in children.items() if child.poll() is not None]
+        if ended and not stopping:
+            err.print(f"[bold red]error:[/] group {ended[0]} exited with code {children[ended[0]].returncode}; "
+                      "stopping the others")
+            forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return max(abs(child.returncode or 0) for child in children.values())
+
+
+def _print_groups(groups) -> None:
+    prefix = get_settings().topic_prefix
+    table = Table("group", "handlers", "subscribes to", "dead letters")
+    for group in groups:
+        table.add_row(group.name, "\n".join(f"{t} -> {h.name}" for t, h in sorted(group.handlers.items())),
+                      "\n".join(group.topics(prefix)), group.dlq_topic(prefix))
+    out.print(table)

@@ -1,0 +1,64 @@
+"""librdkafka configuration of a group's consumer: our defaults, the user's properties, our musts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from schemas.settings import Settings
+
+from .errors import ConsumerError
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",      # a new group reads what was published before it first joined
+    "auto.commit.interval.ms": 1000,      # how stale the committed position may be (redelivery after a crash)
+    "partition.assignment.strategy": "cooperative-sticky",  # classic protocol: no stop-the-world rebalances
+    "session.timeout.ms": 45000,
+    "max.poll.interval.ms": 300000,       # the poll loop never blocks on handlers, so this is never near
+    "fetch.wait.max.ms": 100,
+    "queued.max.messages.kbytes": 16384,  # librdkafka's own prefetch buffer per partition (16 MiB)
+}
+# Owned by the broker under KIP-848 (group.protocol=consumer): must not be set on the client.
+BROKER_SIDE_WITH_KIP848 = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
+# The runtime's offset handling depends on these.
+REQUIRED: dict[str, Any] = {
+    "enable.auto.commit": True,           # commits what we store, in the background, off the hot path
+    "enable.auto.offset.store": False,    # we store an offset only when it and all before it are done
+}
+PRODUCER_ONLY = {"acks", "linger.ms", "compression.type", "enable.idempotence", "delivery.timeout.ms",
+                 "message.timeout.ms", "batch.size", "batch.num.messages", "retries", "message.send.max.retries",
+                 "queue.buffering.max.ms", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+                 "transactional.id", "request.required.acks"}
+
+
+def group_id(prefix: str, group: str) -> str:
+    """The Kafka consumer group id: ``<prefix>.<group>``, so environments sharing a cluster never
+    share offsets."""
+    return f"{prefix}.{group}"
+
+
+def consumer_config(settings: Settings, group: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    user = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
+    user.update(overrides or {})
+    for name, value in REQUIRED.items():
+        if name in user and str(user[name]).lower() != str(value).lower():
+            raise ConsumerError(f"{name}={user[name]} cannot be used: the consumer runtime needs {name}={value} "
+                                "(it stores each offset only when the message and all before it are done)")
+    defaults = dict(CONSUMER_DEFAULTS)
+    if str(user.get("group.protocol", "classic")).lower() == "consumer":
+        for name in BROKER_SIDE_WITH_KIP848:
+            defaults.pop(name, None)
+            if name in user:
+                raise ConsumerError(f"{name} cannot be set with group.protocol=consumer (KIP-848): the broker "
+                                    "decides it; remove it from the kafka settings or use group.protocol=classic")
+    return {
+        "bootstrap.servers": settings.bootstrap(),
+        "group.id": group_id(settings.topic_prefix, group),
+        "client.id": f"events-{group}-{socket.gethostname()}-{os.getpid()}",
+        **defaults,
+        **user,
+        **REQUIRED,
+        "logger": logging.getLogger("consumers.librdkafka"),
+    }

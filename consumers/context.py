@@ -1,0 +1,82 @@
+"""What a handler sees besides its event: the message's metadata, the transaction, a logger."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+log = logging.getLogger("consumers.handler")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """Where the event came from. ``headers`` maps each header name to its (last) value's bytes;
+    ``timestamp`` is the broker's or producer's milliseconds since the epoch; ``attempt`` counts
+    from 1 and includes attempts made before a re-drive (the ``events-attempt`` header)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    headers: dict[str, bytes]
+    timestamp: int
+    attempt: int
+
+
+class HandlerContext:
+    """Given to ``handle(event, ctx)``.
+
+    - ``session``: the SQLAlchemy ``Session`` of this attempt's transaction, in which the runtime
+      has already claimed the event's idempotency key. Write the handler's effects through it and
+      do not commit: the runtime commits the claim and the effects together, or rolls both back.
+      ``None`` for handlers declared ``idempotent=False``.
+    - ``message``: a ``MessageMeta``.
+    - ``log``: a ``LoggerAdapter`` whose records carry the event id and type, group, topic,
+      partition and offset.
+    - ``reprocess``: True when a replay asked to run the handler again for an event already done.
+    """
+
+    __slots__ = ("session", "group", "handler", "event_id", "event_type", "reprocess", "_message", "_log")
+
+    def __init__(self, *, session: Session | None, message: MessageMeta | Callable[[], MessageMeta], group: str,
+                 handler: str, event_id: str, event_type: str, reprocess: bool = False):
+        self.session = session
+        self._message = message  # or a function that makes it: most handlers never look
+        self.group = group
+        self.handler = handler
+        self.event_id = event_id
+        self.event_type = event_type
+        self.reprocess = reprocess
+        self._log: logging.LoggerAdapter | None = None
+
+    @property
+    def message(self) -> MessageMeta:
+        message = self._message
+        if not isinstance(message, MessageMeta):
+            message = self._message = message()
+        return message
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        if self._log is None:
+            m = self.message
+            self._log = logging.LoggerAdapter(log, {
+                "event_id": self.event_id, "event_type": self.event_type, "group": self.group,
+                "handler": self.handler, "topic": m.topic, "partition": m.partition, "offset": m.offset,
+                "attempt": m.attempt,
+            })
+        return self._log
+
+    def __repr__(self) -> str:
+        m = self.message
+        return (f"HandlerContext({self.group}/{self.handler}: {self.event_type} {self.event_id} "
+                f"at {m.topic}[{m.partition}]@{m.offset}, attempt {m.attempt})")
+
+
+def extra(**fields: Any) -> dict[str, Any]:
+    return {"extra": fields}

@@ -1,0 +1,155 @@
+"""Consumer groups and their handlers.
+
+A group is one independent job (as one blinker receiver was in the seed): its own Kafka consumer
+group, offsets, retries, dead-letter topic ``<prefix>.dlq.<group>`` and private retry topic
+``<prefix>.retry.<group>``. It subscribes to the domain topics of the event types its handlers
+take, plus its retry topic::
+
+    group = ConsumerGroup("installed-app-provisioner", max_attempts=5)
+
+    @group.handler(AppWasCreated, max_retry_time_s=60)
+    def provision(event: AppWasCreated, ctx: HandlerContext) -> None:
+        ctx.session.add(InstalledApp(app_id=event.app_id, tenant_id=event.tenant_id))
+
+Handler options belong to the pipeline's steps (each step lists the options it owns, as
+dramatiq's middleware do); an option is looked up on the handler, then the group, then the step's
+default. An option no step owns is refused with a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from schemas.catalogue import CATALOGUE, Catalogue
+from schemas.events import Event
+
+from .errors import GroupDefinitionError
+
+if TYPE_CHECKING:
+    from .context import HandlerContext
+    from .pipeline import Step
+
+GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
+GROUP_OPTIONS = {"replay_safe": True}  # options the group itself owns (read by replay tooling)
+
+HandlerFn = Callable[[Event, "HandlerContext"], Any]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One function registered for one event type in one group, with its own options."""
+
+    group: ConsumerGroup = field(repr=False)
+    event_type: str
+    model: type[Event]
+    fn: HandlerFn = field(repr=False)
+    name: str
+    options: Mapping[str, Any]
+
+    def option(self, name: str) -> Any:
+        """The handler's value, else the group's, else the owning step's default."""
+        if name in self.options:
+            return self.options[name]
+        return self.group.option(name)
+
+    def __call__(self, event: Event, ctx: HandlerContext) -> Any:
+        return self.fn(event, ctx)
+
+
+class ConsumerGroup:
+    """Handlers that share one Kafka consumer group.
+
+    ``options`` are defaults for every handler of the group (``max_attempts=3``, ...); the pipeline
+    defaults to ``consumers.pipeline.DEFAULT_PIPELINE``. ``database_url`` overrides the settings'
+    database for this group's idempotency table and handler sessions.
+    """
+
+    def __init__(self, name: str, *, pipeline: Sequence[type[Step]] | None = None,
+                 database_url: str | None = None, catalogue: Catalogue = CATALOGUE, **options: Any):
+        if not GROUP_NAME.match(name):
+            raise GroupDefinitionError(
+                f"group name {name!r} is not valid: use 1-200 lowercase letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit (it becomes part of topic names)")
+        from .pipeline import DEFAULT_PIPELINE
+
+        self.name = name
+        self.pipeline: tuple[type[Step], ...] = tuple(DEFAULT_PIPELINE if pipeline is None else pipeline)
+        self.database_url = database_url
+        self.catalogue = catalogue
+        self.handlers: dict[str, Handler] = {}
+        self._defaults: dict[str, Any] = dict(GROUP_OPTIONS)
+        for step in self.pipeline:
+            for option, default in step.options.items():
+                self._defaults.setdefault(option, default)
+        self._check_options(options, f"group {name!r}")
+        self.options = dict(options)
+
+    # -- declaring ----------------------------------------------------------------------------
+    def handler(self, event_type: type[Event] | str, **options: Any) -> Callable[[HandlerFn], HandlerFn]:
+        """Decorator: ``fn(event, ctx)`` handles ``event_type`` in this group. Options, each owned
+        by a pipeline step (defaults in the step's ``options``): ``max_attempts``,
+        ``max_retry_time_s``, ``min_backoff_s``, ``max_backoff_s``, ``retry_on``, ``pause_on``
+        (``Retries``); ``idempotent`` (``Idempotency``); ``time_limit_s`` (``TimeLimit``);
+        ``replay_safe`` (the group's own: replay tooling asks for ``--force`` when False)."""
+        spec = self.catalogue.get(event_type if isinstance(event_type, str) else event_type.event_type)
+
+        def register(fn: HandlerFn) -> HandlerFn:
+            name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+            self._check_options(options, f"handler {name}")
+            if spec.event_type in self.handlers:
+                raise GroupDefinitionError(
+                    f"group {self.name!r} already has a handler for {spec.event_type} "
+                    f"({self.handlers[spec.event_type].name}); one group runs one handler per event type: "
+                    "do both jobs in one function, or put the second in its own group")
+            self.handlers[spec.event_type] = Handler(self, spec.event_type, spec.model, fn, name, dict(options))
+            return fn
+
+        return register
+
+    def _check_options(self, options: Mapping[str, Any], where: str) -> None:
+        for option in options:
+            if option not in self._defaults:
+                close = difflib.get_close_matches(option, self._defaults, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise GroupDefinitionError(
+                    f"{where}: unknown option {option!r}. {hint}Options belong to pipeline steps; this "
+                    f"group's steps ({', '.join(s.__name__ for s in self.pipeline)}) know: "
+                    f"{', '.join(sorted(self._defaults))}. Did you forget to add the step that owns it?")
+
+    # -- reading ------------------------------------------------------------------------------
+    def option(self, name: str) -> Any:
+        if name in self.options:
+            return self.options[name]
+        try:
+            return self._defaults[name]
+        except KeyError:
+            raise GroupDefinitionError(f"no step of group {self.name!r} owns the option {name!r}") from None
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(self.handlers)
+
+    def domain_topics(self, prefix: str) -> list[str]:
+        """The domain topics of the event types this group handles, sorted."""
+        return sorted({self.catalogue.get(t).topic(prefix) for t in self.handlers})
+
+    def retry_topic(self, prefix: str) -> str:
+        return f"{prefix}.retry.{self.name}"
+
+    def dlq_topic(self, prefix: str) -> str:
+        return f"{prefix}.dlq.{self.name}"
+
+    def topics(self, prefix: str) -> list[str]:
+        """Everything the group subscribes to: its domain topics and its retry topic."""
+        return [*self.domain_topics(prefix), self.retry_topic(prefix)]
+
+    def __repr__(self) -> str:
+        return f"ConsumerGroup({self.name!r}, handlers={sorted(self.handlers)})"
+
+
+def handler_names(groups: Iterable[ConsumerGroup]) -> list[str]:
+    return [h.name for g in groups for h in g.handlers.values()]

@@ -1,0 +1,54 @@
+"""Liveness and readiness over HTTP for Kubernetes probes (stdlib ``http.server`` on a thread).
+
+``GET /healthz``: 200 while the poll loop has looped recently (a wedged loop fails the probe and
+the pod is restarted). ``GET /readyz``: 200 once the consumer has joined its group (it received
+an assignment, possibly empty) and while it is not shutting down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger("consumers.health")
+
+
+class HealthServer:
+    def __init__(self, port: int, *, live: Callable[[], bool], ready: Callable[[], bool],
+                 status: Callable[[], dict] | None = None, host: str = "0.0.0.0"):
+        checks = {"/healthz": live, "/livez": live, "/readyz": ready}
+        status = status or (lambda: {})
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                check = checks.get(self.path.split("?", 1)[0])
+                if check is None:
+                    self.send_error(404)
+                    return
+                ok = bool(check())
+                body = json.dumps({"ok": ok, **status()}).encode()
+                self.send_response(200 if ok else 503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args):  # probes every few seconds: keep them out of the logs
+                pass
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="events-health", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        log.info("health endpoints on :%d (/healthz, /readyz)", self.port)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,131 @@
+"""The processed-events table: one row per (group, idempotency key) handled.
+
+The idempotency step claims the key with an INSERT inside the same transaction as the handler's
+effects, so both commit or neither does. A second delivery finds the row (the INSERT does nothing)
+and is skipped. On PostgreSQL a concurrent second claim waits on the first's uncommitted row and
+then sees it; on SQLite writers take the database lock up front (``BEGIN IMMEDIATE``), so two
+claims never interleave either.
+
+Rows are kept for a retention period (``purge(older_than)``): long enough to cover any redelivery
+or replay you expect; a replay older than that runs handlers again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, create_engine, delete, event, insert, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+metadata = MetaData()
+
+processed_events = Table(
+    "processed_events", metadata,
+    Column("group_name", String(200), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, *, pool_size: int = 8) -> Engine:
+    """An engine that worker threads can share.
+
+    SQLite: WAL journal (readers never wait on the writer), ``busy_timeout`` (a writer waits for the
+    lock instead of failing at once), and ``BEGIN IMMEDIATE`` for every transaction (the write lock
+    is taken at the start, so two transactions never deadlock upgrading from read to write).
+    PostgreSQL and others: a pool as large as the worker count. No pre-ping (a round trip per
+    transaction): a dead connection fails its attempt with a retryable ``OperationalError`` and
+    SQLAlchemy then replaces every pooled connection.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                               pool_size=pool_size, max_overflow=pool_size)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own is deferred)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+
+
+def create_table(engine: Engine) -> None:
+    """Creates ``processed_events`` (and its index) if missing; safe to call from many processes."""
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except IntegrityError:  # PostgreSQL: two processes created it at the same moment
+        metadata.create_all(engine, checkfirst=True)
+
+
+def _insert_ignoring_conflict(dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return (pg_insert(processed_events).on_conflict_do_nothing(index_elements=["group_name", "idempotency_key"])
+                .returning(processed_events.c.event_id))
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        return (sqlite_insert(processed_events).on_conflict_do_nothing(index_elements=["group_name", "idempotency_key"])
+                .returning(processed_events.c.event_id))
+    return None
+
+
+class IdempotencyStore:
+    """Claims and expires idempotency keys of one group in one database."""
+
+    def __init__(self, engine: Engine, group: str):
+        self.engine = engine
+        self.group = group
+        self._insert = _insert_ignoring_conflict(engine.dialect.name)
+
+    def create(self) -> None:
+        create_table(self.engine)
+
+    def claim(self, conn: Connection, key: str, event_id: str, *, reprocess: bool = False) -> bool:
+        """Claims ``key`` in the caller's transaction. True: first time, run the handler. False: a
+        duplicate. With ``reprocess`` the claim always succeeds and the row is stamped anew."""
+        now = datetime.now(UTC)
+        row = {"group_name": self.group, "idempotency_key": key, "event_id": event_id, "processed_at": now}
+        if self._insert is not None:
+            # RETURNING, not rowcount: drivers disagree on rowcount after ON CONFLICT DO NOTHING
+            claimed = conn.execute(self._insert, row).first() is not None
+        else:  # another database: a savepoint keeps a conflict from spoiling the transaction
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(processed_events), row)
+                claimed = True
+            except IntegrityError:
+                claimed = False
+        if claimed or not reprocess:
+            return claimed
+        conn.execute(update(processed_events)
+                     .where(processed_events.c.group_name == self.group,
+                            processed_events.c.idempotency_key == key)
+                     .values(event_id=event_id, processed_at=now))
+        return True
+
+    def is_processed(self, key: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(processed_events.select().where(
+                processed_events.c.group_name == self.group,
+                processed_events.c.idempotency_key == key)).first() is not None
+
+    def purge(self, older_than: timedelta, *, now: datetime | None = None) -> int:
+        """Deletes this group's keys processed more than ``older_than`` ago; returns how many."""
+        cutoff = (now or datetime.now(UTC)) - older_than
+        with self.engine.begin() as conn:
+            return conn.execute(delete(processed_events).where(
+                processed_events.c.group_name == self.group,
+                processed_events.c.processed_at < cutoff)).rowcount

@@ -1,0 +1,91 @@
+"""One fetched message on its way through the pipeline, and the partition it belongs to."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .offsets import PartitionOffsets
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
+    from sqlalchemy.orm import Session
+
+    from schemas.events import Event
+
+    from .group import Handler
+
+# What became of a message. Every outcome but ABANDONED finishes its offset.
+HANDLED = "handled"              # the handler ran and its transaction committed
+DUPLICATE = "duplicate"          # the idempotency key was claimed before: skipped
+DEAD_LETTERED = "dead_lettered"  # published to the dead-letter topic, and the broker acknowledged it
+PASSED = "passed"                # an event type the group does not handle: passed over by header
+ABANDONED = "abandoned"          # the partition was revoked or the consumer stopped first: not done
+
+
+class Abandoned(BaseException):
+    """Raised inside the pipeline when the message's partition is revoked or the consumer stops
+    while the message waits (backoff, an outage pause, a dead letter's retry). The message is left
+    unfinished, so its offset is not committed and the next owner of the partition handles it.
+    A ``BaseException``, so that no handler's ``except Exception`` swallows it."""
+
+
+class Lane:
+    """One assigned partition. A new ``Lane`` per assignment, so completions of jobs fetched under
+    an earlier assignment are recognised and ignored."""
+
+    __slots__ = ("topic", "partition", "revoked", "stop_waiting", "outstanding", "offsets")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic = topic
+        self.partition = partition
+        self.revoked = False                     # queued jobs of this lane are skipped
+        self.stop_waiting = threading.Event()    # backoff and pause waits end early (revoke, shutdown)
+        self.outstanding = 0                     # jobs dispatched and not yet reported (poll thread only)
+        self.offsets: PartitionOffsets = PartitionOffsets()  # the runner gives it the tracker's
+
+    def sleep(self, seconds: float) -> None:
+        """Waits ``seconds`` unless told to stop waiting, which abandons the message."""
+        if self.stop_waiting.wait(seconds):
+            raise Abandoned(f"{self.topic}[{self.partition}] stopped waiting")
+
+    def __repr__(self) -> str:
+        return f"Lane({self.topic}[{self.partition}])"
+
+
+class Job:
+    """Mutable per-message state the steps read and fill in."""
+
+    __slots__ = ("message", "lane", "offset", "raw_headers", "raw_event_type", "handler", "headers", "event",
+                 "idempotency_key", "reprocess", "prior_attempts", "attempts", "session", "span")
+
+    def __init__(self, message: Message, lane: Lane, offset: int, raw_headers: list[tuple[str, bytes]] | None,
+                 raw_event_type: bytes | None, handler: Handler | None):
+        self.message = message
+        self.lane = lane
+        self.offset = offset
+        self.raw_headers = raw_headers
+        self.raw_event_type = raw_event_type
+        self.handler = handler
+        self.headers: dict[str, bytes] = {}
+        self.event: Event | None = None
+        self.idempotency_key: str | None = None
+        self.reprocess = False
+        self.prior_attempts = 0   # attempts made before this delivery (events-attempt header)
+        self.attempts = 0         # attempts made in this delivery
+        self.session: Session | None = None
+        self.span: Any = None
+
+    @property
+    def topic(self) -> str:
+        return self.lane.topic
+
+    @property
+    def partition(self) -> int:
+        return self.lane.partition
+
+    def where(self) -> str:
+        return f"{self.lane.topic}[{self.lane.partition}]@{self.offset}"
+
+    def __repr__(self) -> str:
+        return f"Job({self.where()}, {self.raw_event_type!r})"

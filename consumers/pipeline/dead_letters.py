@@ -1,0 +1,194 @@
+"""DeadLetters: the branch every final failure takes.
+
+Whatever escapes the rest of the pipeline (a decode error, a rejected message, retries spent) is
+published to the group's dead-letter topic ``<prefix>.dlq.<group>``: the original key and value
+bytes unchanged, the original headers, and headers that say where it came from and why it failed,
+under our names and under Spring Kafka's ``kafka_dlt-*`` names (partition as a 4-byte big-endian
+int, offset and timestamp as 8-byte big-endian longs, as Spring's ``DeadLetterPublishingRecoverer``
+writes them), so existing Kafka tooling reads our dead letters.
+
+The message counts as done only once the broker has acknowledged the dead letter. If it does not,
+publishing is tried again with backoff until it is, or until the partition is revoked or the
+consumer stops (then the message is left unfinished and redelivered to the next owner).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+import traceback
+from datetime import UTC, datetime
+
+from ..errors import DeadLetterFailed
+from ..job import DEAD_LETTERED, Abandoned, Job
+from .step import CallNext, Step
+
+log = logging.getLogger("consumers.dead_letters")
+
+STACKTRACE_MAX_BYTES = 8 * 1024
+MESSAGE_MAX_BYTES = 2 * 1024
+DELIVERY_TIMEOUT_S = 150.0  # above the producer's delivery.timeout.ms (120 s): it always answers first
+
+# our header names
+ORIGIN_TOPIC = "dlq-origin-topic"
+ORIGIN_PARTITION = "dlq-origin-partition"
+ORIGIN_OFFSET = "dlq-origin-offset"
+ORIGIN_TIMESTAMP = "dlq-origin-timestamp"
+GROUP = "dlq-group"
+HANDLER = "dlq-handler"
+ERROR_CLASS = "dlq-error-class"
+ERROR_MESSAGE = "dlq-error-message"
+ERROR_STACKTRACE = "dlq-error-stacktrace"
+ATTEMPTS = "dlq-attempts"
+FAILED_AT = "dlq-failed-at"
+# Spring Kafka's (org.springframework.kafka.support.KafkaHeaders.DLT_*)
+DLT_ORIGINAL_TOPIC = "kafka_dlt-original-topic"
+DLT_ORIGINAL_PARTITION = "kafka_dlt-original-partition"
+DLT_ORIGINAL_OFFSET = "kafka_dlt-original-offset"
+DLT_ORIGINAL_TIMESTAMP = "kafka_dlt-original-timestamp"
+DLT_ORIGINAL_TIMESTAMP_TYPE = "kafka_dlt-original-timestamp-type"
+DLT_ORIGINAL_CONSUMER_GROUP = "kafka_dlt-original-consumer-group"
+DLT_EXCEPTION_FQCN = "kafka_dlt-exception-fqcn"
+DLT_EXCEPTION_MESSAGE = "kafka_dlt-exception-message"
+DLT_EXCEPTION_STACKTRACE = "kafka_dlt-exception-stacktrace"
+DLT_EXCEPTION_CAUSE_FQCN = "kafka_dlt-exception-cause-fqcn"  # only when the error has a cause
+
+# The origin of a message that was dead-lettered before and re-driven is its first origin: kept
+# when present (as Spring keeps them). The failure's own headers are replaced by this failure's.
+ORIGIN_HEADERS = frozenset({ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, ORIGIN_TIMESTAMP,
+                            DLT_ORIGINAL_TOPIC, DLT_ORIGINAL_PARTITION, DLT_ORIGINAL_OFFSET,
+                            DLT_ORIGINAL_TIMESTAMP, DLT_ORIGINAL_TIMESTAMP_TYPE})
+FAILURE_HEADERS = frozenset({GROUP, HANDLER, ERROR_CLASS, ERROR_MESSAGE, ERROR_STACKTRACE, ATTEMPTS, FAILED_AT,
+                             DLT_ORIGINAL_CONSUMER_GROUP, DLT_EXCEPTION_FQCN, DLT_EXCEPTION_MESSAGE,
+                             DLT_EXCEPTION_STACKTRACE, DLT_EXCEPTION_CAUSE_FQCN})
+TIMESTAMP_TYPES = {0: b"NoTimestampType", 1: b"CreateTime", 2: b"LogAppendTime"}  # Java's TimestampType names
+
+
+def bounded(text: str, limit: int, *, keep: str = "head") -> bytes:
+    """UTF-8 bytes of ``text`` cut to ``limit`` bytes, saying how much was cut. Stack traces keep
+    their tail (the raising frame and the exception line are at the end)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data
+    marker = f"...[{len(data) - limit} bytes cut]...".encode()
+    room = max(0, limit - len(marker))
+    if keep == "tail":
+        return marker + data[len(data) - room:].decode("utf-8", "ignore").encode()
+    return data[:room].decode("utf-8", "ignore").encode() + marker
+
+
+def fqcn(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def dead_letter_headers(job: Job, exc: BaseException, *, group: str, attempts: int,
+                        now: datetime | None = None) -> list[tuple[str, bytes]]:
+    """The original headers (less earlier failure headers), then the origin and failure headers."""
+    msg = job.message
+    ts_type, ts = msg.timestamp()
+    original = list(job.raw_headers or ())
+    present = {name for name, _ in original}
+    headers = [(k, v) for k, v in original if k not in FAILURE_HEADERS]
+    handler = job.handler.name if job.handler is not None else ""
+    stack = "".join(traceback.format_exception(exc))
+    message = str(exc) or type(exc).__name__
+    failed_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    origin = [
+        (ORIGIN_TOPIC, job.topic.encode()),
+        (ORIGIN_PARTITION, str(job.partition).encode()),
+        (ORIGIN_OFFSET, str(job.offset).encode()),
+        (ORIGIN_TIMESTAMP, str(ts).encode()),
+        (DLT_ORIGINAL_TOPIC, job.topic.encode()),
+        (DLT_ORIGINAL_PARTITION, struct.pack(">i", job.partition)),
+        (DLT_ORIGINAL_OFFSET, struct.pack(">q", job.offset)),
+        (DLT_ORIGINAL_TIMESTAMP, struct.pack(">q", ts)),
+        (DLT_ORIGINAL_TIMESTAMP_TYPE, TIMESTAMP_TYPES.get(ts_type, b"CreateTime")),
+    ]
+    headers += [(k, v) for k, v in origin if k not in present]
+    error_message = bounded(message, MESSAGE_MAX_BYTES)
+    error_stack = bounded(stack, STACKTRACE_MAX_BYTES, keep="tail")
+    error_class = fqcn(exc).encode()
+    headers += [
+        (GROUP, group.encode()),
+        (HANDLER, handler.encode()),
+        (ERROR_CLASS, error_class),
+        (ERROR_MESSAGE, error_message),
+        (ERROR_STACKTRACE, error_stack),
+        (ATTEMPTS, str(attempts).encode()),
+        (FAILED_AT, failed_at.encode()),
+        (DLT_ORIGINAL_CONSUMER_GROUP, group.encode()),
+        (DLT_EXCEPTION_FQCN, error_class),
+        (DLT_EXCEPTION_MESSAGE, error_message),
+        (DLT_EXCEPTION_STACKTRACE, error_stack),
+    ]
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None:
+        headers.append((DLT_EXCEPTION_CAUSE_FQCN, fqcn(cause).encode()))
+    return headers
+
+
+class DeadLetters(Step):
+    """Publishes what fails for good, and waits for the broker's acknowledgement."""
+
+    options = {}
+    RETRY_MIN_S = 0.5
+    RETRY_MAX_S = 30.0
+
+    def __init__(self, resources):
+        super().__init__(resources)
+        self.topic = self.group.dlq_topic(resources.prefix)
+
+    def process(self, job: Job, call_next: CallNext) -> str:
+        try:
+            return call_next(job)
+        except Exception as exc:  # noqa: BLE001 - every failure ends here; Abandoned is a BaseException
+            self.publish(job, exc)
+            return DEAD_LETTERED
+
+    def publish(self, job: Job, exc: BaseException) -> None:
+        attempts = job.prior_attempts + max(job.attempts, 1)
+        headers = dead_letter_headers(job, exc, group=self.group.name, attempts=attempts)
+        log.error("dead-lettering %s of group %s to %s after %d attempt(s): %s: %s", job.where(), self.group.name,
+                  self.topic, attempts, fqcn(exc), str(exc)[:500],
+                  extra={"group": self.group.name, "topic": job.topic, "partition": job.partition,
+                         "offset": job.offset, "error_class": fqcn(exc), "attempts": attempts})
+        delay = self.RETRY_MIN_S
+        while True:
+            try:
+                self._send(job, headers)
+                self.resources.counters.add("dead_letters")
+                return
+            except DeadLetterFailed as failed:
+                log.error("the dead letter of %s was not acknowledged (%s); trying again in %.1fs",
+                          job.where(), failed, delay)
+                job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
+                delay = min(self.RETRY_MAX_S, delay * 2)
+
+    def _send(self, job: Job, headers: list[tuple[str, bytes]]) -> None:
+        producer = self.resources.producer()
+        acked = threading.Event()
+        result: list = []
+
+        def on_delivery(err, _msg):
+            result.append(err)
+            acked.set()
+
+        msg = job.message
+        try:
+            producer.produce(self.topic, value=msg.value(), key=msg.key(), headers=headers, on_delivery=on_delivery)
+        except BufferError as exc:
+            raise DeadLetterFailed(f"the producer's queue is full: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - KafkaException: the message cannot be sent at all
+            raise DeadLetterFailed(str(exc)) from exc
+        deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+        while not acked.is_set():
+            if job.lane.stop_waiting.is_set() and job.lane.revoked:
+                raise Abandoned(f"{job.where()} was revoked while its dead letter was in flight")
+            if time.monotonic() > deadline:
+                raise DeadLetterFailed(f"no acknowledgement within {DELIVERY_TIMEOUT_S:.0f}s")
+            producer.poll(0.05)  # serves delivery reports (any thread's; each sets its own event)
+        if result[0] is not None:
+            raise DeadLetterFailed(str(result[0]))

@@ -1,0 +1,132 @@
+"""Retries: run the rest of the pipeline again after a transient failure, with backoff.
+
+Each attempt runs the inner steps anew, so each attempt is its own database transaction (see
+``Idempotency``). Backoff is tenacity's exponential with jitter
+(``min_backoff_s * 2**(n-1) + U(0, min_backoff_s)``, at most ``max_backoff_s``). A message is retried
+until ``max_attempts`` attempts or ``max_retry_time_s`` seconds are spent; then the error goes on to
+``DeadLetters``. Backoff happens on the worker thread: the poll loop keeps polling, so the consumer
+never misses ``max.poll.interval.ms``, and other keys go on being handled meanwhile.
+
+Which failures are retried: exceptions in ``retry_on`` (default: every ``Exception``) and in
+``pause_on``, never ``MessageRejected`` (raise it from a handler for "this will never work"), the
+codec's errors, or pydantic's ``ValidationError``. Failures in ``pause_on`` (dependency errors:
+the database or a service is down) also feed the group's ``OutageBreaker``: during an outage
+messages wait for the dependency instead of being dead-lettered (see ``consumers.breaker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+
+from schemas.errors import CodecError
+
+from ..errors import MessageRejected
+from ..job import HANDLED, Job
+from .step import CallNext, Step
+
+log = logging.getLogger("consumers.retries")
+
+NEVER_RETRIED: tuple[type[BaseException], ...] = (MessageRejected, CodecError, ValidationError)
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError)
+
+
+class Retries(Step):
+    options = {
+        "max_attempts": 5,                 # attempts in one delivery, the first included
+        "max_retry_time_s": 300.0,         # seconds from the first attempt after which no retry starts
+        "min_backoff_s": 0.5,              # the first backoff, and the jitter's range
+        "max_backoff_s": 30.0,             # the longest backoff
+        "retry_on": (Exception,),          # exception classes worth another attempt
+        "pause_on": DEPENDENCY_ERRORS,     # classes that mean "a dependency is down" (outage breaker)
+        "outage_threshold": 3,             # group: messages failing in a row that open the breaker
+        "outage_min_backoff_s": 1.0,       # group: the first pause of an outage
+        "outage_max_backoff_s": 30.0,      # group: the longest pause
+    }
+
+    def __init__(self, resources):
+        super().__init__(resources)
+        self.breaker = resources.breaker
+        for handler in self.group.handlers.values():
+            if handler.option("max_attempts") < 1:
+                raise ValueError(f"{handler.name}: max_attempts must be at least 1")
+
+    def process(self, job: Job, call_next: CallNext) -> str:
+        breaker = self.breaker
+        if breaker.is_open():
+            breaker.wait_closed(job.lane)
+        job.attempts = 1
+        started = time.monotonic()
+        try:
+            outcome = call_next(job)
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            handler = job.handler
+            if not self.retryable(handler, exc):
+                raise
+            return self._retry(job, call_next, exc, started)
+        if outcome == HANDLED:
+            breaker.success(job.handler.name)
+        return outcome
+
+    @staticmethod
+    def retryable(handler, exc: BaseException) -> bool:
+        if isinstance(exc, NEVER_RETRIED):
+            return False
+        return isinstance(exc, handler.option("retry_on")) or isinstance(exc, handler.option("pause_on"))
+
+    def _retry(self, job: Job, call_next: CallNext, first: Exception, started: float) -> str:
+        handler = job.handler
+        pending = [first]  # tenacity's attempt 1 is the one that just failed
+
+        def attempt() -> str:
+            if pending:
+                raise pending.pop()
+            job.attempts += 1
+            return call_next(job)
+
+        min_backoff = handler.option("min_backoff_s")
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: self.retryable(handler, exc)),
+            stop=lambda state: self._spent(job, state, started),
+            wait=wait_exponential_jitter(multiplier=min_backoff, max=handler.option("max_backoff_s"), jitter=min_backoff),
+            sleep=lambda seconds: self._sleep(job, seconds),
+            before_sleep=lambda state: self._log_retry(job, state),
+            reraise=True,
+        )
+        outcome = retrying(attempt)
+        if outcome == HANDLED:
+            self.breaker.success(handler.name)
+        return outcome
+
+    def _spent(self, job: Job, state: RetryCallState, started: float) -> bool:
+        handler = job.handler
+        exc = state.outcome.exception()
+        dependency = isinstance(exc, handler.option("pause_on"))
+        if dependency:
+            self.breaker.failure(handler.name, id(job), exc)
+        spent = (state.attempt_number >= handler.option("max_attempts")
+                 or time.monotonic() - started >= handler.option("max_retry_time_s"))
+        if spent and dependency and not self.breaker.healthy_since(handler.name, started):
+            # no message of this handler has succeeded since this one was first tried: nothing shows
+            # the dependency is up, so take it for an outage, not this message's fault, and wait
+            self.breaker.hold(handler.name, exc)
+            return False
+        return spent
+
+    def _sleep(self, job: Job, seconds: float) -> None:
+        job.lane.sleep(seconds)
+        self.breaker.wait_closed(job.lane)
+
+    def _log_retry(self, job: Job, state: RetryCallState) -> None:
+        self.resources.counters.add("retries")
+        exc = state.outcome.exception()
+        log.warning("%s of group %s, handler %s: attempt %d failed (%s: %s); retrying in %.2fs", job.where(),
+                    self.group.name, job.handler.name, state.attempt_number, type(exc).__name__, str(exc)[:300],
+                    state.upcoming_sleep,
+                    extra={"group": self.group.name, "topic": job.topic, "partition": job.partition,
+                           "offset": job.offset, "attempt": state.attempt_number,
+                           "event_id": job.event.event_id if job.event is not None else None})

@@ -1,0 +1,82 @@
+"""The base of every pipeline step, and the shared resources steps are given.
+
+A step wraps the rest of the pipeline: ``process(job, call_next)`` does its part, calls
+``call_next(job)`` (the next step, the handler at the end) and returns the outcome
+(``consumers.job.HANDLED`` / ``DUPLICATE`` / ``DEAD_LETTERED``), or raises. Code before
+``call_next`` runs in pipeline order, code after it in reverse, like dramatiq's before/after hooks;
+the call-next shape lets a step run the rest more than once (retries) or inside a ``with``
+(a transaction, a span). A step that has nothing to do for a group says so with ``active`` and is
+left out of the chain, so it costs nothing per message.
+
+``options`` maps each handler option the step owns to its default. ``ConsumerGroup`` refuses an
+option that no step of its pipeline owns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
+    from sqlalchemy import Engine
+
+    from schemas.codec import AvroCodec
+
+    from ..breaker import OutageBreaker
+    from ..group import ConsumerGroup
+    from ..idempotency import IdempotencyStore
+    from ..job import Job
+
+CallNext = Callable[["Job"], str]
+
+
+@dataclass
+class Counters:
+    """Events that happen on worker threads (outcomes are counted by the poll loop)."""
+
+    retries: int = 0
+    dead_letters: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+@dataclass
+class Resources:
+    """What the runner gives the steps of one group: built once when the group starts."""
+
+    group: ConsumerGroup
+    prefix: str
+    codec: AvroCodec
+    breaker: OutageBreaker
+    engine: Engine | None = None
+    store: IdempotencyStore | None = None
+    producer: Callable[[], Producer] | None = None  # the dead-letter producer, made on first use
+    tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
+    counters: Counters = field(default_factory=Counters)
+
+
+class Step:
+    """A pipeline step; subclasses override ``process`` and declare ``options``."""
+
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, resources: Resources):
+        self.resources = resources
+        self.group = resources.group
+
+    @property
+    def active(self) -> bool:
+        """False leaves the step out of this group's chain."""
+        return True
+
+    def process(self, job: Job, call_next: CallNext) -> str:
+        return call_next(job)
+
+    def close(self) -> None:
+        """Releases what the step holds (called once, when the group stops)."""

@@ -1,0 +1,72 @@
+"""The groups this process knows: registered by handler modules, found by ``discover()``.
+
+``discover()`` imports ``consumers.handlers`` when that package exists (the platform's own
+handlers), then every module named in ``EVENTS_HANDLER_MODULES`` (comma-separated dotted names,
+e.g. ``EVENTS_HANDLER_MODULES=myapp.handlers,tests.consumers.sample_handlers``). A handler module
+builds its groups and calls ``register(group)`` at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+from .errors import DuplicateGroup, GroupDefinitionError, UnknownGroup
+from .group import ConsumerGroup
+
+HANDLER_MODULES_ENV = "EVENTS_HANDLER_MODULES"
+BUILTIN_HANDLERS = "consumers.handlers"
+
+_groups: dict[str, ConsumerGroup] = {}
+
+
+def register(group: ConsumerGroup) -> ConsumerGroup:
+    """Adds a group (returns it, so ``group = register(ConsumerGroup(...))`` reads well).
+    Registering the same object again is harmless; another group under a taken name is refused."""
+    existing = _groups.get(group.name)
+    if existing is not None and existing is not group:
+        raise DuplicateGroup(f"two consumer groups are named {group.name!r}; group names must be unique "
+                             "(each is a Kafka consumer group with its own offsets)")
+    _groups[group.name] = group
+    return group
+
+
+def unregister(name: str) -> None:
+    _groups.pop(name, None)
+
+
+def get(name: str) -> ConsumerGroup:
+    try:
+        return _groups[name]
+    except KeyError:
+        known = ", ".join(sorted(_groups)) or "none (no handler module was found: set EVENTS_HANDLER_MODULES)"
+        raise UnknownGroup(f"no consumer group is named {name!r}; registered groups: {known}") from None
+
+
+def all_groups() -> list[ConsumerGroup]:
+    return [_groups[name] for name in sorted(_groups)]
+
+
+def handler_modules() -> list[str]:
+    """The modules ``discover()`` imports, in order."""
+    modules = []
+    if importlib.util.find_spec(BUILTIN_HANDLERS) is not None:
+        modules.append(BUILTIN_HANDLERS)
+    for name in os.environ.get(HANDLER_MODULES_ENV, "").split(","):
+        if name.strip() and name.strip() not in modules:
+            modules.append(name.strip())
+    return modules
+
+
+def discover() -> list[ConsumerGroup]:
+    """Imports the handler modules (which register their groups) and returns every group."""
+    for name in handler_modules():
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                raise GroupDefinitionError(f"the handler module {name!r} (from {HANDLER_MODULES_ENV} or the platform) "
+                                   f"cannot be imported: {exc}") from exc
+            raise
+    return all_groups()

@@ -1,0 +1,488 @@
+"""Runs one consumer group: the poll loop, the workers, offsets, pauses, health, shutdown.
+
+The poll loop (the thread that calls ``run()``) is the only thread that touches the Kafka consumer.
+It fetches in batches, passes over event types the group does not handle (by header, without
+decoding), and hands the rest to a ``KeyedDispatcher``: up to ``concurrency`` messages at once on
+worker threads, never two with the same key at once. Workers report each finished message through
+a queue; the loop moves each partition's watermark (``offsets.py``) and *stores* it; librdkafka's
+auto-commit commits stored offsets every second, off the hot path. On revocation the loop waits
+for the revoked partitions' running messages (briefly), commits their watermarks synchronously and
+drops them; on shutdown it stops fetching, drains within ``drain_timeout_s``, commits, and closes
+(leaving the group).
+
+Partitions are paused (fetching stops, polling goes on, so the consumer stays in the group) while
+the in-flight buffer is full, while the outage breaker is open, and while shutting down.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter, deque
+from datetime import timedelta
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from producers.config import producer_config
+from schemas import headers as H
+from schemas.codec import AvroCodec
+from schemas.settings import Settings, get_settings
+
+from .breaker import OutageBreaker
+from .config import consumer_config, group_id
+from .dispatcher import KeyedDispatcher
+from .group import ConsumerGroup
+from .health import HealthServer
+from .idempotency import IdempotencyStore, make_engine
+from .job import ABANDONED, PASSED, Abandoned, Job, Lane
+from .offsets import OffsetTracker
+from .pipeline import Resources, build
+
+log = logging.getLogger("consumers.runner")
+
+EVENT_TYPE_NAME = re.compile(rb"^[a-z][a-z0-9_]{0,99}$")
+LIVENESS_WINDOW_S = 60.0
+BUFFER_WAIT_S = 1.0  # how long a full buffer may keep the loop from polling before partitions pause
+
+
+class GroupRunner:
+    """Runs ``group`` until ``stop()`` (thread- and signal-safe) or a fatal Kafka error.
+
+    ``health_port``: ``None`` takes the settings' port, ``0`` serves no health endpoints.
+    ``consumer_overrides``: librdkafka properties over the settings' (tests, benchmarks).
+    """
+
+    def __init__(self, group: ConsumerGroup, *, settings: Settings | None = None, concurrency: int | None = None,
+                 health_port: int | None = None, consumer_overrides: dict[str, Any] | None = None,
+                 batch_size: int = 500, max_buffered: int | None = None, poll_timeout_s: float = 0.1,
+                 revoke_timeout_s: float = 10.0, create_topics: bool = True,
+                 idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
+                 tracer_provider: Any = None):
+        if not group.handlers:
+            raise ValueError(f"group {group.name!r} has no handlers")
+        self.group = group
+        self.settings = settings or get_settings()
+        self.prefix = self.settings.topic_prefix
+        self.concurrency = concurrency or self.settings.concurrency
+        self.health_port = self.settings.health_port if health_port is None else health_port
+        self.consumer_overrides = consumer_overrides or {}
+        self.batch_size = batch_size
+        self.max_buffered = max_buffered or max(2000, self.concurrency * 200)
+        self.max_uncommitted = self.max_buffered * 20
+        self.poll_timeout_s = poll_timeout_s
+        self.revoke_timeout_s = min(revoke_timeout_s, self.settings.drain_timeout_s)
+        self.create_topics = create_topics
+        self.idempotency_retention = idempotency_retention
+        self.purge_interval_s = purge_interval_s
+        self.tracer_provider = tracer_provider
+        self.group_id = group_id(self.prefix, group.name)
+
+        self.outcomes: Counter[str] = Counter()
+        self.pauses = 0
+        self.outage_pauses = 0
+        self.last_loop = 0.0
+        self.joined = False
+        self.started = threading.Event()   # set once the consumer has subscribed
+        self.finished = threading.Event()  # set when run() returns
+        self.health: HealthServer | None = None
+
+        self._stop = threading.Event()
+        self._stopping = False
+        self._closing = False
+        self._consumer: Consumer | None = None
+        self._lanes: dict[tuple[str, int], Lane] = {}
+        self._tracker = OffsetTracker()
+        self._completions: deque[tuple[Lane, int, str]] = deque()
+        self._paused = False
+        self._buffer_full = False
+        self._repause = False
+        self._producer: Producer | None = None
+        self._producer_lock = threading.Lock()
+        self._handlers = {t.encode(): h for t, h in group.handlers.items()}
+        self.resources: Resources | None = None
+
+    # -- control ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Asks the loop to stop: drain, commit, leave the group. Safe from signal handlers."""
+        self._stop.set()
+
+    def is_live(self) -> bool:
+        return not self.finished.is_set() and time.monotonic() - self.last_loop < LIVENESS_WINDOW_S
+
+    def is_ready(self) -> bool:
+        return self.joined and not self._stopping
+
+    def status(self) -> dict[str, Any]:
+        return {"group": self.group.name, "joined": self.joined, "paused": self._paused,
+                "assigned": len(self._lanes), "in_flight": self.in_flight, **self.stats()}
+
+    @property
+    def in_flight(self) -> int:
+        return self._dispatcher.pending if hasattr(self, "_dispatcher") else 0
+
+    def stats(self) -> dict[str, int]:
+        counters = self.resources.counters if self.resources else None
+        return {"handled": self.outcomes["handled"], "duplicates": self.outcomes["duplicate"],
+                "dead_lettered": self.outcomes["dead_lettered"], "passed": self.outcomes[PASSED],
+                "abandoned": self.outcomes[ABANDONED], "retries": counters.retries if counters else 0,
+                "pauses": self.pauses, "outage_pauses": self.outage_pauses}
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._start()
+            self._loop()
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                self.finished.set()
+
+    def _start(self) -> None:
+        group = self.group
+        breaker = OutageBreaker(group.name, threshold=group.option("outage_threshold"),
+                                min_backoff_s=group.option("outage_min_backoff_s"),
+                                max_backoff_s=group.option("outage_max_backoff_s"))
+        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,
+                              producer=self._dead_letter_producer, tracer_provider=self.tracer_provider)
+        if any(h.option("idempotent") for h in group.handlers.values()):
+            url = group.database_url or self.settings.database()
+            if url.startswith("sqlite:///"):
+                from pathlib import Path
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            resources.engine = make_engine(url, pool_size=self.concurrency + 2)
+            resources.store = IdempotencyStore(resources.engine, group.name)
+            resources.store.create()
+        self.resources = resources
+        if resources.store is not None:
+            threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
+        self._chain, self._steps = build(resources, group.pipeline)
+        if self.create_topics:
+            self._ensure_topics()
+        self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
+        self._dispatcher.start()
+        if self.health_port:
+            self.health = HealthServer(self.health_port, live=self.is_live, ready=self.is_ready,
+                                       status=self.status).start()
+        conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
+        self._consumer = Consumer(conf)
+        topics = group.topics(self.prefix)
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
+        self.last_loop = time.monotonic()
+        log.info("group %s (consumer group %s) subscribed to %s with %d workers", group.name, self.group_id,
+                 ", ".join(topics), self.concurrency)
+        self.started.set()
+
+    def _loop(self) -> None:
+        consumer = self._consumer
+        poll, consume = consumer.poll, consumer.consume
+        accept, drain, reconcile = self._accept, self._drain, self._reconcile
+        batch = self.batch_size - 1
+        timeout = self.poll_timeout_s
+        stop = self._stop
+        while not stop.is_set():
+            first = poll(timeout)
+            if first is not None:
+                msgs = consume(batch, 0)
+                msgs.insert(0, first)
+                accept(msgs)
+            self.last_loop = time.monotonic()
+            drain()  # also stores the positions that passing over moved
+            reconcile()
+
+    # -- the hot path -------------------------------------------------------------------------
+    def _accept(self, msgs: list) -> None:
+        lanes = self._lanes
+        handlers = self._handlers
+        valid = EVENT_TYPE_NAME.match
+        event_type_header = H.EVENT_TYPE
+        items = []
+        passed = 0
+        for m in msgs:
+            if m.error() is not None:
+                self._on_message_error(m)
+                continue
+            lane = lanes.get((m.topic(), m.partition()))
+            if lane is None:
+                continue  # fetched before a revocation: the partition's next owner handles it
+            offset = m.offset()
+            offsets = lane.offsets
+            if offset <= offsets.last_fetched:
+                continue  # delivered again (not expected): it is on its way already
+            offsets.last_fetched = offset   # (PartitionOffsets.fetched, inlined: this is the hot path)
+            offsets.pending.append(offset)
+            raw = m.headers()
+            event_type = None
+            if raw:
+                for name, value in raw:
+                    if name == event_type_header:
+                        event_type = value
+            handler = handlers.get(event_type) if event_type is not None else None
+            if handler is None and event_type is not None and valid(event_type):
+                offsets.finish(offset)  # not this group's event type: passed over, done
+                passed += 1
+                continue
+            lane.outstanding += 1
+            key = m.key()
+            items.append((lane if key is None else key, Job(m, lane, offset, raw, event_type, handler)))
+        if passed:
+            self.outcomes[PASSED] += passed
+        if items:
+            self._dispatcher.submit(items)
+
+    def _process(self, job: Job) -> None:
+        """On a worker: the pipeline, then the report to the poll loop. Never raises."""
+        lane = job.lane
+        if lane.revoked:
+            outcome = ABANDONED
+        else:
+            try:
+                outcome = self._chain(job)
+            except Abandoned:
+                outcome = ABANDONED
+            except BaseException:  # noqa: BLE001 - a bug in a step: the offset stays uncommitted
+                log.exception("the pipeline failed on %s; the message stays unfinished (its partition's offset "
+                              "will not move past it until the group restarts)", job.where())
+                outcome = ABANDONED
+        self._completions.append((lane, job.offset, outcome))
+
+    def _drain(self) -> None:
+        self._drain_only()
+        self._store_offsets()
+
+    def _store_offsets(self) -> None:
+        moved = []
+        for lane in self._lanes.values():
+            offsets = lane.offsets
+            if offsets.dirty:
+                offsets.dirty = False
+                moved.append(TopicPartition(lane.topic, lane.partition, offsets.position))
+        if moved:
+            try:
+                self._consumer.store_offsets(offsets=moved)
+            except KafkaException as exc:  # a partition revoked a moment ago: its commit was done then
+                log.debug("store_offsets(%s): %s", moved, exc)
+
+    def _reconcile(self) -> None:
+        """Pauses or resumes every assigned partition, as the buffer, the breaker and shutdown say.
+
+        A full buffer first waits (up to ``BUFFER_WAIT_S``) for the workers to make room: pausing
+        throws librdkafka's prefetched messages away and resuming fetches them again, far too
+        costly when the workers are merely a little behind. Only a buffer that stays full (slow
+        handlers) pauses the partitions, so that the loop can go on polling meanwhile."""
+        pending = self._dispatcher.pending
+        if not self._paused and pending >= self.max_buffered and not self._stopping:
+            if self._dispatcher.wait_below(self.max_buffered // 2, BUFFER_WAIT_S):
+                pending = self._dispatcher.pending
+            self.last_loop = time.monotonic()
+        if self._buffer_full:
+            self._buffer_full = pending > self.max_buffered // 2
+        else:
+            self._buffer_full = pending >= self.max_buffered or (
+                sum(len(lane.offsets) for lane in self._lanes.values()) >= self.max_uncommitted)
+        outage = self.resources.breaker.is_open()
+        want = self._stopping or outage or self._buffer_full
+        if want == self._paused and not (want and self._repause):
+            return
+        consumer = self._consumer
+        assignment = consumer.assignment()
+        try:
+            if want:
+                consumer.pause(assignment)
+                if not self._paused:
+                    self.pauses += 1
+                    self.outage_pauses += outage
+                    log.log(logging.WARNING if outage else logging.DEBUG, "group %s paused %d partition(s): %s",
+                            self.group.name, len(assignment),
+                            "dependency outage" if outage else "stopping" if self._stopping else "buffer full")
+            else:
+                consumer.resume(assignment)
+                log.debug("group %s resumed %d partition(s)", self.group.name, len(assignment))
+        except KafkaException as exc:
+            log.warning("pause/resume of %s failed: %s", self.group.name, exc)
+            return
+        self._paused = want
+        self._repause = False
+
+    # -- rebalances ---------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            lane = Lane(p.topic, p.partition)
+            lane.offsets = self._tracker.open(p.topic, p.partition)
+            self._lanes[(p.topic, p.partition)] = lane
+        self.joined = True
+        self._repause = self._paused
+        log.info("group %s assigned %s", self.group.name, _tps(partitions) or "nothing (more members than partitions)")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [lane for p in partitions if (lane := self._lanes.get((p.topic, p.partition))) is not None]
+        for lane in revoked:
+            lane.revoked = True          # queued messages of these partitions are not started
+            lane.stop_waiting.set()      # messages in backoff give up their wait
+        deadline = time.monotonic() + (0.0 if self._closing else self.revoke_timeout_s)
+        while any(lane.outstanding for lane in revoked) and time.monotonic() < deadline:
+            self._drain_only()
+            time.sleep(0.005)
+        self._drain_only()
+        offsets = [TopicPartition(lane.topic, lane.partition, lane.offsets.position)
+                   for lane in revoked if lane.offsets.position is not None]
+        if offsets:
+            self._commit(offsets, "revocation")
+        self._forget(partitions)
+        still = sum(lane.outstanding for lane in revoked)
+        log.info("group %s revoked %s%s", self.group.name, _tps(partitions),
+                 f" ({still} of their message(s) not finished: their next owner will see them again)" if still
+                 else "")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            lane = self._lanes.get((p.topic, p.partition))
+            if lane is not None:
+                lane.revoked = True
+                lane.stop_waiting.set()
+        self._forget(partitions)
+        log.warning("group %s lost %s (no commit: another member owns them now)", self.group.name, _tps(partitions))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        for tp in tps:
+            self._lanes.pop(tp, None)
+        self._tracker.forget(tps)
+
+    def _drain_only(self) -> None:
+        """Applies the workers' reports to the watermarks (no store, no commit)."""
+        completions = self._completions
+        outcomes = self.outcomes
+        while completions:
+            lane, offset, outcome = completions.popleft()
+            lane.outstanding -= 1
+            outcomes[outcome] += 1
+            if outcome != ABANDONED:
+                lane.offsets.finish(offset)  # a lane no longer assigned has a detached state: harmless
+
+    def _commit(self, offsets: list[TopicPartition], why: str) -> None:
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            log.debug("group %s committed %s on %s", self.group.name, offsets, why)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError._NO_OFFSET:
+                return
+            log.warning("group %s could not commit on %s: %s (the messages after the last commit will be "
+                        "delivered again; idempotency keys make that harmless)", self.group.name, why, exc)
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._stopping = True
+        consumer = self._consumer
+        if consumer is not None:
+            log.info("group %s stopping: fetching stopped, %d message(s) in flight get up to %.1fs to finish",
+                     self.group.name, self._dispatcher.pending, self.settings.drain_timeout_s)
+            self._reconcile()  # stop fetching
+            for lane in self._lanes.values():
+                lane.stop_waiting.set()  # backoffs and outage waits end: those messages go to the next owner
+            deadline = time.monotonic() + self.settings.drain_timeout_s
+            while self._dispatcher.pending and time.monotonic() < deadline:
+                consumer.poll(0.05)  # paused: serves callbacks and heartbeats only
+                self._drain()
+                self._reconcile()
+            for lane in self._lanes.values():
+                lane.revoked = True
+            self._drain_only()
+            if self._dispatcher.pending:
+                log.warning("group %s: %d message(s) not finished (queued or running) within the %.1fs drain "
+                            "timeout; they will be delivered again", self.group.name, self._dispatcher.pending,
+                            self.settings.drain_timeout_s)
+            offsets = [TopicPartition(lane.topic, lane.partition, lane.offsets.position)
+                       for lane in self._lanes.values() if lane.offsets.position is not None]
+            if offsets:
+                self._commit(offsets, "shutdown")
+            self._closing = True
+            try:
+                consumer.close()  # leaves the group now, rather than after session.timeout.ms
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("closing the consumer: %s", exc)
+            log.info("group %s stopped: %s", self.group.name, self.stats())
+        if hasattr(self, "_dispatcher"):
+            self._dispatcher.stop(timeout_s=1.0)
+        for step in getattr(self, "_steps", ()):
+            step.close()
+        if self._producer is not None:
+            self._producer.flush(10)
+        if self.resources is not None and self.resources.engine is not None:
+            self.resources.engine.dispose()
+        if self.health is not None:
+            self.health.stop()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _dead_letter_producer(self) -> Producer:
+        if self._producer is None:
+            with self._producer_lock:
+                if self._producer is None:
+                    self._producer = Producer(producer_config(
+                        {"client.id": f"events-dlq-{self.group.name}",
+                         "logger": logging.getLogger("consumers.librdkafka")}, settings=self.settings))
+        return self._producer
+
+    def _ensure_topics(self) -> None:
+        """Creates the group's retry and dead-letter topics when missing (as many partitions as
+        its largest domain topic); warns about missing domain topics (``events topics apply``)."""
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(),
+                             **{k: v for k, v in self.settings.kafka_properties().items()
+                                if k.startswith(("security.", "sasl.", "ssl."))}})
+        metadata = admin.list_topics(timeout=15)
+        domain = self.group.domain_topics(self.prefix)
+        partitions = max((len(metadata.topics[t].partitions) for t in domain if t in metadata.topics), default=1)
+        for topic in domain:
+            if topic not in metadata.topics:
+                log.warning("group %s subscribes to %s, which does not exist yet (create it with `events topics "
+                            "apply`); the group picks it up when it appears", self.group.name, topic)
+        own = [self.group.retry_topic(self.prefix), self.group.dlq_topic(self.prefix)]
+        missing = [t for t in own if t not in metadata.topics]
+        if not missing:
+            return
+        replication = min(3, len(metadata.brokers))
+        futures = admin.create_topics([NewTopic(t, partitions, replication) for t in missing], operation_timeout=30)
+        for topic, future in futures.items():
+            try:
+                future.result(timeout=30)
+                log.info("created %s (%d partitions)", topic, partitions)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def _purge_loop(self) -> None:
+        store = self.resources.store
+        while not self._stop.is_set():
+            try:
+                purged = store.purge(self.idempotency_retention)
+                if purged:
+                    log.info("group %s purged %d idempotency keys older than %s", self.group.name, purged,
+                             self.idempotency_retention)
+            except Exception as exc:  # noqa: BLE001 - the database may be down; try again next time
+                log.warning("purging idempotency keys of %s failed: %s", self.group.name, exc)
+            if self._stop.wait(self.purge_interval_s):
+                return
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("fatal Kafka error in group %s: %s; stopping", self.group.name, err)
+            self.stop()
+        else:
+            log.warning("Kafka: %s", err)
+
+    def _on_message_error(self, msg) -> None:
+        err = msg.error()
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise KafkaException(err)
+        log.warning("group %s: %s", self.group.name, err)
+
+
+def _tps(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions)

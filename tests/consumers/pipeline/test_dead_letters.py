@@ -1,0 +1,109 @@
+"""DeadLetters: what fails for good goes to <prefix>.dlq.<group> with every header, and the stream goes on."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime, timedelta
+
+from schemas import headers as H
+from tests.consumers import sample_handlers
+from tests.consumers.support import app_event, event_headers, peek, publish, read_messages, running, wait_until
+
+
+def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, group_topics, producer_factory,
+                                                          sqlite_db, dlq_reader):
+    # Given a handler that always fails on app-bad, and a later event of the same key and another key
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=3, min_backoff_s=0.01)
+    group_topics(group.name)
+    behaviour.fail["app-bad"] = 3
+    bad, after, other = app_event("app-bad", 1), app_event("app-bad", 2), app_event("app-ok", 3)
+    publish(producer_factory(), topic, [bad, after, other], headers=lambda e: event_headers(e, **{"x-custom": b"kept"}))
+    before = datetime.now(UTC)
+    # When the group runs
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["dead_lettered"] == 1 and runner.stats()["handled"] == 2)
+        assert runner.stats()["retries"] == 2
+    # Then the dead letter carries the original key, value and headers unchanged
+    [dead] = read_messages(dlq_reader(group.name), 1)
+    [original] = peek(topic, 0, 0, 1)
+    assert dict(original.headers())[H.EVENT_ID] == bad.event_id.encode()
+    original_ts = original.timestamp()[1]
+    assert dead.key() == b"app-bad"
+    assert dead.value() == original.value()
+    headers = dict(dead.headers())
+    assert headers["x-custom"] == b"kept"
+    for name, value in original.headers():
+        assert headers[name] == value
+    # And our headers say where it came from and why it failed
+    assert headers["dlq-origin-topic"] == topic.encode()
+    assert headers["dlq-origin-partition"] == b"0"
+    assert headers["dlq-origin-offset"] == b"0"
+    assert int(headers["dlq-origin-timestamp"]) == original_ts
+    assert headers["dlq-group"] == group.name.encode()
+    assert headers["dlq-handler"] == b"tests.consumers.sample_handlers.Behaviour.handle"
+    assert headers["dlq-error-class"] == b"RuntimeError"
+    assert headers["dlq-error-message"] == b"told to fail on app-bad (attempt 3)"
+    stack = headers["dlq-error-stacktrace"].decode()
+    assert "Traceback" in stack and "RuntimeError: told to fail on app-bad" in stack and len(stack) <= 8192
+    assert headers["dlq-attempts"] == b"3"
+    failed_at = datetime.fromisoformat(headers["dlq-failed-at"].decode().replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= failed_at <= datetime.now(UTC)
+    # And Spring Kafka's headers say the same, with Spring's binary encoding of numbers
+    assert headers["kafka_dlt-original-topic"] == topic.encode()
+    assert headers["kafka_dlt-original-partition"] == struct.pack(">i", 0)
+    assert headers["kafka_dlt-original-offset"] == struct.pack(">q", 0)
+    assert headers["kafka_dlt-original-timestamp"] == struct.pack(">q", original_ts)
+    assert headers["kafka_dlt-original-timestamp-type"] == b"CreateTime"
+    assert headers["kafka_dlt-original-consumer-group"] == group.name.encode()
+    assert headers["kafka_dlt-exception-fqcn"] == b"RuntimeError"
+    assert headers["kafka_dlt-exception-message"] == headers["dlq-error-message"]
+    assert headers["kafka_dlt-exception-stacktrace"] == headers["dlq-error-stacktrace"]
+    # And the partition moved on: the next event of the same key and the other key were handled
+    assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted([after.event_id, other.event_id])
+
+
+def test_a_rejected_message_is_dead_lettered_at_once(kafka_env, app_topic, group_topics, producer_factory,
+                                                     sqlite_db, dlq_reader):
+    # Given a handler that rejects app-bad (MessageRejected: retrying cannot help)
+    from consumers.errors import MessageRejected
+
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=5, min_backoff_s=0.01)
+    group_topics(group.name)
+    behaviour.fail["app-bad"] = -1
+    behaviour.error = MessageRejected
+    publish(producer_factory(), topic, [app_event("app-bad", 1), app_event("app-ok", 2)])
+    # When the group runs
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["dead_lettered"] == 1 and runner.stats()["handled"] == 1)
+    # Then it was tried once, not retried
+    assert behaviour.calls["app-bad"] == 1
+    [dead] = read_messages(dlq_reader(group.name), 1)
+    headers = dict(dead.headers())
+    assert headers["dlq-attempts"] == b"1"
+    assert headers["dlq-error-class"] == b"consumers.errors.MessageRejected"
+
+
+def test_a_redriven_message_keeps_its_first_origin_and_counts_earlier_attempts(
+        kafka_env, app_topic, group_topics, producer_factory, sqlite_db, dlq_reader):
+    # Given a message re-driven into the group's retry topic after 4 attempts, with its first origin
+    app_topic()
+    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
+    retry_topic, _ = group_topics(group.name)
+    behaviour.fail["app-bad"] = -1
+    event = app_event("app-bad", 1)
+    origin = [("dlq-origin-topic", b"elsewhere.app"), ("kafka_dlt-original-offset", struct.pack(">q", 41)),
+              ("dlq-error-class", b"OldError"), (H.ATTEMPT, b"4")]
+    publish(producer_factory(), retry_topic, [event], headers=lambda e: event_headers(e) + origin)
+    # When it fails again, twice
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["dead_lettered"] == 1)
+    # Then its dead letter keeps the first origin, replaces the old failure, and counts all 6 attempts
+    [dead] = read_messages(dlq_reader(group.name), 1)
+    headers = dead.headers()
+    assert [v for k, v in headers if k == "dlq-origin-topic"] == [b"elsewhere.app"]
+    assert [v for k, v in headers if k == "kafka_dlt-original-offset"] == [struct.pack(">q", 41)]
+    assert [v for k, v in headers if k == "dlq-error-class"] == [b"RuntimeError"]
+    assert dict(headers)["dlq-attempts"] == b"6"
+    assert dict(headers)["kafka_dlt-original-topic"] == retry_topic.encode()  # absent before: this origin

@@ -1,0 +1,71 @@
+"""Tracing: the consumer's span continues the producer's W3C trace context."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from consumers.pipeline.tracing import tracing_configured
+from schemas import headers as H
+from tests.consumers import sample_handlers
+from tests.consumers.support import app_event, event_headers, publish, running, wait_until
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+def test_a_consumer_span_continues_the_trace_in_the_headers(kafka_env, app_topic, group_topics, producer_factory,
+                                                            sqlite_db):
+    # Given a tracer provider with an in-memory exporter, and an event published inside a trace
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
+    group_topics(group.name)
+    behaviour.fail["app-bad"] = -1
+    event, bad = app_event("app-1", 1), app_event("app-bad", 2)
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01".encode()
+    publish(producer_factory(), topic, [event, bad], headers=lambda e: event_headers(e, **{H.TRACEPARENT: traceparent}))
+    # When the group handles it
+    with running(group, tracer_provider=provider) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 1 and runner.stats()["dead_lettered"] == 1, 30)
+    # Then there is one CONSUMER span per message, children of the producer's span, with messaging attributes
+    spans = {s.attributes["messaging.message.id"]: s for s in exporter.get_finished_spans()}
+    ok, failed = spans[event.event_id], spans[bad.event_id]
+    for span in (ok, failed):
+        assert span.kind == SpanKind.CONSUMER
+        assert format(span.context.trace_id, "032x") == TRACE_ID
+        assert format(span.parent.span_id, "016x") == PARENT_ID
+        assert span.attributes["messaging.system"] == "kafka"
+        assert span.attributes["messaging.destination.name"] == topic
+        assert span.attributes["messaging.consumer.group.name"] == group.name
+    assert ok.attributes["events.outcome"] == "handled"
+    assert failed.status.status_code == StatusCode.ERROR
+    assert any(e.name == "exception" for e in failed.events)
+
+
+def test_without_a_tracer_provider_the_step_stays_out_of_the_chain(monkeypatch):
+    # Given no tracer provider configured (OpenTelemetry's global is then a proxy)
+    from opentelemetry import trace
+    from opentelemetry.trace import ProxyTracerProvider
+
+    from consumers.breaker import OutageBreaker
+    from consumers.pipeline import build
+    from consumers.pipeline.step import Resources
+    from schemas.codec import AvroCodec
+
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: ProxyTracerProvider())
+    # Then tracing is not active, and the chain does not include it
+    assert not tracing_configured()
+    group, _ = sample_handlers.recording_group()
+    resources = Resources(group=group, prefix="p", codec=AvroCodec(), breaker=OutageBreaker("g"))
+    chain, steps = build(resources, group.pipeline)
+    names = []
+    fn = chain
+    while hasattr(fn, "func"):
+        names.append(type(fn.func.__self__).__name__)
+        fn = fn.keywords["call_next"]
+    assert names == ["DeadLetters", "Decode", "Retries", "Idempotency"]

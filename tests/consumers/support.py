@@ -1,0 +1,116 @@
+"""Helpers of the consumer runtime's tests: events, publishing, running a group, waiting."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from confluent_kafka import Consumer, Producer
+
+from consumers.group import ConsumerGroup
+from consumers.runner import GroupRunner
+from schemas import headers as H
+from schemas.codec import AvroCodec
+from schemas.events import AppWasCreated
+
+codec = AvroCodec()
+
+
+def app_event(app_id: str, seq: int, **fields) -> AppWasCreated:
+    return AppWasCreated(tenant_id="tenant-1", app_id=app_id, mode="chat", name=f"app-{seq}", created_by="u-1",
+                         **fields)
+
+
+def event_headers(event, **extra: bytes) -> list[tuple[str, bytes]]:
+    headers = [(H.EVENT_TYPE, event.event_type.encode()), (H.EVENT_ID, event.event_id.encode()),
+               (H.IDEMPOTENCY_KEY, event.event_id.encode()),
+               (H.OCCURRED_AT, str(int(event.occurred_at.timestamp() * 1000)).encode())]
+    return headers + list(extra.items())
+
+
+def publish(producer: Producer, topic: str, events, *, headers: Callable | None = None) -> None:
+    """Publishes each event with the SDK's headers (or ``headers(event)``), key = its app id; waits."""
+    for event in events:
+        producer.produce(topic, value=codec.encode(event), key=event.key().encode(),
+                         headers=headers(event) if headers else event_headers(event))
+    assert producer.flush(30) == 0
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 60.0, what: str = "the condition") -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running(group: ConsumerGroup, **options) -> Iterator[GroupRunner]:
+    """Runs the group in a thread until the block ends (then stops it and checks it stopped)."""
+    options.setdefault("health_port", 0)
+    runner = GroupRunner(group, **options)
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"runner-{group.name}", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: runner.joined or errors or runner.finished.is_set(), 60, f"{group.name} to join")
+        if errors:
+            raise errors[0]
+        yield runner
+    finally:
+        runner.stop()
+        thread.join(60)
+        assert not thread.is_alive(), "the runner did not stop"
+    if errors:
+        raise errors[0]
+
+
+def read_messages(consumer: Consumer, count: int, timeout_s: float = 60.0) -> list:
+    """Exactly ``count`` messages (fails on fewer within the time)."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {count} messages, got {len(got)} within {timeout_s}s")
+        for msg in consumer.consume(count - len(got), 0.2):
+            if msg.error() is None:
+                got.append(msg)
+    return got
+
+
+def nothing_more(consumer: Consumer, quiet_s: float = 2.0) -> list:
+    """Messages that arrive within ``quiet_s`` (a test expecting none asserts it is empty)."""
+    got = []
+    deadline = time.monotonic() + quiet_s
+    while time.monotonic() < deadline:
+        got += [m for m in consumer.consume(100, 0.2) if m.error() is None]
+    return got
+
+
+def peek(topic: str, partition: int, offset: int, count: int) -> list:
+    """``count`` messages of one partition from ``offset``, read without a consumer group."""
+    import uuid
+
+    from confluent_kafka import TopicPartition
+
+    from schemas.settings import get_settings
+
+    consumer = Consumer({"bootstrap.servers": get_settings().bootstrap(), "group.id": f"peek-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        return read_messages(consumer, count)
+    finally:
+        consumer.close()

@@ -1,0 +1,93 @@
+"""The offset tracker: a partition's position moves only past offsets that are all done."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumers.offsets import OffsetTracker
+
+
+def test_position_waits_for_the_earliest_unfinished_offset():
+    # Given offsets 0..4 fetched
+    tracker = OffsetTracker()
+    for offset in range(5):
+        tracker.fetched("t", 0, offset)
+    # When 1, 2 and 4 finish
+    for offset in (1, 2, 4):
+        tracker.finish("t", 0, offset)
+    # Then nothing is committable (0 is not done)
+    assert tracker.position("t", 0) is None
+    assert tracker.committable() == []
+    # When 0 finishes, the position jumps past 2 (3 is not done)
+    tracker.finish("t", 0, 0)
+    assert tracker.committable() == [("t", 0, 3)]
+    # When 3 finishes, past 4
+    tracker.finish("t", 0, 3)
+    assert tracker.committable() == [("t", 0, 5)]
+    assert tracker.in_flight() == 0
+
+
+def test_gaps_in_offsets_do_not_block_the_position():
+    # Given a compacted or transactional partition: offsets 10, 13, 20
+    tracker = OffsetTracker()
+    for offset in (10, 13, 20):
+        tracker.fetched("t", 0, offset)
+    # When all finish
+    for offset in (20, 10, 13):
+        tracker.finish("t", 0, offset)
+    # Then the position is after the last
+    assert tracker.position("t", 0) == 21
+
+
+def test_partitions_are_independent_and_committable_reports_only_moves():
+    # Given two partitions
+    tracker = OffsetTracker()
+    tracker.fetched("t", 0, 0)
+    tracker.fetched("t", 1, 7)
+    # When only partition 1 finishes
+    tracker.finish("t", 1, 7)
+    # Then only partition 1 moved, and it is reported once
+    assert tracker.committable() == [("t", 1, 8)]
+    assert tracker.committable() == []
+    assert tracker.in_flight("t", 0) == 1
+
+
+def test_a_refetched_offset_is_refused_and_forgotten_partitions_ignore_late_reports():
+    # Given offset 0 fetched
+    tracker = OffsetTracker()
+    assert tracker.fetched("t", 0, 0) is True
+    # Then fetching it again is refused (the message is already on its way)
+    assert tracker.fetched("t", 0, 0) is False
+    # When the partition is revoked, a late report is ignored
+    tracker.forget([("t", 0)])
+    tracker.finish("t", 0, 0)
+    assert tracker.position("t", 0) is None
+    # And a new assignment starts fresh
+    state = tracker.open("t", 0)
+    assert state.fetched(0) and state.position is None
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=60), st.randoms())
+def test_position_is_always_one_past_the_longest_finished_prefix(gaps, rnd):
+    # Given fetched offsets with random gaps, finished in a random order
+    tracker = OffsetTracker()
+    offsets, offset = [], 0
+    for gap in gaps:
+        offset += gap + 1
+        offsets.append(offset)
+        tracker.fetched("t", 0, offset)
+    order = offsets[:]
+    rnd.shuffle(order)
+    finished: set[int] = set()
+    for o in order:
+        # When one more finishes
+        tracker.finish("t", 0, o)
+        finished.add(o)
+        # Then the position is one past the last offset of the finished prefix (or none)
+        prefix = 0
+        while prefix < len(offsets) and offsets[prefix] in finished:
+            prefix += 1
+        expected = offsets[prefix - 1] + 1 if prefix else None
+        assert tracker.position("t", 0) == expected
+    assert tracker.in_flight() == 0

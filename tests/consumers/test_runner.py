@@ -1,0 +1,63 @@
+"""The runner end to end: handling, commits, passing over other event types, shutdown."""
+
+from __future__ import annotations
+
+from consumers.config import group_id
+from schemas.events import TenantWasCreated
+from tests.consumers import sample_handlers
+from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
+
+
+def test_every_event_is_handled_once_and_committed(kafka_env, app_topic, group_topics, producer_factory,
+                                                   effects_db, committed_offsets):
+    # Given 40 events on 10 keys across 2 partitions
+    topic = app_topic(partitions=2)
+    group, _ = sample_handlers.recording_group(database_url=effects_db)
+    group_topics(group.name)
+    events = [app_event(f"app-{i % 10}", i) for i in range(40)]
+    publish(producer_factory(), topic, events)
+    # When the group runs until all are handled and then stops
+    with running(group, concurrency=4) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 40, what="40 handled")
+    # Then each event had its effect once, and the committed offsets are at the end of each partition
+    assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == sorted(e.event_id for e in events)
+    assert sum(committed_offsets(group_id(kafka_env, group.name), topic, 2)) == 40
+
+
+def test_other_event_types_are_passed_over_by_header_and_their_offsets_advance(
+        kafka_env, topic_factory, group_topics, producer_factory, effects_db, committed_offsets):
+    # Given a topic carrying an event type the group does not handle, between two it does
+    topic = topic_factory(f"{kafka_env}.app")
+    group, _ = sample_handlers.recording_group(database_url=effects_db)
+    group_topics(group.name)
+    producer = producer_factory()
+    mine = [app_event("app-1", 1), app_event("app-1", 2)]
+    other = TenantWasCreated(tenant_id="tenant-1", tenant_name="t")
+    producer.produce(topic, value=codec.encode(mine[0]), key=b"app-1", headers=event_headers(mine[0]))
+    # (a body that would not even decode: passing over must not look at it)
+    producer.produce(topic, value=b"not avro at all", key=b"tenant-1", headers=event_headers(other))
+    producer.produce(topic, value=codec.encode(mine[1]), key=b"app-1", headers=event_headers(mine[1]))
+    producer.flush(30)
+    # When the group runs
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 2 and runner.stats()["passed"] == 1)
+    # Then the other type was passed over without a dead letter, and all three offsets are committed
+    assert runner.stats()["dead_lettered"] == 0
+    assert [e[0] for e in sample_handlers.effects(effects_db)] == [e.event_id for e in mine]
+    assert committed_offsets(group_id(kafka_env, group.name), topic) == [3]
+
+
+def test_a_stream_of_only_other_event_types_still_moves_the_committed_offset(
+        kafka_env, topic_factory, group_topics, producer_factory, sqlite_db, committed_offsets):
+    # Given a topic with only events the group does not handle
+    topic = topic_factory(f"{kafka_env}.app")
+    group, _ = sample_handlers.recording_group(database_url=sqlite_db)
+    group_topics(group.name)
+    others = [TenantWasCreated(tenant_id=f"tenant-{i}", tenant_name="t") for i in range(5)]
+    publish(producer_factory(), topic, others)
+    # When the group runs
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["passed"] == 5)
+        # Then their offsets are committed, though no handler ran
+        wait_until(lambda: committed_offsets(group_id(kafka_env, group.name), topic) == [5], 15)
+    assert runner.stats()["handled"] == 0
