@@ -9,6 +9,7 @@ ports, version), which :func:`schemas.settings` reads to find the broker.
 from __future__ import annotations
 
 import base64
+import random
 import secrets
 import json
 import logging
@@ -57,6 +58,16 @@ def port_is_free(port: int) -> bool:
 
 
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range: between this check and the JVM's bind,
+    seconds later, no outgoing connection can take it as its local port."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    start = random.randrange(20000, max(20001, low - 2000))
+    for port in range(start, low):
+        if port_is_free(port):
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -100,6 +111,15 @@ class LocalBroker:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def failure_excerpt(self) -> str:
+        """The log's ERROR lines (the cause, usually) and then its last lines."""
+        try:
+            text = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line for line in text if " ERROR " in line or " FATAL " in line or "Exception" in line][:10]
+        return "\n".join(errors + ["..."] + text[-10:]) if errors else "\n".join(text[-25:])
 
     # -- start -------------------------------------------------------------------------
     def start(self, *, timeout_s: float = 60.0, on_progress=lambda message: None) -> BrokerState:
@@ -258,7 +278,7 @@ class LocalBroker:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(f"the broker exited with code {proc.returncode} while starting; "
-                                  f"the end of {self.log_file}:\n{self.logs(25)}")
+                                  f"the end of {self.log_file}:\n{self.failure_excerpt()}")
             try:
                 metadata = admin.list_topics(timeout=1)
                 if metadata.brokers:
@@ -268,7 +288,7 @@ class LocalBroker:
             time.sleep(0.2)
         self.stop()
         raise BrokerError(f"the broker did not answer within {timeout_s:.0f} s; the end of {self.log_file}:\n"
-                          f"{self.logs(25)}")
+                          f"{self.failure_excerpt()}")
 
     # -- stop --------------------------------------------------------------------------
     def stop(self, *, timeout_s: float = 30.0) -> bool:

@@ -68,7 +68,7 @@ def test_stop_and_start_keep_topics_and_committed_offsets(tmp_path):
 def test_a_taken_port_moves_to_the_next_free_one_with_a_message(tmp_path):
     # Given the wanted port is taken by another program
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
+        squatter.bind(("127.0.0.1", free_port()))
         squatter.listen()
         taken = squatter.getsockname()[1]
         messages = []
