@@ -41,6 +41,10 @@ from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
 from .pipeline import Resources, build
+from .telemetry import lag as lag_of
+from .telemetry.fields import event_type_of, message_fields
+from .telemetry.metrics import OUTCOMES, ConsumerMetrics, meter_provider_configured
+from .telemetry.metrics import key as metric_key
 
 log = logging.getLogger("consumers.runner")
 
@@ -54,6 +58,8 @@ class GroupRunner:
 
     ``health_port``: ``None`` takes the settings' port, ``0`` serves no health endpoints.
     ``consumer_overrides``: librdkafka properties over the settings' (tests, benchmarks).
+    ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
+    one is set, else that telemetry is off (``consumers.telemetry``).
     """
 
     def __init__(self, group: ConsumerGroup, *, settings: Settings | None = None, concurrency: int | None = None,
@@ -61,7 +67,7 @@ class GroupRunner:
                  batch_size: int = 500, max_buffered: int | None = None, poll_timeout_s: float = 0.1,
                  revoke_timeout_s: float = 10.0, create_topics: bool = True,
                  idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
-                 tracer_provider: Any = None):
+                 tracer_provider: Any = None, meter_provider: Any = None):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         self.group = group
@@ -79,6 +85,10 @@ class GroupRunner:
         self.idempotency_retention = idempotency_retention
         self.purge_interval_s = purge_interval_s
         self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.metrics: ConsumerMetrics | None = None  # set in _start when metrics are configured
+        self.lag: dict[tuple[str, int], int] = {}    # (topic, partition) -> lag, replaced whole each time
+        self._points: dict[str, tuple] = {}  # event type -> its metrics' (tally key, attributes)
         self.group_id = group_id(self.prefix, group.name)
 
         self.outcomes: Counter[str] = Counter()
@@ -157,6 +167,13 @@ class GroupRunner:
             resources.engine = make_engine(url, pool_size=self.concurrency + 2)
             resources.store = IdempotencyStore(resources.engine, group.name)
             resources.store.create()
+        provider = self.meter_provider
+        if provider is None and meter_provider_configured():
+            from opentelemetry import metrics
+            provider = metrics.get_meter_provider()
+        if provider is not None:
+            self.metrics = resources.metrics = ConsumerMetrics.of(provider)
+            self.metrics.watch(self)
         self.resources = resources
         if resources.store is not None:
             threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
@@ -185,15 +202,20 @@ class GroupRunner:
         batch = self.batch_size - 1
         timeout = self.poll_timeout_s
         stop = self._stop
+        measure_lag = self.metrics is not None
+        next_lag = 0.0
         while not stop.is_set():
             first = poll(timeout)
             if first is not None:
                 msgs = consume(batch, 0)
                 msgs.insert(0, first)
                 accept(msgs)
-            self.last_loop = time.monotonic()
+            self.last_loop = now = time.monotonic()
             drain()  # also stores the positions that passing over moved
             reconcile()
+            if measure_lag and now >= next_lag:
+                next_lag = now + lag_of.LAG_INTERVAL_S
+                self.lag = lag_of.measure(consumer, self._lanes)
 
     # -- the hot path -------------------------------------------------------------------------
     def _accept(self, msgs: list) -> None:
@@ -247,9 +269,26 @@ class GroupRunner:
                 outcome = ABANDONED
             except BaseException:  # noqa: BLE001 - a bug in a step: the offset stays uncommitted
                 log.exception("the pipeline failed on %s; the message stays unfinished (its partition's offset "
-                              "will not move past it until the group restarts)", job.where())
+                              "will not move past it until the group restarts)", job.where(),
+                              extra=message_fields(job, self.group.name))
                 outcome = ABANDONED
+        if self.metrics is not None:
+            self._observe(job, outcome)
         self._completions.append((lane, job.offset, outcome))
+
+    def _observe(self, job: Job, outcome: str) -> None:
+        """Counts the outcome of a message (a worker; only when metrics are on)."""
+        metrics = self.metrics
+        event_type = event_type_of(job)
+        point = self._points.get(event_type)
+        if point is None:
+            point = self._points[event_type] = (metric_key(self.group.name, event_type),
+                                                {"group": self.group.name, "event_type": event_type})
+        if outcome in OUTCOMES:
+            metrics.count(outcome, point[0])
+        event = job.event
+        if event is not None and outcome == "handled":
+            metrics.latency.record(max(0.0, time.time() - event.occurred_at.timestamp()), point[1])
 
     def _drain(self) -> None:
         self._drain_only()
@@ -297,9 +336,15 @@ class GroupRunner:
                 if not self._paused:
                     self.pauses += 1
                     self.outage_pauses += outage
-                    log.log(logging.WARNING if outage else logging.DEBUG, "group %s paused %d partition(s): %s",
-                            self.group.name, len(assignment),
-                            "dependency outage" if outage else "stopping" if self._stopping else "buffer full")
+                    reason = "outage" if outage else "stopping" if self._stopping else "buffer_full"
+                    if self.metrics is not None:
+                        self.metrics.count("pauses", (("group", self.group.name), ("reason", reason)))
+                    log.log(logging.WARNING if outage else logging.INFO if self._buffer_full else logging.DEBUG,
+                            "group %s paused %d partition(s): %s", self.group.name, len(assignment),
+                            reason.replace("_", " "),
+                            extra={"group": self.group.name, "reason": reason, "partitions": _tps(assignment),
+                                   "in_flight": pending,
+                                   "cause": self.resources.breaker.last_reason if outage else None})
             else:
                 consumer.resume(assignment)
                 log.debug("group %s resumed %d partition(s)", self.group.name, len(assignment))
@@ -417,6 +462,9 @@ class GroupRunner:
             self.resources.engine.dispose()
         if self.health is not None:
             self.health.stop()
+        if self.metrics is not None:
+            self.metrics.unwatch(self)
+            self.lag = {}
 
     # -- helpers ------------------------------------------------------------------------------
     def _dead_letter_producer(self) -> Producer:

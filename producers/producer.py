@@ -39,6 +39,7 @@ from schemas.settings import Settings, get_settings
 from .config import producer_config
 from .errors import DeliveryFailed, MessageTooLarge, PublishError, QueueFull, UnpublishableEvent
 from .headers import Headers, event_headers, static_headers
+from .telemetry import ProducerTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,15 @@ class EventProducer:
     ``queue_full_wait_s``: how long a synchronous ``publish()`` waits for room in librdkafka's
     local queue before raising ``QueueFull`` (``publish_async`` never blocks the loop: it raises at
     once). ``topic_prefix``: defaults to the settings' prefix.
+    ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
+    set, else no spans or metrics (``producers.telemetry``).
     """
 
     def __init__(self, config: dict[str, Any] | None = None, *, settings: Settings | None = None,
                  catalogue: Catalogue = CATALOGUE, codec: AvroCodec | None = None,
                  on_error: Callable[[PublishError], None] | None = None, poll_thread: bool = True,
-                 queue_full_wait_s: float = 1.0, topic_prefix: str | None = None):
+                 queue_full_wait_s: float = 1.0, topic_prefix: str | None = None,
+                 tracer_provider: Any = None, meter_provider: Any = None):
         settings = settings or get_settings()
         conf = producer_config(config, settings)
         clashes = [name for name in _OWN_PROPERTIES if name in conf]
@@ -112,6 +116,7 @@ class EventProducer:
         self.queue_full_wait_s = queue_full_wait_s
         self._producer = Producer(conf)
         self._routes: dict[type, _Route] = {}
+        self._telemetry = ProducerTelemetry.create(tracer_provider, meter_provider)
         self._unpolled = 0
         self._last_poll = 0.0  # monotonic time the caller's thread last served delivery reports
         self._closed = False
@@ -129,6 +134,11 @@ class EventProducer:
         broker acknowledged it, or raises ``PublishError`` (``DeliveryFailed`` with
         ``retriable=True`` when no answer came within ``timeout`` seconds; the event may still
         arrive)."""
+        telemetry = self._telemetry
+        if telemetry is not None:
+            waiter = _Waiter(self, event.event_id) if wait else None
+            telemetry.send(self, event, key, idempotency_key, headers, waiter, self.queue_full_wait_s)
+            return waiter.result(timeout) if wait else None
         topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
         if not wait:
             self._produce(topic, value, key, hdrs, event.event_id, None, self.queue_full_wait_s)
@@ -146,9 +156,12 @@ class EventProducer:
         future: asyncio.Future[Delivery] = loop.create_future()
         if self._poller is None:
             self._start_poller()
+        settle = partial(self._settle_future, loop, future, event.event_id)
+        if self._telemetry is not None:
+            self._telemetry.send(self, event, key, idempotency_key, headers, settle, 0.0)
+            return future
         topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
-        self._produce(topic, value, key, hdrs, event.event_id, partial(self._settle_future, loop, future, event.event_id),
-                      0.0)
+        self._produce(topic, value, key, hdrs, event.event_id, settle, 0.0)
         return future
 
     def publish_many(self, events: Iterable[Event], *, key: str | None = None,
@@ -159,9 +172,12 @@ class EventProducer:
         outcomes: list[_Waiter | PublishError] = []
         for event in events:
             try:
-                topic, value, event_key, hdrs = self._prepare(event, key, None, None)
                 waiter = _Waiter(self, event.event_id)
-                self._produce(topic, value, event_key, hdrs, event.event_id, waiter, self.queue_full_wait_s)
+                if self._telemetry is not None:
+                    self._telemetry.send(self, event, key, None, None, waiter, self.queue_full_wait_s)
+                else:
+                    topic, value, event_key, hdrs = self._prepare(event, key, None, None)
+                    self._produce(topic, value, event_key, hdrs, event.event_id, waiter, self.queue_full_wait_s)
                 outcomes.append(waiter)
             except PublishError as exc:
                 outcomes.append(exc)
@@ -184,6 +200,8 @@ class EventProducer:
         reports (the poll thread, or one inside ``publish``/``poll``/``flush``); without it,
         failures go to ``on_error`` and the log like ``publish()``'s."""
         callback = partial(self._settle_callback, on_result, event_id) if on_result else None
+        if self._telemetry is not None:
+            callback = self._telemetry.wrap(_header(headers, "event-type"), callback, self)
         self._produce(topic, value, key, headers, event_id, callback, self.queue_full_wait_s)
 
     def topic_of(self, event_type: str) -> str:
@@ -467,3 +485,10 @@ def _default_codec() -> AvroCodec:
     if _codec is None:
         _codec = AvroCodec(CATALOGUE)
     return _codec
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return None

@@ -34,13 +34,17 @@ class NoGroups(ConsumerError):
               help="Messages handled at once (default: settings' concurrency, EVENTS_CONCURRENCY).")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None,
               help="Port of /healthz and /readyz (default: EVENTS_HEALTH_PORT; 0: none).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Port of the Prometheus endpoint /metrics (default: EVENTS_METRICS_PORT; 0: none).")
 @click.option("--idempotency-retention-days", type=click.FloatRange(min=0, min_open=True), default=7.0,
               show_default=True, help="How long processed idempotency keys are kept (older ones are purged hourly).")
 def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,
-            health_port: int | None, idempotency_retention_days: float) -> None:
+            health_port: int | None, metrics_port: int | None, idempotency_retention_days: float) -> None:
     """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
 
     Handler modules are found by `consumers.handlers` and EVENTS_HANDLER_MODULES (comma-separated modules).
+    Metrics are served on /metrics (Prometheus) and, like traces, exported by OTLP when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set.
     """
     from .. import registry
 
@@ -53,33 +57,45 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
     if not groups:
         raise NoGroups("no consumer groups are registered: set EVENTS_HANDLER_MODULES to the modules that define them")
     if run_all:
-        sys.exit(_run_all([g.name for g in groups], concurrency, health_port, idempotency_retention_days))
-    _run_one(registry.get(group_name), concurrency, health_port, idempotency_retention_days)
+        sys.exit(_run_all([g.name for g in groups], concurrency, health_port, metrics_port,
+                          idempotency_retention_days))
+    _run_one(registry.get(group_name), concurrency, health_port, metrics_port, idempotency_retention_days)
 
 
-def _run_one(group, concurrency: int | None, health_port: int | None, retention_days: float) -> None:
+def _run_one(group, concurrency: int | None, health_port: int | None, metrics_port: int | None,
+             retention_days: float) -> None:
     from ..runner import GroupRunner
+    from ..telemetry import configure
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    telemetry = configure(settings.metrics_port if metrics_port is None else metrics_port, group=group.name)
     runner = GroupRunner(group, settings=settings, concurrency=concurrency, health_port=health_port,
-                         idempotency_retention=timedelta(days=retention_days))
+                         idempotency_retention=timedelta(days=retention_days),
+                         tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
 
     def on_signal(_signum, _frame):
         runner.stop()  # only sets an event: safe in a signal handler; the loop logs what follows
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        telemetry.shutdown()
 
 
-def _run_all(names: list[str], concurrency: int | None, health_port: int | None, retention_days: float) -> int:
-    """One child process per group; signals are passed on; when one child ends, all are stopped."""
+def _run_all(names: list[str], concurrency: int | None, health_port: int | None, metrics_port: int | None,
+             retention_days: float) -> int:
+    """One child process per group (health and metrics ports counted up from the given ones);
+    signals are passed on; when one child ends, all are stopped."""
     base_port = get_settings().health_port if health_port is None else health_port
+    base_metrics = get_settings().metrics_port if metrics_port is None else metrics_port
     children: dict[str, subprocess.Popen] = {}
     for i, name in enumerate(names):
         args = [sys.executable, "-m", "consumers", "run", "--group", name,
                 "--health-port", str(base_port + i if base_port else 0),
+                "--metrics-port", str(base_metrics + i if base_metrics else 0),
                 "--idempotency-retention-days", str(retention_days)]
         if concurrency:
             args += ["--concurrency", str(concurrency)]

@@ -15,10 +15,14 @@ handle never enter the pipeline: the poll loop passes them over by their ``event
 
 from __future__ import annotations
 
+import time
 from functools import partial
+
+from opentelemetry.trace import SpanKind, set_span_in_context
 
 from ..context import HandlerContext, MessageMeta
 from ..job import HANDLED, Job
+from ..telemetry.metrics import key as metric_key
 from .dead_letters import DeadLetters
 from .decode import Decode
 from .idempotency import Idempotency
@@ -30,7 +34,7 @@ from .tracing import Tracing
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
 __all__ = ["DEFAULT_PIPELINE", "CallNext", "Counters", "DeadLetters", "Decode", "Idempotency", "Resources",
-           "Retries", "Step", "TimeLimit", "Tracing", "build", "call_handler"]
+           "Retries", "Step", "TimeLimit", "Tracing", "build", "call_handler", "observed_handler"]
 
 
 def message_meta(job: Job) -> MessageMeta:
@@ -49,11 +53,39 @@ def call_handler(job: Job) -> str:
     return HANDLED
 
 
+def observed_handler(resources: Resources, job: Job) -> str:
+    """``call_handler`` inside a span of its own (when tracing) and timed (when metrics are on);
+    takes its place at the end of the chain only when telemetry is configured."""
+    tracer, metrics = resources.tracer, resources.metrics
+    handler = job.handler
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        if tracer is not None and job.span is not None:
+            with tracer.start_as_current_span(f"handle {handler.event_type}", context=set_span_in_context(job.span),
+                                              kind=SpanKind.INTERNAL,
+                                              attributes={"events.handler": handler.name,
+                                                          "events.attempt": job.attempts}):
+                return call_handler(job)
+        return call_handler(job)
+    except BaseException as exc:
+        outcome = "error"
+        if metrics is not None:
+            metrics.count("failed", metric_key(handler.group.name, handler.event_type, error_class=type(exc).__name__))
+        raise
+    finally:
+        if metrics is not None:
+            metrics.handler_duration.record(time.perf_counter() - started,
+                                            {"group": handler.group.name, "event_type": handler.event_type,
+                                             "outcome": outcome})
+
+
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:
     """Chains the steps (inactive ones left out) around ``call_handler``; returns the chain's
     entry and the step objects (to close them when the group stops)."""
     instances = [cls(resources) for cls in steps]
-    chain: CallNext = call_handler
+    telemetry = resources.tracer is not None or resources.metrics is not None
+    chain: CallNext = partial(observed_handler, resources) if telemetry else call_handler
     for step in reversed(instances):
         if step.active:
             chain = partial(step.process, call_next=chain)

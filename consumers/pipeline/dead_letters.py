@@ -21,8 +21,15 @@ import time
 import traceback
 from datetime import UTC, datetime
 
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+
+from schemas import headers as H
+
 from ..errors import DeadLetterFailed
 from ..job import DEAD_LETTERED, Abandoned, Job
+from ..telemetry.fields import event_type_of, message_fields
+from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
 
 log = logging.getLogger("consumers.dead_letters")
@@ -153,19 +160,57 @@ class DeadLetters(Step):
         headers = dead_letter_headers(job, exc, group=self.group.name, attempts=attempts)
         log.error("dead-lettering %s of group %s to %s after %d attempt(s): %s: %s", job.where(), self.group.name,
                   self.topic, attempts, fqcn(exc), str(exc)[:500],
-                  extra={"group": self.group.name, "topic": job.topic, "partition": job.partition,
-                         "offset": job.offset, "error_class": fqcn(exc), "attempts": attempts})
+                  extra={**message_fields(job, self.group.name), "dead_letter_topic": self.topic,
+                         "error_class": fqcn(exc), "attempts": attempts})
+        span = self._start_span(job, headers, exc, attempts)
         delay = self.RETRY_MIN_S
-        while True:
-            try:
-                self._send(job, headers)
-                self.resources.counters.add("dead_letters")
-                return
-            except DeadLetterFailed as failed:
-                log.error("the dead letter of %s was not acknowledged (%s); trying again in %.1fs",
-                          job.where(), failed, delay)
-                job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
-                delay = min(self.RETRY_MAX_S, delay * 2)
+        try:
+            while True:
+                try:
+                    self._send(job, headers)
+                    self.resources.counters.add("dead_letters")
+                    metrics = self.resources.metrics
+                    if metrics is not None:
+                        metrics.count("dead_lettered", metric_key(self.group.name, event_type_of(job)))
+                    return
+                except DeadLetterFailed as failed:
+                    log.error("the dead letter of %s was not acknowledged (%s); trying again in %.1fs",
+                              job.where(), failed, delay, extra=message_fields(job, self.group.name))
+                    if span is not None:
+                        span.add_event("retry", {"exception.message": str(failed)[:300]})
+                    job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
+                    delay = min(self.RETRY_MAX_S, delay * 2)
+        except BaseException as error:
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
+        finally:
+            if span is not None:
+                span.end()
+
+    def _start_span(self, job: Job, headers: list[tuple[str, bytes]], exc: BaseException, attempts: int):
+        """With tracing, a PRODUCER span for the dead letter, a child of the message's CONSUMER span
+        (ended by now, but still the parent); its context replaces the original ``traceparent``
+        in ``headers``, so the trace goes on into the dead-letter topic."""
+        tracer = self.resources.tracer
+        if tracer is None or job.span is None:
+            return None
+        attributes = {"messaging.system": "kafka", "messaging.operation.type": "send",
+                      "messaging.operation.name": "send", "messaging.destination.name": self.topic,
+                      "messaging.consumer.group.name": self.group.name, "events.event_type": event_type_of(job),
+                      "events.attempts": attempts, "exception.type": fqcn(exc)}
+        if job.event is not None:
+            attributes["messaging.message.id"] = job.event.event_id
+        key = job.message.key()
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
+        span = tracer.start_span(f"send {self.topic}", context=set_span_in_context(job.span), kind=SpanKind.PRODUCER,
+                                 attributes=attributes)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=set_span_in_context(span))
+        headers[:] = [(k, v) for k, v in headers if k not in (H.TRACEPARENT, H.TRACESTATE)]
+        headers += [(k, v.encode()) for k, v in carrier.items() if k in (H.TRACEPARENT, H.TRACESTATE)]
+        return span
 
     def _send(self, job: Job, headers: list[tuple[str, bytes]]) -> None:
         producer = self.resources.producer()

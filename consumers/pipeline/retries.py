@@ -27,6 +27,9 @@ from schemas.errors import CodecError
 
 from ..errors import MessageRejected
 from ..job import HANDLED, Job
+from ..telemetry.fields import message_fields
+from ..telemetry.metrics import key as metric_key
+from .dead_letters import fqcn
 from .step import CallNext, Step
 
 log = logging.getLogger("consumers.retries")
@@ -124,9 +127,17 @@ class Retries(Step):
     def _log_retry(self, job: Job, state: RetryCallState) -> None:
         self.resources.counters.add("retries")
         exc = state.outcome.exception()
-        log.warning("%s of group %s, handler %s: attempt %d failed (%s: %s); retrying in %.2fs", job.where(),
-                    self.group.name, job.handler.name, state.attempt_number, type(exc).__name__, str(exc)[:300],
-                    state.upcoming_sleep,
-                    extra={"group": self.group.name, "topic": job.topic, "partition": job.partition,
-                           "offset": job.offset, "attempt": state.attempt_number,
-                           "event_id": job.event.event_id if job.event is not None else None})
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        span = job.span
+        if span is not None:  # tracing: the retry is an event on the message's CONSUMER span
+            span.add_event("retry", {"events.attempt": state.attempt_number, "exception.type": fqcn(exc),
+                                     "exception.message": str(exc)[:300],
+                                     "events.backoff_s": round(state.upcoming_sleep, 3)})
+        metrics = self.resources.metrics
+        if metrics is not None:
+            metrics.count("retried", metric_key(self.group.name, job.handler.event_type))
+        log.warning("%s of group %s, handler %s: attempt %d failed (%s); retrying in %.2fs", job.where(),
+                    self.group.name, job.handler.name, state.attempt_number, error, state.upcoming_sleep,
+                    extra={**message_fields(job, self.group.name), "handler": job.handler.name,
+                           "attempt": state.attempt_number, "error_class": fqcn(exc),
+                           "backoff_s": round(state.upcoming_sleep, 3)})

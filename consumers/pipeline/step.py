@@ -59,6 +59,8 @@ class Resources:
     producer: Callable[[], Producer] | None = None  # the dead-letter producer, made on first use
     tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
     counters: Counters = field(default_factory=Counters)
+    tracer: Any = None    # set by ``Tracing`` when it is active: the steps' spans (handler, dead letter)
+    metrics: Any = None   # ``consumers.telemetry.ConsumerMetrics`` when a meter provider is configured
 
 
 class Step:

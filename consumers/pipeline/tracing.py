@@ -1,9 +1,17 @@
 """Tracing: continue the producer's W3C trace context and open a CONSUMER span per message.
 
 Active only when an OpenTelemetry tracer provider is configured when the group starts (given to
-the runner, or set globally by the process); otherwise the step leaves the chain and costs nothing. The span is the
-child of the context in the message's ``traceparent`` header (the observability issue decides
-between parent and link), with OpenTelemetry's messaging attributes; a failure is recorded on it.
+the runner, or set globally by the process); otherwise the step leaves the chain and costs nothing.
+
+The CONSUMER span is the *child* of the context in the message's ``traceparent`` header (the
+producer's PRODUCER span), not a root span linked to it: every message is published once and
+processed one at a time (no batches), which is the case OpenTelemetry's messaging conventions let
+a process span take the creation context as its parent, so one trace reads end to end from the
+application's request through Kafka into every group's handler. Each group's span is a sibling
+under the same PRODUCER span. Inside it: one INTERNAL span per handler attempt (``handle
+<event_type>``, see ``consumers.pipeline.observed_handler``), a ``retry`` event per retry
+(``Retries``), and a PRODUCER span for a dead letter (``DeadLetters``), whose headers carry that
+span's ``traceparent``, so the trace goes on into the dead-letter topic and a re-drive.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ class Tracing(Step):
         provider = resources.tracer_provider
         self._active = provider is not None or tracing_configured()
         self.tracer = (provider or trace.get_tracer_provider()).get_tracer("consumers") if self._active else None
+        resources.tracer = self.tracer
 
     @property
     def active(self) -> bool:
@@ -47,6 +56,7 @@ class Tracing(Step):
         attributes = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
             "messaging.destination.name": job.topic,
             "messaging.destination.partition.id": str(job.partition),
             "messaging.kafka.offset": job.offset,
@@ -55,6 +65,9 @@ class Tracing(Step):
             "events.event_type": handler.event_type,
             "events.handler": handler.name,
         }
+        key = job.message.key()
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
         with self.tracer.start_as_current_span(f"process {job.topic}", context=parent, kind=SpanKind.CONSUMER,
                                                attributes=attributes, record_exception=True,
                                                set_status_on_exception=True) as span:

@@ -1,0 +1,106 @@
+"""Process-wide OpenTelemetry set-up for ``events run`` (one consumer group per process).
+
+- Metrics: a Prometheus reader served on ``metrics_port`` (``/metrics``; ``0``: none), and an OTLP
+  reader when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set
+  (the exporter reads the other ``OTEL_EXPORTER_OTLP_*`` variables itself).
+- Traces: a tracer provider with a batching OTLP span exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT``
+  or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set; otherwise none, so tracing stays off.
+- ``OTEL_SDK_DISABLED=true`` turns everything off; ``OTEL_SERVICE_NAME`` and
+  ``OTEL_RESOURCE_ATTRIBUTES`` name the process (default service name ``dify-events``).
+
+Both providers are set as the global ones, so the producer SDK inside handlers uses them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+
+log = logging.getLogger("consumers.telemetry")
+
+
+@dataclass
+class Telemetry:
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    metrics_port: int | None = None                      # the port /metrics is served on
+    _closers: list = field(default_factory=list, repr=False)
+
+    def shutdown(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - exporting on the way out must not fail the exit
+                log.warning("shutting telemetry down: %s", exc)
+        self._closers.clear()
+
+
+def _env(*names: str) -> bool:
+    return any(os.environ.get(name) for name in names)
+
+
+def configure(metrics_port: int, *, group: str | None = None, set_global: bool = True,
+              host: str = "0.0.0.0") -> Telemetry:
+    """Builds the providers this environment asks for (see the module's doc)."""
+    telemetry = Telemetry()
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return telemetry
+    from opentelemetry.sdk.resources import Resource
+
+    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or "dify-events"}
+    if group:
+        attributes["events.group"] = group
+    resource = Resource.create(attributes)
+    otlp_metrics = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    otlp_traces = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+    readers = []
+    if metrics_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        try:
+            server, _thread = start_http_server(metrics_port, addr=host, registry=registry)
+        except OSError as exc:  # e.g. several `events run` on one machine: the group runs on without it
+            log.error("cannot serve Prometheus metrics on :%d (%s); set EVENTS_METRICS_PORT (or --metrics-port) "
+                      "to a free port, or 0 for none", metrics_port, exc)
+        else:
+            readers.append(PrometheusMetricReader(registry=registry))
+            telemetry.metrics_port = server.server_address[1]
+
+            def stop_server():
+                server.shutdown()
+                server.server_close()
+
+            telemetry._closers.append(stop_server)
+            log.info("Prometheus metrics on :%d/metrics", telemetry.metrics_port,
+                     extra={"metrics_port": telemetry.metrics_port})
+    if otlp_metrics:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if readers:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        telemetry.meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+        telemetry._closers.append(telemetry.meter_provider.shutdown)
+        if set_global:
+            metrics.set_meter_provider(telemetry.meter_provider)
+    if otlp_traces:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        telemetry.tracer_provider = TracerProvider(resource=resource)
+        telemetry.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        telemetry._closers.append(telemetry.tracer_provider.shutdown)
+        if set_global:
+            trace.set_tracer_provider(telemetry.tracer_provider)
+        log.info("traces exported by OTLP")
+    return telemetry
