@@ -98,6 +98,8 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _utc_millis(cls, value: datetime) -> datetime:
+        if value.tzinfo is UTC and not value.microsecond % 1000:
+            return value  # what fastavro decodes and utcnow() makes: nothing to do (the decode hot path)
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("occurred_at must be timezone-aware (a naive datetime has no instant)")
         value = value.astimezone(UTC)

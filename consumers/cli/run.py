@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -79,6 +80,11 @@ def _run_one(group, concurrency: int | None, health_port: int | None, metrics_po
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # The objects loaded so far (modules, schemas, models) live as long as the process: keep the
+    # collector from walking them again and again (full passes were the 20-40 ms latency tail).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         runner.run()
     finally:
