@@ -12,8 +12,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
+# `make bench BENCH_ARGS=--quick` for a one-minute smoke run; `python -m bench --help` for the rest
 bench: $(STAMP)
-	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 install: $(STAMP)
 

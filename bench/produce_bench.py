@@ -1,7 +1,9 @@
 """Events per second through ``EventProducer.publish`` next to a hand-written confluent-kafka +
 fastavro loop doing the same work, against a real broker, and the ratio.
 
-Not a test: run it and read the figures.
+Not a test: run it and read the figures (``make bench`` runs the same comparison, with the
+pre-encoded ceiling, as part of the whole benchmark; this script adds ``--prebuilt``, the SDK
+without its poll thread, and ``--profile``).
 
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python bench/produce_bench.py [--events 50000]
         [--rounds 3] [--profile]
@@ -33,96 +35,24 @@ import platform
 import pstats
 import statistics
 import sys
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import confluent_kafka  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from fastavro import schemaless_writer  # noqa: E402
 
+from bench.produce import HandLoop, Run, field_dicts, run_hand, run_sdk  # noqa: E402 - shared with `make bench`
 from producers.config import producer_config  # noqa: E402
 from producers.producer import EventProducer  # noqa: E402
-from schemas import headers as names  # noqa: E402
 from schemas.catalogue import CATALOGUE  # noqa: E402
-from schemas.samples import sample_events  # noqa: E402
 from schemas.settings import Settings, get_settings  # noqa: E402
 
-POLL_EVERY = 64
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
-
-def field_dicts(count: int) -> list[tuple[type, dict]]:
-    """(model, fields) of ``count`` events, the ten sample types in turn, each with its own id."""
-    samples = sample_events()
-    out = []
-    for i in range(count):
-        sample = samples[i % len(samples)]
-        fields = sample.model_dump(exclude={"event_id", "occurred_at"})
-        out.append((type(sample), fields))
-    return out
-
-
-class HandLoop:
-    """What a careful engineer writes without the SDK: per-type values computed once."""
-
-    def __init__(self, conf: dict, prefix: str):
-        self.errors = 0
-        self.producer = Producer({**conf, "on_delivery": self._on_delivery})
-        self.routes = {}
-        for spec in CATALOGUE:
-            fp = spec.latest.fingerprint
-            self.routes[spec.model] = (spec.topic(prefix), spec.latest.schema, b"\xc3\x01" + fp, spec.key_field,
-                                       (names.EVENT_TYPE, spec.event_type.encode()),
-                                       (names.CONTENT_TYPE, names.content_type(fp).encode()))
-
-    def _on_delivery(self, err, msg):
-        if err is not None:
-            self.errors += 1
-
-    def publish(self, event) -> None:
-        topic, schema, prefix, key_field, type_header, content_type = self.routes[type(event)]
-        buf = io.BytesIO()
-        buf.write(prefix)
-        schemaless_writer(buf, schema, event.model_dump())
-        event_id = event.event_id.encode()
-        headers = [type_header, (names.EVENT_ID, event_id), (names.IDEMPOTENCY_KEY, event_id),
-                   (names.OCCURRED_AT, b"%d" % ((event.occurred_at - _EPOCH) // _MS)), content_type]
-        self.producer.produce(topic, buf.getvalue(), getattr(event, key_field), headers=headers)
-
-
-Run = tuple[float, float]  # (events/s until flush() returned, microseconds per event in the loop alone)
-
-
-def run_hand(loop: HandLoop, work, prebuilt: bool) -> Run:
-    producer, publish = loop.producer, loop.publish
-    start = time.perf_counter()
-    for i, item in enumerate(work):
-        publish(item if prebuilt else item[0](**item[1]))
-        if i % POLL_EVERY == 0:
-            producer.poll(0)
-    handed = time.perf_counter()
-    assert producer.flush(120) == 0 and loop.errors == 0, "the hand-written loop did not deliver everything"
-    return len(work) / (time.perf_counter() - start), (handed - start) / len(work) * 1e6
-
-
-def run_sdk(producer: EventProducer, work, prebuilt: bool) -> Run:
-    publish = producer.publish
-    start = time.perf_counter()
-    if prebuilt:
-        for event in work:
-            publish(event)
-    else:
-        for model, fields in work:
-            publish(model(**fields))
-    handed = time.perf_counter()
-    assert producer.flush(120) == 0, "the SDK did not deliver everything"
-    return len(work) / (time.perf_counter() - start), (handed - start) / len(work) * 1e6
+def _client_version() -> str:
+    version = confluent_kafka.version()  # a str in 2.16; a (str, int) tuple before
+    return version if isinstance(version, str) else version[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,12 +92,12 @@ def main(argv: list[str] | None = None) -> None:
             runs["hand"].append(run_hand(hand, work, args.prebuilt))
             runs["sdk_inline"].append(run_sdk(sdk_inline, work, args.prebuilt))
         assert not errors, errors[:3]
-        rates = {name: [rate for rate, _ in values] for name, values in runs.items()}
+        rates = {name: [run[0] for run in values] for name, values in runs.items()}
         median = {name: statistics.median(values) for name, values in rates.items()}
-        cost = {name: statistics.median(us for _, us in values) for name, values in runs.items()}
+        cost = {name: statistics.median(run[1] for run in values) for name, values in runs.items()}
 
         print(f"python {platform.python_version()} ({platform.machine()}), confluent-kafka "
-              f"{confluent_kafka.version()[0]}, librdkafka {confluent_kafka.libversion()[0]}; broker "
+              f"{_client_version()}, librdkafka {confluent_kafka.libversion()[0]}; broker "
               f"{conf['bootstrap.servers']}; acks={conf['acks']}, enable.idempotence={conf['enable.idempotence']}, "
               f"compression={conf['compression.type']}, linger.ms={conf['linger.ms']}")
         print(f"{args.events} events per run ({'prebuilt events' if args.prebuilt else 'validate + encode + headers + produce'}"

@@ -1,0 +1,105 @@
+"""The benchmark's consumer group, run by ``events run --group $BENCH_GROUP`` with
+``EVENTS_HANDLER_MODULES=bench.handlers`` (nothing is registered without ``BENCH_GROUP``).
+
+One handler per app event type, doing nothing but counting (and, with ``BENCH_LATENCY=1``,
+recording publish->handler time from the ``bench-sent-ns`` header). Counting takes no lock: each
+worker thread keeps its own ``[count, first ns, last ns]``, and a reporter thread writes the sums
+(and the process's CPU time since the first event) to ``BENCH_OUT`` (JSON, replaced atomically)
+every 20 ms while they change, which the benchmark polls. Latencies are
+written to ``BENCH_OUT.latency.json`` when the process exits (the benchmark stops it with SIGTERM:
+the runtime drains, commits, leaves the group, returns).
+
+``BENCH_IDEMPOTENT=1`` keeps the idempotency step (a claim in ``EVENTS_DATABASE_URL`` or the
+SQLite database under ``EVENTS_HOME`` per event); otherwise the group is ``idempotent=False``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from consumers.group import ConsumerGroup
+from consumers.registry import register
+
+from .common import APP_EVENTS, SENT_HEADER, WINDOW_HEADER, vm_hwm_kib
+
+NAME = os.environ.get("BENCH_GROUP")
+OUT = os.environ.get("BENCH_OUT")
+LATENCY = os.environ.get("BENCH_LATENCY") == "1"
+
+_threads: dict[int, list[int]] = {}                    # thread id -> [count, first ns, last ns]
+_latencies: dict[str, list[int]] = defaultdict(list)   # window -> publish->handler ns
+
+
+def noop(event, ctx) -> None:
+    now = time.time_ns()
+    state = _threads.get(threading.get_ident())
+    if state is None:
+        state = _threads[threading.get_ident()] = [0, now, now]
+    state[0] += 1
+    state[2] = now
+
+
+def timed(event, ctx) -> None:
+    now = time.time_ns()
+    headers = ctx.message.headers
+    sent = headers.get(SENT_HEADER)
+    if sent is not None:
+        _latencies[headers.get(WINDOW_HEADER, b"").decode()].append(now - int(sent))
+    noop(event, ctx)
+
+
+_cpu_at_first: list[tuple[float, int]] = []  # (process CPU seconds, events) when the reporter first saw one
+
+
+def snapshot(final: bool = False) -> dict:
+    states = list(_threads.values())
+    n = sum(s[0] for s in states)
+    cpu = time.process_time()
+    if n and not _cpu_at_first:
+        _cpu_at_first.append((cpu, n))
+    return {"pid": os.getpid(), "n": n, "first_ns": min((s[1] for s in states), default=0),
+            "last_ns": max((s[2] for s in states), default=0),
+            "cpu_s": cpu - _cpu_at_first[0][0] if _cpu_at_first else 0.0,
+            "cpu_n": n - _cpu_at_first[0][1] if _cpu_at_first else 0,
+            "vm_hwm_kib": vm_hwm_kib() if final else None,
+            "windows": {w: len(v) for w, v in list(_latencies.items())}}
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _report() -> None:
+    path = Path(OUT)
+    last_n = -1
+    while True:
+        data = snapshot()
+        if data["n"] != last_n:
+            _write(path, data)
+            last_n = data["n"]
+        time.sleep(0.02)
+
+
+def _at_exit() -> None:
+    _write(Path(OUT), snapshot(final=True))
+    if LATENCY:
+        _write(Path(OUT + ".latency.json"), dict(_latencies))
+
+
+if NAME:
+    group = register(ConsumerGroup(NAME, idempotent=os.environ.get("BENCH_IDEMPOTENT") == "1"))
+    for model in APP_EVENTS:
+        group.handler(model)(timed if LATENCY else noop)
+    if OUT:
+        threading.Thread(target=_report, name="bench-report", daemon=True).start()
+        atexit.register(_at_exit)
+    if os.environ.get("BENCH_PATCH"):
+        from . import prototype  # noqa: F401 - swaps in the prototyped runtime code (bench/prototype.py)
