@@ -18,7 +18,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 KAFKA_ENV_PREFIX = "EVENTS_KAFKA_"
-SECRET_MARKERS = ("password", "secret", "key.password", "sasl.oauthbearer.config", "token")
+BOOTSTRAP_ENV = ("EVENTS_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+SECRET_MARKERS = ("password", "secret", "key.password", "key.pem", "sasl.oauthbearer.config", "token")
 
 
 def cache_dir() -> Path:
@@ -51,6 +52,8 @@ class _YamlFileSource(PydanticBaseSettingsSource):
             raise ValueError(f"cannot read the config file {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"the config file {path} must hold a YAML mapping, not {type(data).__name__}")
+        if any(os.environ.get(name) for name in BOOTSTRAP_ENV):
+            data.pop("bootstrap_servers", None)  # the environment wins (both at once would be an "extra" input)
         return data
 
 

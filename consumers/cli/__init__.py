@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import sys
 
 import click
@@ -33,8 +34,93 @@ class EventsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (EventsError, ValidationError, ValueError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(1)
+            cause = exc.__cause__
+            clearer = explain(cause) if type(cause).__name__ == "KafkaException" else None
+            _fail(clearer or str(exc))
+        except Exception as exc:  # noqa: BLE001 - Kafka's and the database's own errors, said in one line
+            message = explain(exc)
+            if message is None:
+                raise
+            _fail(message)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_credentials(text: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def _fail(message: str) -> None:
+    err.print("[bold red]error:[/] ", end="", highlight=False)
+    err.print(mask_credentials(message), highlight=False, soft_wrap=True, markup=False)
+    sys.exit(1)
+
+
+def _why_unreachable(timeout_s: float = 5.0) -> str | None:
+    """An authentication or TLS failure, in librdkafka's words, when that is why the cluster did
+    not answer (a metadata request with an error callback); None when it is not (or unknown)."""
+    import logging
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from schemas.settings import get_settings
+
+    quiet = logging.getLogger("consumers.cli.probe")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
+    errors: list = []
+    try:
+        settings = get_settings()
+        admin = AdminClient({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(),
+                             "error_cb": errors.append, "logger": quiet})
+        try:
+            admin.list_topics(timeout=timeout_s)
+            return None
+        except KafkaException:
+            admin.poll(0.5)
+    except Exception:  # noqa: BLE001 - the probe is a courtesy: the first error stands
+        return None
+    for error in errors:
+        text = error.str()
+        if "uthenticat" in text or "certificate" in text.lower() or "SSL handshake" in text:
+            return text
+    return None
+
+
+def explain(exc: BaseException) -> str | None:
+    """One clear sentence for an error of Kafka (librdkafka) or of the database (SQLAlchemy), or
+    None for anything else (a bug: its traceback is worth seeing)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        reason = error.str() if error is not None else str(exc)
+        code = error.code() if error is not None else None
+        if code == KafkaError._SSL or "certificate" in reason.lower() or "SSL handshake" in reason:
+            return (f"the TLS connection to the Kafka cluster failed: {reason} (is ssl.ca.location the CA "
+                    "that signed the broker's certificate?)")
+        if code in (KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION) or "uthenticat" in reason:
+            return (f"the Kafka cluster refused our credentials: {reason} (check sasl.username / sasl.password "
+                    "in EVENTS_CONFIG_FILE or EVENTS_KAFKA_SASL_*)")
+        if code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+                    KafkaError._RESOLVE):
+            why = _why_unreachable()  # librdkafka says why only in its logs: ask once more, listening
+            if why is not None:
+                return explain(KafkaException(KafkaError(KafkaError._AUTHENTICATION, why)))
+            return (f"cannot reach the Kafka cluster: {reason} (is it running, and are KAFKA_BOOTSTRAP_SERVERS "
+                    "and the security settings right?)")
+        return f"Kafka: {reason}"
+    if isinstance(exc, (NoSuchModuleError, ArgumentError)):
+        return f"the database URL is not usable: {exc}"
+    if isinstance(exc, SQLAlchemyError):
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return f"cannot use the database: {first} (check EVENTS_DATABASE_URL or --database-url)"
+    return None
 
 
 @click.group(cls=EventsGroup, context_settings={"help_option_names": ["-h", "--help"]})

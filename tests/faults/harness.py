@@ -1,0 +1,339 @@
+"""The fault suite's world: the seed's groups as `events run` processes on a real PostgreSQL and
+Kafka, a steady stream of the demo's workload played on a thread (rows + outbox, rows then SDK,
+poison), and at the end a count of every event's effects against what was published.
+
+Built from the demo's own parts (``consumers.demo``): the workload, ``Application`` (plays it),
+``Relay``, ``GroupProcesses`` (one ``python -m consumers run --group`` per group), ``Probe`` (lag),
+``read_dead_letters``. A scenario injects its faults while ``stream()`` runs, then ``settle()``
+waits for the groups to drain and ``figures()`` counts lost and doubled effects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Producer
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from consumers import registry
+from consumers.demo.application import Application, Relay
+from consumers.demo.cluster import GroupProcesses, _terminate_with_parent, admin_client, apply_topics, group_env
+from consumers.demo.progress import Probe, read_dead_letters
+from consumers.demo.run import _prepare_database
+from consumers.demo.workload import SDK, Change, Size, build
+from consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
+from consumers.domain.invariants import (
+    every_app_has_one_installed_app, every_app_has_one_site, provider_usage_equals_message_tokens,
+)
+from consumers.idempotency import processed_events
+from producers import EventProducer
+from producers.config import producer_config
+from schemas.settings import Settings
+
+QUIET = logging.getLogger("tests.faults.librdkafka")  # librdkafka's lines of the test's own clients, not stderr
+
+# The groups whose effects the checks count: messages -> usage, apps -> sites and installed apps.
+GROUPS = ["provider-usage", "site-provisioner", "installed-app-provisioner"]
+SIZE = Size(tenants=2, apps=6, documents=2, messages=240)
+# a SIGKILLed member's partitions move on after 6 s (the broker's minimum), not 45 s
+FAST_FAILOVER = {"EVENTS_KAFKA_SESSION_TIMEOUT_MS": "6000", "EVENTS_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+                 "EVENTS_LOG_LEVEL": "INFO", "EVENTS_METRICS_PORT": "0"}
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclass
+class Figures:
+    scenario: str
+    events: int = 0
+    faults: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    dead_lettered: int = 0
+    unexpected_dead_letters: int = 0
+    recover_s: float = 0.0
+    not_acknowledged: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def print(self) -> None:
+        print(f"\n[faults] {self.scenario}: events={self.events} faults={self.faults} lost={self.lost} "
+              f"duplicated={self.duplicated} dead-lettered={self.dead_lettered} "
+              f"(unexpected {self.unexpected_dead_letters}) not-acknowledged={self.not_acknowledged} "
+              f"time-to-recover={self.recover_s:.1f}s" + "".join(f"\n    {n}" for n in self.notes), flush=True)
+
+
+class World:
+    """One scenario's groups, database, producers and stream."""
+
+    def __init__(self, *, bootstrap: str, prefix: str, database_url: str, run_dir: Path,
+                 groups: list[str] = GROUPS, size: Size = SIZE, seed: int = 7, concurrency: int = 2,
+                 extra_env: dict[str, str] | None = None, in_process_relay: bool = True):
+        self.settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, database_url=database_url)
+        self.prefix, self.database_url, self.run_dir = prefix, database_url, run_dir
+        self.names = groups
+        self.workload = build(size, seed=seed)
+        self.engine = _prepare_database(database_url)
+        self.admin = admin_client(self.settings)
+        apply_topics(self.admin, prefix, groups)
+        env = group_env(self.settings, bootstrap=bootstrap, prefix=prefix, database_url=database_url)
+        env.update(FAST_FAILOVER, **(extra_env or {}))
+        self.env = env
+        self.processes = GroupProcesses(groups, log_dir=run_dir / "logs", env=env, concurrency=concurrency)
+        self.producer = EventProducer(settings=self.settings, topic_prefix=prefix, on_error=self._on_error)
+        self.raw = Producer(producer_config({"client.id": "faults-poison", "logger": QUIET}, self.settings))
+        self.application = Application(self.engine, self.producer, self.raw, topic_prefix=prefix)
+        self.relay = Relay(self.engine, self.producer) if in_process_relay else None
+        self.groups = [registry.get(n) for n in groups]
+        self._stream: threading.Thread | None = None
+        self.played = 0
+        self.stream_error: BaseException | None = None
+        self.db_waits = 0
+        self.deferred: list = []
+
+    def _on_error(self, error) -> None:
+        self.application.on_error(error)
+
+    # -- running ------------------------------------------------------------------------------
+    def start(self) -> World:
+        self.processes.start()
+        if self.relay is not None:
+            self.relay.start()
+        return self
+
+    def stream(self, seconds: float) -> World:
+        """Plays the workload on a thread, spread evenly over about ``seconds``."""
+        steps = self.workload.steps
+        pause = seconds / max(1, len(steps))
+
+        def play():
+            try:
+                for step in steps:
+                    self._play(step)
+                    self.played += 1
+                    time.sleep(pause)
+                deadline = time.monotonic() + 120
+                while self.deferred and time.monotonic() < deadline:
+                    self._flush_deferred()
+                    time.sleep(0.5)
+                assert not self.deferred, f"{len(self.deferred)} steps could not be written"
+            except BaseException as exc:  # noqa: BLE001 - reported by settle()
+                self.stream_error = exc
+
+        self._stream = threading.Thread(target=play, name="faults-stream", daemon=True)
+        self._stream.start()
+        return self
+
+    def _play(self, step) -> None:
+        """One step as the application plays it. While the database is down (the PostgreSQL outage
+        scenario) the application goes on: an SDK step's events are published at once and its rows
+        written once the database is back; an outbox step (rows and events in one transaction) is
+        played whole once it is back. Nothing is published twice, no row is written twice."""
+        if self.deferred:
+            self._flush_deferred()
+        if self.deferred:
+            self._defer(step)
+            return
+        try:
+            self.application.play(step)
+        except IntegrityError:
+            self._committed_unanswered(step)
+        except (OperationalError, InterfaceError):
+            self._defer(step)
+
+    def _committed_unanswered(self, step) -> None:
+        """The rows committed but the answer was lost: publish what the SDK would have."""
+        if isinstance(step, Change) and step.via == SDK:
+            for event in step.events:
+                self.producer.publish(event)
+
+    def _defer(self, step) -> None:
+        self.db_waits += 1
+        if isinstance(step, Change) and step.via == SDK:
+            for event in step.events:
+                self.producer.publish(event)
+            step = dataclasses.replace(step, via="rows-only")  # Application.play: rows, nothing published
+        self.deferred.append(step)
+
+    def _flush_deferred(self) -> None:
+        while self.deferred:
+            try:
+                self.application.play(self.deferred[0])
+            except IntegrityError:
+                if self.deferred[0].via != "rows-only":
+                    self._committed_unanswered(self.deferred[0])
+            except (OperationalError, InterfaceError):
+                return
+            self.deferred.pop(0)
+
+    def kill(self, names: list[str]) -> int:
+        """SIGKILL to the named groups' processes; returns how many were running."""
+        killed = 0
+        for name in names:
+            process = self.processes.groups[name].process
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+                killed += 1
+        return killed
+
+    def restart(self, names: list[str]) -> None:
+        """Starts the named groups' processes again, as the Deployment would."""
+        for name in names:
+            group = self.processes.groups[name]
+            with open(group.log_file, "ab") as log_file:
+                group.process = subprocess.Popen(
+                    [sys.executable, "-m", "consumers", "run", "--group", name, "--concurrency",
+                     str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    preexec_fn=_terminate_with_parent)
+
+    def log_count(self, needle: str) -> int:
+        return sum(p.read_text(errors="replace").count(needle) for p in (self.run_dir / "logs").glob("*.log"))
+
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None and self._stream.is_alive()
+
+    def wait_played(self, fraction: float, timeout_s: float = 120) -> None:
+        wait_for(lambda: self.played >= fraction * len(self.workload.steps) or not self.streaming, timeout_s,
+                 f"{fraction:.0%} of the stream")
+
+    def settle(self, timeout_s: float = 150) -> float:
+        """Waits until the stream ended, everything was acknowledged, the outbox is empty and every
+        group's lag is 0. Returns the seconds it took."""
+        began = time.monotonic()
+        if self._stream is not None:
+            self._stream.join(timeout_s)
+        assert self.stream_error is None, f"the stream failed: {self.stream_error!r}"
+        self.application.flush(60)
+        probe = Probe(self.admin, self.engine, self.settings, self.groups, {})
+        try:
+            def drained():
+                if self.application.outbox_pending():
+                    return False
+                return all(g.lag == 0 for g in probe.measure().values())
+            wait_for(drained, timeout_s, "every group to drain", self.processes)
+        finally:
+            probe.close()
+        return time.monotonic() - began
+
+    def stop(self) -> dict[str, int | None]:
+        if self.relay is not None:
+            self.relay.stop()
+        codes = self.processes.stop(30)
+        self.producer.close()
+        self.raw.flush(10)
+        return codes
+
+    # -- counting -----------------------------------------------------------------------------
+    def figures(self, scenario: str, *, faults: int, recover_s: float,
+                expected_dead: dict[str, int] | None = None) -> tuple[Figures, list]:
+        """Lost: an event a group handles with no claimed idempotency key and no dead letter.
+        Duplicated: an effect beyond one per event (usage counts, usage rows, sites, installed apps)."""
+        fig = Figures(scenario, faults=faults, recover_s=recover_s)
+        failed_ids = {e.event_id for e in self.application.errors if getattr(e, "event_id", None)}
+        fig.not_acknowledged = len(self.application.errors)
+        events = [e for e in self.workload.events() if e.event_id not in failed_ids]
+        fig.events = len(events)
+        letters = read_dead_letters(self.settings, self.admin, {g.name: g.dlq_topic(self.prefix) for g in self.groups})
+        dead_ids = {g: {(l.named.get("event-id") or b"").decode() for l in found} for g, found in letters.items()}
+        fig.dead_lettered = sum(len(v) for v in letters.values())
+        if expected_dead is None:
+            expected_dead = Counter(e.group for e in self.workload.expected_dead_letters if e.group in self.names)
+        expected_dead = Counter(expected_dead)
+        fig.unexpected_dead_letters = sum(max(0, len(letters[g]) - expected_dead[g]) for g in letters)
+        with self.engine.connect() as conn:
+            claimed = {(g, i) for g, i in conn.execute(select(processed_events.c.group_name,
+                                                              processed_events.c.event_id))}
+        for group in self.groups:
+            wanted = {e.event_id for e in events if e.event_type in group.handlers}
+            got = {i for g, i in claimed if g == group.name}
+            missing = wanted - got - dead_ids[group.name]
+            if missing:
+                fig.notes.append(f"{group.name} lost {len(missing)}: {sorted(missing)[:3]}")
+            fig.lost += len(missing)
+        with Session(self.engine) as s:
+            messages = s.scalar(select(func.count()).select_from(Message))
+            counted = s.scalar(select(func.coalesce(func.sum(ProviderUsage.message_count), 0)))
+            usage_rows = s.scalar(select(func.count()).select_from(MessageUsage))
+            sites = s.scalar(select(func.count()).select_from(Site))
+            installed = s.scalar(select(func.count()).select_from(InstalledApp))
+            apps = s.scalar(select(func.count()).select_from(App))
+            checks = [check(s) for group, check in (("site-provisioner", every_app_has_one_site),
+                                                    ("installed-app-provisioner", every_app_has_one_installed_app),
+                                                    ("provider-usage", provider_usage_equals_message_tokens))
+                      if group in self.names]
+        fig.duplicated = max(0, counted - messages) + max(0, usage_rows - messages) + max(0, sites - apps) \
+            + max(0, installed - apps)
+        fig.notes.append(f"messages {messages}, usage counted {counted}, usage rows {usage_rows}; apps {apps}, "
+                         f"sites {sites}, installed apps {installed}")
+        fig.notes += [f"{'ok ' if c.ok else 'FAILED '}{c.name}: {c.detail}" for c in checks]
+        return fig, checks
+
+
+def topic_messages(w: World, domains: tuple[str, ...] = ("app", "message", "tenant", "dataset", "document")) -> int:
+    """Messages on the run's domain topics now (the sum of their high watermarks)."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    metadata = w.admin.list_topics(timeout=15)
+    tps = [TopicPartition(t, p) for t in (f"{w.prefix}.{d}" for d in domains) if t in metadata.topics
+           for p in metadata.topics[t].partitions]
+    futures = w.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=15)
+    return sum(f.result(timeout=15).offset for f in futures.values())
+
+
+def wait_for(condition, timeout_s: float, what: str, processes: GroupProcesses | None = None):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = condition()
+        except Exception:  # noqa: BLE001 - a broker or database on its way back: ask again
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tails = "" if processes is None else "\n".join(
+                f"--- {g.name}:\n{g.log_tail(8)}" for g in processes.groups.values())
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tails}")
+        time.sleep(0.3)
+
+
+def assert_exactly_once(fig: Figures, checks: list) -> None:
+    fig.print()
+    assert fig.lost == 0 and fig.duplicated == 0, fig
+    assert fig.unexpected_dead_letters == 0, fig
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+@contextlib.contextmanager
+def world(**kwargs):
+    w = World(**kwargs)
+    try:
+        yield w
+    finally:
+        with contextlib.suppress(Exception):
+            w.stop()
+        w.engine.dispose()
+
+
+def random_moments(rng: random.Random, count: int, low_s: float, high_s: float) -> list[float]:
+    return [rng.uniform(low_s, high_s) for _ in range(count)]
