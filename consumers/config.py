@@ -14,7 +14,11 @@ from .errors import ConsumerError
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",      # a new group reads what was published before it first joined
     "auto.commit.interval.ms": 1000,      # how stale the committed position may be (redelivery after a crash)
-    "partition.assignment.strategy": "cooperative-sticky",  # classic protocol: no stop-the-world rebalances
+    # classic protocol: range splits EACH topic among the members. cooperative-sticky balances partition
+    # counts over the domain and retry topics together, so a second member often got only the retry
+    # topic's partitions (6+0) and scaling out added nothing (bench/scale.py measured it). With
+    # group.protocol=consumer (KIP-848) set group.remote.assignor=range for the same split, incrementally.
+    "partition.assignment.strategy": "range",
     "session.timeout.ms": 45000,
     "max.poll.interval.ms": 300000,       # the poll loop never blocks on handlers, so this is never near
     "fetch.wait.max.ms": 100,

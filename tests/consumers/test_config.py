@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
+from confluent_kafka import Consumer
 
 from consumers.config import consumer_config
 from consumers.errors import ConsumerError
@@ -17,7 +21,39 @@ def test_offsets_are_stored_by_the_runtime_and_committed_in_the_background():
     conf = consumer_config(settings(), "indexer")
     assert conf["group.id"] == "env1.indexer"
     assert conf["enable.auto.commit"] is True and conf["enable.auto.offset.store"] is False
-    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    assert conf["partition.assignment.strategy"] == "range"
+
+
+def test_two_members_split_the_domain_topic_not_just_the_retry_topic(kafka_bootstrap, topic_factory):
+    """A group reads its domain topic and its retry topic; a second member must take half of the
+    domain topic's partitions, or scaling out adds nothing."""
+    # Given a 6-partition domain topic and a 6-partition retry topic, and two members of one group
+    domain, retry = topic_factory(partitions=6), topic_factory(partitions=6)
+    conf = consumer_config(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix="split"), f"g-{domain}")
+    conf["logger"] = logging.getLogger("tests.quiet")
+    first, second = Consumer(conf), Consumer(conf)
+    members = [first, second]
+
+    def poll_until(condition):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not condition():
+            for member in members:
+                member.poll(0.1)
+
+    # When the first member holds everything and then a second one joins
+    first.subscribe([domain, retry])
+    poll_until(lambda: len(first.assignment()) == 12)
+    second.subscribe([domain, retry])
+    poll_until(lambda: all(len(m.assignment()) == 6 for m in members))
+
+    # Then each holds three partitions of each topic
+    try:
+        for member in members:
+            held = [tp.topic for tp in member.assignment()]
+            assert held.count(domain) == 3 and held.count(retry) == 3, held
+    finally:
+        for member in members:
+            member.close()
 
 
 def test_the_runtime_refuses_settings_that_break_its_offset_handling():
