@@ -70,17 +70,10 @@ def command() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show at most this many.")
 def list_(group_name: str, selection: Selection, limit: int) -> None:
     """The dead letters, oldest first: time, event type, key, error class, message, attempts."""
-    settings = get_settings()
-    group = _group(group_name)
-    topic = group.dlq_topic(settings.topic_prefix)
-    letters = _read(settings, topic)
-    if letters is None:
+    found = _selected(group_name, selection)
+    if found is None:
         return
-    ledger = Ledger(settings, ledger_topic(settings.topic_prefix, group.name)).load(kafka.admin(settings))
-    chosen = dead_letters.select(letters, selection)
-    if not chosen:
-        out.print(f"{topic} holds {len(letters)} dead letter(s)" + (", none of them selected" if letters else ""))
-        return
+    group, topic, letters, chosen, ledger = found
     out.print(_letters_table(chosen[:limit], title=f"dead letters of {group.name} ({topic})", ledger=ledger))
     shown = min(limit, len(chosen))
     out.print(f"{len(chosen)} of {len(letters)} dead letter(s) selected"
@@ -185,17 +178,10 @@ def redrive(group_name: str, selection: Selection, positions: tuple[str, ...], l
 @selection_options
 def stats(group_name: str, selection: Selection) -> None:
     """Dead letters by error class: how many, how many not yet re-driven, event types, first and last."""
-    settings = get_settings()
-    group = _group(group_name)
-    topic = group.dlq_topic(settings.topic_prefix)
-    letters = _read(settings, topic)
-    if letters is None:
+    found = _selected(group_name, selection)
+    if found is None:
         return
-    ledger = Ledger(settings, ledger_topic(settings.topic_prefix, group.name)).load(kafka.admin(settings))
-    chosen = dead_letters.select(letters, selection)
-    if not chosen:
-        out.print(f"{topic} holds {len(letters)} dead letter(s)" + (", none of them selected" if letters else ""))
-        return
+    group, topic, letters, chosen, ledger = found
     by_class: dict[str, list[DeadLetter]] = defaultdict(list)
     for letter in chosen:
         by_class[letter.error_class].append(letter)
@@ -268,3 +254,19 @@ def _decoded(letter: DeadLetter) -> object:
                 "first_bytes_hex": letter.value[:32].hex()}
     return event.model_dump(mode="json")
 
+
+def _selected(group_name: str, selection: Selection):
+    """The group, its dead-letter topic, all and the selected dead letters, the redrive ledger; None
+    (having said why) when there is nothing to show."""
+    settings = get_settings()
+    group = _group(group_name)
+    topic = group.dlq_topic(settings.topic_prefix)
+    letters = _read(settings, topic)
+    if letters is None:
+        return None
+    ledger = Ledger(settings, ledger_topic(settings.topic_prefix, group.name)).load(kafka.admin(settings))
+    chosen = dead_letters.select(letters, selection)
+    if not chosen:
+        out.print(f"{topic} holds {len(letters)} dead letter(s)" + (", none of them selected" if letters else ""))
+        return None
+    return group, topic, letters, chosen, ledger
