@@ -1,6 +1,5 @@
 """The first end-to-end check of the harness: 10,000 keyed messages through a real broker."""
 
-import threading
 import time
 from collections import defaultdict
 

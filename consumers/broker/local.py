@@ -136,7 +136,7 @@ class LocalBroker:
         self._check_security_mode()
         properties = self._write_properties(port, controller_port)
         cp = os.pathsep.join(str(j) for j in jars)
-        jvm = [java, f"-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+        jvm = [java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", cp]
         if not (self.data_dir / "meta.properties").exists():
             on_progress(f"formatting the storage in {self.data_dir} (cluster id {cluster_id})")

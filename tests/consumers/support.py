@@ -14,6 +14,7 @@ from consumers.runner import GroupRunner
 from schemas import headers as H
 from schemas.codec import AvroCodec
 from schemas.events import AppWasCreated
+from tests.support.waiting import wait_until
 
 codec = AvroCodec()
 
@@ -38,15 +39,6 @@ def publish(producer: Producer, topic: str, events, *, headers: Callable | None 
     assert producer.flush(30) == 0
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float = 60.0, what: str = "the condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

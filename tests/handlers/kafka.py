@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from consumers.group import ConsumerGroup
 from consumers.runner import GroupRunner
 from schemas.settings import Settings
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float = 60.0, what: str = "the condition") -> object:
-    """Polls ``condition`` until it is true (no fixed sleep: it returns as soon as it holds)."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @contextlib.contextmanager

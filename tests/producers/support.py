@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
 from sqlalchemy import Engine, create_engine, func, select
@@ -14,6 +13,7 @@ from sqlalchemy.orm import Session
 from producers.outbox import add_to_outbox, create_outbox_table, event_outbox
 from schemas import headers as names
 from schemas.events import AppWasCreated
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 
 
 def outbox_engine(url: str) -> Engine:
@@ -41,11 +41,6 @@ def counts(engine: Engine) -> tuple[int, int]:
     return pending, sent
 
 
-def wait_until(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s}s"
-        time.sleep(0.05)  # a polling interval, not a fixed wait: the loop ends on the condition
 
 
 def relay_process(database_url: str, *args: str, linger_ms: int = 5) -> subprocess.Popen:

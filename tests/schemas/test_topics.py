@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from schemas.topics import (
     load_topics_file,
     plan,
 )
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -39,12 +39,6 @@ def prefix(kafka_env, admin) -> Iterator[str]:
                 pass
 
 
-def wait_until(condition, timeout_s: float = 15.0) -> None:
-    """Brokers apply configuration changes from the metadata log a moment after the call returns."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "the cluster did not show the change in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture(autouse=True)
