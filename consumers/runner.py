@@ -88,7 +88,7 @@ class GroupRunner:
         self.meter_provider = meter_provider
         self.metrics: ConsumerMetrics | None = None  # set in _start when metrics are configured
         self.lag: dict[tuple[str, int], int] = {}    # (topic, partition) -> lag, replaced whole each time
-        self._points: dict[str, tuple] = {}  # event type -> its metrics' (tally key, attributes)
+        self._points: dict[str, tuple] = {}  # event type -> its metrics' point (tally key)
         self.group_id = group_id(self.prefix, group.name)
 
         self.outcomes: Counter[str] = Counter()
@@ -282,13 +282,12 @@ class GroupRunner:
         event_type = event_type_of(job)
         point = self._points.get(event_type)
         if point is None:
-            point = self._points[event_type] = (metric_key(self.group.name, event_type),
-                                                {"group": self.group.name, "event_type": event_type})
+            point = self._points[event_type] = metric_key(self.group.name, event_type)
         if outcome in OUTCOMES:
-            metrics.count(outcome, point[0])
+            metrics.count(outcome, point)
         event = job.event
         if event is not None and outcome == "handled":
-            metrics.latency.record(max(0.0, time.time() - event.occurred_at.timestamp()), point[1])
+            metrics.observe("latency", point, max(0.0, time.time() - event.occurred_at.timestamp()))
 
     def _drain(self) -> None:
         self._drain_only()

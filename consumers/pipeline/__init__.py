@@ -75,9 +75,8 @@ def observed_handler(resources: Resources, job: Job) -> str:
         raise
     finally:
         if metrics is not None:
-            metrics.handler_duration.record(time.perf_counter() - started,
-                                            {"group": handler.group.name, "event_type": handler.event_type,
-                                             "outcome": outcome})
+            metrics.observe("handler_duration", metric_key(handler.group.name, handler.event_type, outcome=outcome),
+                            time.perf_counter() - started)
 
 
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:

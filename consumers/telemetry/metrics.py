@@ -10,8 +10,8 @@ chart's alerts can name them:
     events.messages.dead_lettered  counter    group, event_type     events_messages_dead_lettered_total
     events.messages.failed         counter    group, event_type, error_class  events_messages_failed_total
     events.messages.abandoned      counter    group, event_type     events_messages_abandoned_total
-    events.handler.duration        histogram  group, event_type, outcome  events_handler_duration_seconds
-    events.end_to_end.latency      histogram  group, event_type     events_end_to_end_latency_seconds
+    (handler_duration)             histogram  group, event_type, outcome  events_handler_duration_seconds
+    (latency)                      histogram  group, event_type     events_end_to_end_latency_seconds
     events.consumer.lag            gauge      group, topic, partition  events_consumer_lag
     events.messages.in_flight      gauge      group                 events_messages_in_flight
     events.consumer.pauses         counter    group, reason         events_consumer_pauses_total
@@ -20,17 +20,24 @@ chart's alerts can name them:
 message that fails twice and then succeeds counts failed 2, retried 2, handled 1. ``group`` is
 the group's name (not the Kafka group id). One ``ConsumerMetrics`` per meter provider: the SDK
 hands back the first instrument of a name, so observable gauges read every registered runner.
+
+The two histograms are not SDK instruments (an SDK ``Histogram.record`` costs ~6.4 µs, and the
+OpenTelemetry API has no observable histogram): they are bucket counts kept here and exported on
+Prometheus only, by ``HistogramCollector`` registered on the exporter's registry (``setup.py``).
+OTLP does not carry them.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
+from bisect import bisect_left
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, NoOpMeterProvider, Observation
+from prometheus_client.core import HistogramMetricFamily
 
 if TYPE_CHECKING:
     from ..runner import GroupRunner
@@ -60,6 +67,14 @@ COUNTERS = {  # our name -> (instrument, unit, description)
                   "Messages left unfinished (revoked, stopping, a step's bug): delivered again"),
     "pauses": ("events.consumer.pauses", "{pause}", "Times the group paused fetching, by reason"),
 }
+HISTOGRAMS = {  # our name -> (Prometheus family, its labels, description); buckets: SECONDS_BUCKETS
+    "handler_duration": ("events_handler_duration_seconds", ("group", "event_type", "outcome"),
+                         "Time of one handler attempt"),
+    "latency": ("events_end_to_end_latency_seconds", ("group", "event_type"),
+                "Handling done minus the event's occurred_at"),
+}
+# the labels the Prometheus exporter gives every point of the ``consumers`` meter, so the series match
+_SCOPE_LABELS = (("otel_scope_name", "consumers"), ("otel_scope_version", ""), ("otel_scope_schema_url", ""))
 OUTCOMES = frozenset({"handled", "duplicate", "abandoned"})  # outcomes the runner counts (dead letters: the step)
 
 Key = tuple[tuple[str, str], ...]  # a point's attributes, hashable
@@ -70,7 +85,8 @@ class ConsumerMetrics:
 
     Counters are tallies in a dict under a lock (``count``; a fraction of a microsecond), read by
     observable counters when a reader collects: an SDK ``Counter.add`` costs ~10 µs, several per
-    message. Histograms are the SDK's."""
+    message. Histograms are bucket counts under the same lock (``observe``), read by
+    ``HistogramCollector`` when Prometheus scrapes."""
 
     def __init__(self, provider: Any):
         meter = provider.get_meter("consumers")
@@ -79,12 +95,8 @@ class ConsumerMetrics:
         for name, (instrument, unit, description) in COUNTERS.items():
             meter.create_observable_counter(instrument, [partial(self._observe_tally, name)], unit=unit,
                                             description=description)
-        self.handler_duration = meter.create_histogram(
-            "events.handler.duration", unit="s", description="Time of one handler attempt",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
-        self.latency = meter.create_histogram(
-            "events.end_to_end.latency", unit="s", description="Handling done minus the event's occurred_at",
-            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+        # name -> point -> [sum, bucket counts (one per bound of SECONDS_BUCKETS, then +Inf)]
+        self._histograms: dict[str, dict[Key, list]] = {name: {} for name in HISTOGRAMS}
         meter.create_observable_gauge("events.consumer.lag", [self._observe_lag], unit="{message}",
                                       description="High watermark minus the group's next offset to commit")
         meter.create_observable_gauge("events.messages.in_flight", [self._observe_in_flight], unit="{message}",
@@ -96,6 +108,35 @@ class ConsumerMetrics:
         tally = self._tallies[name]
         with self._tally_lock:
             tally[key] = tally.get(key, 0) + n
+
+    def observe(self, name: str, key: Key, value: float) -> None:
+        """Records ``value`` (seconds) in histogram ``name`` (a key of ``HISTOGRAMS``) at the point ``key``
+        (its labels in the order of ``HISTOGRAMS``)."""
+        histogram = self._histograms[name]
+        bucket = bisect_left(SECONDS_BUCKETS, value)  # bounds are inclusive upper bounds, as Prometheus' le
+        with self._tally_lock:
+            point = histogram.get(key)
+            if point is None:
+                point = histogram[key] = [0.0, [0] * (len(SECONDS_BUCKETS) + 1)]
+            point[0] += value
+            point[1][bucket] += 1
+
+    def histogram_families(self) -> list[HistogramMetricFamily]:
+        """The histograms as Prometheus families (cumulative buckets), a snapshot of now."""
+        with self._tally_lock:
+            snapshot = {name: [(key, total, list(counts)) for key, (total, counts) in points.items()]
+                        for name, points in self._histograms.items()}
+        families = []
+        for name, (family_name, labels, description) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(family_name, description, labels=[*labels, *(k for k, _ in _SCOPE_LABELS)])
+            for key, total, counts in snapshot[name]:
+                buckets, running = [], 0
+                for bound, n in zip((*SECONDS_BUCKETS, "+Inf"), counts):
+                    running += n
+                    buckets.append((f"{bound}", running))  # bounds written as the OTel exporter writes them
+                family.add_metric([*(v for _, v in key), *(v for _, v in _SCOPE_LABELS)], buckets, sum_value=total)
+            families.append(family)
+        return families
 
     def _observe_tally(self, name: str, _options: CallbackOptions):
         with self._tally_lock:
@@ -127,6 +168,19 @@ class ConsumerMetrics:
 
     def _observe_in_flight(self, _options: CallbackOptions):
         return [Observation(runner.in_flight, {"group": runner.group.name}) for runner in list(self._runners)]
+
+
+class HistogramCollector:
+    """A ``prometheus_client`` collector of the histograms of ``provider``'s ``ConsumerMetrics``
+    (none until a runner made them); register it on the Prometheus reader's registry."""
+
+    def __init__(self, provider: Any):
+        self._provider = weakref.ref(provider)
+
+    def collect(self):
+        provider = self._provider()
+        found = _by_provider.get(provider) if provider is not None else None
+        return found.histogram_families() if found is not None else []
 
 
 def key(group: str, event_type: str, **more: str) -> Key:

@@ -2,7 +2,9 @@
 
 - Metrics: a Prometheus reader served on ``metrics_port`` (``/metrics``; ``0``: none), and an OTLP
   reader when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set
-  (the exporter reads the other ``OTEL_EXPORTER_OTLP_*`` variables itself).
+  (the exporter reads the other ``OTEL_EXPORTER_OTLP_*`` variables itself). The consumer's two
+  histograms are pre-aggregated outside the SDK and served on ``/metrics`` only (not by OTLP): see
+  ``metrics.py``.
 - Traces: a tracer provider with a batching OTLP span exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT``
   or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set; otherwise none, so tracing stays off.
 - ``OTEL_SDK_DISABLED=true`` turns everything off; ``OTEL_SERVICE_NAME`` and
@@ -59,6 +61,7 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
     otlp_traces = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
     readers = []
+    prometheus_registry = None
     if metrics_port:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry, start_http_server
@@ -71,6 +74,7 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
                       "to a free port, or 0 for none", metrics_port, exc)
         else:
             readers.append(PrometheusMetricReader(registry=registry))
+            prometheus_registry = registry
             telemetry.metrics_port = server.server_address[1]
 
             def stop_server():
@@ -90,6 +94,10 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
 
         telemetry.meter_provider = MeterProvider(metric_readers=readers, resource=resource)
         telemetry._closers.append(telemetry.meter_provider.shutdown)
+        if prometheus_registry is not None:
+            from .metrics import HistogramCollector
+
+            prometheus_registry.register(HistogramCollector(telemetry.meter_provider))
         if set_global:
             metrics.set_meter_provider(telemetry.meter_provider)
     if otlp_traces:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry
+
+from consumers.telemetry.metrics import SECONDS_BUCKETS, ConsumerMetrics, HistogramCollector
+from consumers.telemetry.metrics import key as metric_key
 from producers.producer import EventProducer
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, running, wait_until
@@ -42,11 +49,53 @@ def test_metric_values_after_a_known_workload(kafka_env, topic_factory, group_to
     assert value(collected, "events.messages.failed", **mine) == 4       # flaky 1 + broken 3 attempts
     assert value(collected, "events.messages.dead_lettered", **mine) == 1
     assert value(collected, "events.messages.abandoned", **mine) == 0
-    # ... and the histograms counted one point per handler attempt, and one latency per handled message
-    durations = {attrs["outcome"]: p.count for attrs, p in collected["events.handler.duration"]}
+    # ... and the histograms (Prometheus only) counted one point per handler attempt, and one latency
+    # per handled message
+    assert "events.handler.duration" not in collected and "events.end_to_end.latency" not in collected
+    registry = CollectorRegistry()
+    registry.register(HistogramCollector(provider))
+    durations = {o: registry.get_sample_value("events_handler_duration_seconds_count", {**mine, **SCOPE, "outcome": o})
+                 for o in ("ok", "error")}
     assert durations == {"ok": 4, "error": 4}
-    [(attrs, latency)] = collected["events.end_to_end.latency"]
-    assert attrs == mine and latency.count == 4 and latency.min >= 0
+    latency = {s.name: s.value for family in registry.collect() for s in family.samples
+               if s.name.startswith("events_end_to_end_latency_seconds_")
+               and {k: v for k, v in s.labels.items() if k in ("group", "event_type")} == mine}
+    assert latency["events_end_to_end_latency_seconds_count"] == 4
+    assert latency["events_end_to_end_latency_seconds_sum"] >= 0
+
+
+SCOPE = {"otel_scope_name": "consumers", "otel_scope_version": "", "otel_scope_schema_url": ""}
+
+
+def test_histograms_bucket_like_prometheus_and_export_with_the_exporters_names():
+    # Given a meter provider whose Prometheus reader's registry has the histogram collector
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+    registry.register(HistogramCollector(provider))
+    try:
+        assert list(HistogramCollector(provider).collect()) == []  # nothing until a runner makes them
+        metrics = ConsumerMetrics.of(provider)
+        # When values land on a bound, between bounds and past the last one
+        point = metric_key("g", "t", outcome="ok")
+        for seconds in (0.001, 0.0011, 0.0, 5.0, 7200.0):
+            metrics.observe("handler_duration", point, seconds)
+        metrics.observe("latency", metric_key("g", "t"), 0.3)
+        # Then the buckets are cumulative with inclusive upper bounds, written as the OTel exporter writes them
+        labels = {"group": "g", "event_type": "t", "outcome": "ok", **SCOPE}
+
+        def bucket(le):
+            return registry.get_sample_value("events_handler_duration_seconds_bucket", {**labels, "le": le})
+
+        assert [bucket(le) for le in ("0.001", "0.0025", "2.5", "5.0", "3600.0", "+Inf")] == [2, 3, 3, 4, 4, 5]
+        assert len([1 for b in SECONDS_BUCKETS if bucket(f"{b}") is not None]) == len(SECONDS_BUCKETS)
+        assert registry.get_sample_value("events_handler_duration_seconds_count", labels) == 5
+        assert registry.get_sample_value("events_handler_duration_seconds_sum", labels) == pytest.approx(7205.0021)
+        latency = {"group": "g", "event_type": "t", **SCOPE}
+        assert registry.get_sample_value("events_end_to_end_latency_seconds_bucket", {**latency, "le": "0.25"}) == 0
+        assert registry.get_sample_value("events_end_to_end_latency_seconds_bucket", {**latency, "le": "0.5"}) == 1
+        assert registry.get_sample_value("events_end_to_end_latency_seconds_count", latency) == 1
+    finally:
+        provider.shutdown()
 
 
 def _lag_once_all_zero(reader, topic):
