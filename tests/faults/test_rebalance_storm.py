@@ -35,7 +35,7 @@ def test_members_joining_and_leaving_repeatedly_lose_and_double_nothing(world_ar
                 wait_for(lambda log=log: " assigned " in log.read_text(errors="replace"), 40, f"{log.name} to join")
                 joins += 1
             members[0][1].send_signal(signal.SIGTERM)
-            time.sleep(1.0)
+            time.sleep(1.0)  # the second leave lands in the rebalance the first one started
             members[1][1].kill() if cycle % 2 else members[1][1].send_signal(signal.SIGTERM)
             for _, member in members:
                 member.wait(40)
