@@ -181,8 +181,11 @@ class LocalBroker:
     def _cluster_id(self) -> str:
         """Made once per home and kept, so the formatted storage stays valid across restarts."""
         path = self.home / "cluster.id"
-        if not path.exists():
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+        self.home.mkdir(parents=True, exist_ok=True)
+        while not path.exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            if not cluster_id.startswith("-"):  # the storage tool would read it as an option (as Kafka's Uuid avoids)
+                path.write_text(cluster_id)
         return path.read_text().strip()
 
     def _write_properties(self, port: int, controller_port: int) -> Path:

@@ -117,3 +117,11 @@ def test_status_of_a_stopped_broker_says_how_to_start_it(tmp_path):
     result = events(tmp_path, "status", check=False)
     assert result.returncode == 3
     assert "not running" in result.stdout and "events broker start" in result.stdout
+
+
+def test_cluster_ids_never_start_with_a_dash(tmp_path):
+    # Given many new broker homes (a base64url id starts with "-" once in 64)
+    ids = [LocalBroker(tmp_path / str(i), cache_dir())._cluster_id() for i in range(400)]
+    # Then none would be read as an option by Kafka's storage tool, and each home keeps its own
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == 400
