@@ -68,6 +68,18 @@ def topic_factory(admin) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
+def group_topics(kafka_env, topic_factory) -> Callable[..., tuple[str, str]]:
+    """Creates a group's retry and dead-letter topics under the test's prefix (deleted after the test;
+    the runner would create them too, but then nobody deletes them)."""
+
+    def create(group: str, partitions: int = 1) -> tuple[str, str]:
+        return (topic_factory(f"{kafka_env}.retry.{group}", partitions=partitions),
+                topic_factory(f"{kafka_env}.dlq.{group}", partitions=partitions))
+
+    return create
+
+
+@pytest.fixture
 def group_factory() -> Callable[[], str]:
     return lambda: unique("group")
 

@@ -19,17 +19,6 @@ def app_topic(kafka_env, topic_factory):
 
 
 @pytest.fixture
-def group_topics(kafka_env, topic_factory):
-    """Creates a group's retry and dead-letter topics (the runner would, but then nobody deletes them)."""
-
-    def create(group: str, partitions: int = 1) -> tuple[str, str]:
-        return (topic_factory(f"{kafka_env}.retry.{group}", partitions=partitions),
-                topic_factory(f"{kafka_env}.dlq.{group}", partitions=partitions))
-
-    return create
-
-
-@pytest.fixture
 def effects_db(database_url):
     """The test database with the sample handler's table."""
     sample_handlers.create_tables(database_url)

@@ -36,14 +36,3 @@ def sqlite_db(tmp_path):
     url = f"sqlite:///{tmp_path / 'effects.db'}"
     sample_handlers.create_tables(url)
     return url
-
-
-@pytest.fixture
-def group_topics(kafka_env, topic_factory):
-    """A group's retry and dead-letter topics (deleted after the test)."""
-
-    def create(group: str, partitions: int = 1) -> tuple[str, str]:
-        return (topic_factory(f"{kafka_env}.retry.{group}", partitions=partitions),
-                topic_factory(f"{kafka_env}.dlq.{group}", partitions=partitions))
-
-    return create
