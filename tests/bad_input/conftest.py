@@ -14,7 +14,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from schemas.catalogue import CATALOGUE
-from tests.consumers.conftest import app_topic, dlq_reader, group_topics, sqlite_db  # noqa: F401 - fixtures
+from tests.consumers.conftest import app_topic, dlq_reader, sqlite_db  # noqa: F401 - fixtures
 from tests.producers.conftest import domain_topics, read_messages  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
