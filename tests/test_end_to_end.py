@@ -37,7 +37,6 @@ def test_10k_keyed_messages_through_a_3_member_group(topic_factory, group_factor
     seen: dict[str, list] = defaultdict(list)
     consume_until(consumers, seen, N_MESSAGES // 2)
     leaver = consumers.pop("c")
-    assert leaver.assignment(), "every member had partitions before one left"
     leaver.close()  # commits its stored offsets and leaves the group
     consume_until(consumers, seen, N_MESSAGES)
 
