@@ -11,6 +11,8 @@ from schemas.settings import Settings
 
 from .errors import ConsumerError
 
+LIBRDKAFKA_LOG = logging.getLogger("consumers.librdkafka")  # librdkafka's own lines, through logging
+
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto.offset.reset": "earliest",      # a new group reads what was published before it first joined
     "auto.commit.interval.ms": 1000,      # how stale the committed position may be (redelivery after a crash)
@@ -64,5 +66,5 @@ def consumer_config(settings: Settings, group: str, overrides: dict[str, Any] | 
         **defaults,
         **user,
         **REQUIRED,
-        "logger": logging.getLogger("consumers.librdkafka"),
+        "logger": LIBRDKAFKA_LOG,
     }

@@ -33,7 +33,7 @@ from schemas.codec import AvroCodec
 from schemas.settings import Settings, get_settings
 
 from .breaker import OutageBreaker
-from .config import consumer_config, group_id
+from .config import LIBRDKAFKA_LOG, consumer_config, group_id
 from .dispatcher import KeyedDispatcher
 from .group import ConsumerGroup
 from .health import HealthServer
@@ -472,13 +472,13 @@ class GroupRunner:
                 if self._producer is None:
                     self._producer = Producer(producer_config(
                         {"client.id": f"events-dlq-{self.group.name}",
-                         "logger": logging.getLogger("consumers.librdkafka")}, settings=self.settings))
+                         "logger": LIBRDKAFKA_LOG}, settings=self.settings))
         return self._producer
 
     def _ensure_topics(self) -> None:
         """Creates the group's retry and dead-letter topics when missing (as many partitions as
         its largest domain topic); warns about missing domain topics (``events topics apply``)."""
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(),
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(), "logger": LIBRDKAFKA_LOG,
                              **{k: v for k, v in self.settings.kafka_properties().items()
                                 if k.startswith(("security.", "sasl.", "ssl."))}})
         metadata = admin.list_topics(timeout=15)

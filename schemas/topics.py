@@ -12,6 +12,7 @@ is a partition reassignment), or touch configuration keys the file does not name
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,7 +157,8 @@ def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable
 # -- the cluster ------------------------------------------------------------------------------
 def admin_client(settings: Settings | None = None) -> AdminClient:
     settings = settings or get_settings()
-    return AdminClient({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties()})
+    return AdminClient({"bootstrap.servers": settings.bootstrap(), "logger": logging.getLogger("schemas.librdkafka"),
+                        **settings.kafka_properties()})
 
 
 @dataclass(frozen=True)

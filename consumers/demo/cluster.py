@@ -102,11 +102,16 @@ class GroupProcess:
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
-    def log_tail(self, lines: int = 15) -> str:
+    def log_tail(self, lines: int = 15, *, problems_only: bool = False) -> str:
+        """The last ``lines`` lines of the group's log (only its WARNING and ERROR records, and
+        what follows them, with ``problems_only``)."""
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_file.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        if problems_only:
+            text = [line for line in text if " INFO " not in line and " DEBUG " not in line]
+        return "\n".join(text[-lines:])
 
 
 class GroupProcesses:

@@ -169,7 +169,7 @@ class Demo:
         results = C.run_checks(engine, workload)
         if digests:
             results.append(_twice_check(*digests))
-        return self._summary(workload, application, final, rows, missing, results, exit_codes)
+        return self._summary(workload, application, final, rows, missing, results, exit_codes, processes)
 
     def _pass(self, workload: Workload, application: Application, relay: Relay, monitor: Monitor,
               processes: GroupProcesses, *, second: bool) -> None:
@@ -261,7 +261,8 @@ class Demo:
                 f"; each consumer group runs as its own process, logs in {run_dir / 'logs'}[/]", highlight=False)
 
     def _summary(self, workload: Workload, application: Application, groups: dict[str, GroupProgress],
-                 rows: list[C.DeadLetterRow], missing, results: list[Check], exit_codes: dict[str, int | None]) -> int:
+                 rows: list[C.DeadLetterRow], missing, results: list[Check], exit_codes: dict[str, int | None],
+                 processes: GroupProcesses) -> int:
         again = sum(n for (_, via), n in application.published.items() if via == AGAIN)
         published = Counter({k: n for k, n in application.published.items() if k[1] != AGAIN})
         expected = Counter()
@@ -293,6 +294,11 @@ class Demo:
             problems += [f"{unexpected} unexpected dead letter(s)"] if unexpected else []
             problems += [f"{len(missing)} expected dead letter(s) missing"] if missing else []
             problems += [f"groups exited with errors: {bad_exits}"] if bad_exits else []
+            suspects = sorted({r.group for r in rows if r.expected is None} | {e.group for e in missing} | set(bad_exits))
+            for name in suspects:  # what went wrong is most often in the group's own log
+                group = processes.groups[name]
+                self.console.print(f"{name}: its log is {group.log_file}; its last warnings and errors:\n"
+                                   f"{group.log_tail(12, problems_only=True) or '(none)'}", highlight=False, markup=False)
             self.console.print(f"[bold red]✗ {'; '.join(problems)}[/] · {elapsed:.1f}s ({timing})", highlight=False)
             return 1
         dead = sum(r.count for r in rows)

@@ -7,9 +7,13 @@ under our names and under Spring Kafka's ``kafka_dlt-*`` names (partition as a 4
 int, offset and timestamp as 8-byte big-endian longs, as Spring's ``DeadLetterPublishingRecoverer``
 writes them), so existing Kafka tooling reads our dead letters.
 
-The message counts as done only once the broker has acknowledged the dead letter. If it does not,
-publishing is tried again with backoff until it is, or until the partition is revoked or the
-consumer stops (then the message is left unfinished and redelivered to the next owner).
+The message counts as done only once the broker has acknowledged the dead letter. A dead letter in
+flight is waited for even when its partition is revoked meanwhile (abandoning it would make the next
+owner publish a second copy of a letter that is, almost always, acknowledged a moment later). A
+dead letter the broker refuses is tried again with backoff until it is taken, or until the partition
+is revoked or the consumer stops (then the message is left unfinished and redelivered to the next
+owner). A member killed between the acknowledgement and its commit leaves the next owner to publish
+the letter again: dead letters are at least once, told apart by their origin headers.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_contex
 from schemas import headers as H
 
 from ..errors import DeadLetterFailed
-from ..job import DEAD_LETTERED, Abandoned, Job
+from ..job import DEAD_LETTERED, Job
 from ..telemetry.fields import event_type_of, message_fields
 from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
@@ -230,8 +234,6 @@ class DeadLetters(Step):
             raise DeadLetterFailed(str(exc)) from exc
         deadline = time.monotonic() + DELIVERY_TIMEOUT_S
         while not acked.is_set():
-            if job.lane.stop_waiting.is_set() and job.lane.revoked:
-                raise Abandoned(f"{job.where()} was revoked while its dead letter was in flight")
             if time.monotonic() > deadline:
                 raise DeadLetterFailed(f"no acknowledgement within {DELIVERY_TIMEOUT_S:.0f}s")
             producer.poll(0.05)  # serves delivery reports (any thread's; each sets its own event)

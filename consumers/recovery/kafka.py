@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from schemas.settings import Settings, get_settings
 from schemas.topics import admin_client
 
-from ..config import PRODUCER_ONLY
+from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY
 from .errors import MissingTopic, RecoveryError
 
 TP = tuple[str, int]
@@ -161,6 +161,7 @@ def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config:
 def _client_config(settings: Settings) -> dict[str, Any]:
     conf = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
     conf["bootstrap.servers"] = settings.bootstrap()
+    conf.setdefault("logger", LIBRDKAFKA_LOG)  # librdkafka's lines through logging, not raw on stderr
     return conf
 
 

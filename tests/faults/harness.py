@@ -67,7 +67,8 @@ class Figures:
     faults: int = 0
     lost: int = 0
     duplicated: int = 0
-    dead_lettered: int = 0
+    dead_lettered: int = 0                # distinct messages dead-lettered (by origin topic, partition, offset)
+    dead_letter_copies: int = 0           # further letters of the same message: at least once after a SIGKILL
     unexpected_dead_letters: int = 0
     recover_s: float = 0.0
     not_acknowledged: int = 0
@@ -76,7 +77,7 @@ class Figures:
     def print(self) -> None:
         print(f"\n[faults] {self.scenario}: events={self.events} faults={self.faults} lost={self.lost} "
               f"duplicated={self.duplicated} dead-lettered={self.dead_lettered} "
-              f"(unexpected {self.unexpected_dead_letters}) not-acknowledged={self.not_acknowledged} "
+              f"(unexpected {self.unexpected_dead_letters}, copies {self.dead_letter_copies}) not-acknowledged={self.not_acknowledged} "
               f"time-to-recover={self.recover_s:.1f}s" + "".join(f"\n    {n}" for n in self.notes), flush=True)
 
 
@@ -255,11 +256,13 @@ class World:
         fig.events = len(events)
         letters = read_dead_letters(self.settings, self.admin, {g.name: g.dlq_topic(self.prefix) for g in self.groups})
         dead_ids = {g: {(l.named.get("event-id") or b"").decode() for l in found} for g, found in letters.items()}
-        fig.dead_lettered = sum(len(v) for v in letters.values())
+        origins = {g: {letter.origin for letter in found} for g, found in letters.items()}
+        fig.dead_lettered = sum(len(v) for v in origins.values())
+        fig.dead_letter_copies = sum(len(v) for v in letters.values()) - fig.dead_lettered
         if expected_dead is None:
             expected_dead = Counter(e.group for e in self.workload.expected_dead_letters if e.group in self.names)
         expected_dead = Counter(expected_dead)
-        fig.unexpected_dead_letters = sum(max(0, len(letters[g]) - expected_dead[g]) for g in letters)
+        fig.unexpected_dead_letters = sum(max(0, len(origins[g]) - expected_dead[g]) for g in origins)
         with self.engine.connect() as conn:
             claimed = {(g, i) for g, i in conn.execute(select(processed_events.c.group_name,
                                                               processed_events.c.event_id))}
