@@ -154,7 +154,8 @@ class GroupRunner:
 
     def _start(self) -> None:
         group = self.group
-        breaker = OutageBreaker(group.name, threshold=group.option("outage_threshold"),
+        # no more messages can fail at once than there are workers: a higher threshold could never be met
+        breaker = OutageBreaker(group.name, threshold=min(group.option("outage_threshold"), self.concurrency),
                                 min_backoff_s=group.option("outage_min_backoff_s"),
                                 max_backoff_s=group.option("outage_max_backoff_s"))
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer
 
-from consumers.group import ConsumerGroup
-from consumers.runner import GroupRunner
 from schemas import headers as H
 from schemas.codec import AvroCodec
 from schemas.events import AppWasCreated
+from tests.support.running import running  # noqa: F401 - re-exported to this package's tests
 from tests.support.waiting import wait_until
 
 codec = AvroCodec()
@@ -39,34 +36,6 @@ def publish(producer: Producer, topic: str, events, *, headers: Callable | None 
     assert producer.flush(30) == 0
 
 
-
-
-@contextlib.contextmanager
-def running(group: ConsumerGroup, **options) -> Iterator[GroupRunner]:
-    """Runs the group in a thread until the block ends (then stops it and checks it stopped)."""
-    options.setdefault("health_port", 0)
-    runner = GroupRunner(group, **options)
-    errors: list[BaseException] = []
-
-    def target():
-        try:
-            runner.run()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name=f"runner-{group.name}", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: runner.joined or errors or runner.finished.is_set(), 60, f"{group.name} to join")
-        if errors:
-            raise errors[0]
-        yield runner
-    finally:
-        runner.stop()
-        thread.join(60)
-        assert not thread.is_alive(), "the runner did not stop"
-    if errors:
-        raise errors[0]
 
 
 def read_messages(consumer: Consumer, count: int, timeout_s: float = 60.0) -> list:

@@ -103,6 +103,26 @@ def test_a_dependency_outage_pauses_the_group_instead_of_dead_lettering(kafka_en
     assert nothing_more(dlq_reader(group.name), 1.0) == []
 
 
+def test_two_workers_are_enough_to_see_an_outage(kafka_env, app_topic, group_topics, producer_factory, sqlite_db):
+    # Given a handler whose dependency is down for 3 seconds, retries that last far longer than that, the
+    # default threshold of 3 messages failing in a row, and only 2 workers (2 messages can fail at once)
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(
+        database_url=sqlite_db, max_attempts=100, min_backoff_s=0.05, max_backoff_s=0.2, outage_threshold=3,
+        outage_min_backoff_s=0.5, outage_max_backoff_s=1.0)
+    group_topics(group.name)
+    behaviour.outage_error = db_down_error()
+    behaviour.outage_until = time.monotonic() + 3.0
+    events = [app_event(f"app-{i}", i) for i in range(10)]
+    publish(producer_factory(), topic, events)
+    with running(group, concurrency=2) as runner:
+        # Then the breaker opens on the streak of the two (not only when a message spends its retries)
+        wait_until(lambda: runner.outage_pauses >= 1, 10, "the group to pause")
+        assert "in a row" in runner.resources.breaker.last_reason
+        wait_until(lambda: runner.stats()["handled"] == 10, 30, "all 10 handled after the outage")
+        assert runner.stats()["dead_lettered"] == 0
+
+
 def break_database(url: str):
     """Makes the database fail for real; returns the function that repairs it.
     PostgreSQL: the database refuses connections and its sessions are ended. SQLite: the table the
