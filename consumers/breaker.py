@@ -5,8 +5,9 @@ classes (by default SQLAlchemy's ``OperationalError``/``InterfaceError`` and ``C
 the database or a service is unreachable). The breaker *opens* when either
 
 - ``outage_threshold`` different messages of one handler fail in a row with the same exception
-  class, no message of that handler succeeding in between (at most the group's concurrency: with
-  two workers, two messages in retry are all the evidence there can be); or
+  class, no message of that handler succeeding in between (at most the group's concurrency, and
+  at least 2 on that account: with two workers, two messages in retry are all the evidence there
+  can be); or
 - a message has spent its retries on such an error and no message of its handler has succeeded
   since its first attempt began (nothing shows the dependency is up, so it is not the message's
   fault).

@@ -2,7 +2,8 @@
 
 ``GET /healthz``: 200 while the poll loop has looped recently (a wedged loop fails the probe and
 the pod is restarted). ``GET /readyz``: 200 once the consumer has joined its group (it received
-an assignment, possibly empty) and while it is not shutting down.
+an assignment, possibly empty) and while it is not shutting down; a member that lost its
+partitions (its session timed out) is not ready until it is assigned again.
 """
 
 from __future__ import annotations

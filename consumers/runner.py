@@ -154,8 +154,10 @@ class GroupRunner:
 
     def _start(self) -> None:
         group = self.group
-        # no more messages can fail at once than there are workers: a higher threshold could never be met
-        breaker = OutageBreaker(group.name, threshold=min(group.option("outage_threshold"), self.concurrency),
+        # no more messages can fail at once than there are workers, so a higher threshold could never be
+        # met; never below 2 on that account, so that one deadlock on one worker does not pause the group
+        threshold = group.option("outage_threshold")
+        breaker = OutageBreaker(group.name, threshold=min(threshold, max(2, self.concurrency)),
                                 min_backoff_s=group.option("outage_min_backoff_s"),
                                 max_backoff_s=group.option("outage_max_backoff_s"))
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,
@@ -391,6 +393,8 @@ class GroupRunner:
                 lane.revoked = True
                 lane.stop_waiting.set()
         self._forget(partitions)
+        if not self._lanes:
+            self.joined = False  # out of the group (session timed out): not ready until assigned again
         log.warning("group %s lost %s (no commit: another member owns them now)", self.group.name, _tps(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
