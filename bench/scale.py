@@ -7,10 +7,11 @@ publishes the events at once (pre-encoded, with the SDK's headers) and measures 
 event handled by any member to the last. Peak RSS (VmHWM) of each member is read before it stops.
 
 A group subscribes to its domain topic *and* its retry topic (as many partitions). The shipped
-``cooperative-sticky`` assignor balances the number of partitions per member, not per topic: the
-second member may get the six retry partitions and none of the domain topic's, and then adds
-nothing. The note says how the domain topic's partitions were split; the KIP-848 range variant
-spreads each topic on its own.
+``range`` assignor spreads each topic on its own; ``cooperative-sticky`` (the third variant)
+balances the number of partitions per member, not per topic, so the second member may get the six
+retry partitions and none of the domain topic's, and then adds nothing. The note says how the
+domain topic's partitions were split; the KIP-848 range variant spreads each topic on its own and
+rebalances incrementally.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def encoded_events(bootstrap: str, prefix: str, count: int) -> list[tuple[str, b
 
 
 VARIANTS = {
-    "as shipped (cooperative-sticky)": {},
+    "as shipped (range)": {},
+    "partition.assignment.strategy=cooperative-sticky": {"EVENTS_KAFKA_PARTITION_ASSIGNMENT_STRATEGY":
+                                                         "cooperative-sticky"},
     # KIP-848's broker-side range assignor: incremental rebalances, and every topic spread on its own
     "group.protocol=consumer, group.remote.assignor=range": {"EVENTS_KAFKA_GROUP_PROTOCOL": "consumer",
                                                               "EVENTS_KAFKA_GROUP_REMOTE_ASSIGNOR": "range"},

@@ -27,8 +27,19 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def admin(kafka_bootstrap) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+def kafka_client_config(kafka_bootstrap) -> dict[str, str]:
+    """What a plain client of the test cluster needs: its address and, for a configured secured
+    cluster, the security properties of the platform's settings (``EVENTS_KAFKA_SASL_...``)."""
+    from schemas.settings import get_settings
+
+    security = {k: v for k, v in get_settings().kafka_properties().items()
+                if k.startswith(("security.", "sasl.", "ssl."))}
+    return {**security, "bootstrap.servers": kafka_bootstrap}
+
+
+@pytest.fixture(scope="session")
+def admin(kafka_client_config) -> AdminClient:
+    return AdminClient(kafka_client_config)
 
 
 @pytest.fixture
@@ -85,11 +96,11 @@ def group_factory() -> Callable[[], str]:
 
 
 @pytest.fixture
-def producer_factory(kafka_bootstrap) -> Iterator[Callable[..., Producer]]:
+def producer_factory(kafka_client_config) -> Iterator[Callable[..., Producer]]:
     producers: list[Producer] = []
 
     def create(**config) -> Producer:
-        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, **config})
+        producer = Producer({**kafka_client_config, "enable.idempotence": True, **config})
         producers.append(producer)
         return producer
 
@@ -99,11 +110,11 @@ def producer_factory(kafka_bootstrap) -> Iterator[Callable[..., Producer]]:
 
 
 @pytest.fixture
-def consumer_factory(kafka_bootstrap) -> Iterator[Callable[..., Consumer]]:
+def consumer_factory(kafka_client_config) -> Iterator[Callable[..., Consumer]]:
     consumers: list[Consumer] = []
 
     def create(group: str, topics: list[str] | None = None, **config) -> Consumer:
-        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group,
+        consumer = Consumer({**kafka_client_config, "group.id": group,
                              "auto.offset.reset": "earliest", "enable.auto.commit": False, **config})
         if topics:
             consumer.subscribe(topics)

@@ -40,10 +40,16 @@ def _engine(database_url: str | None):
 
 
 def _logging() -> None:
+    """JSON records for log shippers when ``EVENTS_LOG_FORMAT=json``, readable lines otherwise."""
+    settings = get_settings()
     root = logging.getLogger()
-    if not root.handlers:
+    if settings.log_format == "json":
+        from ..logs import configure_logging
+
+        configure_logging("json", settings.log_level)
+    elif not root.handlers:
         root.addHandler(RichHandler(console=err, show_path=False))
-        root.setLevel(get_settings().log_level.upper())
+        root.setLevel(settings.log_level.upper())
 
 
 database_option = click.option("--database-url", metavar="URL",
@@ -73,13 +79,27 @@ def init(database_url: str | None) -> None:
 @click.option("--poll-interval", type=float, default=0.5, show_default=True,
               help="Seconds between rounds when the outbox is drained.")
 @click.option("--retention", default="7d", show_default=True, help="Purge rows sent longer ago than this.")
-def relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Serve Prometheus /metrics (events published by type and outcome) on this port; 0: none.")
+def relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str,
+          metrics_port: int) -> None:
     """Publish committed outbox rows to Kafka, in order per key, marking each sent once the broker
     acknowledged it. Runs until SIGTERM or Ctrl-C (finishing the round in hand). Several relays may
-    run at once on PostgreSQL; on SQLite only one."""
-    from producers.relay import OutboxRelay
+    run at once on PostgreSQL; on SQLite only one. Traces and metrics go by OTLP where the standard
+    OTEL_EXPORTER_OTLP_* variables name an endpoint."""
+    from ..telemetry import configure
 
     _logging()
+    telemetry = configure(metrics_port)
+    try:
+        _relay(database_url, once, batch_size, poll_interval, retention)
+    finally:
+        telemetry.shutdown()
+
+
+def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str) -> None:
+    from producers.relay import OutboxRelay
+
     engine = _engine(database_url)
     with OutboxRelay(engine, batch_size=batch_size, poll_interval_s=poll_interval,
                      retention=parse_duration(retention)) as outbox_relay:

@@ -8,9 +8,8 @@ import socket
 import time
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select
+from sqlalchemy import create_engine, inspect
 
-from producers.outbox import event_outbox
 from tests.bad_input.conftest import run_events
 
 APP = {"tenant_id": "t1", "app_id": "a1", "mode": "chat", "name": "Support bot", "created_by": "u1"}
@@ -108,10 +107,10 @@ def test_events_run_with_a_wrong_database_url_fails_clearly(kafka_env, admin, wh
 
 
 def test_the_outbox_relay_with_a_database_without_the_outbox_says_what_to_do(domain_topics, topic_messages,
-                                                                             postgres_url):
-    result = run_events("outbox", "relay", "--once", "--database-url", postgres_url)
+                                                                             database_url):
+    result = run_events("outbox", "relay", "--once", "--database-url", database_url)
     assert_clear_failure(result, "events outbox init")
-    engine = create_engine(postgres_url)
-    assert "event_outbox" not in inspect(engine).get_table_names() or select(func.count()).select_from(event_outbox)
+    engine = create_engine(database_url)
+    assert "event_outbox" not in inspect(engine).get_table_names()  # nothing half-made
     engine.dispose()
     assert topic_messages(domain_topics) == 0

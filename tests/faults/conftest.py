@@ -9,6 +9,8 @@ from sqlalchemy import create_engine, text
 import consumers.handlers  # noqa: F401 - registers the seed's groups
 from tests.conftest import unique
 
+FAULT_TIMEOUT_S = 300  # one scenario takes 20-90 s on 2 cores; a hang fails it, not the suite
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -16,6 +18,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.faults)
             item.add_marker(pytest.mark.postgres)
             item.add_marker(pytest.mark.kafka)
+            item.add_marker(pytest.mark.timeout(FAULT_TIMEOUT_S))
 
 
 @pytest.fixture

@@ -48,6 +48,21 @@ def env_of(deployment: dict) -> dict[str, dict]:
     return {item["name"]: item for item in container(deployment).get("env", [])}
 
 
+def config_file_of(rendered: Rendered, pod_owner: dict) -> dict:
+    """The runtime's config file a Deployment's or Job's pods read: the ConfigMap key their
+    `config` volume mounts as events.yaml (the only key, when the volume names no items)."""
+    volume = next(v for v in pod_owner["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+    data = rendered.one("ConfigMap", volume["configMap"]["name"])["data"]
+    items = volume["configMap"].get("items")
+    if items:
+        (item,) = items
+        assert item["path"] == "events.yaml"
+        key = item["key"]
+    else:
+        (key,) = data
+    return yaml.safe_load(data[key])
+
+
 def group_of(deployment: dict) -> str:
     args = container(deployment)["args"]
     assert args[:2] == ["run", "--group"], args
@@ -204,39 +219,81 @@ print(json.dumps({g.name: max(partitions[t] for t in g.domain_topics("events")) 
 """
 
 
-def test_defaults_deploy_every_group_of_the_platform_with_its_partition_count(render):
-    """The chart's default groups are the platform's registered groups, and each one's
-    `partitions` is that of the busiest topic it reads (schemas/topics.yaml)."""
-    # Given: the platform's own groups, asked in a clean process (no test handler modules)
+@pytest.fixture(scope="module")
+def platform_partitions() -> dict[str, int]:
+    """{group: partitions of the busiest topic it reads}, of the platform's own groups, asked in
+    a clean process (no test handler modules)."""
     env = {k: v for k, v in os.environ.items() if k != "EVENTS_HANDLER_MODULES"}
     proc = subprocess.run([sys.executable, "-c", PLATFORM_GROUPS], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    platform = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
 
-    # When
+
+def chart_partitions(*values_files) -> dict[str, int]:
+    """{group: its effective `partitions`} for the chart's values.yaml with values files over it,
+    the way Helm merges them: maps key by key, a list (`groups`) replaced as a whole."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    chart = {g["name"]: g.get("partitions", values["defaults"]["partitions"]) for g in values["groups"]}
+    groups, default = values["groups"], values["defaults"]["partitions"]
+    for path in values_files:
+        extra = yaml.safe_load(path.read_text()) or {}
+        groups = extra.get("groups", groups)
+        default = extra.get("defaults", {}).get("partitions", default)
+    return {g["name"]: g.get("partitions", default) for g in groups}
+
+
+def test_defaults_deploy_every_group_of_the_platform_with_its_partition_count(platform_partitions):
+    """The chart's default groups are the platform's registered groups, and each one's
+    `partitions` is that of the busiest topic it reads (schemas/topics.yaml)."""
+    # When
+    chart = chart_partitions()
 
     # Then
-    assert chart == platform
+    assert chart == platform_partitions
 
 
-def test_runtime_environment_follows_values(render):
+@pytest.mark.parametrize("values", EXAMPLES.values(), ids=EXAMPLES.keys())
+def test_every_example_gives_its_groups_their_partition_count(platform_partitions, values):
+    """In each ci/*-values.yaml too, a group's `partitions` is that of its topic in
+    schemas/topics.yaml: a larger count would let autoscaling run consumers that sit idle."""
+    # When
+    chart = chart_partitions(values)
+
+    # Then
+    assert set(chart) <= set(platform_partitions), "every example group is one of the platform's"
+    assert chart == {name: platform_partitions[name] for name in chart}
+
+
+def test_the_readme_example_gives_its_groups_their_partition_count(platform_partitions, tmp_path):
+    # Given
+    values = write_values(tmp_path, readme_example())
+
+    # When
+    chart = chart_partitions(values)
+
+    # Then
+    assert chart == {name: platform_partitions[name] for name in chart}
+
+
+def test_runtime_settings_follow_values(render):
     # Given
     values = values_of("three-groups")
 
     # When
-    deployments = deployments_by_group(render(EXAMPLES["three-groups"]))
+    rendered = render(EXAMPLES["three-groups"])
+    deployments = deployments_by_group(rendered)
 
-    # Then
+    # Then: each group's config file holds the release's settings and its own
     for group in values["groups"]:
-        env = env_of(deployments[group["name"]])
-        assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "kafka:9092"
-        assert env["EVENTS_TOPIC_PREFIX"]["value"] == "events"
-        assert env["EVENTS_CONCURRENCY"]["value"] == str(group.get("concurrency", 8))
-        assert env["EVENTS_DRAIN_TIMEOUT_S"]["value"] == str(group.get("drainTimeoutSeconds", 30))
-        assert env["EVENTS_LOG_FORMAT"]["value"] == "text"
+        config = config_file_of(rendered, deployments[group["name"]])
+        assert config == {
+            "bootstrap_servers": "kafka:9092", "topic_prefix": "events", "kafka": {},
+            "log_format": "text", "log_level": "DEBUG", "health_port": 8080, "metrics_port": 9464,
+            "concurrency": group.get("concurrency", 8), "drain_timeout_s": group.get("drainTimeoutSeconds", 30),
+        }
+    # and a group's env still overrides the file, for that group only
+    assert env_of(deployments["dataset-cleaner"])["EVENTS_LOG_LEVEL"]["value"] == "INFO"
+    assert "EVENTS_LOG_LEVEL" not in env_of(deployments["document-indexer"])
     assert deployments["installed-app-provisioner"]["spec"]["replicas"] == 2
     indexer_env = env_of(deployments["document-indexer"])
     assert indexer_env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].startswith("http://otel-collector")
@@ -366,10 +423,10 @@ def test_keda_and_hpa_both_on_fails(template):
 
 def test_keda_max_replicas_above_partitions_fails(template):
     # When
-    result = template(EXAMPLES["keda"], set_values=["groups[1].autoscaling.keda.maxReplicaCount=7"])
+    result = template(EXAMPLES["keda"], set_values=["groups[0].autoscaling.keda.maxReplicaCount=7"])
 
     # Then
-    fails_with(result, 'group "provider-usage": autoscaling.keda.maxReplicaCount (7) exceeds partitions (6)')
+    fails_with(result, 'group "document-indexer": autoscaling.keda.maxReplicaCount (7) exceeds partitions (6)')
 
 
 def test_hpa_max_replicas_above_partitions_fails(template):
@@ -402,8 +459,11 @@ def test_secrets_are_only_referenced(render, values):
                 assert "value" not in item, f"{name}: {item['name']} is written in clear"
                 assert set(item["valueFrom"]) == {"secretKeyRef"}, f"{name}: {item['name']}"
     for config_map in rendered.kind("ConfigMap"):
-        kafka = yaml.safe_load(config_map["data"]["events.yaml"])["kafka"]
-        assert not [key for key in kafka if re.search(r"password|secret|username|token", key)], kafka
+        for key, text in config_map["data"].items():
+            config = yaml.safe_load(text)
+            assert "database_url" not in config, key
+            kafka = config["kafka"]
+            assert not [k for k in kafka if re.search(r"password|secret|username|token", k)], kafka
 
 
 def test_tls_and_sasl_come_from_existing_secrets(render):
@@ -421,9 +481,8 @@ def test_tls_and_sasl_come_from_existing_secrets(render):
         mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
         assert mounts["kafka-tls"]["readOnly"] is True
         tls_dir = mounts["kafka-tls"]["mountPath"]
-        config_map = next(c for c in rendered.kind("ConfigMap")
-                          if c["metadata"]["name"] == volumes["config"]["configMap"]["name"])
-        kafka = yaml.safe_load(config_map["data"]["events.yaml"])["kafka"]
+        owner = next(d for d in rendered.kind("Deployment") + rendered.kind("Job") if d["metadata"]["name"] == name)
+        kafka = config_file_of(rendered, owner)["kafka"]
         assert kafka["security.protocol"] == "SASL_SSL"
         assert kafka["sasl.mechanism"] == "SCRAM-SHA-512"
         assert kafka["ssl.ca.location"] == f"{tls_dir}/ca.crt"
@@ -493,7 +552,7 @@ def test_grace_period_exceeds_the_drain_timeout(render, values):
 
     # Then
     for deployment in rendered.kind("Deployment"):
-        drain = int(env_of(deployment)["EVENTS_DRAIN_TIMEOUT_S"]["value"])
+        drain = config_file_of(rendered, deployment)["drain_timeout_s"]
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
 
 
@@ -513,9 +572,9 @@ def test_probes_use_the_health_endpoints(render):
     for deployment in rendered.kind("Deployment"):
         c = container(deployment)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        env = env_of(deployment)
-        assert ports["health"] == int(env["EVENTS_HEALTH_PORT"]["value"]) == 8080
-        assert ports["metrics"] == int(env["EVENTS_METRICS_PORT"]["value"]) == 9464
+        config = config_file_of(rendered, deployment)
+        assert ports["health"] == config["health_port"] == 8080
+        assert ports["metrics"] == config["metrics_port"] == 9464
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
         assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
@@ -531,8 +590,56 @@ def test_config_file_is_mounted_where_the_runtime_reads_it(render):
         path = next(item["value"] for item in c["env"] if item["name"] == "EVENTS_CONFIG_FILE")
         mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
         assert path == f"{mount['mountPath']}/events.yaml", name
-        config_map_name = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")["configMap"]["name"]
-        assert "events.yaml" in rendered.one("ConfigMap", config_map_name)["data"]
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "config")["configMap"]
+        data = rendered.one("ConfigMap", volume["name"])["data"]
+        keys = [item["key"] for item in volume.get("items", [])] or list(data)
+        assert len(keys) == 1 and keys[0] in data, name
+        assert volume.get("items", [{"path": "events.yaml"}])[0]["path"] == "events.yaml", name
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_settings_are_in_the_config_map_not_inline(render, values):
+    """Only the config file's path, the pod's own name and Secret references are environment;
+    every other setting is in the ConfigMap (a group's own `env` aside)."""
+    # When
+    rendered = render(*values)
+
+    # Then
+    group_env = {g["name"]: {e["name"] for e in g.get("env", [])}
+                 for values_file in values for g in (yaml.safe_load(values_file.read_text()).get("groups") or [])}
+    for owner in rendered.kind("Deployment") + rendered.kind("Job"):
+        own = group_env.get(group_of(owner), set()) if owner["kind"] == "Deployment" else set()
+        for item in container(owner).get("env", []):
+            if item["name"] in own:
+                continue
+            if "value" in item:
+                assert item["name"] in {"EVENTS_CONFIG_FILE", "EVENTS_HOME"}, f"{owner['metadata']['name']}: {item}"
+            else:
+                assert set(item["valueFrom"]) <= {"secretKeyRef", "fieldRef"}, item
+        assert "envFrom" not in container(owner)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_the_runtime_accepts_every_config_file(render, values, tmp_path, monkeypatch):
+    """Each config file the chart writes loads into the runtime's Settings (extra keys forbidden)."""
+    # Given
+    from schemas.settings import Settings
+    for name in list(os.environ):
+        if name.startswith(("EVENTS_", "KAFKA_")):
+            monkeypatch.delenv(name)
+    path = tmp_path / "events.yaml"
+    monkeypatch.setenv("EVENTS_CONFIG_FILE", str(path))
+
+    # When
+    rendered = render(*values)
+
+    # Then
+    for config_map in rendered.kind("ConfigMap"):
+        for key, text in config_map["data"].items():
+            path.write_text(text)
+            settings = Settings()
+            assert settings.bootstrap_servers == yaml.safe_load(text)["bootstrap_servers"], key
+            assert settings.kafka_properties() == yaml.safe_load(text)["kafka"], key
 
 
 def test_config_changes_roll_the_pods(render):
@@ -544,6 +651,23 @@ def test_config_changes_roll_the_pods(render):
     checksum = lambda r: {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
                           for d in r.kind("Deployment")}
     assert all(checksum(before)[name] != value for name, value in checksum(after).items())
+
+
+def test_a_group_setting_rolls_only_that_group(render, tmp_path):
+    # Given: the default groups, the first with more handler threads
+    groups = [{"name": name} for name in DEFAULT_GROUPS]
+    groups[0]["concurrency"] = 16
+    values = write_values(tmp_path, yaml.safe_dump({"groups": groups}))
+
+    # When
+    before = render()
+    after = render(values)
+
+    # Then
+    checksum = lambda r: {group_of(d): d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                          for d in r.kind("Deployment")}
+    changed = [group for group, value in checksum(after).items() if checksum(before)[group] != value]
+    assert changed == [DEFAULT_GROUPS[0]]
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -580,8 +704,10 @@ def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(render):
     for dependency in (config_map, account):
         assert dependency["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
         assert int(dependency["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight
-    main_config = rendered.one("ConfigMap", "events-dify-events")
-    assert config_map["data"] == main_config["data"]
+    (job_config,) = (yaml.safe_load(text) for text in config_map["data"].values())
+    for deployment in rendered.kind("Deployment"):
+        group_config = config_file_of(rendered, deployment)
+        assert {key: group_config[key] for key in job_config} == job_config, "the release's settings, as the pods'"
 
 
 def test_topics_job_can_be_turned_off(render):
@@ -638,6 +764,15 @@ def test_pod_monitor_and_service_monitor_both_on_fails(template):
 def check(request, template, lint):
     """Both ways a wrong value meets the schema: `helm template` (as install) and `helm lint`."""
     return template if request.param == "template" else lint
+
+
+def readme_example() -> str:
+    """The yaml values example of the README's "Deploy on Kubernetes" section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Deploy on Kubernetes"):]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example, "the README's Deploy on Kubernetes section has a yaml values example"
+    return example[1]
 
 
 def write_values(tmp_path, text: str):
@@ -769,11 +904,7 @@ def test_every_values_key_is_commented():
 def test_the_readme_example_installs(lint, render, tmp_path):
     """The values example of the README's "Deploy on Kubernetes" section is a working one."""
     # Given
-    readme = (CHART.parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Deploy on Kubernetes"):]
-    example = re.search(r"```yaml\n(.*?)```", section, re.S)
-    assert example, "the README's Deploy on Kubernetes section has a yaml values example"
-    values = write_values(tmp_path, example[1])
+    values = write_values(tmp_path, readme_example())
 
     # When
     linted = lint(values)
@@ -804,6 +935,6 @@ def test_notes_list_the_groups_and_warn_without_a_database(helm, tmp_path, datab
     # Then
     assert result.returncode == 0, result.output
     notes = yaml.safe_load(result.stdout)["data"]["NOTES.txt"]
-    assert "document-indexer: deployment/events-dify-events-document-indexer, KEDA on lag 1..12 pods" in notes
+    assert "document-indexer: deployment/events-dify-events-document-indexer, KEDA on lag 1..6 pods" in notes
     assert "provider-usage: deployment/events-dify-events-provider-usage, KEDA on lag 0..6 pods" in notes
     assert ("WARNING: database.existingSecret is empty" in notes) is warned

@@ -16,6 +16,8 @@ from pathlib import Path
 from consumers.broker import LocalBroker
 from schemas.settings import cache_dir
 
+DOCKER_IMAGE = "confluentinc/cp-kafka:8.1.0"
+
 
 def docker_engine_answers() -> bool:
     try:
@@ -35,9 +37,11 @@ def kafka_cluster() -> Iterator[str]:
         yield configured
         return
     if docker_engine_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+        # Confluent Platform 8.1 is Apache Kafka 4.1; testcontainers' KafkaContainer drives the
+        # cp-kafka image's start script (KRaft from CP 7.0), which the apache/kafka image lacks
+        with KafkaContainer(DOCKER_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
         return
     with tempfile.TemporaryDirectory(prefix="events-test-broker-") as home:

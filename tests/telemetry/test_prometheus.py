@@ -91,3 +91,36 @@ def test_events_run_serves_its_metrics_in_prometheus_text_format(kafka_env, topi
     assert sample(samples, "events_end_to_end_latency_seconds_count", **group) == 3
     assert sample(samples, "events_messages_dead_lettered_total", **group) == 1
     assert f"Prometheus metrics on :{port}/metrics" in output, output
+
+
+def test_the_outbox_relay_serves_its_published_events_on_metrics_when_asked(kafka_env, topic_factory, tmp_path):
+    import subprocess
+    import sys
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from producers.outbox import add_to_outbox, create_outbox_table
+
+    # Given an outbox holding two committed events, and their domain topic
+    topic_factory(f"{kafka_env}.app")
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engine = create_engine(url)
+    create_outbox_table(engine)
+    with Session(engine) as session, session.begin():
+        for i in range(2):
+            add_to_outbox(session, app_event(f"app-{i}", i), topic_prefix=kafka_env)
+    engine.dispose()
+    # When the relay runs with --metrics-port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "consumers", "outbox", "relay", "--database-url", url,
+                             "--metrics-port", str(port), "--poll-interval", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        scrape_when_ready(port, proc)
+        # Then /metrics counts both as published, by type and outcome
+        wait_until(lambda: sample(scrape(port)[1], "events_published_total", event_type="app_was_created",
+                                  outcome="delivered") == 2, 30, "the relay's two events on /metrics")
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -251,32 +251,60 @@ would otherwise print as floats like 1e+06).
 {{- end }}
 
 {{/*
-The runtime's config file (EVENTS_CONFIG_FILE).
+The release-wide settings of the runtime's config file (EVENTS_CONFIG_FILE), as a map keyed
+by the runtime's setting names (schemas/settings.py): what the consumers and the topics Job
+share. Environment variables win over the file, so a group's `env` can still override any of
+them (e.g. EVENTS_LOG_LEVEL for one group).
+*/}}
+{{- define "dify-events.releaseConfig" -}}
+{{- toYaml (dict
+  "bootstrap_servers" .Values.kafka.bootstrapServers
+  "topic_prefix" .Values.kafka.topicPrefix
+  "log_format" .Values.runtime.logFormat
+  "log_level" .Values.runtime.logLevel
+  "kafka" (include "dify-events.kafkaProperties" . | fromYaml)) }}
+{{- end }}
+
+{{/*
+The config file of the topics Job: the release-wide settings only.
 */}}
 {{- define "dify-events.configFile" -}}
-{{- toYaml (dict "kafka" (include "dify-events.kafkaProperties" . | fromYaml)) }}
+{{- include "dify-events.releaseConfig" . }}
+{{- end }}
+
+{{/*
+The config file of one group's consumers: the release-wide settings, with the group's
+concurrency and drain timeout and the pods' ports. Call with (dict "root" $ "group" $group).
+*/}}
+{{- define "dify-events.groupConfigFile" -}}
+{{- $config := include "dify-events.releaseConfig" .root | fromYaml }}
+{{- $_ := set $config "concurrency" (int .group.concurrency) }}
+{{- $_ := set $config "drain_timeout_s" (int .group.drainTimeoutSeconds) }}
+{{- $_ := set $config "health_port" (int .root.Values.runtime.healthPort) }}
+{{- $_ := set $config "metrics_port" (int .root.Values.runtime.metricsPort) }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+Key of one group's config file in the release's ConfigMap. Call with the group.
+*/}}
+{{- define "dify-events.groupConfigKey" -}}
+{{- printf "%s.yaml" .name }}
 {{- end }}
 
 {{- define "dify-events.configDir" -}}/etc/events/config{{- end }}
 {{- define "dify-events.tlsDir" -}}/etc/events/tls{{- end }}
 
 {{/*
-Environment shared by the consumers and the topics Job: where Kafka is and how to reach it.
-Secrets only by reference.
+Environment shared by the consumers and the topics Job: where the config file is (every
+non-secret setting is in it, from a ConfigMap), the pod's name as client.id, and the secrets,
+only by reference.
 */}}
-{{- define "dify-events.kafkaEnv" -}}
-- name: KAFKA_BOOTSTRAP_SERVERS
-  value: {{ .Values.kafka.bootstrapServers | quote }}
-- name: EVENTS_TOPIC_PREFIX
-  value: {{ .Values.kafka.topicPrefix | quote }}
+{{- define "dify-events.env" -}}
 - name: EVENTS_CONFIG_FILE
   value: {{ include "dify-events.configDir" . }}/events.yaml
 - name: EVENTS_HOME
   value: /tmp/events
-- name: EVENTS_LOG_FORMAT
-  value: {{ .Values.runtime.logFormat | quote }}
-- name: EVENTS_LOG_LEVEL
-  value: {{ .Values.runtime.logLevel | quote }}
 - name: EVENTS_KAFKA_CLIENT_ID
   valueFrom:
     fieldRef:
@@ -323,12 +351,18 @@ Volume mounts shared by the consumers and the topics Job.
 {{- end }}
 
 {{/*
-Volumes shared by the consumers and the topics Job. Call with (dict "root" $ "configMap" $name).
+Volumes shared by the consumers and the topics Job. Call with (dict "root" $ "configMap" $name),
+and "configKey" $key to mount only that key of the ConfigMap, as events.yaml.
 */}}
 {{- define "dify-events.volumes" -}}
 - name: config
   configMap:
     name: {{ .configMap }}
+    {{- with .configKey }}
+    items:
+      - key: {{ . }}
+        path: events.yaml
+    {{- end }}
 - name: tmp
   emptyDir:
     sizeLimit: {{ .root.Values.tmpSizeLimit }}
