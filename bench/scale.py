@@ -6,10 +6,10 @@ topic, until the partitions are spread (each reports its assignment on ``/readyz
 publishes the events at once (pre-encoded, with the SDK's headers) and measures from the first
 event handled by any member to the last. Peak RSS (VmHWM) of each member is read before it stops.
 
-A group subscribes to its domain topic *and* its retry topic (as many partitions). The shipped
+A group subscribes to its domain topic *and* its retry topic (3 partitions by the topics file). The shipped
 ``range`` assignor spreads each topic on its own; ``cooperative-sticky`` (the third variant)
-balances the number of partitions per member, not per topic, so the second member may get the six
-retry partitions and none of the domain topic's, and then adds nothing. The note says how the
+balances the number of partitions per member, not per topic, so the second member may get the retry
+topic's partitions and none of the domain topic's, and then adds nothing. The note says how the
 domain topic's partitions were split; the KIP-848 range variant spreads each topic on its own and
 rebalances incrementally.
 """

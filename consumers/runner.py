@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from producers.config import producer_config
 from schemas import headers as H
@@ -481,31 +481,28 @@ class GroupRunner:
         return self._producer
 
     def _ensure_topics(self) -> None:
-        """Creates the group's retry and dead-letter topics when missing (as many partitions as
-        its largest domain topic); warns about missing domain topics (``events topics apply``)."""
+        """Creates the group's retry and dead-letter topics when missing, as the topics file
+        declares them (``schemas/topics.yaml``: partitions, replication clamped to the brokers,
+        retention and the other keys); never alters a topic that exists (``events topics apply``
+        does). Warns about missing domain topics, which are ``events topics apply``'s to create."""
+        from schemas.topics import create_missing, group_topics
+
         admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(), "logger": LIBRDKAFKA_LOG,
                              **{k: v for k, v in self.settings.kafka_properties().items()
                                 if k.startswith(("security.", "sasl.", "ssl."))}})
         metadata = admin.list_topics(timeout=15)
-        domain = self.group.domain_topics(self.prefix)
-        partitions = max((len(metadata.topics[t].partitions) for t in domain if t in metadata.topics), default=1)
-        for topic in domain:
+        for topic in self.group.domain_topics(self.prefix):
             if topic not in metadata.topics:
                 log.warning("group %s subscribes to %s, which does not exist yet (create it with `events topics "
                             "apply`); the group picks it up when it appears", self.group.name, topic)
-        own = [self.group.retry_topic(self.prefix), self.group.dlq_topic(self.prefix)]
-        missing = [t for t in own if t not in metadata.topics]
-        if not missing:
+        specs = group_topics(self.prefix, [self.group.name])
+        if all(spec.name in metadata.topics for spec in specs):
             return
-        replication = min(3, len(metadata.brokers))
-        futures = admin.create_topics([NewTopic(t, partitions, replication) for t in missing], operation_timeout=30)
-        for topic, future in futures.items():
-            try:
-                future.result(timeout=30)
-                log.info("created %s (%d partitions)", topic, partitions)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+        created = create_missing(admin, specs, timeout=30.0)
+        for warning in created.warnings:
+            log.warning("group %s: %s", self.group.name, warning)
+        for action in created.actions:
+            log.info("created %s (%s)", action.topic, action.details())
 
     def _purge_loop(self) -> None:
         store = self.resources.store

@@ -3,7 +3,8 @@
 ``plan`` compares the topics the file declares (one per domain of the catalogue, plus each
 consumer group's dead-letter and retry topics) with the cluster and says, per topic: ``create``,
 ``alter`` (configuration keys to set, partitions to add) or ``ok``. ``apply`` carries a plan out.
-Run twice, the second run finds everything ``ok``.
+Run twice, the second run finds everything ``ok``. ``create_missing`` only creates what is missing
+(a consumer group's runner uses it for its own topics, from ``group_topics``).
 
 What apply never does, and reports instead: lower a partition count (Kafka cannot; a new count
 also moves keys to other partitions, breaking per-key order), change a replication factor (that
@@ -141,9 +142,7 @@ def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable
     if unknown:
         raise TopicsError(f"the topics file names domains the catalogue does not have: {', '.join(unknown)}")
     specs = [topics_file.resolve(f"{prefix}.{d}", "domain", topics_file.domains.get(d)) for d in domains]
-    for group in dict.fromkeys(groups):
-        specs.append(topics_file.resolve(dead_letter_topic(prefix, group), "dead-letter", topics_file.dead_letter))
-        specs.append(topics_file.resolve(retry_topic(prefix, group), "retry", topics_file.retry))
+    specs.extend(group_topics(prefix, groups, topics_file=topics_file))
     specs.extend(extra)
     seen: set[str] = set()
     for spec in specs:
@@ -151,6 +150,18 @@ def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable
         if spec.name in seen:
             raise TopicsError(f"the topic {spec.name} is declared twice")
         seen.add(spec.name)
+    return specs
+
+
+def group_topics(prefix: str, groups: Iterable[str], *, topics_file: TopicsFile | None = None) -> list[TopicSpec]:
+    """Each group's dead-letter and retry topics as the file's ``dead_letter`` and ``retry``
+    templates declare them (a group named twice counts once)."""
+    topics_file = topics_file or load_topics_file()
+    specs = []
+    for group in dict.fromkeys(groups):
+        specs.append(topics_file.resolve(_check_name(dead_letter_topic(prefix, group)), "dead-letter",
+                                         topics_file.dead_letter))
+        specs.append(topics_file.resolve(_check_name(retry_topic(prefix, group)), "retry", topics_file.retry))
     return specs
 
 
@@ -350,6 +361,26 @@ def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
         wanted.update({a.topic: {k: new for k, (_, new) in a.config_changes.items()} for a in alters})
         _await_configs(admin, wanted, timeout)
     return the_plan
+
+
+def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: float = 30.0) -> Plan:
+    """Creates those of ``specs`` the cluster does not have, as declared (replication clamped to
+    the broker count), and waits until the metadata shows them. Existing topics are left exactly as
+    they are, whatever they differ in: aligning them is ``apply``'s job. Needs only the rights to
+    read metadata and create topics (no DescribeConfigs). A topic created meanwhile by someone
+    else counts as created. Returns what it created, as a plan of ``create`` actions."""
+    metadata = _metadata(admin, timeout)
+    brokers = len(metadata.brokers)
+    if brokers < 1:
+        raise TopicsError("the cluster reports no brokers")
+    missing, warnings = _clamp([s for s in specs if s.name not in metadata.topics], brokers)
+    if missing:
+        new = [NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config)) for s in missing]
+        _wait(admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout), "create topics",
+              timeout, ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
+        # existence only: a topic someone else created meanwhile may have another partition count
+        _await_metadata(admin, {s.name: 1 for s in missing}, timeout)
+    return Plan(tuple(TopicAction(s, "create") for s in missing), brokers, tuple(warnings))
 
 
 def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], timeout: float) -> None:

@@ -25,13 +25,23 @@ def command() -> None:
 @command.command()
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--group", "groups", multiple=True, metavar="NAME",
-              help="A consumer group whose dead-letter and retry topics to manage (repeatable).")
+              help="Manage the dead-letter and retry topics of only this consumer group (repeatable). "
+                   "Default: every registered group.")
+@click.option("--no-groups", is_flag=True, help="Manage the domain topics only, no group's topics.")
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=TOPICS_FILE,
               show_default=True, help="The topics file.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the cluster.")
-def apply(dry_run: bool, groups: tuple[str, ...], path: Path, timeout: float) -> None:
+def apply(dry_run: bool, groups: tuple[str, ...], no_groups: bool, path: Path, timeout: float) -> None:
     """Create missing topics, set drifted configuration, add partitions. Never removes partitions,
-    never changes a replication factor, never touches keys the file does not name."""
+    never changes a replication factor, never touches keys the file does not name.
+
+    The topics are the catalogue's domain topics and the dead-letter and retry topics of every
+    registered consumer group (`consumers.handlers` and EVENTS_HANDLER_MODULES, as `events run`
+    finds them), or of the groups named with --group."""
+    if groups and no_groups:
+        raise click.UsageError("give --group NAME or --no-groups, not both")
+    if not groups and not no_groups:
+        groups = _registered_groups()
     prefix = get_settings().topic_prefix
     admin = admin_client()
     the_plan = plan(admin, prefix, groups=groups, topics_file=load_topics_file(path), timeout=timeout)
@@ -50,6 +60,16 @@ def apply(dry_run: bool, groups: tuple[str, ...], path: Path, timeout: float) ->
     changed = len(the_plan.changes)
     out.print(f"{changed} topic(s) {'to change' if dry_run else 'changed'}, "
               f"{len(the_plan.actions) - changed} as declared")
+
+
+def _registered_groups() -> tuple[str, ...]:
+    from .. import registry
+
+    names = tuple(group.name for group in registry.discover())
+    if not names:
+        err.print("[yellow]warning:[/] no consumer groups are registered (set EVENTS_HANDLER_MODULES to the "
+                  "modules that define them): only the domain topics are managed", highlight=False)
+    return names
 
 
 @command.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from consumers.cli import main
+from consumers.runner import GroupRunner
 from schemas.catalogue import CATALOGUE
 from schemas.errors import TopicsError
 from schemas.topics import (
@@ -18,11 +20,14 @@ from schemas.topics import (
     TopicSpec,
     TopicsFile,
     apply,
+    create_missing,
     desired_topics,
+    group_topics,
     list_topics,
     load_topics_file,
     plan,
 )
+from tests.consumers import sample_handlers
 from tests.support.waiting import wait_until
 
 
@@ -171,7 +176,113 @@ def test_extra_specs_are_created_as_given(prefix, admin):
     assert (state.partitions, state.config["retention.ms"]) == (2, "3600000")
 
 
+def test_apply_manages_every_registered_group_unless_told_otherwise(prefix, admin, monkeypatch):
+    # Given the platform's groups (and a handler module's, as `events run` finds them)
+    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers")
+    from consumers import registry
+
+    names = [g.name for g in registry.discover()]
+    assert {"provider-usage", "document-indexer", "tenant-provisioner"} <= set(names)
+    domains = len(CATALOGUE.domains())
+    # When `events topics apply --dry-run` runs without --group
+    result = cli("topics", "apply", "--dry-run")
+    # Then it would create the domain topics and every registered group's dead-letter and retry topics
+    assert result.exit_code == 0, result.output
+    for name in names:
+        assert f"{prefix}.dlq.{name} " in result.output and f"{prefix}.retry.{name} " in result.output
+    assert result.output.count("would create") == domains + 2 * len(names)
+    # When --group names one / Then only that group's topics come with the domain topics
+    narrowed = cli("topics", "apply", "--dry-run", "--group", "provider-usage")
+    assert narrowed.exit_code == 0, narrowed.output
+    assert narrowed.output.count("would create") == domains + 2 and ".dlq.document-indexer" not in narrowed.output
+    # When --no-groups / Then the domain topics only
+    bare = cli("topics", "apply", "--dry-run", "--no-groups")
+    assert bare.exit_code == 0, bare.output
+    assert bare.output.count("would create") == domains and ".dlq." not in bare.output
+    # And both at once is a usage error; nothing was created by any of it
+    both = cli("topics", "apply", "--dry-run", "--no-groups", "--group", "provider-usage")
+    assert both.exit_code == 2 and "not both" in both.output
+    assert list_topics(admin, prefix) == []
+
+
+def _states(admin, prefix):
+    return {s.name: s for s in list_topics(admin, prefix)}
+
+
+def test_create_missing_creates_what_is_missing_as_declared_and_alters_nothing(prefix, admin, topic_factory):
+    # Given a group's retry topic made by hand (1 partition, a short retention), its dead-letter topic missing
+    retry, dlq = f"{prefix}.retry.g1", f"{prefix}.dlq.g1"
+    topic_factory(retry, partitions=1, config={"retention.ms": "1000"})
+    specs = group_topics(prefix, ["g1"])
+    # When the missing ones are created
+    created = create_missing(admin, specs)
+    # Then only the dead-letter topic is, from the file's dead_letter template (replication clamped)
+    declared = load_topics_file()
+    assert [a.topic for a in created.actions] == [dlq] and created.brokers == 1
+    assert any("lowered to 1" in w for w in created.warnings)
+    wait_until(lambda: _states(admin, prefix)[dlq].config.get("retention.ms")
+               == declared.dead_letter.config["retention.ms"], what="the dead-letter topic's configuration")
+    state = _states(admin, prefix)[dlq]
+    assert (state.partitions, state.replication_factor) == (declared.dead_letter.partitions, 1)
+    assert state.config["min.insync.replicas"] == "1" and state.config["cleanup.policy"] == "delete"
+    # And the existing retry topic is left as it was, though it differs from the file
+    kept = _states(admin, prefix)[retry]
+    assert (kept.partitions, kept.config["retention.ms"]) == (1, "1000")
+    # And a second run creates nothing
+    assert create_missing(admin, specs).actions == ()
+
+
+def test_the_runner_creates_its_group_topics_from_the_topics_file(prefix, admin, caplog):
+    # Given a group whose domain topic and own topics do not exist
+    group, _ = sample_handlers.recording_group("topics-runner")
+    runner = GroupRunner(group, health_port=0)
+    # When the runner ensures its topics
+    with caplog.at_level(logging.INFO, logger="consumers.runner"):
+        runner._ensure_topics()
+    # Then it warns about the domain topic, which is `events topics apply`'s to create ...
+    assert f"subscribes to {prefix}.app, which does not exist yet" in caplog.text
+    assert f"{prefix}.app" not in _states(admin, prefix)
+    # ... and creates its retry and dead-letter topics as the file's templates declare them
+    declared = load_topics_file()
+    retry, dlq = group.retry_topic(prefix), group.dlq_topic(prefix)
+    wait_until(lambda: all(_states(admin, prefix).get(t) is not None
+                           and "retention.ms" in _states(admin, prefix)[t].config for t in (retry, dlq)),
+               what="the group's topics with their configuration")
+    states = _states(admin, prefix)
+    assert states[retry].partitions == declared.retry.partitions
+    assert states[retry].config["retention.ms"] == declared.retry.config["retention.ms"]
+    assert states[dlq].partitions == declared.dead_letter.partitions
+    assert states[dlq].config["retention.ms"] == declared.dead_letter.config["retention.ms"]
+    assert states[dlq].config["message.timestamp.type"] == declared.defaults.config["message.timestamp.type"]
+    assert f"created {dlq}" in caplog.text
+    # When someone changes one by hand and the runner starts again
+    resource = ConfigResource(ResourceType.TOPIC, retry, incremental_configs=[
+        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    wait_until(lambda: _states(admin, prefix)[retry].config["retention.ms"] == "1000")
+    runner._ensure_topics()
+    # Then the runner leaves it alone (aligning is `events topics apply`'s job)
+    assert _states(admin, prefix)[retry].config["retention.ms"] == "1000"
+
+
 # -- the file, without a cluster --------------------------------------------------------------
+def test_group_topics_follow_the_dead_letter_and_retry_templates():
+    declared = load_topics_file()
+    specs = {s.name: s for s in group_topics("p", ["a", "a"])}
+    assert sorted(specs) == ["p.dlq.a", "p.retry.a"]
+    dlq, retry = specs["p.dlq.a"], specs["p.retry.a"]
+    assert (dlq.role, dlq.partitions, dlq.config["retention.ms"]) == (
+        "dead-letter", declared.dead_letter.partitions, declared.dead_letter.config["retention.ms"])
+    assert (retry.role, retry.partitions, retry.config["retention.ms"]) == (
+        "retry", declared.retry.partitions, declared.retry.config["retention.ms"])
+    assert dlq.replication_factor == declared.defaults.replication_factor
+    assert dlq.config["min.insync.replicas"] == declared.defaults.config["min.insync.replicas"]
+    assert [s for s in desired_topics("p", groups=["a"]) if s.role != "domain"] == list(specs.values())
+    with pytest.raises(TopicsError, match="not a valid topic name"):
+        group_topics("p", ["bad group"])
+
+
 def test_the_file_declares_every_catalogue_domain_and_group_topics():
     specs = {s.name: s for s in desired_topics("p", groups=["a", "b", "a"])}
     assert sorted(specs) == sorted(CATALOGUE.topics("p") + ["p.dlq.a", "p.retry.a", "p.dlq.b", "p.retry.b"])
