@@ -7,8 +7,11 @@
   ``metrics.py``.
 - Traces: a tracer provider with a batching OTLP span exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT``
   or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set; otherwise none, so tracing stays off.
-- ``OTEL_SDK_DISABLED=true`` turns everything off; ``OTEL_SERVICE_NAME`` and
-  ``OTEL_RESOURCE_ATTRIBUTES`` name the process (default service name ``dify-events``).
+- ``OTEL_SDK_DISABLED=true`` turns everything off; ``OTEL_TRACES_EXPORTER=none`` /
+  ``OTEL_METRICS_EXPORTER=none`` turn the OTLP side of one signal off (``/metrics`` stays);
+  ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` name the process (default service name
+  ``dify-events``). The exporter speaks OTLP/HTTP (protobuf): another ``OTEL_EXPORTER_OTLP_PROTOCOL``
+  is refused with a warning rather than silently ignored.
 
 Both providers are set as the global ones, so the producer SDK inside handlers uses them too.
 """
@@ -41,8 +44,20 @@ class Telemetry:
         self._closers.clear()
 
 
-def _env(*names: str) -> bool:
-    return any(os.environ.get(name) for name in names)
+def _otlp(signal: str) -> bool:
+    """Whether this signal goes out by OTLP: an endpoint is set, the signal's exporter is not
+    ``none``, and the protocol is the one installed (HTTP with protobuf)."""
+    env = os.environ.get
+    if not (env("OTEL_EXPORTER_OTLP_ENDPOINT") or env(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")):
+        return False
+    if env(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    protocol = env(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or env("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    if protocol != "http/protobuf":
+        log.warning("OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported (only http/protobuf is installed): %s are "
+                    "not exported by OTLP", protocol, signal.lower())
+        return False
+    return True
 
 
 def configure(metrics_port: int, *, group: str | None = None, set_global: bool = True,
@@ -57,8 +72,8 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
     if group:
         attributes["events.group"] = group
     resource = Resource.create(attributes)
-    otlp_metrics = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    otlp_traces = _env("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otlp_metrics = _otlp("METRICS")
+    otlp_traces = _otlp("TRACES")
 
     readers = []
     prometheus_registry = None

@@ -59,3 +59,19 @@ def test_an_otlp_endpoint_exports_traces_and_metrics_over_http(otlp_collector, m
     # Then both arrived at the collector as OTLP protobuf
     assert ("/v1/traces", "application/x-protobuf") in received
     assert ("/v1/metrics", "application/x-protobuf") in received
+
+
+def test_the_standard_exporter_and_protocol_variables_are_honoured(monkeypatch, caplog):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    # OTEL_TRACES_EXPORTER=none: metrics by OTLP, no tracing
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    telemetry = configure(0, set_global=False)
+    assert telemetry.tracer_provider is None and telemetry.meter_provider is not None
+    telemetry.shutdown()
+    # a protocol that is not installed: refused with a warning, not silently sent as HTTP
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with caplog.at_level("WARNING", logger="consumers.telemetry"):
+        telemetry = configure(0, set_global=False)
+    assert telemetry.tracer_provider is None and telemetry.meter_provider is None
+    assert "grpc is not supported" in caplog.text
