@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=30.0, gt=0)
     health_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    idempotency_retention_days: float = Field(default=7.0, gt=0, description="How long processed keys are kept.")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

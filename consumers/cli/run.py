@@ -37,10 +37,11 @@ class NoGroups(ConsumerError):
               help="Port of /healthz and /readyz (default: EVENTS_HEALTH_PORT; 0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Port of the Prometheus endpoint /metrics (default: EVENTS_METRICS_PORT; 0: none).")
-@click.option("--idempotency-retention-days", type=click.FloatRange(min=0, min_open=True), default=7.0,
-              show_default=True, help="How long processed idempotency keys are kept (older ones are purged hourly).")
+@click.option("--idempotency-retention-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="How long processed idempotency keys are kept, older ones purged hourly "
+                   "(default: EVENTS_IDEMPOTENCY_RETENTION_DAYS, 7).")
 def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,
-            health_port: int | None, metrics_port: int | None, idempotency_retention_days: float) -> None:
+            health_port: int | None, metrics_port: int | None, idempotency_retention_days: float | None) -> None:
     """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
 
     Handler modules are found by `consumers.handlers` and EVENTS_HANDLER_MODULES (comma-separated modules).
@@ -57,6 +58,8 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
         raise click.UsageError("give exactly one of --group NAME or --all")
     if not groups:
         raise NoGroups("no consumer groups are registered: set EVENTS_HANDLER_MODULES to the modules that define them")
+    if idempotency_retention_days is None:
+        idempotency_retention_days = get_settings().idempotency_retention_days
     if run_all:
         sys.exit(_run_all([g.name for g in groups], concurrency, health_port, metrics_port,
                           idempotency_retention_days))
@@ -125,7 +128,9 @@ def _run_all(names: list[str], concurrency: int | None, health_port: int | None,
                       "stopping the others")
             forward(signal.SIGTERM, None)
         time.sleep(0.2)
-    return max(abs(child.returncode or 0) for child in children.values())
+    # a child still starting when the signal came ends by it (its handler not yet installed): that is a stop too
+    by_signal = (-signal.SIGTERM, -signal.SIGINT) if stopping else ()
+    return max(0 if child.returncode in by_signal else abs(child.returncode or 0) for child in children.values())
 
 
 def _print_groups(groups) -> None:

@@ -35,3 +35,39 @@ def test_an_unknown_group_is_one_red_line_naming_the_known_ones(monkeypatch):
 def test_group_and_all_are_exclusive():
     result = CliRunner().invoke(main, ["run"])
     assert result.exit_code == 2 and "exactly one of --group NAME or --all" in result.output
+
+
+def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, topic_factory, group_topics, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.consumers import sample_handlers
+    from tests.support.waiting import wait_until
+
+    # Given the sample group's topics and database
+    db = f"sqlite:///{tmp_path / 'effects.db'}"
+    sample_handlers.create_tables(db)
+    topic_factory(f"{kafka_env}.app")
+    group_topics("sample-recorder")
+    log = tmp_path / "run-all.log"
+    env = {**os.environ, "EVENTS_HANDLER_MODULES": "tests.consumers.sample_handlers", "EVENTS_DATABASE_URL": db,
+           "EVENTS_HEALTH_PORT": "0", "EVENTS_METRICS_PORT": "0"}
+    # When `events run --all` starts, and its group joins
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--all"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: "group sample-recorder assigned" in log.read_text() or proc.poll() is not None, 60,
+                       "the group to join")
+            assert proc.poll() is None, log.read_text()
+            # Then SIGTERM reaches every child, which drains and leaves; the parent exits 0
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert "started sample-recorder" in text
+    assert "group sample-recorder stopped" in text
