@@ -29,6 +29,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from .redact import error_message
+
 if TYPE_CHECKING:
     from .job import Lane
 
@@ -72,7 +74,8 @@ class OutageBreaker:
                 self._streaks[handler] = (type(exc), ids)
             ids.add(message_id)
             if len(ids) >= self.threshold:
-                self._open(f"{len(ids)} messages of {handler} failed in a row with {type(exc).__name__}: {exc}")
+                self._open(f"{len(ids)} messages of {handler} failed in a row with {type(exc).__name__}: "
+                           f"{error_message(exc)[:300]}")
 
     def healthy_since(self, handler: str, since: float) -> bool:
         """Has a message of ``handler`` succeeded after ``since`` (monotonic)?"""
@@ -82,7 +85,7 @@ class OutageBreaker:
         """A message spent its retries on a dependency error with no sign of health: open."""
         with self._lock:
             self._open(f"a message of {handler} spent its retries on {type(exc).__name__} and no message "
-                       f"of {handler} has succeeded since: {exc}")
+                       f"of {handler} has succeeded since: {error_message(exc)[:300]}")
 
     def _open(self, reason: str) -> None:
         now = time.monotonic()

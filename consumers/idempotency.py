@@ -39,11 +39,12 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
     is taken at the start, so two transactions never deadlock upgrading from read to write).
     PostgreSQL and others: a pool as large as the worker count. No pre-ping (a round trip per
     transaction): a dead connection fails its attempt with a retryable ``OperationalError`` and
-    SQLAlchemy then replaces every pooled connection.
+    SQLAlchemy then replaces every pooled connection. ``hide_parameters``: the statements' parameters
+    are event data, and SQLAlchemy's errors (logged, put in dead-letter headers) would show them.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                               pool_size=pool_size, max_overflow=pool_size)
+                               pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -59,7 +60,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
 
 
 def create_table(engine: Engine) -> None:

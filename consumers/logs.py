@@ -6,6 +6,11 @@ attempt, a retry, a dead letter, a pipeline error) give ``group``, ``event_id``,
 ``group``, ``reason`` and the partitions. Any record written while a span is current (a handler's
 own logging, with tracing on) gets that span's ``trace_id`` and ``span_id``. Records never carry
 an event's body or header values other than its ids.
+
+Text lines end with the record's message ids, compactly: ``... [group=g event_id=... offset=7
+trace_id=...]`` (only those present). Every record goes through ``RedactingFilter`` on the way
+out: credentials in its message and in its traceback are masked, and the traceback holds no
+pydantic input values or SQL parameters (``consumers.redact``).
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 from opentelemetry.trace import get_current_span
+
+from .redact import error_traceback, redact
 
 # LogRecord attributes that are not an ``extra`` field
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -32,16 +40,56 @@ class JsonFormatter(logging.Formatter):
                 out["trace_id"] = format(ctx.trace_id, "032x")
                 out["span_id"] = format(ctx.span_id, "016x")
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
-def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+# the ``extra`` fields a text line shows, in this order, when the record has them
+TEXT_FIELDS = ("group", "event_id", "event_type", "partition", "offset", "trace_id")
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message [group=... event_id=... event_type=... partition=... offset=...
+    trace_id=...]``: the fields the record carries (not None), and the current span's trace id
+    when it carries none; nothing appended when there are none."""
+
+    def __init__(self, fmt: str = "%(asctime)s %(levelname)-7s %(name)s: %(message)s", **kwargs):
+        super().__init__(fmt, **kwargs)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        text = super().formatMessage(record)
+        fields = record.__dict__
+        parts = [f"{name}={fields[name]}" for name in TEXT_FIELDS if fields.get(name) is not None]
+        if fields.get("trace_id") is None:
+            ctx = get_current_span().get_span_context()
+            if ctx.is_valid:
+                parts.append(f"trace_id={ctx.trace_id:032x}")
+        return f"{text} [{' '.join(parts)}]" if parts else text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in every record's message (only when it may hold one: ``://`` or a
+    password), and renders its traceback redacted (``exc_text``, which formatters then use)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: logging reports it when formatting
+            return True
+        if "://" in message or "assword" in message or "ASSWORD" in message or "ecret" in message:
+            safe = redact(message)
+            if safe != message:
+                record.msg, record.args = safe, None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = error_traceback(record.exc_info[1]).rstrip("\n")
+        return True
+
+
+def configure_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
+    """One handler on the root logger, writing to ``stream`` (stderr): JSON lines or text, redacted."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

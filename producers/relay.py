@@ -82,7 +82,7 @@ class OutboxRelay:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self._own_engine = isinstance(engine, str)
-        engine = create_engine(engine) if isinstance(engine, str) else engine
+        engine = create_engine(engine, hide_parameters=True) if isinstance(engine, str) else engine
         self.dialect = engine.dialect.name
         if self.dialect not in ("postgresql", "sqlite"):
             raise OutboxError(f"the outbox relay runs on PostgreSQL or SQLite, not {self.dialect}")

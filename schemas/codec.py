@@ -27,6 +27,7 @@ from .errors import (
     NotSingleObjectEncoded,
     UnencodableEvent,
     UnknownSchema,
+    describe_validation_error,
 )
 from .events import Event
 
@@ -131,4 +132,6 @@ class AvroCodec:
         try:
             return model.model_validate(record)
         except ValidationError as exc:
-            raise InvalidEvent(f"the {spec.event_type} event (fingerprint {fp.hex()}) is not valid: {exc}") from exc
+            # pydantic's errors without their input values: the message goes to logs and dead-letter headers
+            raise InvalidEvent(f"the {spec.event_type} event (fingerprint {fp.hex()}) is not valid: "
+                               f"{describe_validation_error(exc)}") from exc

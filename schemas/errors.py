@@ -44,3 +44,20 @@ class InvalidEvent(CodecError):
 
 class TopicsError(EventsError):
     """The topics file is wrong, or the cluster refused a topic change (the message says which topic)."""
+
+
+def describe_validation_error(exc) -> str:
+    """A pydantic ``ValidationError`` in one line, ``loc: msg`` per error, WITHOUT the input values
+    pydantic's own message shows (they are the event's data, which must not reach logs or
+    dead-letter headers): ``2 errors: mode: Input should be 'chat' or 'workflow'; event_id: ...``."""
+    try:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    except Exception:  # noqa: BLE001 - not a pydantic error after all: say only what it is
+        return type(exc).__name__
+    parts = []
+    for error in errors:
+        loc = ".".join(str(part) for part in error.get("loc", ()))
+        msg = error.get("msg", "invalid")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    count = f"{len(parts)} error{'s' if len(parts) != 1 else ''}"
+    return f"{count}: {'; '.join(parts)}" if parts else "invalid"

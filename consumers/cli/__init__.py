@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 import sys
 
 import click
@@ -12,6 +11,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from schemas.errors import EventsError
+
+from ..redact import mask_credentials
 
 err = Console(stderr=True)
 
@@ -44,12 +45,6 @@ class EventsGroup(click.Group):
             _fail(message)
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-
-
-def mask_credentials(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def _fail(message: str) -> None:

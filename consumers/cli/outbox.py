@@ -36,7 +36,7 @@ def _engine(database_url: str | None):
     url = database_url or get_settings().database()
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url)
+    return create_engine(url, hide_parameters=True)  # SQL parameters are event data: not in error text
 
 
 def _logging() -> None:
@@ -48,7 +48,11 @@ def _logging() -> None:
 
         configure_logging("json", settings.log_level)
     elif not root.handlers:
-        root.addHandler(RichHandler(console=err, show_path=False))
+        from ..logs import RedactingFilter
+
+        handler = RichHandler(console=err, show_path=False)
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
         root.setLevel(settings.log_level.upper())
 
 

@@ -1,8 +1,9 @@
 """``events replay``: make one consumer group read a range of its topics again.
 
 A stopped group is rewound (its committed offsets set back with Kafka's offsets-for-times lookup);
-a running group, or any group with ``--copy`` or ``--reprocess``, gets the range copied into its
-private retry topic, which no other group reads. ``--dry-run`` (the default) prints the plan.
+a running group, or any group with ``--until``, ``--copy`` or ``--reprocess``, gets the range copied
+into its private retry topic, which no other group reads. ``--rewind`` insists on a rewind and is
+refused while the group has members (naming them). ``--dry-run`` (the default) prints the plan.
 """
 
 from __future__ import annotations
@@ -40,10 +41,14 @@ def progress_bar(console: Console = err) -> Progress:
 @click.option("--from-offsets", "from_offsets", metavar="LIST|@FILE",
               help="Start at these offsets: topic:partition:offset,... or a file of them.")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest message each partition still holds.")
-@click.option("--until", metavar="TIME", help="End before this time (copies only; default: what the group has read).")
+@click.option("--until", metavar="TIME",
+              help="End before this time (a rewind cannot stop at an end, so this copies; default: where the "
+              "group has read to).")
 @click.option("--topic", metavar="TOPIC", help="Only this one of the group's topics (full name, or the domain: app).")
-@click.option("--copy", "copy", is_flag=True,
-              help="Copy the range into the group's retry topic instead of rewinding (works while the group runs).")
+@click.option("--copy/--rewind", "copy", default=None,
+              help="--copy copies the range into the group's retry topic, even a stopped group's; --rewind only "
+              "rewinds (refused while the group has members, naming them, and with --until or --reprocess). "
+              "Neither: a running group, or --until, copies; a stopped group is rewound.")
 @click.option("--reprocess", is_flag=True,
               help="Run handlers again even for events already handled (sets events-reprocess: 1; implies --copy).")
 @click.option("--force", is_flag=True, help="Replay a group that has handlers declared replay_safe=False.")
@@ -51,14 +56,19 @@ def progress_bar(console: Console = err) -> Progress:
 @click.option("--dry-run/--execute", "dry_run", default=True, show_default=True,
               help="--dry-run prints the plan and changes nothing; --execute carries it out.")
 def command(group_name: str, since: str | None, from_offsets: str | None, from_beginning: bool, until: str | None,
-            topic: str | None, copy: bool, reprocess: bool, force: bool, rate: float | None, dry_run: bool) -> None:
+            topic: str | None, copy: bool | None, reprocess: bool, force: bool, rate: float | None, dry_run: bool) -> None:
     """Make GROUP read its events again from a time or offsets, to recover from a bug or a restored database.
 
-    Already handled events are skipped by their idempotency keys unless --reprocess is given.
+    A stopped group is rewound: its committed offsets are set back, and it re-reads from there when it
+    starts. A running group gets the range copied into its private retry topic while live traffic
+    goes on; so does any group with --until (a rewind cannot stop at an end). Already handled events
+    are skipped by their idempotency keys unless --reprocess is given.
 
     \b
-    events replay --group provider-usage --since 2h                  # the plan (dry run)
-    events replay --group provider-usage --since 2h --execute        # stopped group: rewind
+    events replay --group provider-usage --since 2h                        # the plan (dry run)
+    events replay --group provider-usage --since 2h --execute              # stopped: rewind; running: copy
+    events replay --group provider-usage --since 2h --rewind --execute     # a rewind or nothing
+    events replay --group provider-usage --since 3h --until 1h --execute   # copy of a bounded range
     events replay --group site-provisioner --since 2025-03-01T09:00Z --reprocess --execute
     """
     from .. import registry

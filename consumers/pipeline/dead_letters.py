@@ -22,7 +22,6 @@ import logging
 import struct
 import threading
 import time
-import traceback
 from datetime import UTC, datetime
 
 from opentelemetry import propagate
@@ -32,6 +31,7 @@ from schemas import headers as H
 
 from ..errors import DeadLetterFailed
 from ..job import DEAD_LETTERED, Job
+from ..redact import error_message, error_traceback, redact
 from ..telemetry.fields import event_type_of, message_fields
 from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
@@ -97,15 +97,18 @@ def fqcn(exc: BaseException) -> str:
 
 def dead_letter_headers(job: Job, exc: BaseException, *, group: str, attempts: int,
                         now: datetime | None = None) -> list[tuple[str, bytes]]:
-    """The original headers (less earlier failure headers), then the origin and failure headers."""
+    """The original headers (less earlier failure headers), then the origin and failure headers.
+    The error's message and stack trace are redacted (``consumers.redact``): no credentials, and no
+    event data (pydantic's input values, SQL parameters)."""
     msg = job.message
     ts_type, ts = msg.timestamp()
     original = list(job.raw_headers or ())
     present = {name for name, _ in original}
     headers = [(k, v) for k, v in original if k not in FAILURE_HEADERS]
     handler = job.handler.name if job.handler is not None else ""
-    stack = "".join(traceback.format_exception(exc))
-    message = str(exc) or type(exc).__name__
+    # redacted (credentials masked, no event data) before being cut to size
+    stack = error_traceback(exc)
+    message = error_message(exc) or type(exc).__name__
     failed_at = (now or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     origin = [
         (ORIGIN_TOPIC, job.topic.encode()),
@@ -119,20 +122,20 @@ def dead_letter_headers(job: Job, exc: BaseException, *, group: str, attempts: i
         (DLT_ORIGINAL_TIMESTAMP_TYPE, TIMESTAMP_TYPES.get(ts_type, b"CreateTime")),
     ]
     headers += [(k, v) for k, v in origin if k not in present]
-    error_message = bounded(message, MESSAGE_MAX_BYTES)
+    message_bytes = bounded(message, MESSAGE_MAX_BYTES)
     error_stack = bounded(stack, STACKTRACE_MAX_BYTES, keep="tail")
     error_class = fqcn(exc).encode()
     headers += [
         (GROUP, group.encode()),
         (HANDLER, handler.encode()),
         (ERROR_CLASS, error_class),
-        (ERROR_MESSAGE, error_message),
+        (ERROR_MESSAGE, message_bytes),
         (ERROR_STACKTRACE, error_stack),
         (ATTEMPTS, str(attempts).encode()),
         (FAILED_AT, failed_at.encode()),
         (DLT_ORIGINAL_CONSUMER_GROUP, group.encode()),
         (DLT_EXCEPTION_FQCN, error_class),
-        (DLT_EXCEPTION_MESSAGE, error_message),
+        (DLT_EXCEPTION_MESSAGE, message_bytes),
         (DLT_EXCEPTION_STACKTRACE, error_stack),
     ]
     cause = exc.__cause__ or exc.__context__
@@ -163,7 +166,7 @@ class DeadLetters(Step):
         attempts = job.prior_attempts + max(job.attempts, 1)
         headers = dead_letter_headers(job, exc, group=self.group.name, attempts=attempts)
         log.error("dead-lettering %s of group %s to %s after %d attempt(s): %s: %s", job.where(), self.group.name,
-                  self.topic, attempts, fqcn(exc), str(exc)[:500],
+                  self.topic, attempts, fqcn(exc), error_message(exc)[:500],
                   extra={**message_fields(job, self.group.name), "dead_letter_topic": self.topic,
                          "error_class": fqcn(exc), "attempts": attempts})
         span = self._start_span(job, headers, exc, attempts)
@@ -179,9 +182,9 @@ class DeadLetters(Step):
                     return
                 except DeadLetterFailed as failed:
                     log.error("the dead letter of %s was not acknowledged (%s); trying again in %.1fs",
-                              job.where(), failed, delay, extra=message_fields(job, self.group.name))
+                              job.where(), redact(str(failed)), delay, extra=message_fields(job, self.group.name))
                     if span is not None:
-                        span.add_event("retry", {"exception.message": str(failed)[:300]})
+                        span.add_event("retry", {"exception.message": redact(str(failed))[:300]})
                     job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
                     delay = min(self.RETRY_MAX_S, delay * 2)
         except BaseException as error:

@@ -27,6 +27,7 @@ from schemas.errors import CodecError
 
 from ..errors import MessageRejected
 from ..job import HANDLED, Job
+from ..redact import error_message
 from ..telemetry.fields import message_fields
 from ..telemetry.metrics import key as metric_key
 from .dead_letters import fqcn
@@ -127,11 +128,12 @@ class Retries(Step):
     def _log_retry(self, job: Job, state: RetryCallState) -> None:
         self.resources.counters.add("retries")
         exc = state.outcome.exception()
-        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        message = error_message(exc)[:300]  # redacted: no credentials, no event data
+        error = f"{type(exc).__name__}: {message}"
         span = job.span
         if span is not None:  # tracing: the retry is an event on the message's CONSUMER span
             span.add_event("retry", {"events.attempt": state.attempt_number, "exception.type": fqcn(exc),
-                                     "exception.message": str(exc)[:300],
+                                     "exception.message": message,
                                      "events.backoff_s": round(state.upcoming_sleep, 3)})
         metrics = self.resources.metrics
         if metrics is not None:

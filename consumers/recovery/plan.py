@@ -2,17 +2,21 @@
 
 Two ways to make a group read messages again:
 
-- **rewind** (a stopped group): set the group's committed offsets back to the start, so it
-  re-reads everything from there when it starts. Only ever backwards: a partition whose committed
-  offset is already at or before the start is left alone (moving it forward would skip messages),
-  and so is one with no committed offset (the group reads it from the beginning anyway).
-- **copy** (a running group, or ``--copy``/``--reprocess``): copy the range's messages into the
-  group's private retry topic, which only that group reads, while live traffic goes on. A copy
-  range ends at ``--until`` (else the end of the partition when planned) and never goes past the
-  group's committed offset: what lies beyond is still ahead of the group, which reads it anyway.
+- **rewind** (a stopped group, with no ``--until``): set the group's committed offsets back to the
+  start, so it re-reads everything from there when it starts. Only ever backwards: a partition whose
+  committed offset is already at or before the start is left alone (moving it forward would skip
+  messages), and so is one with no committed offset (the group reads it from the beginning anyway).
+- **copy** (a running group, ``--until``, ``--copy`` or ``--reprocess``): copy the range's messages
+  into the group's private retry topic, which only that group reads, while live traffic goes on. A
+  copy range ends at ``--until`` (else the end of the partition when planned) and never goes past
+  the group's committed offset: what lies beyond is still ahead of the group, which reads it anyway.
 
-``--reprocess`` needs the ``events-reprocess: 1`` header on each message, and a rewind re-reads
-the original messages, which cannot be given headers: so ``--reprocess`` always copies.
+The mode is chosen unless ``--copy`` or ``--rewind`` names it. Kafka sets a group's offsets only
+while it has no members, so a running group is copied into; a rewind cannot stop at an end (the
+group reads on from its start), so ``--until`` copies too. ``--reprocess`` needs the
+``events-reprocess: 1`` header on each message, and a rewind re-reads the original messages, which
+cannot be given headers: so ``--reprocess`` always copies. ``--rewind`` refuses what it cannot do:
+a group with members (naming them), ``--until`` and ``--reprocess``.
 
 ``plan_range`` and ``choose_mode`` are pure (tested without a broker); ``gather`` asks the cluster
 for the facts they work on.
@@ -117,21 +121,37 @@ class ReplayPlan:
 
 
 # -- pure rules ----------------------------------------------------------------------------------
-def choose_mode(*, copy: bool, reprocess: bool, until: bool, members: Sequence[Member], group_id: str) -> tuple[str, str]:
-    """(mode, why). Refuses a rewind of a group with members, naming them."""
+def choose_mode(*, copy: bool | None, reprocess: bool, until: bool, members: Sequence[Member],
+                group_id: str) -> tuple[str, str]:
+    """(mode, why). ``copy``: ``True`` for ``--copy``, ``False`` for ``--rewind``, ``None`` to choose:
+    a running group, ``--until`` and ``--reprocess`` copy, a stopped group is rewound. ``--rewind``
+    refuses a group with members (naming them), ``--until`` and ``--reprocess``."""
+    running = (f"; the group is running ({len(members)} member(s)) and keeps serving live traffic"
+               if members else "")
+    if copy is False:
+        if reprocess:
+            raise BadSelection("--reprocess needs the events-reprocess header, which only copies can carry: "
+                               "drop --rewind to copy the range into the group's retry topic")
+        if until:
+            raise BadSelection("--until cannot end a rewind: a rewound group re-reads everything from its start on. "
+                               "Drop --rewind to copy the range up to --until into the group's retry topic")
+        if members:
+            names = ", ".join(str(m) for m in members)
+            raise GroupActive(
+                f"consumer group {group_id} has {len(members)} active member(s): {names}. Kafka lets a group's "
+                "offsets be rewound only while it is stopped: stop its consumers (scale the Deployment to 0) and "
+                "run this again, or drop --rewind to copy the range into the group's retry topic while it runs")
+        return REWIND, "--rewind: the group is stopped, its committed offsets are set back"
     if reprocess:
-        return COPY, "--reprocess needs the events-reprocess header, which only copies can carry"
+        return COPY, "--reprocess needs the events-reprocess header, which only copies can carry" + running
     if copy:
-        return COPY, "--copy"
+        return COPY, "--copy" + running
     if members:
-        names = ", ".join(str(m) for m in members)
-        raise GroupActive(
-            f"consumer group {group_id} has {len(members)} active member(s): {names}. Kafka lets a group's offsets "
-            "be rewound only while it is stopped: stop its consumers (scale the Deployment to 0) and run this again, "
-            "or add --copy to copy the range into the group's retry topic while it runs")
+        return COPY, (f"the group is running, with {len(members)} member(s): Kafka rewinds only a stopped group's "
+                      "offsets, so the range is copied while live traffic goes on")
     if until:
-        raise BadSelection("--until limits a copy; a rewind re-reads everything from its start on. Add --copy to "
-                           "replay only up to --until")
+        return COPY, ("--until: a rewind cannot stop at an end (the group would re-read everything from its "
+                      "start on), so the range up to --until is copied")
     return REWIND, "the group is stopped: its committed offsets are set back"
 
 
@@ -206,13 +226,13 @@ def gather(client: AdminClient, group_id: str, topics: list[str], request: Reque
 
 
 def build(client: AdminClient, group: ConsumerGroup, *, prefix: str, group_id: str, request: Request,
-          topic: str | None = None, copy: bool = False, reprocess: bool = False) -> ReplayPlan:
+          topic: str | None = None, copy: bool | None = None, reprocess: bool = False) -> ReplayPlan:
+    """The plan of a replay. ``copy``: ``True`` (``--copy``), ``False`` (``--rewind``) or ``None``
+    (chosen: see ``choose_mode``)."""
     topics = select_topics(group, prefix, topic)
     state, active = kafka.members(client, group_id)
     mode, why = choose_mode(copy=copy, reprocess=reprocess, until=request.until is not None, members=active,
                             group_id=group_id)
-    if mode == COPY and active:
-        why += f"; the group is running ({len(active)} member(s)) and keeps serving live traffic"
     unsafe = sorted(h.name for h in group.handlers.values() if not h.option("replay_safe"))
     plan = ReplayPlan(group.name, group_id, mode, why, request, group.retry_topic(prefix) if mode == COPY else None,
                       reprocess, state, active, unsafe)

@@ -1,7 +1,7 @@
 """The fields every log record about one message carries (``extra=``), for JSON logs.
 
 No event body and no header values but the ids: a dead letter's error message is logged by the
-step, bounded, and nothing else of the payload is.
+step, redacted (``consumers.redact``) and bounded, and nothing else of the payload is.
 """
 
 from __future__ import annotations

@@ -76,6 +76,23 @@ def test_demo_on_sqlite_exits_0_with_every_invariant_and_the_expected_dead_lette
     assert all(g["duplicates"] == 0 for g in report["groups"].values())
 
 
+def test_on_a_machine_with_nothing_configured_the_demo_starts_and_stops_its_own_broker(tmp_path):
+    # Given no cluster named anywhere and a fresh EVENTS_HOME: what `make demo` meets on a new machine
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("EVENTS_") and k not in ("KAFKA_BOOTSTRAP_SERVERS", "EVENTS_CONFIG_FILE")}
+    env.update(EVENTS_HOME=str(tmp_path / "home"), COLUMNS="160")
+    report = tmp_path / "report.json"
+    # When the demo runs (asked to stop the broker it starts, and to clean its topics up)
+    done = subprocess.run([sys.executable, "-m", "consumers", "demo", "--size", "small", "--stop-broker",
+                           "--delete-topics", "--report-json", str(report)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
+    # Then it started the local broker in that home, ran clean, and stopped it again
+    assert_clean_run(done, json.loads(report.read_text()))
+    flat = " ".join(done.stdout.split())
+    assert "the local broker, started now" in flat
+    assert "the local broker this run started was stopped" in flat
+
+
 @pytest.fixture
 def fresh_postgres_database(postgres_url) -> Iterator[str]:
     name = f"demo_{uuid.uuid4().hex[:10]}"

@@ -74,28 +74,56 @@ def test_a_partition_the_request_does_not_name_is_not_selected():
 MEMBER = Member("events-g-host-1", "/10.0.0.7", "m-1")
 
 
+def choose(copy=None, *, reprocess=False, until=False, members=()):
+    return P.choose_mode(copy=copy, reprocess=reprocess, until=until, members=list(members), group_id="p.g")
+
+
 def test_a_stopped_group_is_rewound():
-    mode, _ = P.choose_mode(copy=False, reprocess=False, until=False, members=[], group_id="p.g")
-    assert mode == P.REWIND
+    # Given a group without members  # When neither --copy nor --rewind is given  # Then it is rewound
+    mode, why = choose()
+    assert mode == P.REWIND and "stopped" in why
 
 
-def test_a_running_group_is_not_rewound_and_the_error_names_its_members():
-    # Given a group with a member  # When a rewind is asked  # Then refused, naming the member, offering --copy
-    with pytest.raises(GroupActive) as caught:
-        P.choose_mode(copy=False, reprocess=False, until=False, members=[MEMBER], group_id="p.g")
-    assert "events-g-host-1 on 10.0.0.7" in str(caught.value) and "--copy" in str(caught.value)
+def test_a_running_group_gets_the_range_copied_without_being_asked():
+    # Given a group with a member  # When neither --copy nor --rewind is given
+    mode, why = choose(members=[MEMBER])
+    # Then the range is copied, and the reason says the group is running
+    assert mode == P.COPY and "running, with 1 member(s)" in why and "live traffic" in why
+
+
+def test_until_on_a_stopped_group_copies_because_a_rewind_cannot_stop_at_an_end():
+    mode, why = choose(until=True)
+    assert mode == P.COPY and "--until" in why and "cannot stop at an end" in why
 
 
 def test_copy_and_reprocess_copy_whether_the_group_runs_or_not():
     for members in ([], [MEMBER]):
-        assert P.choose_mode(copy=True, reprocess=False, until=False, members=members, group_id="g")[0] == P.COPY
-        mode, why = P.choose_mode(copy=False, reprocess=True, until=False, members=members, group_id="g")
+        assert choose(True, members=members)[0] == P.COPY
+        assert choose(True, until=True, members=members)[0] == P.COPY
+        mode, why = choose(reprocess=True, members=members)
         assert mode == P.COPY and "events-reprocess" in why
+        assert choose(True, reprocess=True, members=members)[0] == P.COPY
+    # And a copy of a running group says that it keeps serving live traffic
+    assert "keeps serving live traffic" in choose(True, members=[MEMBER])[1]
 
 
-def test_until_needs_a_copy():
-    with pytest.raises(BadSelection, match="--copy"):
-        P.choose_mode(copy=False, reprocess=False, until=True, members=[], group_id="g")
+def test_rewind_on_a_stopped_group_rewinds():
+    assert choose(False)[0] == P.REWIND
+
+
+def test_rewind_on_a_running_group_is_refused_and_the_error_names_its_members():
+    # Given a group with a member  # When --rewind is asked  # Then refused, naming the member, offering a copy
+    with pytest.raises(GroupActive) as caught:
+        choose(False, members=[MEMBER])
+    message = str(caught.value)
+    assert "p.g has 1 active member(s): events-g-host-1 on 10.0.0.7" in message and "drop --rewind" in message
+
+
+def test_rewind_refuses_until_and_reprocess():
+    with pytest.raises(BadSelection, match="--until cannot end a rewind"):
+        choose(False, until=True)
+    with pytest.raises(BadSelection, match="events-reprocess"):
+        choose(False, reprocess=True)
 
 
 def test_a_request_has_exactly_one_start_and_ends_after_it_starts():

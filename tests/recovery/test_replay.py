@@ -1,6 +1,7 @@
 """`events replay` on the real broker: a restored database brought back up to date by a rewind;
-a running group's lost effects re-made by a copy that reaches that group only; copies of an
-explicit range; handlers not safe to replay; and our rewind checked against Kafka's own tool."""
+a running group's lost effects re-made by a copy (chosen because it runs) that reaches that group
+only, and a rewind of it refused; copies of an explicit range (chosen by --until); handlers not
+safe to replay; and our rewind checked against Kafka's own tool."""
 
 from __future__ import annotations
 
@@ -145,13 +146,26 @@ def test_a_running_groups_lost_effects_are_remade_by_a_copy_that_reaches_only_th
         wait_committed_to_end(admin, gid, topic, 2)
         never_lost = sorted(sample_handlers.effects(url))
 
-        # When a rewind is asked while the group runs
-        refused = cli("replay", "--group", group_name, "--since", since.isoformat(), "--execute", ok=False)
+        retry = group.retry_topic(kafka_env)
+        # When the replay is planned while the group runs (dry run, the default; no --copy)
+        plan = cli("replay", "--group", group_name, "--since", since.isoformat())
+        # Then the plan copies, says why and names the member, shows the copy table, and changes nothing
+        assert f"running, 1 member(s): events-{group_name}-" in plan.text
+        assert f"mode: copy into {retry} (the group is running, with 1 member(s):" in plan.text
+        assert f"replay {group_name}: copy (dry run: nothing changed)" in plan.text
+        assert "Dry run: nothing changed" in plan.text and f"partition(s) would be copied into {retry}" in plan.text
+        assert plan.text.split(" message(s) in ")[-2].rsplit(" ", 1)[-1] == "10"
+        assert end_offsets(admin, retry, 2) == [0, 0]
+
+        # When a rewind is asked explicitly while the group runs
+        refused = cli("replay", "--group", group_name, "--since", since.isoformat(), "--rewind", "--execute",
+                      ok=False)
         # Then it is refused, naming the member, and nothing changes
         assert refused.exit_code == 1
         assert "1 active member(s)" in refused.text and f"events-{group_name}-" in refused.text
-        assert "--copy" in refused.text
+        assert "drop --rewind" in refused.text
         assert [c or 0 for c in committed(admin, gid, topic, 2)] == end_offsets(admin, topic, 2)
+        assert end_offsets(admin, retry, 2) == [0, 0]
 
         # When the effects of the last ten are lost from the group's table (their keys stay claimed)
         engine = create_engine(url)
@@ -159,8 +173,8 @@ def test_a_running_groups_lost_effects_are_remade_by_a_copy_that_reaches_only_th
             conn.execute(delete(sample_handlers.sample_effects).where(
                 sample_handlers.sample_effects.c.event_id.in_([e.event_id for e in later])))
         engine.dispose()
-        # and a plain copy is replayed first
-        plain = cli("replay", "--group", group_name, "--since", since.isoformat(), "--copy", "--execute")
+        # and a plain replay is carried out first (a copy: the group runs)
+        plain = cli("replay", "--group", group_name, "--since", since.isoformat(), "--execute")
         # Then the copies arrive but are skipped as duplicates: idempotency keys make a replay safe
         assert "mode: copy" in plain.text and "copied 10 of 10 message(s)" in plain.text
         wait_until(lambda: runner.stats()["duplicates"] == 10, what="10 copies skipped as duplicates")
@@ -206,9 +220,16 @@ def test_a_copy_of_an_explicit_range_carries_the_original_bytes_and_where_they_c
         wait_until(lambda: runner.stats()["handled"] == 10, what="10 handled")
     wait_committed_to_end(admin, group_id(kafka_env, group_name), topic)
 
-    # When offsets 3.. up to the time between the batches are copied
+    # When a rewind of offsets 3.. up to the time between the batches is asked
+    rewind = cli("replay", "--group", group_name, "--from-offsets", f"{topic}:0:3", "--until", until.isoformat(),
+                 "--rewind", ok=False)
+    # Then it is refused: a rewind cannot stop at an end
+    assert rewind.exit_code == 1 and "--until cannot end a rewind" in rewind.text
+
+    # When that range is replayed (no --copy: --until chooses a copy of the stopped group)
     out = cli("replay", "--group", group_name, "--from-offsets", f"{topic}:0:3", "--until", until.isoformat(),
-              "--copy", "--execute")
+              "--execute")
+    assert "mode: copy" in out.text and "a rewind cannot stop at an end" in out.text
     # Then the four messages 3..6 are in the group's retry topic: same key and value, the original
     # headers, where each came from, one run id, and no reprocess flag
     assert "copied 4 of 4 message(s)" in out.text
@@ -293,7 +314,8 @@ def test_our_rewind_sets_the_offsets_kafkas_own_tool_computes_and_reports(
         wait_committed_to_end(admin, gid, topic, 3)
 
         # When a rewind is asked while the pod runs
-        refused = events("replay", "--group", "sample-recorder", "--since", since.isoformat(), "--execute")
+        refused = events("replay", "--group", "sample-recorder", "--since", since.isoformat(), "--rewind",
+                         "--execute")
         # Then it is refused, naming the pod's consumer, and Kafka's tool sees the group unchanged
         assert refused.returncode == 1 and "events-sample-recorder-" in refused.stderr, refused.stderr
         assert [c or 0 for c in committed(admin, gid, topic, 3)] == end_offsets(admin, topic, 3)

@@ -275,6 +275,23 @@ def test_valid_avro_with_invalid_values_is_an_invalid_event():
     assert "message_tokens" in str(caught.value) and "tenant_id" in str(caught.value)
 
 
+def test_an_invalid_events_message_names_the_fields_but_not_their_values():
+    # Given a valid Avro body whose values break the model's rules, one of them a distinctive string
+    spec = CATALOGUE.get("message_was_created")
+    record = sample_events()[7].model_dump() | {"message_tokens": -987654, "event_id": "not-a-uuid-b0dy"}
+    buf = io.BytesIO(single_object_header(spec.latest.fingerprint))
+    buf.seek(10)
+    schemaless_writer(buf, spec.latest.schema, record)
+    # When decoded / Then the message lists each error as "field: reason", without the input values
+    # (the message goes to logs and dead-letter headers; the values are the event's data)
+    with pytest.raises(InvalidEvent) as caught:
+        codec.decode(buf.getvalue())
+    message = str(caught.value)
+    assert "not-a-uuid-b0dy" not in message and "987654" not in message and "input_value" not in message
+    assert "is not valid: 2 errors: event_id: Value error, event_id must be a UUID" in message
+    assert "message_tokens: Input should be greater than or equal to 0" in message
+
+
 def test_values_the_schema_cannot_hold_do_not_encode():
     # Given an event changed without validation (model_copy skips it) to hold a wrong value
     event = sample_events()[7].model_copy(update={"total_tokens": "many"})

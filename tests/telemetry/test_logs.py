@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from contextlib import contextmanager
 
+import pytest
 from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy.exc import IntegrityError
 
-from consumers.logs import JsonFormatter
+from consumers.idempotency import make_engine
+from consumers.logs import JsonFormatter, TextFormatter, configure_logging
+from consumers.redact import error_message, error_traceback, redact
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, publish, running, wait_until
 from tests.telemetry.support import points, value
@@ -70,3 +78,140 @@ def test_a_pause_is_one_record_and_one_count(kafka_env, topic_factory, group_top
     collected = points(reader)
     assert value(collected, "events.consumer.pauses", group="tel-pause", reason="buffer_full") == len(full)
     assert value(collected, "events.consumer.pauses", group="tel-pause") == runner.pauses
+
+
+# -- text lines and redaction ---------------------------------------------------------------------
+
+SECRET_URL = "postgresql://user:s3cret@db/x"
+BODY_VALUE = "body-value-b0dy"
+
+
+@contextmanager
+def configured(fmt: str):
+    """``configure_logging`` writing to a buffer; the root logger's handlers and level restored after."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    out = io.StringIO()
+    configure_logging(fmt, "INFO", stream=out)
+    try:
+        yield out
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def record(msg: str = "dead-lettering %s", *args, **extra) -> logging.LogRecord:
+    rec = logging.LogRecord("consumers.dead_letters", logging.ERROR, __file__, 1, msg, args or ("t[0]@5",), None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_a_text_line_ends_with_the_records_ids_and_json_is_unchanged():
+    ids = {"group": "g", "event_id": "e-1", "event_type": "app_was_created", "topic": "t", "partition": 0,
+           "offset": 5, "trace_id": "ab" * 16, "error_class": "RuntimeError"}
+    # Given a record about one message, and one about none
+    with_ids, without = record(**ids), record()
+    # When formatted as text / Then the ids follow the message, compactly, in a fixed order
+    assert TextFormatter().format(with_ids).endswith(
+        f"consumers.dead_letters: dead-lettering t[0]@5 [group=g event_id=e-1 event_type=app_was_created "
+        f"partition=0 offset=5 trace_id={'ab' * 16}]")
+    assert TextFormatter().format(without).endswith("consumers.dead_letters: dead-lettering t[0]@5")
+    # ... a field that is None is left out
+    assert "event_id" not in TextFormatter().format(record(group="g", event_id=None)).split("[")[-1]
+    # And JSON has every field, as before
+    line = json.loads(JsonFormatter().format(with_ids))
+    assert {k: line[k] for k in ids} == ids and line["message"] == "dead-lettering t[0]@5"
+
+
+def _validation_error() -> ValidationError:
+    class Body(BaseModel):
+        mode: int
+
+    try:
+        Body(mode=BODY_VALUE)
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_configured_logging_masks_credentials_and_event_data_in_messages_and_tracebacks(fmt):
+    log = logging.getLogger("tests.telemetry.leaky")
+    with configured(fmt) as out:
+        # When a message and a traceback hold a password, and a traceback holds pydantic's input value
+        log.info("connecting to %s", SECRET_URL, extra={"event_id": "e-1"})
+        log.warning("sasl.password=hunter2 refused")
+        try:
+            raise RuntimeError(f"cannot reach {SECRET_URL}") from _validation_error()
+        except RuntimeError:
+            log.exception("the pipeline failed on %s", "t[0]@5", extra={"group": "g"})
+    text = out.getvalue()
+    # Then none of them is written, but what happened still is
+    assert "s3cret" not in text and "hunter2" not in text and BODY_VALUE not in text, text
+    assert text.count("postgresql://user:***@db/x") == 2 and "sasl.password=***" in text
+    assert "RuntimeError: cannot reach" in text and "mode: Input should be a valid integer" in text
+    assert "the pipeline failed on t[0]@5" in text
+    if fmt == "text":
+        assert "connecting to postgresql://user:***@db/x [event_id=e-1]" in text
+    else:
+        lines = [json.loads(line) for line in text.splitlines()]
+        assert lines[0]["message"] == "connecting to postgresql://user:***@db/x" and lines[0]["event_id"] == "e-1"
+        assert "ValidationError" in lines[2]["exc"]
+
+
+def test_error_text_redaction_keeps_the_error_and_drops_data():
+    exc = _validation_error()
+    assert error_message(exc) == "1 error: mode: Input should be a valid integer, unable to parse string as an integer"
+    assert BODY_VALUE not in error_traceback(exc) and "ValidationError: 1 error: mode:" in error_traceback(exc)
+    assert BODY_VALUE not in redact(str(exc))  # pydantic's own text, embedded in another message
+    assert redact(f"could not connect to {SECRET_URL}") == "could not connect to postgresql://user:***@db/x"
+    assert redact("host=db user=u password='p w' dbname=x") == "host=db user=u password=*** dbname=x"
+    assert redact("password authentication failed for user x") == "password authentication failed for user x"
+
+
+def test_sqlalchemy_errors_show_no_statement_parameters(tmp_path):
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("v", String(50)))
+    # Given the runtime's engine (make_engine) and a plain one, and a statement that fails with event data
+    for engine, hidden in ((make_engine(f"sqlite:///{tmp_path / 'a.db'}", pool_size=1), True),
+                           (create_engine(f"sqlite:///{tmp_path / 'b.db'}"), False)):
+        table.metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(table).values(id=1, v="first"))
+        with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
+            conn.execute(insert(table).values(id=1, v=BODY_VALUE))
+        engine.dispose()
+        # Then the runtime's engine hides the parameters itself; redaction hides the other's
+        assert (BODY_VALUE not in str(caught.value)) is hidden
+        assert BODY_VALUE not in error_message(caught.value) and BODY_VALUE not in error_traceback(caught.value)
+        assert "UNIQUE constraint failed" in error_message(caught.value)
+
+
+class LeakyError(RuntimeError):
+    def __init__(self, message: str):
+        super().__init__(f"{message}: could not connect to {SECRET_URL}")
+
+
+def test_a_running_group_logs_no_credentials_and_its_lines_carry_the_ids(
+        kafka_env, topic_factory, group_topics, producer_factory, sqlite_db):
+    # Given a group whose handler's error holds a password (two attempts), logging text at INFO
+    topic = topic_factory(f"{kafka_env}.app")
+    group_topics("tel-redact")
+    behaviour = sample_handlers.Behaviour(fail={"app-leaky": -1}, error=LeakyError)
+    group, _ = sample_handlers.recording_group("tel-redact", behaviour, database_url=sqlite_db, max_attempts=2,
+                                               min_backoff_s=0.01)
+    leaky = app_event("app-leaky", 3)
+    publish(producer_factory(), topic, [leaky])
+    with configured("text") as out:
+        # When it runs until the message is dead-lettered
+        with running(group) as runner:
+            wait_until(lambda: runner.stats()["dead_lettered"] == 1, what="the dead letter")
+    text = out.getvalue()
+    # Then no line holds the password or the event's body, and the retry and dead-letter lines say
+    # what failed, with the message's ids
+    assert "s3cret" not in text and leaky.name not in text and "tenant-1" not in text, text
+    [retry] = [line for line in text.splitlines() if "consumers.retries" in line]
+    [dead] = [line for line in text.splitlines() if "consumers.dead_letters" in line]
+    assert "LeakyError: told to fail on app-leaky (attempt 1): could not connect to postgresql://user:***@db/x" in retry
+    assert "LeakyError: told to fail on app-leaky (attempt 2)" in dead and "user:***@db/x" in dead
+    for line in (retry, dead):
+        assert f"[group=tel-redact event_id={leaky.event_id} event_type=app_was_created partition=0 offset=0" in line

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import struct
 from datetime import UTC, datetime, timedelta
 
+from consumers.logs import JsonFormatter, TextFormatter
 from schemas import headers as H
 from tests.consumers import sample_handlers
-from tests.consumers.support import app_event, event_headers, peek, publish, read_messages, running, wait_until
+from tests.consumers.pipeline.test_decode import avro_body_with
+from tests.consumers.support import (
+    app_event,
+    codec,
+    event_headers,
+    peek,
+    publish,
+    read_messages,
+    running,
+    wait_until,
+)
 
 
 def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, group_topics, producer_factory,
@@ -107,3 +120,69 @@ def test_a_redriven_message_keeps_its_first_origin_and_counts_earlier_attempts(
     assert [v for k, v in headers if k == "dlq-error-class"] == [b"RuntimeError"]
     assert dict(headers)["dlq-attempts"] == b"6"
     assert dict(headers)["kafka_dlt-original-topic"] == retry_topic.encode()  # absent before: this origin
+
+
+class LeakyError(RuntimeError):
+    """A handler's error whose text holds a database URL with its password."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message}: could not connect to postgresql://user:s3cret@db/x")
+
+
+def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
+        kafka_env, app_topic, group_topics, producer_factory, sqlite_db, dlq_reader, caplog):
+    # Given a handler whose error text holds a password (retried once, then dead-lettered), and an
+    # event whose body fails the model's validation with a value of the event's own
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
+    group_topics(group.name)
+    behaviour.fail["app-leaky"] = -1
+    behaviour.error = LeakyError
+    leaky, sample = app_event("app-leaky", 1), app_event("app-invalid", 2)
+    body_value = "mode-from-the-body-b0dy"
+    producer = producer_factory()
+    producer.produce(topic, value=codec.encode(leaky), key=b"app-leaky", headers=event_headers(leaky))
+    producer.produce(topic, value=avro_body_with(sample, mode=body_value), key=b"app-invalid",
+                     headers=event_headers(sample))
+    assert producer.flush(30) == 0
+    caplog.set_level(logging.DEBUG)
+    # When the group runs
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["dead_lettered"] == 2)
+        assert runner.stats()["retries"] == 1
+    # Then neither dead letter's headers hold the password or the body's value ...
+    dead = {m.key().decode(): dict(m.headers()) for m in read_messages(dlq_reader(group.name), 2)}
+    for key, headers in dead.items():
+        for name, value in headers.items():
+            assert b"s3cret" not in value and body_value.encode() not in value, (key, name, value)
+    # ... while they still say which error it was and why
+    leaky_headers, invalid_headers = dead["app-leaky"], dead["app-invalid"]
+    assert leaky_headers["dlq-error-class"] == f"{__name__}.LeakyError".encode()
+    assert leaky_headers["dlq-error-message"] == (b"told to fail on app-leaky (attempt 2): could not connect to "
+                                                  b"postgresql://user:***@db/x")
+    assert leaky_headers["kafka_dlt-exception-message"] == leaky_headers["dlq-error-message"]
+    stack = leaky_headers["dlq-error-stacktrace"].decode()
+    assert "Traceback" in stack and "LeakyError: told to fail on app-leaky" in stack and "user:***@db/x" in stack
+    assert leaky_headers["kafka_dlt-exception-stacktrace"] == leaky_headers["dlq-error-stacktrace"]
+    assert invalid_headers["dlq-error-class"] == b"schemas.errors.InvalidEvent"
+    message = invalid_headers["dlq-error-message"].decode()
+    assert "app_was_created event" in message and "1 error: mode: Input should be" in message, message
+    stack = invalid_headers["dlq-error-stacktrace"].decode()
+    assert "ValidationError: 1 error: mode: Input should be" in stack and "input_value" not in stack, stack
+    assert invalid_headers["kafka_dlt-exception-cause-fqcn"] == b"pydantic_core._pydantic_core.ValidationError"
+    # And no log record at INFO or above holds them either, as text or as JSON, yet each names the error
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    for record in loud:
+        for line in (record.getMessage(), TextFormatter().format(record), JsonFormatter().format(record)):
+            assert "s3cret" not in line and body_value not in line, line
+    retry = [r for r in loud if r.name == "consumers.retries"]
+    dead_lettered = [r for r in loud if r.name == "consumers.dead_letters"]
+    assert len(retry) == 1 and "LeakyError: told to fail on app-leaky (attempt 1)" in retry[0].getMessage()
+    assert "user:***@db/x" in retry[0].getMessage()
+    assert {r.event_id for r in dead_lettered} == {leaky.event_id, sample.event_id}
+    messages = " | ".join(r.getMessage() for r in dead_lettered)
+    assert "LeakyError" in messages and "user:***@db/x" in messages
+    assert "schemas.errors.InvalidEvent" in messages and "mode: Input should be" in messages
+    text = TextFormatter().format(dead_lettered[0])
+    assert f"group={group.name} " in text and "event_id=" in text and "offset=" in text
+    assert json.loads(JsonFormatter().format(dead_lettered[0]))["group"] == group.name
