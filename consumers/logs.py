@@ -68,18 +68,17 @@ class TextFormatter(logging.Formatter):
 
 
 class RedactingFilter(logging.Filter):
-    """Masks credentials in every record's message (only when it may hold one: ``://`` or a
-    password), and renders its traceback redacted (``exc_text``, which formatters then use)."""
+    """Masks credentials in every record's message, and renders its traceback redacted
+    (``exc_text``, which formatters then use)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string: logging reports it when formatting
             return True
-        if "://" in message or "assword" in message or "ASSWORD" in message or "ecret" in message:
-            safe = redact(message)
-            if safe != message:
-                record.msg, record.args = safe, None
+        safe = redact(message)
+        if safe != message:
+            record.msg, record.args = safe, None
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             record.exc_text = error_traceback(record.exc_info[1]).rstrip("\n")
         return True

@@ -40,7 +40,8 @@ def redact(text: str) -> str:
     parameters) removed. Cheap when there is nothing to do (substring checks first)."""
     if "://" in text:
         text = mask_credentials(text)
-    if "assword" in text or "asswd" in text or "ecret" in text or "ASSWORD" in text or "ECRET" in text:
+    lowered = text.lower()
+    if "passw" in lowered or "secret" in lowered:
         text = _SECRET_VALUE.sub(r"\1***", text)
     if "input_value=" in text:
         text = _INPUT_VALUE.sub(r"\1", text)
