@@ -6,7 +6,7 @@ topic, until the partitions are spread (each reports its assignment on ``/readyz
 publishes the events at once (pre-encoded, with the SDK's headers) and measures from the first
 event handled by any member to the last. Peak RSS (VmHWM) of each member is read before it stops.
 
-A group subscribes to its domain topic *and* its retry topic (3 partitions by the topics file). The shipped
+A group subscribes to its domain topic *and* its retry topic (3 partitions, as the topics file says). The shipped
 ``range`` assignor spreads each topic on its own; ``cooperative-sticky`` (the third variant)
 balances the number of partitions per member, not per topic, so the second member may get the retry
 topic's partitions and none of the domain topic's, and then adds nothing. The note says how the
@@ -68,8 +68,10 @@ def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, members
 
         def settled() -> bool:  # every member joined and assigned; all partitions (domain + retry topic) out
             states = [p.status() for p in procs]
-            return (all(s and s.get("joined") and s.get("assigned") for s in states)
-                    and sum(s["assigned"] for s in states) == 2 * PARTITIONS)
+            retry = topics.admin.list_topics(f"{prefix}.retry.{group}", timeout=10).topics.get(f"{prefix}.retry.{group}")
+            return (retry is not None and retry.error is None and bool(retry.partitions)
+                    and all(s and s.get("joined") and s.get("assigned") for s in states)
+                    and sum(s["assigned"] for s in states) == PARTITIONS + len(retry.partitions))
 
         wait_for(settled, 120, interval_s=0.2, what=f"{members} member(s) to share the partitions")
         time.sleep(1.0)
