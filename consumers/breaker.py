@@ -65,8 +65,9 @@ class OutageBreaker:
                     self._openings = 0
                     self._open_until = 0.0
 
-    def failure(self, handler: str, message_id: int, exc: BaseException) -> None:
-        """A message failed with a dependency error; opens the breaker at the threshold."""
+    def failure(self, handler: str, message_id: int, exc: BaseException, fields: dict | None = None) -> None:
+        """A message failed with a dependency error; opens the breaker at the threshold. ``fields``:
+        the message's log fields (ids, partition, offset, trace), for the record of the opening."""
         with self._lock:
             kind, ids = self._streaks.get(handler, (None, None))
             if kind is not type(exc):
@@ -75,19 +76,19 @@ class OutageBreaker:
             ids.add(message_id)
             if len(ids) >= self.threshold:
                 self._open(f"{len(ids)} messages of {handler} failed in a row with {type(exc).__name__}: "
-                           f"{error_message(exc)[:300]}")
+                           f"{error_message(exc)[:300]}", fields)
 
     def healthy_since(self, handler: str, since: float) -> bool:
         """Has a message of ``handler`` succeeded after ``since`` (monotonic)?"""
         return self._last_success.get(handler, float("-inf")) > since
 
-    def hold(self, handler: str, exc: BaseException) -> None:
+    def hold(self, handler: str, exc: BaseException, fields: dict | None = None) -> None:
         """A message spent its retries on a dependency error with no sign of health: open."""
         with self._lock:
             self._open(f"a message of {handler} spent its retries on {type(exc).__name__} and no message "
-                       f"of {handler} has succeeded since: {error_message(exc)[:300]}")
+                       f"of {handler} has succeeded since: {error_message(exc)[:300]}", fields)
 
-    def _open(self, reason: str) -> None:
+    def _open(self, reason: str, fields: dict | None = None) -> None:
         now = time.monotonic()
         if now < self._open_until:
             return  # already open
@@ -99,7 +100,8 @@ class OutageBreaker:
         self.last_reason = reason
         log.warning("group %s: dependency outage suspected (%s); pausing its partitions for %.1fs "
                     "(opening %d); failing messages wait instead of being dead-lettered",
-                    self.group, reason, backoff, self._openings)
+                    self.group, reason, backoff, self._openings,
+                    extra={**(fields or {}), "group": self.group, "reason": "outage", "backoff_s": backoff})
 
     # -- the poll loop and waiting messages ---------------------------------------------------
     def is_open(self) -> bool:

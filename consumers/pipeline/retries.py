@@ -111,13 +111,13 @@ class Retries(Step):
         exc = state.outcome.exception()
         dependency = isinstance(exc, handler.option("pause_on"))
         if dependency:
-            self.breaker.failure(handler.name, id(job), exc)
+            self.breaker.failure(handler.name, id(job), exc, message_fields(job, self.group.name))
         spent = (state.attempt_number >= handler.option("max_attempts")
                  or time.monotonic() - started >= handler.option("max_retry_time_s"))
         if spent and dependency and not self.breaker.healthy_since(handler.name, started):
             # no message of this handler has succeeded since this one was first tried: nothing shows
             # the dependency is up, so take it for an outage, not this message's fault, and wait
-            self.breaker.hold(handler.name, exc)
+            self.breaker.hold(handler.name, exc, message_fields(job, self.group.name))
             return False
         return spent
 

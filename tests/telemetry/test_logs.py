@@ -215,3 +215,20 @@ def test_a_running_group_logs_no_credentials_and_its_lines_carry_the_ids(
     assert "LeakyError: told to fail on app-leaky (attempt 2)" in dead and "user:***@db/x" in dead
     for line in (retry, dead):
         assert f"[group=tel-redact event_id={leaky.event_id} event_type=app_was_created partition=0 offset=0" in line
+
+
+def test_the_record_of_an_outage_pause_names_the_message_that_tripped_it(caplog):
+    from consumers.breaker import OutageBreaker
+
+    # Given a breaker that opens on the first dependency failure
+    breaker = OutageBreaker("g", threshold=1)
+    fields = {"group": "g", "event_id": "evt-1", "event_type": "app_was_created", "topic": "t.app",
+              "partition": 2, "offset": 41, "trace_id": "0af7651916cd43dd8448eb211c80319c"}
+    # When a message fails with a connection error whose text holds a password
+    with caplog.at_level("WARNING", logger="consumers.breaker"):
+        breaker.failure("h", 1, ConnectionError("postgresql://app:s3cret@db/x refused"), fields)
+    # Then one WARNING record says the group pauses, with the message's ids, and no password
+    [record] = [r for r in caplog.records if "outage suspected" in r.getMessage()]
+    assert (record.event_id, record.partition, record.offset, record.trace_id) == \
+        ("evt-1", 2, 41, "0af7651916cd43dd8448eb211c80319c")
+    assert record.reason == "outage" and "s3cret" not in record.getMessage()
