@@ -17,11 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_handler_hanging_past_its_time_limit_is_interrupted_retried_or_dead_lettered(world_args):
-    # Given `faults-hanger` (in its own process, from EVENTS_HANDLER_MODULES) under a stream of new apps
+    # Given `faults-hanger` (in its own process, from EVENTS_HANDLER_MODULES) beside two of the seed's
+    # groups that take the same events, under a stream of new apps
     size = Size(tenants=2, apps=18, documents=1, messages=0)
     engine = create_engine(world_args["database_url"])
     H.metadata.create_all(engine)
-    with world(**world_args, size=size, groups=["faults-hanger"], concurrency=4,
+    with world(**world_args, size=size, groups=["faults-hanger", "site-provisioner", "installed-app-provisioner"],
+               concurrency=4,
                extra_env={"EVENTS_HANDLER_MODULES": "tests.faults.hanging_handlers", "PYTHONPATH": str(ROOT)}) as w:
         apps = [e for e in w.workload.events() if isinstance(e, AppWasCreated)]
         kinds = Counter(H.hang_kind(e.app_id) for e in apps)
@@ -37,7 +39,8 @@ def test_a_handler_hanging_past_its_time_limit_is_interrupted_retried_or_dead_le
     engine.dispose()
     per_event = Counter(r[0] for r in rows)
     fig.notes.append(f"apps {len(apps)}: {dict(kinds)}; interruptions logged {interrupted}")
-    # Then every interrupted attempt rolled back: one row per event that finished, none for the dead-lettered
+    # Then every interrupted attempt rolled back: one row per event that finished, none for the
+    # dead-lettered; and the seed's groups beside it made one site and one installed app per app
     fig.duplicated += sum(n - 1 for n in per_event.values() if n > 1)
     assert_exactly_once(fig, checks)
     assert set(per_event) == {e.event_id for e in apps} - always
