@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from consumers.broker.local import free_port
+
 from .common import ROOT, child_env, vm_hwm_kib, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RuntimeProcess:
@@ -115,8 +109,6 @@ def throughput(progress: dict[str, Any]) -> float:
 def run_until(process: RuntimeProcess, expect: int, timeout_s: float) -> dict[str, Any]:
     """Starts the process, waits for ``expect`` events, reads its peak RSS, stops it."""
     with process:
-        process.wait_count(expect, timeout_s)
-        time.sleep(0.05)
-        data = process.progress()
+        data = process.wait_count(expect, timeout_s)
     return {"rate": throughput(data), "n": data["n"], "vm_hwm_kib": process.peak_rss_kib,
             "cpu_us": data["cpu_s"] / data["cpu_n"] * 1e6 if data.get("cpu_n") else None}

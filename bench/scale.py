@@ -74,7 +74,7 @@ def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, members
                     and sum(s["assigned"] for s in states) == PARTITIONS + len(retry.partitions))
 
         wait_for(settled, 120, interval_s=0.2, what=f"{members} member(s) to share the partitions")
-        time.sleep(1.0)
+        time.sleep(1.0)  # idle means after the join's own allocations settle: no event says when
         idle_rss = [vm_hwm_kib(p.proc.pid, "VmRSS") for p in procs]
         split = domain_split(topics, f"{prefix}.{group}", topic)
         producer = Producer(producer_config({"linger.ms": 20, "queue.buffering.max.messages": 1_000_000},

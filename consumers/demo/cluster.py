@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from schemas.settings import Settings, cache_dir, local_broker_home
 from schemas.topics import Plan, apply, plan
 
 from ..broker import LocalBroker
+from ..broker.local import free_port
 
 LIBRDKAFKA_LOG = logging.getLogger("consumers.demo.librdkafka")
 """Where librdkafka's own log lines of the demo's clients go (the run's demo.log, not the console)."""
@@ -72,23 +72,18 @@ def delete_run(admin: AdminClient, prefix: str, group_ids: list[str], timeout_s:
     metadata = admin.list_topics(timeout=timeout_s)
     topics = [t for t in metadata.topics if t.startswith(f"{prefix}.")]
     if group_ids:
-        for future in admin.delete_consumer_groups(group_ids, request_timeout=timeout_s).values():
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as exc:
-                LIBRDKAFKA_LOG.warning("deleting a consumer group: %s", exc)
+        _settle(admin.delete_consumer_groups(group_ids, request_timeout=timeout_s), "a consumer group", timeout_s)
     if topics:
-        for future in admin.delete_topics(topics, operation_timeout=timeout_s).values():
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as exc:
-                LIBRDKAFKA_LOG.warning("deleting a topic: %s", exc)
+        _settle(admin.delete_topics(topics, operation_timeout=timeout_s), "a topic", timeout_s)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _settle(futures: dict, what: str, timeout_s: float) -> None:
+    """Waits for each deletion; a failed one is logged, not raised (the run's result stands)."""
+    for future in futures.values():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            LIBRDKAFKA_LOG.warning("deleting %s: %s", what, exc)
 
 
 @dataclass

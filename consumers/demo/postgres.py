@@ -13,11 +13,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from ..broker.local import free_port
 
 MAX_CONNECTIONS = 200  # every consumer group's pool at once, with room
 
@@ -38,12 +39,6 @@ def pg_bin() -> Path:
     return Path(candidates[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _as_postgres_user() -> tuple[int | None, int | None]:
     """initdb refuses to run as root: run the server as the `postgres` system user instead."""
     if os.geteuid() != 0:
@@ -59,7 +54,7 @@ def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
     uid, gid = _as_postgres_user()
     root = Path(tempfile.mkdtemp(prefix=prefix))
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     if uid is not None:
         os.chown(root, uid, gid)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import ConsumerGroupState, ConsumerGroupType
 
+from consumers.broker.local import free_port
 from consumers.config import group_id
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, peek, publish, running, wait_until
@@ -108,12 +108,6 @@ def test_sigterm_drains_commits_and_leaves_the_group(kafka_env, app_topic, group
     finally:
         stop(proc)
     assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == sorted(e.event_id for e in events)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, dict]:

@@ -41,6 +41,7 @@ from consumers.idempotency import processed_events
 from producers import EventProducer
 from producers.config import producer_config
 from schemas.settings import Settings
+from tests.support.waiting import wait_until
 
 QUIET = logging.getLogger("tests.faults.librdkafka")  # librdkafka's lines of the test's own clients, not stderr
 
@@ -305,19 +306,21 @@ def topic_messages(w: World, domains: tuple[str, ...] = ("app", "message", "tena
 
 
 def wait_for(condition, timeout_s: float, what: str, processes: GroupProcesses | None = None):
-    deadline = time.monotonic() + timeout_s
-    while True:
+    """``wait_until``, asking again when ``condition`` raises (a broker or database on its way back),
+    and with the groups' log tails in the failure."""
+    def attempt():
         try:
-            value = condition()
-        except Exception:  # noqa: BLE001 - a broker or database on its way back: ask again
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tails = "" if processes is None else "\n".join(
-                f"--- {g.name}:\n{g.log_tail(8)}" for g in processes.groups.values())
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}\n{tails}")
-        time.sleep(0.3)
+            return condition()
+        except Exception:  # noqa: BLE001 - on its way back: ask again
+            return None
+
+    try:
+        return wait_until(attempt, timeout_s, what, interval_s=0.3)
+    except AssertionError as exc:
+        if processes is None:
+            raise
+        tails = "\n".join(f"--- {g.name}:\n{g.log_tail(8)}" for g in processes.groups.values())
+        raise AssertionError(f"{exc}\n{tails}") from None
 
 
 def assert_exactly_once(fig: Figures, checks: list) -> None:

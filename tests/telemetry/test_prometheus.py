@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import socket
+import subprocess
+import sys
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
+from consumers.broker.local import free_port
+from producers.outbox import add_to_outbox, create_outbox_table
 from schemas import headers as H
 from tests.consumers.support import app_event, publish, wait_until
 from tests.consumers.test_lifecycle import start_events_run, stop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> tuple[str, dict[tuple[str, frozenset], float]]:
@@ -94,14 +93,6 @@ def test_events_run_serves_its_metrics_in_prometheus_text_format(kafka_env, topi
 
 
 def test_the_outbox_relay_serves_its_published_events_on_metrics_when_asked(kafka_env, topic_factory, tmp_path):
-    import subprocess
-    import sys
-
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
-
-    from producers.outbox import add_to_outbox, create_outbox_table
-
     # Given an outbox holding two committed events, and their domain topic
     topic_factory(f"{kafka_env}.app")
     url = f"sqlite:///{tmp_path / 'app.db'}"

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 from click.testing import CliRunner
 
 from consumers.cli import main
+from tests.consumers import sample_handlers
+from tests.support.waiting import wait_until
 
 
 def test_list_shows_registered_groups_with_their_topics(monkeypatch):
@@ -38,14 +45,6 @@ def test_group_and_all_are_exclusive():
 
 
 def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, topic_factory, group_topics, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.consumers import sample_handlers
-    from tests.support.waiting import wait_until
-
     # Given the sample group's topics and database
     db = f"sqlite:///{tmp_path / 'effects.db'}"
     sample_handlers.create_tables(db)

@@ -101,6 +101,8 @@ def test_two_concurrent_claims_of_one_key_let_exactly_one_through(database_url):
         with Session(engine) as session, session.begin():
             results["first"] = store.claim(session.connection(), "key-1", "e-1")
             claimed_first.set()
+            # a hold, not a wait: nothing signals that the second claim is blocked inside the
+            # database; any length passes, 0.5 s lets the second reach the first's row most times
             time.sleep(0.5)
 
     thread = threading.Thread(target=first)
