@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .errors import ConsumerError
+
 log = logging.getLogger("consumers.health")
 
 
@@ -40,7 +42,11 @@ class HealthServer:
             def log_message(self, *_args):  # probes every few seconds: keep them out of the logs
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConsumerError(f"cannot serve the health endpoints on port {port}: {exc.strerror}; "
+                                "choose another with --health-port or EVENTS_HEALTH_PORT (0: none)") from exc
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="events-health", daemon=True)

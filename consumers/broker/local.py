@@ -57,16 +57,21 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A free port below the kernel's ephemeral range: between this check and the JVM's bind,
-    seconds later, no outgoing connection can take it as its local port."""
+    seconds later, no outgoing connection can take it as its local port. Never the same port twice
+    in one process: several ports taken in a row (one per demo group) are all bound only later."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     start = random.randrange(20000, max(20001, low - 2000))
     for port in range(start, low):
-        if port_is_free(port):
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
             return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
