@@ -45,8 +45,8 @@ class HealthServer:
         try:
             self._server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise ConsumerError(f"cannot serve the health endpoints on port {port}: {exc.strerror}; "
-                                "choose another with --health-port or EVENTS_HEALTH_PORT (0: none)") from exc
+            raise ConsumerError(f"cannot serve the health endpoints on port {port}: {exc.strerror}; give a free "
+                                "port with --health-port (`events run`: or EVENTS_HEALTH_PORT), or 0 for none") from exc
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="events-health", daemon=True)

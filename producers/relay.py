@@ -99,6 +99,7 @@ class OutboxRelay:
         self.sent_total = 0
         self.rounds = 0
         self.last_round = RoundResult()
+        self.last_round_at: float | None = None  # time.monotonic() when a round last ended, failed ones too
         self._ready = False
         self._lock_file: int | None = None
 
@@ -121,6 +122,7 @@ class OutboxRelay:
         self.rounds += 1
         self.sent_total += len(result.sent)
         self.last_round = result
+        self.last_round_at = time.monotonic()
         return len(result.sent)
 
     def run(self, stop_event: threading.Event) -> None:
@@ -136,6 +138,7 @@ class OutboxRelay:
                 raise  # a second relay on SQLite, a missing table: waiting does not help
             except Exception:  # noqa: BLE001 - the relay outlives a database or broker outage
                 log.exception("an outbox relay round failed; retrying in %.1f s", backoff)
+                self.last_round_at = time.monotonic()  # the loop is alive, waiting out an outage
                 stop_event.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue

@@ -6,6 +6,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -85,8 +86,11 @@ def init(database_url: str | None) -> None:
 @click.option("--retention", default="7d", show_default=True, help="Purge rows sent longer ago than this.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Serve Prometheus /metrics (events published by type and outcome) on this port; 0: none.")
+@click.option("--health-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Serve /healthz (rounds keep ending) and /readyz (a round went through) on this port, "
+                   "for Kubernetes' probes; 0: none. Not with --once.")
 def relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str,
-          metrics_port: int) -> None:
+          metrics_port: int, health_port: int) -> None:
     """Publish committed outbox rows to Kafka, in order per key, marking each sent once the broker
     acknowledged it. Runs until SIGTERM or Ctrl-C (finishing the round in hand). Several relays may
     run at once on PostgreSQL; on SQLite only one. Traces and metrics go by OTLP where the standard
@@ -96,12 +100,13 @@ def relay(database_url: str | None, once: bool, batch_size: int, poll_interval: 
     _logging()
     telemetry = configure(metrics_port)
     try:
-        _relay(database_url, once, batch_size, poll_interval, retention)
+        _relay(database_url, once, batch_size, poll_interval, retention, health_port)
     finally:
         telemetry.shutdown()
 
 
-def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str) -> None:
+def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str,
+           health_port: int) -> None:
     from producers.relay import OutboxRelay
 
     engine = _engine(database_url)
@@ -115,15 +120,37 @@ def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval:
             stop = threading.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
+            health = _health_server(outbox_relay, stop, health_port) if health_port else None
             err.print(f"relaying {where} -> {outbox_relay.producer.config.get('bootstrap.servers')} "
                       f"(batch {batch_size}); stop with Ctrl-C or SIGTERM", highlight=False)
-            outbox_relay.run(stop)
+            try:
+                outbox_relay.run(stop)
+            finally:
+                if health is not None:
+                    health.stop()
         out.print(f"sent {outbox_relay.sent_total} events in {outbox_relay.rounds} rounds", highlight=False)
         failed = outbox_relay.last_round.failed
         if once and (failed or outbox_relay.last_round.unanswered):
             first = next(iter(failed.values()), None)
             raise click.ClickException(f"{len(failed) + len(outbox_relay.last_round.unanswered)} rows stay pending"
                                        + (f"; first error: {first}" if first else " (no answer from the broker)"))
+
+
+def _health_server(outbox_relay, stop: threading.Event, port: int):
+    """/healthz: a round ended (published, or failed and being retried) within the window;
+    /readyz: a round went through (the database and its outbox table reached) and not stopping."""
+    from ..health import HealthServer
+
+    started = time.monotonic()
+    # A round may wait ack_timeout_s for the broker's answers, then the loop sleeps a poll interval
+    # or its backoff (at most 30 s): only a loop silent for longer than both is wedged.
+    window = outbox_relay.ack_timeout_s + max(60.0, 3 * outbox_relay.poll_interval_s)
+    return HealthServer(
+        port,
+        live=lambda: time.monotonic() - (outbox_relay.last_round_at or started) < window,
+        ready=lambda: outbox_relay.rounds > 0 and not stop.is_set(),
+        status=lambda: {"rounds": outbox_relay.rounds, "sent": outbox_relay.sent_total},
+    ).start()
 
 
 @command.command()

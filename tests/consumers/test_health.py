@@ -26,4 +26,4 @@ def test_a_taken_health_port_is_refused_with_what_to_do():
         with pytest.raises(ConsumerError) as refused:
             HealthServer(taken, live=lambda: True, ready=lambda: True)
     # Then the error names the port and the setting that moves it
-    assert str(taken) in str(refused.value) and "EVENTS_HEALTH_PORT" in str(refused.value)
+    assert str(taken) in str(refused.value) and "--health-port" in str(refused.value)

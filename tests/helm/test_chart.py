@@ -69,8 +69,30 @@ def group_of(deployment: dict) -> str:
     return args[2]
 
 
+def component_of(doc: dict) -> str:
+    return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def group_deployments(rendered: Rendered) -> list[dict]:
+    """The consumer groups' Deployments (not the outbox relay's)."""
+    return [doc for doc in rendered.kind("Deployment") if component_of(doc) == "consumer"]
+
+
+def relay_deployments(rendered: Rendered) -> list[dict]:
+    return [doc for doc in rendered.kind("Deployment") if component_of(doc) == "relay"]
+
+
 def deployments_by_group(rendered: Rendered) -> dict[str, dict]:
-    return {group_of(doc): doc for doc in rendered.kind("Deployment")}
+    return {group_of(doc): doc for doc in group_deployments(rendered)}
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, and matchExpressions with In) matches."""
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return selector.get("matchLabels", {}).items() <= labels.items()
 
 
 def fails_with(result, *fragments: str) -> None:
@@ -153,10 +175,9 @@ def check_trigger_authentication(doc: dict, rendered: Rendered) -> None:
 
 def check_pod_monitor(doc: dict, rendered: Rendered) -> None:
     assert doc["apiVersion"] == "monitoring.coreos.com/v1"
-    selector = doc["spec"]["selector"]["matchLabels"]
-    selected = [d for d in rendered.kind("Deployment")
-                if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
-    assert len(selected) == len(rendered.kind("Deployment")), "the PodMonitor must select every consumer"
+    selected = [d for d in rendered.kind("Deployment") + rendered.kind("Job")
+                if selects(doc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+    assert selected == rendered.kind("Deployment"), "the PodMonitor must select every consumer and relay, no Job"
     for endpoint in doc["spec"]["podMetricsEndpoints"]:
         for deployment in selected:
             assert endpoint["port"] in {p["name"] for p in container(deployment)["ports"]}
@@ -164,12 +185,15 @@ def check_pod_monitor(doc: dict, rendered: Rendered) -> None:
 
 def check_service_monitor(doc: dict, rendered: Rendered) -> None:
     assert doc["apiVersion"] == "monitoring.coreos.com/v1"
-    selector = doc["spec"]["selector"]["matchLabels"]
-    services = [s for s in rendered.kind("Service") if selector.items() <= s["metadata"]["labels"].items()]
-    assert len(services) == 1, "the ServiceMonitor must select the metrics Service"
-    port_names = {p["name"] for p in services[0]["spec"]["ports"]}
-    for endpoint in doc["spec"]["endpoints"]:
-        assert endpoint["port"] in port_names
+    services = [s for s in rendered.kind("Service") if selects(doc["spec"]["selector"], s["metadata"]["labels"])]
+    assert services == rendered.kind("Service"), "the ServiceMonitor must select every metrics Service"
+    for deployment in rendered.kind("Deployment"):  # each consumer and relay pod is behind one of them
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (service,) = [s for s in services if s["spec"]["selector"].items() <= pod_labels.items()]
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in {p["name"] for p in container(deployment)["ports"]}
+        for endpoint in doc["spec"]["endpoints"]:
+            assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
 
 
 def check_prometheus_rule(doc: dict, rendered: Rendered) -> None:
@@ -467,10 +491,11 @@ def test_secrets_are_only_referenced(render, values):
 
 
 def test_tls_and_sasl_come_from_existing_secrets(render):
-    # When
-    rendered = render(EXAMPLES["tls-sasl"])
+    # When: with the outbox relay too
+    rendered = render(EXAMPLES["tls-sasl"], set_values=["relay.enabled=true"])
 
     # Then
+    assert relay_deployments(rendered)
     for name, pod in pod_templates(rendered):
         env = {item["name"]: item for item in pod["spec"]["containers"][0]["env"]}
         assert env["EVENTS_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl", "key": "username"}
@@ -551,7 +576,7 @@ def test_grace_period_exceeds_the_drain_timeout(render, values):
     rendered = render(*values)
 
     # Then
-    for deployment in rendered.kind("Deployment"):
+    for deployment in group_deployments(rendered):
         drain = config_file_of(rendered, deployment)["drain_timeout_s"]
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
 
@@ -605,10 +630,14 @@ def test_settings_are_in_the_config_map_not_inline(render, values):
     rendered = render(*values)
 
     # Then
-    group_env = {g["name"]: {e["name"] for e in g.get("env", [])}
-                 for values_file in values for g in (yaml.safe_load(values_file.read_text()).get("groups") or [])}
+    files = [yaml.safe_load(values_file.read_text()) for values_file in values]
+    group_env = {g["name"]: {e["name"] for e in g.get("env", [])} for v in files for g in (v.get("groups") or [])}
+    relay_env = {e["name"] for v in files for e in (v.get("relay") or {}).get("env", [])}
     for owner in rendered.kind("Deployment") + rendered.kind("Job"):
-        own = group_env.get(group_of(owner), set()) if owner["kind"] == "Deployment" else set()
+        if owner["kind"] == "Job":
+            own = set()
+        else:
+            own = relay_env if component_of(owner) == "relay" else group_env.get(group_of(owner), set())
         for item in container(owner).get("env", []):
             if item["name"] in own:
                 continue
@@ -759,6 +788,89 @@ def test_pod_monitor_and_service_monitor_both_on_fails(template):
     fails_with(result, "metrics.podMonitor and metrics.serviceMonitor are both enabled")
 
 
+# -- the outbox relay -------------------------------------------------------------------------------
+def test_the_relay_is_off_by_default(render):
+    # When
+    rendered = render()
+
+    # Then
+    assert not relay_deployments(rendered)
+    assert {component_of(p) for p in rendered.kind("PodDisruptionBudget")} == {"consumer"}
+    assert "outbox-relay.yaml" not in rendered.one("ConfigMap", "events-dify-events")["data"]
+
+
+def test_the_relay_runs_events_outbox_relay_beside_the_groups(render):
+    # Given
+    from consumers.cli.outbox import relay as relay_command
+    values = values_of("relay")["relay"]
+
+    # When
+    rendered = render(EXAMPLES["relay"])
+
+    # Then: one Deployment runs `events outbox relay` with the values' settings and probes on its health port
+    (relay,) = relay_deployments(rendered)
+    assert relay["metadata"]["name"] == "events-dify-events-outbox-relay"
+    assert relay["spec"]["replicas"] == 2
+    c = container(relay)
+    assert c["args"] == ["outbox", "relay", "--batch-size", "200", "--poll-interval", "0.2", "--retention", "3d",
+                         "--health-port", "8080", "--metrics-port", "9464"]
+    params = relay_command.make_context("relay", c["args"][2:]).params  # parsed by the real command, not run
+    assert (params["batch_size"], params["poll_interval"], params["health_port"]) == (200, 0.2, 8080)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "metrics": 9464}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert c["resources"] == values["resources"]
+    assert relay["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    # and the groups' image, security contexts and service account
+    group = group_deployments(rendered)[0]
+    assert c["image"] == container(group)["image"]
+    assert c["securityContext"] == container(group)["securityContext"]
+    pod, group_pod = relay["spec"]["template"]["spec"], group["spec"]["template"]["spec"]
+    for key in ("securityContext", "serviceAccountName", "automountServiceAccountToken"):
+        assert pod[key] == group_pod[key], key
+    # and the release-wide settings as its config file (the topics Job's), the database by reference
+    assert config_file_of(rendered, relay) == config_file_of(rendered, rendered.kind("Job")[0])
+    env = env_of(relay)
+    assert env["EVENTS_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "events-database", "key": "url"}
+    assert env["EVENTS_LOG_LEVEL"]["value"] == "WARNING", "the relay's own env"
+    # and its selector, PodDisruptionBudget and metrics Service take its pods, never a group's
+    budget = next(p for p in rendered.kind("PodDisruptionBudget") if component_of(p) == "relay")
+    (service,) = [s for s in rendered.kind("Service") if component_of(s) == "relay"]
+    selectors = [relay["spec"]["selector"], budget["spec"]["selector"], {"matchLabels": service["spec"]["selector"]}]
+    assert all(selects(selector, relay["spec"]["template"]["metadata"]["labels"]) for selector in selectors)
+    for deployment in group_deployments(rendered):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert not any(selects(selector, labels) for selector in selectors)
+        assert not selects(deployment["spec"]["selector"], relay["spec"]["template"]["metadata"]["labels"])
+
+
+def test_the_pod_monitor_scrapes_the_relay_too(render):
+    # When
+    rendered = render(EXAMPLES["keda"], set_values=["relay.enabled=true"])
+
+    # Then
+    (monitor,) = rendered.kind("PodMonitor")
+    (relay,) = relay_deployments(rendered)
+    assert selects(monitor["spec"]["selector"], relay["spec"]["template"]["metadata"]["labels"])
+
+
+def test_the_relay_without_a_database_secret_fails(template):
+    # When: no Secret names the application's database, where the outbox is
+    result = template(set_values=["relay.enabled=true"])
+
+    # Then
+    fails_with(result, "relay.enabled needs database.existingSecret")
+
+
+def test_a_group_named_like_the_relay_fails(template):
+    # When
+    result = template(EXAMPLES["relay"], set_values=["groups[0].name=outbox-relay"])
+
+    # Then
+    fails_with(result, "\"outbox-relay\" is the name of the relay's Deployment")
+
+
 # -- the values schema rejects wrong values, at install time ----------------------------------------
 @pytest.fixture(params=["template", "lint"])
 def check(request, template, lint):
@@ -853,6 +965,21 @@ def test_schema_rejects_no_group_at_all(check, tmp_path):
     fails_with(result, "/groups", "minItems")
 
 
+@pytest.mark.parametrize("setting, errors", [
+    ("relay.replicas=-1", ("/relay/replicas", "minimum: got -1, want 0")),
+    ("relay.replica=2", ("/relay", "additional properties 'replica' not allowed")),
+    ("relay.batchSize=0", ("/relay/batchSize", "minimum: got 0, want 1")),
+    ("relay.pollInterval=0", ("/relay/pollInterval", "exclusiveMinimum")),
+    ("relay.retention=7days", ("/relay/retention", "does not match pattern")),
+])
+def test_schema_rejects_a_wrong_relay_value(check, setting, errors):
+    # When
+    result = check(set_values=["relay.enabled=true", "database.existingSecret=events-database", setting])
+
+    # Then
+    fails_with(result, *errors)
+
+
 def test_schema_rejects_an_unknown_sasl_mechanism(check):
     # When
     result = check(set_values=["kafka.sasl.mechanism=GSSAPI"])
@@ -874,7 +1001,7 @@ def test_chart_files_are_where_helm_expects_them():
     for name in ("Chart.yaml", "values.yaml", "values.schema.json", ".helmignore",
                  "templates/_helpers.tpl", "templates/NOTES.txt"):
         assert (CHART / name).is_file(), name
-    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl"}
+    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl", "relay"}
 
 
 def test_every_values_key_is_commented():
@@ -917,24 +1044,38 @@ def test_the_readme_example_installs(lint, render, tmp_path):
     assert len(rendered.kind("ScaledObject")) == 2
 
 
-@pytest.mark.parametrize("database, warned", [("events-database", False), ("", True)])
-def test_notes_list_the_groups_and_warn_without_a_database(helm, tmp_path, database, warned):
-    """`helm template` leaves NOTES.txt out, so a copy of the chart renders it into a ConfigMap."""
-    # Given
+def notes_of(helm, tmp_path, *values_args: str) -> str:
+    """NOTES.txt rendered with helm's arguments: `helm template` leaves it out, so a copy of the
+    chart renders it into a ConfigMap."""
     chart = tmp_path / "chart"
     shutil.copytree(CHART, chart)
     (chart / "templates" / "zz-notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
         "  NOTES.txt: {{ include \"dify-events/templates/NOTES.txt\" . | quote }}\n")
-
-    # When
     result = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-                  "--values", str(EXAMPLES["keda"]), "--set", f"database.existingSecret={database}",
-                  "--show-only", "templates/zz-notes.yaml")
+                  *values_args, "--show-only", "templates/zz-notes.yaml")
+    assert result.returncode == 0, result.output
+    return yaml.safe_load(result.stdout)["data"]["NOTES.txt"]
+
+
+@pytest.mark.parametrize("database, warned", [("events-database", False), ("", True)])
+def test_notes_list_the_groups_and_warn_without_a_database(helm, tmp_path, database, warned):
+    # When
+    notes = notes_of(helm, tmp_path, "--values", str(EXAMPLES["keda"]), "--set", f"database.existingSecret={database}")
 
     # Then
-    assert result.returncode == 0, result.output
-    notes = yaml.safe_load(result.stdout)["data"]["NOTES.txt"]
     assert "document-indexer: deployment/events-dify-events-document-indexer, KEDA on lag 1..6 pods" in notes
     assert "provider-usage: deployment/events-dify-events-provider-usage, KEDA on lag 0..6 pods" in notes
     assert ("WARNING: database.existingSecret is empty" in notes) is warned
+
+
+def test_notes_name_the_relay_when_it_runs(helm, tmp_path):
+    # When
+    with_relay = notes_of(helm, tmp_path / "on", "--values", str(EXAMPLES["relay"]))
+    without = notes_of(helm, tmp_path / "off")
+
+    # Then
+    assert "Outbox relay (`events outbox relay`)" in with_relay
+    assert "deployment/events-dify-events-outbox-relay, 2 pod(s)" in with_relay
+    assert "exec deployment/events-dify-events-outbox-relay -- events outbox status" in with_relay
+    assert "Outbox relay" not in without

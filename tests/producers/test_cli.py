@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
+from consumers.broker.local import free_port
 from consumers.cli import main
 from producers.outbox import event_outbox
 from schemas import headers as names
 from schemas.codec import AvroCodec
 
 from .conftest import headers_of
-from .support import counts, outbox_engine, seed
+from .support import counts, outbox_engine, relay_process, seed, wait_until
 
 codec = AvroCodec()
 APP = {"tenant_id": "t1", "app_id": "a1", "mode": "chat", "name": "Support bot", "created_by": "u1"}
@@ -124,3 +129,50 @@ def test_outbox_init_status_relay_and_purge(domain_topics, database_url, monkeyp
 def test_outbox_status_on_a_database_without_the_table_says_what_to_do(kafka_env, tmp_path):
     result = events("outbox", "status", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
     assert result.exit_code == 1 and "events outbox init" in result.output
+
+
+def probe(port: int, path: str) -> tuple[int, dict]:
+    """GET ``path`` of the health endpoints on ``port``: the status code and the JSON body."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_the_relay_serves_health_endpoints_while_it_runs(domain_topics, tmp_path):
+    # Given an outbox holding three committed events
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engine = outbox_engine(url)
+    seed(engine, 3, 3)
+    # When `events outbox relay` runs with --health-port and has sent them
+    port = free_port()
+    relay = relay_process(url, "--health-port", str(port), "--poll-interval", "0.1")
+    try:
+        wait_until(lambda: counts(engine) == (0, 3) or relay.poll() is not None, 60, "the relay sends the rows")
+        assert relay.poll() is None, relay.stderr.read()
+        # Then /healthz (rounds keep ending) and /readyz (a round went through) answer 200, with its work
+        live, ready = probe(port, "/healthz"), probe(port, "/readyz")
+        assert live[0] == 200 and ready[0] == 200, (live, ready)
+        assert ready[1]["ok"] is True and ready[1]["sent"] == 3 and ready[1]["rounds"] >= 1
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        _, err = relay.communicate(timeout=60)
+    # And SIGTERM stops it cleanly, its endpoints with it
+    assert relay.returncode == 0, err
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_a_taken_health_port_stops_the_relay_saying_what_to_do(kafka_env, tmp_path):
+    # Given a port another process listens on
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # When the relay is started with it as --health-port
+        relay = relay_process(f"sqlite:///{tmp_path / 'app.db'}", "--health-port", str(port))
+        _, err = relay.communicate(timeout=60)
+    # Then it exits 1 naming the port and the option to change
+    assert relay.returncode == 1, err
+    assert f"cannot serve the health endpoints on port {port}" in err and "--health-port" in err

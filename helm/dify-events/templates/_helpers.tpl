@@ -51,8 +51,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Selector labels of every consumer pod of the release (what the PodMonitor and the metrics
-Service select).
+Selector labels of every consumer pod of the release.
 */}}
 {{- define "dify-events.consumerSelectorLabels" -}}
 {{ include "dify-events.selectorLabels" . }}
@@ -82,6 +81,42 @@ Call with (dict "root" $ "group" $group).
 */}}
 {{- define "dify-events.groupFullname" -}}
 {{- printf "%s-%s" (include "dify-events.fullname" .root) .group.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the outbox relay's resources (Deployment, PDB); the validation keeps a group from taking it.
+*/}}
+{{- define "dify-events.relayFullname" -}}
+{{- printf "%s-outbox-relay" (include "dify-events.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels of the outbox relay's pods.
+*/}}
+{{- define "dify-events.relaySelectorLabels" -}}
+{{ include "dify-events.selectorLabels" . }}
+app.kubernetes.io/component: relay
+{{- end }}
+
+{{/*
+Labels of the outbox relay's resources.
+*/}}
+{{- define "dify-events.relayLabels" -}}
+{{ include "dify-events.labels" . }}
+app.kubernetes.io/component: relay
+{{- end }}
+
+{{/*
+Label selector of every pod (or metrics Service) serving /metrics: the consumers' and the outbox
+relay's, not the topics Job's. What the PodMonitor and the ServiceMonitor select.
+*/}}
+{{- define "dify-events.metricsSelector" -}}
+matchLabels:
+  {{- include "dify-events.selectorLabels" . | nindent 2 }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: [consumer, relay]
 {{- end }}
 
 {{/*
@@ -205,6 +240,16 @@ Checks on the release-wide values that JSON Schema cannot say.
 {{- if and .Values.metrics.podMonitor.enabled .Values.metrics.serviceMonitor.enabled }}
 {{- fail "metrics.podMonitor and metrics.serviceMonitor are both enabled; enable one of them, or every pod is scraped twice" }}
 {{- end }}
+{{- if .Values.relay.enabled }}
+{{- if not .Values.database.existingSecret }}
+{{- fail "relay.enabled needs database.existingSecret: the Secret with the URL of the application's database, whose outbox the relay publishes" }}
+{{- end }}
+{{- range .Values.groups }}
+{{- if eq .name "outbox-relay" }}
+{{- fail "groups: \"outbox-relay\" is the name of the relay's Deployment when relay.enabled; rename the group" }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -252,9 +297,9 @@ would otherwise print as floats like 1e+06).
 
 {{/*
 The release-wide settings of the runtime's config file (EVENTS_CONFIG_FILE), as a map keyed
-by the runtime's setting names (schemas/settings.py): what the consumers and the topics Job
-share. Environment variables win over the file, so a group's `env` can still override any of
-them (e.g. EVENTS_LOG_LEVEL for one group).
+by the runtime's setting names (schemas/settings.py): what the consumers, the outbox relay and
+the topics Job share. Environment variables win over the file, so a group's (or the relay's)
+`env` can still override any of them (e.g. EVENTS_LOG_LEVEL for one group).
 */}}
 {{- define "dify-events.releaseConfig" -}}
 {{- toYaml (dict
@@ -266,7 +311,8 @@ them (e.g. EVENTS_LOG_LEVEL for one group).
 {{- end }}
 
 {{/*
-The config file of the topics Job: the release-wide settings only.
+The config file of the topics Job and the outbox relay: the release-wide settings only (the
+relay takes its ports as arguments, not from the file).
 */}}
 {{- define "dify-events.configFile" -}}
 {{- include "dify-events.releaseConfig" . }}
@@ -286,6 +332,11 @@ concurrency and drain timeout and the pods' ports. Call with (dict "root" $ "gro
 {{- end }}
 
 {{/*
+Key of the outbox relay's config file (the release-wide settings) in the release's ConfigMap.
+*/}}
+{{- define "dify-events.relayConfigKey" -}}outbox-relay.yaml{{- end }}
+
+{{/*
 Key of one group's config file in the release's ConfigMap. Call with the group.
 */}}
 {{- define "dify-events.groupConfigKey" -}}
@@ -296,9 +347,9 @@ Key of one group's config file in the release's ConfigMap. Call with the group.
 {{- define "dify-events.tlsDir" -}}/etc/events/tls{{- end }}
 
 {{/*
-Environment shared by the consumers and the topics Job: where the config file is (every
-non-secret setting is in it, from a ConfigMap), the pod's name as client.id, and the secrets,
-only by reference.
+Environment shared by the consumers, the outbox relay and the topics Job: where the config file
+is (every non-secret setting is in it, from a ConfigMap), the pod's name as client.id, and the
+secrets, only by reference.
 */}}
 {{- define "dify-events.env" -}}
 - name: EVENTS_CONFIG_FILE
@@ -335,7 +386,40 @@ only by reference.
 {{- end }}
 
 {{/*
-Volume mounts shared by the consumers and the topics Job.
+The database URL (EVENTS_DATABASE_URL), from database.existingSecret, for the consumers and the relay.
+*/}}
+{{- define "dify-events.databaseEnv" -}}
+- name: EVENTS_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret }}
+      key: {{ .Values.database.urlKey }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget. Call with (dict "name" $name "labels" $labels "selector" $selectorLabels
+"budget" $podDisruptionBudget), the labels as YAML text.
+*/}}
+{{- define "dify-events.podDisruptionBudget" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- .labels | nindent 4 }}
+spec:
+  {{- if hasKey .budget "minAvailable" }}
+  minAvailable: {{ .budget.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ .budget.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- .selector | nindent 6 }}
+{{- end }}
+
+{{/*
+Volume mounts shared by the consumers, the outbox relay and the topics Job.
 */}}
 {{- define "dify-events.volumeMounts" -}}
 - name: config
@@ -351,8 +435,9 @@ Volume mounts shared by the consumers and the topics Job.
 {{- end }}
 
 {{/*
-Volumes shared by the consumers and the topics Job. Call with (dict "root" $ "configMap" $name),
-and "configKey" $key to mount only that key of the ConfigMap, as events.yaml.
+Volumes shared by the consumers, the outbox relay and the topics Job. Call with
+(dict "root" $ "configMap" $name), and "configKey" $key to mount only that key of the ConfigMap,
+as events.yaml.
 */}}
 {{- define "dify-events.volumes" -}}
 - name: config
