@@ -166,10 +166,30 @@ def group_topics(prefix: str, groups: Iterable[str], *, topics_file: TopicsFile 
 
 
 # -- the cluster ------------------------------------------------------------------------------
-def admin_client(settings: Settings | None = None) -> AdminClient:
+def is_refusal(error: KafkaError) -> bool:
+    """The cluster refused us (credentials, or a certificate we do not trust): retrying will not help."""
+    text = error.str()
+    return (error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL)
+            or "uthenticat" in text or "certificate" in text.lower() or "SSL handshake" in text)
+
+
+class Admin(AdminClient):
+    """An ``AdminClient`` that remembers the cluster's refusal (``refusal``), which librdkafka
+    reports only to the error callback, so that a wait for metadata ends at once with the reason."""
+
+    def __init__(self, conf: dict[str, Any]):
+        self.refusal: KafkaError | None = None
+        super().__init__({**conf, "error_cb": self._on_error})
+
+    def _on_error(self, error: KafkaError) -> None:
+        if is_refusal(error):
+            self.refusal = error
+
+
+def admin_client(settings: Settings | None = None) -> Admin:
     settings = settings or get_settings()
-    return AdminClient({"bootstrap.servers": settings.bootstrap(), "logger": logging.getLogger("schemas.librdkafka"),
-                        **settings.kafka_properties()})
+    return Admin({"bootstrap.servers": settings.bootstrap(), "logger": logging.getLogger("schemas.librdkafka"),
+                  **settings.kafka_properties()})
 
 
 @dataclass(frozen=True)
@@ -182,11 +202,19 @@ class TopicState:
     config: Mapping[str, str]
 
 
-def _metadata(admin: AdminClient, timeout: float):
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise TopicsError(f"cannot read the cluster's metadata: {exc.args[0]}") from exc
+def cluster_metadata(admin: AdminClient, timeout: float):
+    """The cluster's metadata, asked for a second at a time, so that a refusal ends the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            admin.poll(0)  # serves the error callback
+            refusal = getattr(admin, "refusal", None)
+            if refusal is not None:
+                raise TopicsError(f"cannot read the cluster's metadata: {refusal.str()}") from KafkaException(refusal)
+            if time.monotonic() >= deadline:
+                raise TopicsError(f"cannot read the cluster's metadata: {exc.args[0]}") from exc
 
 
 def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,
@@ -210,7 +238,7 @@ def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,
 
 def list_topics(admin: AdminClient, prefix: str | None, *, timeout: float = 10.0) -> list[TopicState]:
     """The cluster's topics under ``<prefix>.`` (every non-internal topic when prefix is None)."""
-    metadata = _metadata(admin, timeout)
+    metadata = cluster_metadata(admin, timeout)
     names = sorted(n for n in metadata.topics
                    if not n.startswith("__") and (prefix is None or n.startswith(f"{prefix}.")))
     configs = _describe_configs(admin, names, timeout, only_set=True)
@@ -285,7 +313,7 @@ def plan(admin: AdminClient, prefix: str, *, groups: Iterable[str] = (), extra: 
          timeout: float = 10.0) -> Plan:
     """Compares the declared topics with the cluster; changes nothing."""
     specs = desired_topics(prefix, groups=groups, domains=domains, topics_file=topics_file, extra=extra)
-    metadata = _metadata(admin, timeout)
+    metadata = cluster_metadata(admin, timeout)
     brokers = len(metadata.brokers)
     if brokers < 1:
         raise TopicsError("the cluster reports no brokers")
@@ -369,7 +397,7 @@ def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: f
     they are, whatever they differ in: aligning them is ``apply``'s job. Needs only the rights to
     read metadata and create topics (no DescribeConfigs). A topic created meanwhile by someone
     else counts as created. Returns what it created, as a plan of ``create`` actions."""
-    metadata = _metadata(admin, timeout)
+    metadata = cluster_metadata(admin, timeout)
     brokers = len(metadata.brokers)
     if brokers < 1:
         raise TopicsError("the cluster reports no brokers")
@@ -404,7 +432,7 @@ def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], 
 def _await_metadata(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        metadata = _metadata(admin, max(1.0, deadline - time.monotonic()))
+        metadata = cluster_metadata(admin, max(1.0, deadline - time.monotonic()))
         missing = [n for n, p in wanted.items()
                    if n not in metadata.topics or metadata.topics[n].error is not None
                    or len(metadata.topics[n].partitions) < p]

@@ -55,34 +55,25 @@ def _fail(message: str) -> None:
 
 def _why_unreachable(timeout_s: float = 5.0) -> str | None:
     """An authentication or TLS failure, in librdkafka's words, when that is why the cluster did
-    not answer (a metadata request with an error callback); None when it is not (or unknown)."""
+    not answer (a metadata request that listens to the error callback); None when it is not."""
     import logging
 
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     from schemas.settings import get_settings
+    from schemas.topics import Admin, cluster_metadata
 
     quiet = logging.getLogger("consumers.cli.probe")
     quiet.propagate = False
     quiet.addHandler(logging.NullHandler())
-    errors: list = []
     try:
         settings = get_settings()
-        admin = AdminClient({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(),
-                             "error_cb": errors.append, "logger": quiet})
-        try:
-            admin.list_topics(timeout=timeout_s)
-            return None
-        except KafkaException:
-            admin.poll(0.5)
+        admin = Admin({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(), "logger": quiet})
     except Exception:  # noqa: BLE001 - the probe is a courtesy: the first error stands
         return None
-    for error in errors:
-        text = error.str()
-        if "uthenticat" in text or "certificate" in text.lower() or "SSL handshake" in text:
-            return text
-    return None
+    try:
+        cluster_metadata(admin, timeout_s)
+        return None
+    except Exception:  # noqa: BLE001 - as above
+        return admin.refusal.str() if admin.refusal is not None else None
 
 
 def explain(exc: BaseException) -> str | None:
