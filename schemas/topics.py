@@ -167,10 +167,11 @@ def group_topics(prefix: str, groups: Iterable[str], *, topics_file: TopicsFile 
 
 # -- the cluster ------------------------------------------------------------------------------
 def is_refusal(error: KafkaError) -> bool:
-    """The cluster refused us (credentials, or a certificate we do not trust): retrying will not help."""
+    """The cluster refused us (credentials, or a certificate we do not trust): retrying will not
+    help. Not any TLS error: a handshake cut short by a restarting broker is worth another try."""
     text = error.str()
-    return (error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL)
-            or "uthenticat" in text or "certificate" in text.lower() or "SSL handshake" in text)
+    return (error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+            or "uthenticat" in text or "certificate verify failed" in text)
 
 
 class Admin(AdminClient):
