@@ -35,6 +35,7 @@ from ..redact import error_message, error_traceback, redact
 from ..telemetry.fields import event_type_of, message_fields
 from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
+from .tracing import failed_span
 
 log = logging.getLogger("consumers.dead_letters")
 
@@ -200,8 +201,10 @@ class DeadLetters(Step):
         (ended by now, but still the parent); its context replaces the original ``traceparent``
         in ``headers``, so the trace goes on into the dead-letter topic."""
         tracer = self.resources.tracer
-        if tracer is None or job.span is None:
+        if tracer is None:
             return None
+        if job.span is None:  # it failed before Tracing (a decode failure): its CONSUMER span, now
+            job.span = failed_span(tracer, job, self.group.name, exc)
         attributes = {"messaging.system": "kafka", "messaging.operation.type": "send",
                       "messaging.operation.name": "send", "messaging.destination.name": self.topic,
                       "messaging.consumer.group.name": self.group.name, "events.event_type": event_type_of(job),

@@ -11,7 +11,9 @@ application's request through Kafka into every group's handler. Each group's spa
 under the same PRODUCER span. Inside it: one INTERNAL span per handler attempt (``handle
 <event_type>``, see ``consumers.pipeline.observed_handler``), a ``retry`` event per retry
 (``Retries``), and a PRODUCER span for a dead letter (``DeadLetters``), whose headers carry that
-span's ``traceparent``, so the trace goes on into the dead-letter topic and a re-drive.
+span's ``traceparent``, so the trace goes on into the dead-letter topic and a re-drive. A message
+that fails before this step (it does not decode) gets its CONSUMER span from ``DeadLetters``
+(``failed_span``), so its trace reaches the dead-letter topic the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKin
 from schemas import headers as H
 
 from ..job import Job
+from ..telemetry.fields import event_type_of, message_fields
 from .step import CallNext, Step
 
 TRACE_HEADERS = (H.TRACEPARENT, H.TRACESTATE)
@@ -46,31 +49,9 @@ class Tracing(Step):
         return self._active
 
     def process(self, job: Job, call_next: CallNext) -> str:
-        carrier = {}
-        for name in TRACE_HEADERS:
-            value = job.headers.get(name)
-            if value is not None:
-                carrier[name] = value.decode("latin-1")
-        parent = propagate.extract(carrier) if carrier else None
-        handler = job.handler
-        attributes = {
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": job.topic,
-            "messaging.destination.partition.id": str(job.partition),
-            "messaging.kafka.offset": job.offset,
-            "messaging.consumer.group.name": self.group.name,
-            "messaging.message.id": job.event.event_id,
-            "events.event_type": handler.event_type,
-            "events.handler": handler.name,
-        }
-        key = job.message.key()
-        if key is not None:
-            attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
-        with self.tracer.start_as_current_span(f"process {job.topic}", context=parent, kind=SpanKind.CONSUMER,
-                                               attributes=attributes, record_exception=True,
-                                               set_status_on_exception=True) as span:
+        with self.tracer.start_as_current_span(f"process {job.topic}", context=parent_context(job),
+                                               kind=SpanKind.CONSUMER, attributes=span_attributes(job, self.group.name),
+                                               record_exception=True, set_status_on_exception=True) as span:
             job.span = span
             outcome = call_next(job)
             span.set_attribute("events.outcome", outcome)
@@ -78,3 +59,48 @@ class Tracing(Step):
             if outcome != "handled" and outcome != "duplicate":
                 span.set_status(Status(StatusCode.ERROR))
             return outcome
+
+
+def parent_context(job: Job):
+    """The context of the message's ``traceparent``/``tracestate`` headers (None without them)."""
+    carrier = {}
+    for name, value in job.raw_headers or ():
+        if name in TRACE_HEADERS and value is not None:
+            carrier[name] = value.decode("latin-1")
+    return propagate.extract(carrier) if carrier else None
+
+
+def span_attributes(job: Job, group: str) -> dict:
+    """OpenTelemetry's messaging attributes of the message's CONSUMER span (of a message that
+    failed to decode too: the ids then come from its headers)."""
+    attributes = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": job.topic,
+        "messaging.destination.partition.id": str(job.partition),
+        "messaging.kafka.offset": job.offset,
+        "messaging.consumer.group.name": group,
+        "events.event_type": event_type_of(job),
+    }
+    event_id = job.event.event_id if job.event is not None else message_fields(job, group)["event_id"]
+    if event_id is not None:
+        attributes["messaging.message.id"] = event_id
+    if job.handler is not None:
+        attributes["events.handler"] = job.handler.name
+    key = job.message.key()
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
+    return attributes
+
+
+def failed_span(tracer, job: Job, group: str, exc: BaseException):
+    """The CONSUMER span of a message that failed before ``Tracing`` opened one, already ended:
+    the exception recorded, status ERROR, outcome ``dead_lettered``."""
+    span = tracer.start_span(f"process {job.topic}", context=parent_context(job), kind=SpanKind.CONSUMER,
+                             attributes={**span_attributes(job, group), "events.outcome": "dead_lettered",
+                                         "events.attempts": 0})
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    span.end()
+    return span

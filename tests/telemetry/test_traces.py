@@ -92,3 +92,38 @@ def test_a_trace_crosses_kafka_into_two_groups_and_the_dead_letter_topic(
     traceparents = [v for k, v in dead.headers() if k == H.TRACEPARENT]
     ctx = dlq_send.context
     assert traceparents == [f"00-{_hex(trace_id, 32)}-{_hex(ctx.span_id, 16)}-{_hex(ctx.trace_flags, 2)}".encode()]
+
+
+def test_a_message_that_does_not_decode_still_gets_its_consumer_span_and_the_trace_reaches_the_dead_letter(
+        kafka_env, topic_factory, group_topics, consumer_factory, group_factory, producer_factory, sqlite_db, spans):
+    provider, exporter = spans
+    # Given garbage labelled app_was_created, published inside a trace (a traceparent header)
+    topic = topic_factory(f"{kafka_env}.app")
+    group, _ = sample_handlers.recording_group("tel-garbage", database_url=sqlite_db)
+    _, dlq = group_topics("tel-garbage")
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    producer = producer_factory()
+    producer.produce(topic, value=b"not avro at all", key=b"app-1",
+                     headers=[(H.EVENT_TYPE, b"app_was_created"), (H.EVENT_ID, b"evt-garbage"),
+                              (H.TRACEPARENT, f"00-{trace_id}-{parent_id}-01".encode())])
+    assert producer.flush(30) == 0
+    # When the group dead-letters it
+    with running(group, tracer_provider=provider) as runner:
+        wait_until(lambda: runner.stats()["dead_lettered"] == 1, what="the garbage dead-lettered")
+    dead = read_messages(consumer_factory(group_factory(), [dlq]), 1)[0]
+
+    # Then it has a CONSUMER span, a child of the producer's, failed, with the decode error recorded
+    finished = exporter.get_finished_spans()
+    [process] = [s for s in finished if s.kind == SpanKind.CONSUMER]
+    assert _hex(process.context.trace_id, 32) == trace_id and _hex(process.parent.span_id, 16) == parent_id
+    assert process.status.status_code == StatusCode.ERROR
+    assert process.attributes["messaging.message.id"] == "evt-garbage"
+    assert process.attributes["events.event_type"] == "app_was_created"
+    assert process.attributes["events.outcome"] == "dead_lettered"
+    assert [e.name for e in process.events] == ["exception"]
+    # ... and the dead letter's PRODUCER span is its child, named by the dead letter's traceparent
+    [send] = [s for s in finished if s.kind == SpanKind.PRODUCER and s.name == f"send {dlq}"]
+    assert send.parent.span_id == process.context.span_id
+    ctx = send.context
+    assert [v for k, v in dead.headers() if k == H.TRACEPARENT] == [
+        f"00-{trace_id}-{_hex(ctx.span_id, 16)}-{_hex(ctx.trace_flags, 2)}".encode()]
