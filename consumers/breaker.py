@@ -18,8 +18,9 @@ After a backoff (doubling per consecutive opening, up to a cap) the partitions r
 waiting messages are tried again: one success closes the breaker; another failure opens it anew.
 A message that keeps failing while its handler succeeds on other messages is a poison message
 and is dead-lettered as usual. One that fails while no other message of its handler arrives is
-held (it blocks only its own key and its partition's commit position) until one does: without
-evidence either way, holding is the choice that neither loses nor floods.
+held until one does: it blocks its own key and its partition's commit position, and each of its
+spent attempts opens the breaker again (for ``outage_min_backoff_s`` when other handlers' successes
+closed it meanwhile). Without evidence either way, holding is the choice that neither loses nor floods.
 """
 
 from __future__ import annotations
