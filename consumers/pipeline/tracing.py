@@ -24,7 +24,7 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKin
 from schemas import headers as H
 
 from ..job import Job
-from ..telemetry.fields import event_type_of, message_fields
+from ..telemetry.fields import event_id_of, event_type_of
 from .step import CallNext, Step
 
 TRACE_HEADERS = (H.TRACEPARENT, H.TRACESTATE)
@@ -83,7 +83,7 @@ def span_attributes(job: Job, group: str) -> dict:
         "messaging.consumer.group.name": group,
         "events.event_type": event_type_of(job),
     }
-    event_id = job.event.event_id if job.event is not None else message_fields(job, group)["event_id"]
+    event_id = event_id_of(job)
     if event_id is not None:
         attributes["messaging.message.id"] = event_id
     if job.handler is not None:

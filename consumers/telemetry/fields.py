@@ -27,17 +27,20 @@ def trace_id_of(job: Job) -> str | None:
     return None
 
 
+def event_id_of(job: Job) -> str | None:
+    """The event id: the decoded event's, else the ``event-id`` header's (a message that did not decode)."""
+    if job.event is not None:
+        return job.event.event_id
+    for name, value in job.raw_headers or ():
+        if name == H.EVENT_ID:
+            return value.decode("latin-1") if value else None
+    return None
+
+
 def message_fields(job: Job, group: str) -> dict[str, Any]:
-    event = job.event
     event_type = (job.handler.event_type if job.handler is not None
                   else job.raw_event_type.decode("latin-1") if job.raw_event_type else None)
-    event_id = event.event_id if event is not None else None
-    if event_id is None:
-        for name, value in job.raw_headers or ():
-            if name == H.EVENT_ID:
-                event_id = value.decode("latin-1") if value else None
-                break
-    return {"group": group, "event_id": event_id, "event_type": event_type, "topic": job.topic,
+    return {"group": group, "event_id": event_id_of(job), "event_type": event_type, "topic": job.topic,
             "partition": job.partition, "offset": job.offset, "trace_id": trace_id_of(job)}
 
 
