@@ -187,10 +187,11 @@ class Admin(AdminClient):
             self.refusal = error
 
 
-def admin_client(settings: Settings | None = None) -> Admin:
+def admin_client(settings: Settings | None = None, *, logger: logging.Logger | None = None) -> Admin:
+    """An ``Admin`` on the settings' cluster; librdkafka's log lines go to ``logger``."""
     settings = settings or get_settings()
-    return Admin({"bootstrap.servers": settings.bootstrap(), "logger": logging.getLogger("schemas.librdkafka"),
-                  **settings.kafka_properties()})
+    return Admin({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(),
+                  "logger": logger or logging.getLogger("schemas.librdkafka")})
 
 
 @dataclass(frozen=True)

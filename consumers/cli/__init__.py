@@ -45,8 +45,6 @@ class EventsGroup(click.Group):
             _fail(message)
 
 
-
-
 def _fail(message: str) -> None:
     err.print("[bold red]error:[/] ", end="", highlight=False)
     err.print(mask_credentials(message), highlight=False, soft_wrap=True, markup=False)
@@ -58,15 +56,13 @@ def _why_unreachable(timeout_s: float = 5.0) -> str | None:
     not answer (a metadata request that listens to the error callback); None when it is not."""
     import logging
 
-    from schemas.settings import get_settings
-    from schemas.topics import Admin, cluster_metadata
+    from schemas.topics import admin_client, cluster_metadata
 
     quiet = logging.getLogger("consumers.cli.probe")
     quiet.propagate = False
     quiet.addHandler(logging.NullHandler())
     try:
-        settings = get_settings()
-        admin = Admin({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(), "logger": quiet})
+        admin = admin_client(logger=quiet)
     except Exception:  # noqa: BLE001 - the probe is a courtesy: the first error stands
         return None
     try:

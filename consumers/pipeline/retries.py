@@ -111,13 +111,14 @@ class Retries(Step):
         exc = state.outcome.exception()
         dependency = isinstance(exc, handler.option("pause_on"))
         if dependency:
-            self.breaker.failure(handler.name, id(job), exc, message_fields(job, self.group.name))
+            fields = message_fields(job, self.group.name)
+            self.breaker.failure(handler.name, id(job), exc, fields)
         spent = (state.attempt_number >= handler.option("max_attempts")
                  or time.monotonic() - started >= handler.option("max_retry_time_s"))
         if spent and dependency and not self.breaker.healthy_since(handler.name, started):
             # no message of this handler has succeeded since this one was first tried: nothing shows
             # the dependency is up, so take it for an outage, not this message's fault, and wait
-            self.breaker.hold(handler.name, exc, message_fields(job, self.group.name))
+            self.breaker.hold(handler.name, exc, fields)
             return False
         return spent
 

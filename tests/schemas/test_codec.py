@@ -262,30 +262,31 @@ def test_an_unexpected_event_type_is_a_mismatch():
         codec.decode(valid(), "app_was_created")
 
 
-def test_valid_avro_with_invalid_values_is_an_invalid_event():
-    # Given a body that is valid Avro but breaks the model's rules (negative tokens, empty tenant)
+def message_with(values: dict) -> bytes:
+    """A message_was_created body that is valid Avro, with ``values`` that may break the model's rules."""
     spec = CATALOGUE.get("message_was_created")
-    record = sample_events()[7].model_dump() | {"message_tokens": -5, "tenant_id": ""}
     buf = io.BytesIO(single_object_header(spec.latest.fingerprint))
     buf.seek(10)
-    schemaless_writer(buf, spec.latest.schema, record)
+    schemaless_writer(buf, spec.latest.schema, sample_events()[7].model_dump() | values)
+    return buf.getvalue()
+
+
+def test_valid_avro_with_invalid_values_is_an_invalid_event():
+    # Given a body that is valid Avro but breaks the model's rules (negative tokens, empty tenant)
+    data = message_with({"message_tokens": -5, "tenant_id": ""})
     # When decoded / Then InvalidEvent carries pydantic's message, naming the fields
     with pytest.raises(InvalidEvent, match="message_was_created") as caught:
-        codec.decode(buf.getvalue())
+        codec.decode(data)
     assert "message_tokens" in str(caught.value) and "tenant_id" in str(caught.value)
 
 
 def test_an_invalid_events_message_names_the_fields_but_not_their_values():
     # Given a valid Avro body whose values break the model's rules, one of them a distinctive string
-    spec = CATALOGUE.get("message_was_created")
-    record = sample_events()[7].model_dump() | {"message_tokens": -987654, "event_id": "not-a-uuid-b0dy"}
-    buf = io.BytesIO(single_object_header(spec.latest.fingerprint))
-    buf.seek(10)
-    schemaless_writer(buf, spec.latest.schema, record)
+    data = message_with({"message_tokens": -987654, "event_id": "not-a-uuid-b0dy"})
     # When decoded / Then the message lists each error as "field: reason", without the input values
     # (the message goes to logs and dead-letter headers; the values are the event's data)
     with pytest.raises(InvalidEvent) as caught:
-        codec.decode(buf.getvalue())
+        codec.decode(data)
     message = str(caught.value)
     assert "not-a-uuid-b0dy" not in message and "987654" not in message and "input_value" not in message
     assert "is not valid: 2 errors: event_id: Value error, event_id must be a UUID" in message
