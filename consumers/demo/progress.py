@@ -7,7 +7,8 @@
   API's ``list_consumer_group_offsets``: with confluent-kafka 2.16 it crashes the process (SIGSEGV)
   while the broker is still loading the group coordinator, as on a broker started a moment ago;
 - dead letters: messages held by ``<prefix>.dlq.<group>`` (high minus low watermark);
-- duplicates and readiness: the group's own counters, from its health endpoint (``/healthz``).
+- duplicates, readiness and messages in flight: the group's own counters, from its health endpoint
+  (``/healthz``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class GroupProgress:
     duplicates: int | None = None   # None: the health endpoint did not answer
     joined: bool = False
     exit_code: int | None = None    # set once the process has ended
+    in_flight: int | None = None    # messages queued or running in the process (None: no answer)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to read and nothing running."""
+        return self.lag == 0 and self.in_flight == 0
 
 
 class Probe:
@@ -89,7 +96,8 @@ class Probe:
             status = self._health(name) if name not in exit_codes else None
             out[name] = GroupProgress(name, handled.get(name, 0), lag, dead,
                                       None if status is None else status.get("duplicates"),
-                                      bool(status and status.get("joined")), exit_codes.get(name))
+                                      bool(status and status.get("joined")), exit_codes.get(name),
+                                      None if status is None else status.get("in_flight"))
         return out
 
     # -- the sources --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from confluent_kafka import Producer
 from rich.console import Console
@@ -145,15 +146,15 @@ class Demo:
 
         view = self._view = LiveView(lambda: self._refresh(application, relay, monitor), f"events demo · {prefix}")
         live = Live(view, console=console, refresh_per_second=4) if console.is_terminal else contextlib.nullcontext()
-        digests: list[tuple[str, dict[str, int]]] = []
+        snapshots: list[Snapshot] = []
         with live:
             self._pass(workload, application, relay, monitor, processes, second=False)
             if options.twice:
-                digests.append(C.digest(engine))
+                snapshots.append(Snapshot(*C.digest(engine), _handled(monitor)))
                 for e in workload.expected_dead_letters:
                     self.status.expected_dead_letters[e.group] += 1
                 self._pass(workload, application, relay, monitor, processes, second=True)
-                digests.append(C.digest(engine))
+                snapshots.append(Snapshot(*C.digest(engine), _handled(monitor)))
             self.status.phase = "stopping the groups (SIGTERM: drain, commit, leave)"
             last = dict(monitor.latest)
             monitor.stop()
@@ -167,8 +168,8 @@ class Demo:
         letters = read_dead_letters(settings, admin, {g.name: g.dlq_topic(prefix) for g in groups})
         rows, missing = C.match_dead_letters(letters, workload.expected_dead_letters, 2 if options.twice else 1)
         results = C.run_checks(engine, workload)
-        if digests:
-            results.append(_twice_check(*digests))
+        if snapshots:
+            results.append(_twice_check(*snapshots))
         return self._summary(workload, application, final, rows, missing, results, exit_codes, processes)
 
     def _pass(self, workload: Workload, application: Application, relay: Relay, monitor: Monitor,
@@ -200,11 +201,9 @@ class Demo:
         while True:
             self._check_alive(processes, relay)
             self._plain_progress()
-            if application.outbox_pending() == 0:
-                published_by = time.monotonic()  # every event is acknowledged by now
-                latest = monitor.measurement_after(published_by, timeout_s=5.0)
-                if latest is not None and all(g.lag == 0 for g in latest.values()):
-                    return
+            # an empty outbox: every event is on the broker now, so a later measurement sees it all
+            if application.outbox_pending() == 0 and _settled(monitor, time.monotonic()):
+                return
             if time.monotonic() > deadline:
                 behind = [f"{g.name} (lag {g.lag:,}{', not joined' if not g.joined else ''})"
                           for g in monitor.latest.values() if g.lag]
@@ -340,16 +339,37 @@ def _prepare_database(url: str) -> Engine:
     return engine
 
 
-def _twice_check(before: tuple[str, dict[str, int]], after: tuple[str, dict[str, int]]) -> Check:
-    rows = sum(after[1].values())
-    if before[0] == after[0]:
-        return Check("publishing every event twice changes nothing", True,
-                     f"domain tables identical after the second pass: {len(after[1])} tables, {rows:,} rows, "
-                     f"sha256 {after[0][:12]}")
-    changed = [t for t in after[1] if before[1].get(t) != after[1][t]]
-    return Check("publishing every event twice changes nothing", False,
-                 f"the domain tables differ after the second pass (row counts changed in: "
-                 f"{', '.join(changed) or 'none; values changed'})")
+def _settled(monitor: Monitor, since: float) -> bool:
+    """Two measurements in a row, both begun after ``since``, find every group idle and agree on
+    every count: nothing left to read, nothing running, nothing committed in between."""
+    first = monitor.measurement_after(since, timeout_s=5.0)
+    if first is None or not all(g.idle for g in first.values()):
+        return False
+    return monitor.measurement_after(time.monotonic(), timeout_s=5.0) == first
+
+
+class Snapshot(NamedTuple):
+    """The domain tables (digest, row counts) and each group's handled count, after a pass."""
+    sha: str
+    rows: dict[str, int]
+    handled: dict[str, int]
+
+
+def _handled(monitor: Monitor) -> dict[str, int]:
+    return {name: g.handled for name, g in monitor.latest.items()}
+
+
+def _twice_check(before: Snapshot, after: Snapshot) -> Check:
+    name = "publishing every event twice changes nothing"
+    if before.sha == after.sha:
+        return Check(name, True, f"domain tables identical after the second pass: {len(after.rows)} tables, "
+                                 f"{sum(after.rows.values()):,} rows, sha256 {after.sha[:12]}")
+    changed = [f"{t} {before.rows.get(t, 0):,} -> {n:,}" for t, n in after.rows.items() if before.rows.get(t) != n]
+    handled = [f"{g} +{n - before.handled.get(g, 0)}" for g, n in after.handled.items()
+               if n != before.handled.get(g, 0)]
+    return Check(name, False, f"the domain tables differ after the second pass (rows: "
+                              f"{', '.join(changed) or 'same counts, values changed'}; events handled anew in "
+                              f"it: {', '.join(handled) or 'none'})")
 
 
 def _safe_url(url: str) -> str:

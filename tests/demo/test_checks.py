@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import create_engine, insert
 
 from consumers.demo.checks import digest, match_dead_letters
+from consumers.demo.progress import GroupProgress
+from consumers.demo.run import Snapshot, _settled, _twice_check
 from consumers.demo.workload import ExpectedDeadLetter
 from consumers.domain import Tenant, create_all, utcnow
 from consumers.pipeline import dead_letters as DL
@@ -55,3 +57,38 @@ def test_the_digest_changes_with_the_data_and_only_with_it(tmp_path):
     changed, counts = digest(engine)
     assert changed != empty and counts["tenants"] == 1
     engine.dispose()
+
+
+class Measurements:
+    """A monitor's ``measurement_after`` answering with the given measurements in turn."""
+
+    def __init__(self, *measurements):
+        self.left = list(measurements)
+
+    def measurement_after(self, instant, timeout_s):
+        return self.left.pop(0) if self.left else None
+
+
+def progress(handled: int = 5, lag: int = 0, in_flight: int | None = 0) -> dict[str, GroupProgress]:
+    return {"document-indexer": GroupProgress("document-indexer", handled, lag, 0, 0, True, None, in_flight)}
+
+
+def test_the_groups_are_settled_only_when_two_measurements_in_a_row_find_them_idle_and_agree():
+    # an idle group measured twice alike
+    assert _settled(Measurements(progress(), progress()), 0.0)
+    # behind, busy, silent, or still committing between the two measurements: not settled
+    assert not _settled(Measurements(progress(lag=1), progress()), 0.0)
+    assert not _settled(Measurements(progress(in_flight=1), progress()), 0.0)
+    assert not _settled(Measurements(progress(in_flight=None), progress(in_flight=None)), 0.0)
+    assert not _settled(Measurements(progress(handled=5), progress(handled=6)), 0.0)
+    assert not _settled(Measurements(progress()), 0.0)
+
+
+def test_a_second_pass_that_changed_the_tables_says_which_and_which_groups_handled_events_anew():
+    before = Snapshot("a", {"documents": 57, "document_segments": 300}, {"document-indexer": 20, "site-provisioner": 9})
+    after = Snapshot("b", {"documents": 57, "document_segments": 312}, {"document-indexer": 21, "site-provisioner": 9})
+    check = _twice_check(before, after)
+    assert not check.ok
+    assert "document_segments 300 -> 312" in check.detail and "documents 57" not in check.detail
+    assert "events handled anew in it: document-indexer +1" in check.detail
+    assert _twice_check(before, before).ok

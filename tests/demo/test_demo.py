@@ -35,8 +35,17 @@ def demo(tmp_path: Path, kafka_bootstrap: str, *args: str) -> tuple[subprocess.C
     return done, json.loads(report.read_text()) if report.exists() else None
 
 
+def failure(done: subprocess.CompletedProcess, report: dict | None) -> str:
+    """The end of a failed run's output, then what its report says went wrong and each group's counts."""
+    summary = "" if report is None else json.dumps({
+        "failed checks": [c for c in report["checks"] if not c["ok"]], "groups": report["groups"],
+        "unexpected dead letters": [d for d in report["dead_letters"] if not d["expected"]],
+        "missing dead letters": report["missing_dead_letters"], "timings": report["timings_s"]}, indent=1)
+    return f"{done.stdout[-3000:]}{done.stderr[-3000:]}\n{summary}"
+
+
 def assert_clean_run(done: subprocess.CompletedProcess, report: dict, *, passes: int = 1) -> None:
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, failure(done, report)
     assert report["ok"]
     # every invariant holds, and the summary says so with a ✓ per check
     assert [c for c in report["checks"] if not c["ok"]] == []
