@@ -1,13 +1,14 @@
 """What the demo checks once every group has drained: the domain's invariants
-(``consumers.domain.invariants``), a few checks that need to know the workload, and a digest of
-the domain tables (to show that a second delivery of every event changed nothing).
+(``consumers.domain.invariants``), a few checks that need to know the workload, that each group
+claimed every event it takes, and a digest of the domain tables (to show that a second delivery
+of every event changed nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +21,10 @@ from sqlalchemy.orm import Session
 from schemas.events import AppDraftWorkflowWasSynced
 
 from ..domain import Base, Document, Provider, Tenant, TenantDefaultModel, TenantSetting, ToolParameterCache, search
-from ..domain.invariants import Check, check_all
+from ..domain.invariants import Check, examples, check_all
 from ..domain.provider import DEFAULT_MODELS, SYSTEM, plan_quota
+from ..group import ConsumerGroup
+from ..idempotency import processed_events
 from .workload import Change, ExpectedDeadLetter, Workload
 
 SEARCH_SAMPLE = 25
@@ -31,6 +34,29 @@ def run_checks(engine: Engine, workload: Workload) -> list[Check]:
     with Session(engine) as session:
         return [*check_all(session), search_finds_documents(session, workload),
                 tool_caches_follow_drafts(session, workload), tenant_settings_follow_tenants(session)]
+
+
+def every_event_claimed_once(engine: Engine, workload: Workload, groups: Iterable[ConsumerGroup]) -> Check:
+    """Each group holds an idempotency claim for every event of the types it takes (those it is
+    meant to reject, and handlers without claims, aside) and none for any other event: nothing was
+    lost or passed over by mistake."""
+    rejected = {e.event_id for e in workload.expected_dead_letters if e.event_id}
+    claimed: dict[str, set[str]] = defaultdict(set)
+    with engine.connect() as conn:
+        for group, event_id in conn.execute(select(processed_events.c.group_name, processed_events.c.event_id)):
+            claimed[group].add(event_id)
+    lost, foreign, total, groups = [], [], 0, list(groups)
+    for group in groups:
+        claiming = {t for t, h in group.handlers.items() if h.option("idempotent")}
+        wanted = {e.event_id: e.event_type for e in workload.events()
+                  if e.event_type in claiming and e.event_id not in rejected}
+        total += len(wanted)
+        lost += [f"{group.name}: {wanted[i]} {i}" for i in sorted(wanted.keys() - claimed[group.name])]
+        foreign += [f"{group.name}: {i}" for i in sorted(claimed[group.name] - wanted.keys())]
+    name = "each group claimed every event it takes, and only those"
+    problems = [f"{len(lost)} never handled ({examples(lost)})"] if lost else []
+    problems += [f"{len(foreign)} claims of no such event ({examples(foreign)})"] if foreign else []
+    return Check(name, not problems, "; ".join(problems) or f"{total:,} claims over {len(groups)} groups")
 
 
 def search_finds_documents(session: Session, workload: Workload) -> Check:

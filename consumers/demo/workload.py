@@ -114,6 +114,7 @@ class ExpectedDeadLetter:
     group: str
     error_class: str  # the class name, without its module
     what: str
+    event_id: str | None = None  # a valid event the group rejects (poison bytes have none)
 
 
 Step = Change | Poison
@@ -585,11 +586,11 @@ class _Generator:
         rejects it."""
         dataset_id = next(d for d in self.dataset_tenant if d not in self.gone_datasets)
         at = self.tick()
-        self.change("index request for documents that do not exist", SDK, events=[self.event(
-            DocumentIndexCreated, at, tenant_id=self.dataset_tenant[dataset_id], dataset_id=dataset_id,
-            document_ids=(_id(self.rng), _id(self.rng)))])
+        request = self.event(DocumentIndexCreated, at, tenant_id=self.dataset_tenant[dataset_id],
+                             dataset_id=dataset_id, document_ids=(_id(self.rng), _id(self.rng)))
+        self.change("index request for documents that do not exist", SDK, events=[request])
         self.expected.append(ExpectedDeadLetter("document-indexer", "DocumentNotFound",
-                                                "an index request for documents that do not exist"))
+                                                "an index request for documents that do not exist", request.event_id))
 
 
 def _chunks(items: list[str], n: int) -> list[list[str]]:

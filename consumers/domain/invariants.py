@@ -28,7 +28,7 @@ class Check(NamedTuple):
     detail: str
 
 
-def _examples(items: Iterable[str]) -> str:
+def examples(items: Iterable[str]) -> str:
     items = list(items)
     more = f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else ""
     return ", ".join(items[:EXAMPLES]) + more
@@ -40,7 +40,7 @@ def every_app_has_one_site(session: Session) -> Check:
     bad = sorted(f"{app} has {n}" for app, n in counts.items() if n != 1)
     return Check("every app has exactly one site", not bad,
                  f"{len(counts)} apps, one site each" if not bad
-                 else f"{len(bad)} of {len(counts)} apps: {_examples(bad)}")
+                 else f"{len(bad)} of {len(counts)} apps: {examples(bad)}")
 
 
 def every_app_has_one_installed_app(session: Session) -> Check:
@@ -52,7 +52,7 @@ def every_app_has_one_installed_app(session: Session) -> Check:
     bad = sorted(f"{app} has {n}" for app, n in counts.items() if n != 1)
     return Check("every app is installed once in its owner's workspace", not bad,
                  f"{len(counts)} apps, one installed-app record each" if not bad
-                 else f"{len(bad)} of {len(counts)} apps: {_examples(bad)}")
+                 else f"{len(bad)} of {len(counts)} apps: {examples(bad)}")
 
 
 def deleted_datasets_leave_nothing(session: Session) -> Check:
@@ -107,7 +107,7 @@ def provider_usage_equals_message_tokens(session: Session) -> Check:
                  for t, p in expected.keys() | actual.keys() if actual.get((t, p), 0) != expected.get((t, p), 0))
     return Check("each provider's usage equals the sum of its messages' tokens", not bad,
                  f"{len(expected)} tenant providers, {sum(expected.values())} tokens" if not bad
-                 else f"{len(bad)} differ: {_examples(bad)}")
+                 else f"{len(bad)} differ: {examples(bad)}")
 
 
 def provider_quota_deducted(session: Session) -> Check:
@@ -121,7 +121,7 @@ def provider_quota_deducted(session: Session) -> Check:
     missing = sorted(f"{t}/{n}: no provider record" for t, n in expected.keys() - recorded)
     bad = sorted(bad) + missing
     return Check("each hosted provider's quota is deducted by its messages' tokens", not bad,
-                 "every quota matches" if not bad else f"{len(bad)} differ: {_examples(bad)}")
+                 "every quota matches" if not bad else f"{len(bad)} differ: {examples(bad)}")
 
 
 def app_joins_follow_latest_config(session: Session) -> Check:
@@ -151,7 +151,7 @@ def app_joins_follow_latest_config(session: Session) -> Check:
             bad.append(f"{app.id}: joined {len(have - want)} extra, {len(want - have)} missing")
     return Check("app dataset joins equal the datasets of each app's current config", not bad,
                  f"{len(apps)} apps, {sum(len(v) for v in joins.values())} joins" if not bad
-                 else f"{len(bad)} of {len(apps)} apps: {_examples(sorted(bad))}")
+                 else f"{len(bad)} of {len(apps)} apps: {examples(sorted(bad))}")
 
 
 CHECKS: list[Callable[[Session], Check]] = [

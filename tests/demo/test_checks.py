@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, insert
+from sqlalchemy import create_engine, delete, insert
 
-from consumers.demo.checks import digest, match_dead_letters
+from consumers import idempotency, registry
+from consumers.demo.checks import digest, every_event_claimed_once, match_dead_letters
 from consumers.demo.progress import GroupProgress
 from consumers.demo.run import Snapshot, _settled, _twice_check
-from consumers.demo.workload import ExpectedDeadLetter
+from consumers.demo.workload import SIZES, ExpectedDeadLetter, build
 from consumers.domain import Tenant, create_all, utcnow
 from consumers.pipeline import dead_letters as DL
 from consumers.recovery.dead_letters import DeadLetter
@@ -92,3 +93,31 @@ def test_a_second_pass_that_changed_the_tables_says_which_and_which_groups_handl
     assert "document_segments 300 -> 312" in check.detail and "documents 57" not in check.detail
     assert "events handled anew in it: document-indexer +1" in check.detail
     assert _twice_check(before, before).ok
+
+
+def test_a_group_missing_the_claim_of_an_event_it_takes_or_holding_a_foreign_one_fails_the_claims_check(tmp_path):
+    # Given the small workload and a database where every group claimed exactly the events it takes
+    engine = create_engine(f"sqlite:///{tmp_path / 'claims.db'}")
+    idempotency.create_table(engine)
+    workload, groups = build(SIZES["small"]), registry.discover()
+    rejected = {e.event_id for e in workload.expected_dead_letters if e.event_id}
+    claims = [dict(group_name=g.name, idempotency_key=e.event_id, event_id=e.event_id, processed_at=utcnow())
+              for g in groups for e in workload.events() if e.event_type in g.handlers and e.event_id not in rejected]
+    with engine.begin() as conn:
+        conn.execute(insert(idempotency.processed_events), claims)
+    check = every_event_claimed_once(engine, workload, groups)
+    assert check.ok, check.detail
+    assert f"{len(claims):,} claims over {len(groups)} groups" in check.detail
+    # When one claim goes missing and a claim of no such event appears
+    lost = claims[len(claims) // 2]
+    with engine.begin() as conn:
+        conn.execute(delete(idempotency.processed_events).where(
+            idempotency.processed_events.c.idempotency_key == lost["idempotency_key"],
+            idempotency.processed_events.c.group_name == lost["group_name"]))
+        conn.execute(insert(idempotency.processed_events), [dict(lost, idempotency_key="x", event_id="no-such-event")])
+    # Then the check fails, naming the group and the event of each
+    check = every_event_claimed_once(engine, workload, groups)
+    assert not check.ok
+    assert f"1 never handled ({lost['group_name']}: " in check.detail and lost["event_id"] in check.detail
+    assert f"1 claims of no such event ({lost['group_name']}: no-such-event)" in check.detail
+    engine.dispose()
