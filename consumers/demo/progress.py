@@ -53,8 +53,13 @@ class GroupProgress:
 
     @property
     def idle(self) -> bool:
-        """Nothing left to read and nothing running."""
-        return self.lag == 0 and self.in_flight == 0
+        """Nothing left to read, and nothing running as far as the process says (if it answers)."""
+        return self.lag == 0 and not self.in_flight
+
+    @property
+    def progress(self) -> tuple[int, int, int]:
+        """What moves while the group works: handled, lag, dead letters."""
+        return self.handled, self.lag, self.dead_letters
 
 
 class Probe:

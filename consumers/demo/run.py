@@ -341,12 +341,13 @@ def _prepare_database(url: str) -> Engine:
 
 
 def _settled(monitor: Monitor, since: float) -> bool:
-    """Two measurements in a row, both begun after ``since``, find every group idle and agree on
-    every count: nothing left to read, nothing running, nothing committed in between."""
+    """Two measurements in a row, both begun after ``since``, find every group idle and no count
+    moved between them: nothing left to read, nothing running, nothing finished in between."""
     first = monitor.measurement_after(since, timeout_s=5.0)
     if first is None or not all(g.idle for g in first.values()):
         return False
-    return monitor.measurement_after(time.monotonic(), timeout_s=5.0) == first
+    second = monitor.measurement_after(time.monotonic(), timeout_s=5.0)
+    return second is not None and all(g.idle and g.progress == first[n].progress for n, g in second.items())
 
 
 class Snapshot(NamedTuple):
