@@ -294,7 +294,9 @@ class Demo:
             problems += [f"{unexpected} unexpected dead letter(s)"] if unexpected else []
             problems += [f"{len(missing)} expected dead letter(s) missing"] if missing else []
             problems += [f"groups exited with errors: {bad_exits}"] if bad_exits else []
-            suspects = sorted({r.group for r in rows if r.expected is None} | {e.group for e in missing} | set(bad_exits))
+            named = {name for name in processes.groups if any(name in c.detail for c in failed)}
+            suspects = sorted({r.group for r in rows if r.expected is None} | {e.group for e in missing}
+                              | set(bad_exits) | named)
             for name in suspects:  # what went wrong is most often in the group's own log
                 group = processes.groups[name]
                 self.console.print(f"{name}: its log is {group.log_file}; its last warnings and errors:\n"
