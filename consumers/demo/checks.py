@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from schemas.events import AppDraftWorkflowWasSynced
 
 from ..domain import Base, Document, Provider, Tenant, TenantDefaultModel, TenantSetting, ToolParameterCache, search
-from ..domain.invariants import Check, examples, check_all
+from ..domain.invariants import Check, check_all, examples
 from ..domain.provider import DEFAULT_MODELS, SYSTEM, plan_quota
 from ..group import ConsumerGroup
 from ..idempotency import processed_events
