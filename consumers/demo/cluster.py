@@ -54,11 +54,6 @@ def find_cluster(settings: Settings, *, on_progress: Callable[[str], None] = lam
     return Cluster(state.bootstrap, broker, started=True)
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap(), **settings.kafka_properties(),
-                        "logger": LIBRDKAFKA_LOG})
-
-
 def apply_topics(admin: AdminClient, prefix: str, groups: list[str]) -> Plan:
     """The domain topics and every group's dead-letter and retry topics, as the topics file says."""
     the_plan = plan(admin, prefix, groups=groups, timeout=30)

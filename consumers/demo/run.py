@@ -35,13 +35,14 @@ from producers.config import producer_config
 from producers.outbox import event_outbox
 from schemas.errors import EventsError
 from schemas.settings import Settings, default_home, get_settings
+from schemas.topics import admin_client
 
 from .. import idempotency, registry
 from ..domain import App, create_all
 from ..domain.invariants import Check
 from . import checks as C
 from .application import AGAIN, Application, Relay
-from .cluster import LIBRDKAFKA_LOG, Cluster, GroupProcesses, admin_client, apply_topics, delete_run, find_cluster, \
+from .cluster import LIBRDKAFKA_LOG, Cluster, GroupProcesses, apply_topics, delete_run, find_cluster, \
     group_env
 from .postgres import throwaway_postgres
 from .progress import GroupProgress, Monitor, Probe, read_dead_letters
@@ -117,7 +118,7 @@ class Demo:
         stack.callback(reader.dispose)
         groups = registry.discover()
         names = [g.name for g in groups]
-        admin = admin_client(settings)
+        admin = admin_client(settings, logger=LIBRDKAFKA_LOG)
         the_plan = apply_topics(admin, prefix, names)
         if options.delete_topics:
             stack.callback(lambda: delete_run(admin, prefix, [f"{prefix}.{n}" for n in names]))

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from consumers import registry
 from consumers.demo.application import Application, Relay
-from consumers.demo.cluster import GroupProcesses, _terminate_with_parent, admin_client, apply_topics, group_env
+from consumers.demo.cluster import LIBRDKAFKA_LOG, GroupProcesses, _terminate_with_parent, apply_topics, group_env
 from consumers.demo.progress import Probe, read_dead_letters
 from consumers.demo.run import _prepare_database
 from consumers.demo.workload import SDK, Change, Size, build
@@ -41,6 +41,7 @@ from consumers.idempotency import processed_events
 from producers import EventProducer
 from producers.config import producer_config
 from schemas.settings import Settings
+from schemas.topics import admin_client
 from tests.support.waiting import wait_until
 
 QUIET = logging.getLogger("tests.faults.librdkafka")  # librdkafka's lines of the test's own clients, not stderr
@@ -93,7 +94,7 @@ class World:
         self.names = groups
         self.workload = build(size, seed=seed)
         self.engine = _prepare_database(database_url)
-        self.admin = admin_client(self.settings)
+        self.admin = admin_client(self.settings, logger=LIBRDKAFKA_LOG)
         apply_topics(self.admin, prefix, groups)
         env = group_env(self.settings, bootstrap=bootstrap, prefix=prefix, database_url=database_url)
         env.update(FAST_FAILOVER, **(extra_env or {}))
