@@ -14,10 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from probe import Clock, config, single_object_decoder  # noqa: E402
 from quixstreams import Application  # noqa: E402
 from quixstreams.models.serializers import Deserializer  # noqa: E402
-
-from probe import Clock, config, single_object_decoder  # noqa: E402
 
 
 class SingleObjectAvro(Deserializer):

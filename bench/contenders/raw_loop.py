@@ -16,7 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-
 from probe import Clock, config, single_object_decoder  # noqa: E402
 
 

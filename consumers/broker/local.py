@@ -9,11 +9,11 @@ ports, version), which :func:`schemas.settings` reads to find the broker.
 from __future__ import annotations
 
 import base64
-import random
-import secrets
 import json
 import logging
 import os
+import random
+import secrets
 import signal
 import socket
 import subprocess

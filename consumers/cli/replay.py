@@ -18,9 +18,8 @@ from rich.table import Table
 from schemas.settings import get_settings
 
 from ..config import group_id
-from ..recovery import kafka
+from ..recovery import kafka, replay
 from ..recovery import plan as planning
-from ..recovery import replay
 from ..recovery.positions import parse_positions
 from ..recovery.times import parse_time
 

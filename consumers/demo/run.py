@@ -42,8 +42,7 @@ from ..domain import App, create_all
 from ..domain.invariants import Check
 from . import checks as C
 from .application import AGAIN, Application, Relay
-from .cluster import LIBRDKAFKA_LOG, Cluster, GroupProcesses, apply_topics, delete_run, find_cluster, \
-    group_env
+from .cluster import LIBRDKAFKA_LOG, Cluster, GroupProcesses, apply_topics, delete_run, find_cluster, group_env
 from .postgres import throwaway_postgres
 from .progress import GroupProgress, Monitor, Probe, read_dead_letters
 from .report import LiveView, Status, checks_table, dead_letters_table, groups_table, print_tables, published_table

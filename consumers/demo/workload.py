@@ -29,13 +29,30 @@ from typing import Any, Literal
 
 from schemas import headers as H
 from schemas.events import (
-    AppDraftWorkflowWasSynced, AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, AppWasCreated,
-    DatasetWasDeleted, DocumentIndexCreated, DocumentWasDeleted, Event, MessageWasCreated, TenantWasCreated,
-    TenantWasUpdated, ToolNode,
+    AppDraftWorkflowWasSynced,
+    AppModelConfigWasUpdated,
+    AppPublishedWorkflowWasUpdated,
+    AppWasCreated,
+    DatasetWasDeleted,
+    DocumentIndexCreated,
+    DocumentWasDeleted,
+    Event,
+    MessageWasCreated,
+    TenantWasCreated,
+    TenantWasUpdated,
+    ToolNode,
 )
 
 from ..domain import (
-    App, AppModelConfig, Base, Dataset, Document, Message, Tenant, ToolParameterCache, Workflow,
+    App,
+    AppModelConfig,
+    Base,
+    Dataset,
+    Document,
+    Message,
+    Tenant,
+    ToolParameterCache,
+    Workflow,
 )
 from ..domain.app import DRAFT, WORKFLOW_MODES
 

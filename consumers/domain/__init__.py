@@ -10,7 +10,14 @@
 """
 
 from .app import (
-    App, AppDatasetJoin, AppDatasetJoinVersion, AppModelConfig, InstalledApp, Site, ToolParameterCache, Workflow,
+    App,
+    AppDatasetJoin,
+    AppDatasetJoinVersion,
+    AppModelConfig,
+    InstalledApp,
+    Site,
+    ToolParameterCache,
+    Workflow,
 )
 from .base import Base, UTCDateTime, create_all, insert_ignore, new_id, utcnow
 from .dataset import Dataset, Document, DocumentKeyword, DocumentSegment

@@ -19,8 +19,15 @@ Importing this package registers every group with ``consumers.registry``. ``GROU
 from __future__ import annotations
 
 from . import (
-    app_dataset_joins, dataset_cleaner, document_cleaner, document_indexer, installed_app_provisioner,
-    provider_usage, site_provisioner, tenant_provisioner, tool_cache_cleaner,
+    app_dataset_joins,
+    dataset_cleaner,
+    document_cleaner,
+    document_indexer,
+    installed_app_provisioner,
+    provider_usage,
+    site_provisioner,
+    tenant_provisioner,
+    tool_cache_cleaner,
 )
 
 GROUPS = [

@@ -11,7 +11,6 @@ from schemas import headers as H
 from schemas.codec import AvroCodec
 from schemas.events import AppWasCreated
 from tests.support.running import running  # noqa: F401 - re-exported to this package's tests
-from tests.support.waiting import wait_until
 
 codec = AvroCodec()
 

@@ -5,8 +5,18 @@ import pytest
 from sqlalchemy import delete, update
 
 from consumers.domain import (
-    App, AppDatasetJoin, AppModelConfig, Dataset, Document, DocumentSegment, InstalledApp, Message, Provider,
-    ProviderUsage, Site, Workflow,
+    App,
+    AppDatasetJoin,
+    AppModelConfig,
+    Dataset,
+    Document,
+    DocumentSegment,
+    InstalledApp,
+    Message,
+    Provider,
+    ProviderUsage,
+    Site,
+    Workflow,
 )
 from consumers.domain.invariants import CHECKS, Check, check_all
 from consumers.handlers.app_dataset_joins import sync_joins_with_model_config, sync_joins_with_published_workflow
@@ -16,7 +26,11 @@ from consumers.handlers.installed_app_provisioner import create_installed_app
 from consumers.handlers.provider_usage import record_provider_usage
 from consumers.handlers.site_provisioner import create_site_record
 from schemas.events import (
-    AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, AppWasCreated, DatasetWasDeleted, DocumentIndexCreated,
+    AppModelConfigWasUpdated,
+    AppPublishedWorkflowWasUpdated,
+    AppWasCreated,
+    DatasetWasDeleted,
+    DocumentIndexCreated,
     MessageWasCreated,
 )
 

@@ -7,7 +7,16 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import StatementError
 
 from consumers.domain import (
-    App, AppModelConfig, Base, InstalledApp, Provider, Site, Tenant, Workflow, create_all, insert_ignore,
+    App,
+    AppModelConfig,
+    Base,
+    InstalledApp,
+    Provider,
+    Site,
+    Tenant,
+    Workflow,
+    create_all,
+    insert_ignore,
 )
 
 SLICE = {

@@ -35,7 +35,9 @@ from consumers.demo.run import _prepare_database
 from consumers.demo.workload import SDK, Change, Size, build
 from consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
 from consumers.domain.invariants import (
-    every_app_has_one_installed_app, every_app_has_one_site, provider_usage_equals_message_tokens,
+    every_app_has_one_installed_app,
+    every_app_has_one_site,
+    provider_usage_equals_message_tokens,
 )
 from consumers.idempotency import processed_events
 from producers import EventProducer

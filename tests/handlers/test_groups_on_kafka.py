@@ -10,22 +10,47 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from consumers.domain import (
-    AppDatasetJoin, Dataset, Document, DocumentKeyword, InstalledApp, Provider, ProviderUsage, Site, TenantSetting,
-    ToolParameterCache, search,
+    AppDatasetJoin,
+    Dataset,
+    Document,
+    DocumentKeyword,
+    InstalledApp,
+    Provider,
+    ProviderUsage,
+    Site,
+    TenantSetting,
+    ToolParameterCache,
+    search,
 )
 from consumers.domain.provider import PLAN_QUOTAS
 from consumers.handlers import (
-    GROUPS, app_dataset_joins, dataset_cleaner, document_cleaner, document_indexer, installed_app_provisioner,
-    provider_usage, site_provisioner, tenant_provisioner, tool_cache_cleaner,
+    GROUPS,
+    app_dataset_joins,
+    dataset_cleaner,
+    document_cleaner,
+    document_indexer,
+    installed_app_provisioner,
+    provider_usage,
+    site_provisioner,
+    tenant_provisioner,
+    tool_cache_cleaner,
 )
 from consumers.handlers.document_indexer import index_documents
 from consumers.pipeline import dead_letters as DL
 from consumers.registry import discover
 from producers import EventProducer
 from schemas.events import (
-    AppDraftWorkflowWasSynced, AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, AppWasCreated,
-    DatasetWasDeleted, DocumentIndexCreated, DocumentWasDeleted, MessageWasCreated, TenantWasCreated,
-    TenantWasUpdated, ToolNode,
+    AppDraftWorkflowWasSynced,
+    AppModelConfigWasUpdated,
+    AppPublishedWorkflowWasUpdated,
+    AppWasCreated,
+    DatasetWasDeleted,
+    DocumentIndexCreated,
+    DocumentWasDeleted,
+    MessageWasCreated,
+    TenantWasCreated,
+    TenantWasUpdated,
+    ToolNode,
 )
 from schemas.settings import get_settings
 

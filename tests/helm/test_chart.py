@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm.conftest import CHART, EXAMPLES, REPO, KUBE_VERSION, NAMESPACE, RELEASE, Rendered
+from tests.helm.conftest import CHART, EXAMPLES, KUBE_VERSION, NAMESPACE, RELEASE, REPO, Rendered
 
 VALUE_SETS = {"defaults": (), **{name: (path,) for name, path in EXAMPLES.items()}}
 DEFAULT_GROUPS = [

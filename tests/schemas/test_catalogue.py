@@ -15,7 +15,6 @@ from fastavro.schema import to_parsing_canonical_form
 from schemas.catalogue import AVRO_ROOT, CATALOGUE, Catalogue, crc64_avro, pascal_case
 from schemas.errors import CatalogueError, UnknownEventType, UnknownSchema
 from schemas.events import ALL_EVENTS, AppWasCreated, MessageWasCreated
-
 from schemas.samples import DATASET, sample_events
 
 EXPECTED_KEYS = {

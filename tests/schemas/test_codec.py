@@ -32,7 +32,6 @@ from schemas.errors import (
     UnknownSchema,
 )
 from schemas.events import ALL_EVENTS, Event, Id, MessageWasCreated, TenantWasCreated, TenantWasUpdated
-
 from schemas.samples import TENANT, sample_events
 
 codec = AvroCodec()

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ValidationError
 from schemas.catalogue import CATALOGUE
 from schemas.conformance import mismatches
 from schemas.events import ALL_EVENTS, MessageWasCreated, TenantWasCreated, new_event_id, utcnow
-
 from schemas.samples import TENANT, sample_events
 
 

@@ -17,8 +17,8 @@ from schemas.catalogue import CATALOGUE
 from schemas.errors import TopicsError
 from schemas.topics import (
     TOPICS_FILE,
-    TopicSpec,
     TopicsFile,
+    TopicSpec,
     apply,
     create_missing,
     desired_topics,
