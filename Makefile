@@ -2,6 +2,8 @@
 # (the virtualenv, the project with its test extras, Kafka's jars, PostgreSQL) is set up on the way.
 PYTHON ?= python3
 VENV   := .venv
+# pytest-xdist workers: most tests wait on Kafka, PostgreSQL or a subprocess, so several run at once
+TEST_WORKERS ?= 3
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
 .PHONY: demo test bench install clean
@@ -10,7 +12,7 @@ demo: $(STAMP)
 	$(VENV)/bin/events demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
 
 # `make bench BENCH_ARGS=--quick` for a one-minute smoke run; `python -m bench --help` for the rest
 bench: $(STAMP)

@@ -13,6 +13,15 @@ from sqlalchemy import create_engine, text
 
 from tests.support.kafka import kafka_cluster
 from tests.support.postgres import postgres_server
+from tests.support.services import shared_services
+from tests.support.waiting import wait_until
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a parallel run, the broker and PostgreSQL start once, before the workers (``make test``)."""
+    services = shared_services(config)
+    services.__enter__()
+    config.add_cleanup(lambda: services.__exit__(None, None, None))
 
 
 def unique(prefix: str) -> str:
@@ -67,6 +76,9 @@ def topic_factory(admin) -> Iterator[Callable[..., str]]:
         futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
         futures[name].result(timeout=30)
         created.append(name)
+        # the broker's metadata shows a new topic a moment after the controller created it
+        wait_until(lambda: len(getattr(admin.list_topics(name, timeout=10).topics.get(name), "partitions", ())) ==
+                   partitions, 30, f"topic {name} in the cluster's metadata")
         return name
 
     yield create

@@ -25,9 +25,11 @@ from pathlib import Path
 
 from .errors import BrokerError
 from .jars import KAFKA_VERSION, classpath, require_tool
+from .readiness import wait_for_group_coordinators
 from .tls import ensure_certificates
 
 DEFAULT_PORT = 9092
+OFFSETS_PARTITIONS = 10  # of __consumer_offsets: fewer than Kafka's 50, so a fresh broker is ready sooner
 SCRAM = "SCRAM-SHA-512"
 LOG4J_CONFIG = files(__package__) / "log4j2.properties"
 
@@ -207,7 +209,7 @@ class LocalBroker:
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
             "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
+            "offsets.topic.num.partitions": str(OFFSETS_PARTITIONS),
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
             "share.coordinator.state.topic.replication.factor": "1",
@@ -279,9 +281,12 @@ class LocalBroker:
         self.client_config_file.chmod(0o600)
 
     def _wait_until_ready(self, proc: subprocess.Popen, state: BrokerState, timeout_s: float) -> None:
+        """Until the broker answers metadata and its group coordinators are loaded (a commit made
+        right after ``start`` would otherwise fail with NOT_COORDINATOR)."""
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET, **self.client_properties()})
+        client = {"bootstrap.servers": state.bootstrap, "logger": _QUIET, **self.client_properties()}
+        admin = AdminClient(client)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -289,7 +294,7 @@ class LocalBroker:
                                   f"the end of {self.log_file}:\n{self.failure_excerpt()}")
             try:
                 metadata = admin.list_topics(timeout=1)
-                if metadata.brokers:
+                if metadata.brokers and wait_for_group_coordinators(client, OFFSETS_PARTITIONS, deadline):
                     return
             except Exception:  # noqa: BLE001 - not up yet; the deadline decides
                 pass

@@ -60,6 +60,8 @@ def status() -> None:
         out.print(f"not running (home: {local_broker_home()}); start it with `events broker start`")
         raise SystemExit(3)
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a long data dir is folded onto more lines, never cut
     for name, value in (("address", state.bootstrap), ("kafka", state.version), ("pid", state.pid),
                         ("data dir", state.data_dir), ("cluster id", state.cluster_id),
                         ("security", "SASL_SSL (SCRAM-SHA-512)" if state.secure else "PLAINTEXT")):

@@ -87,14 +87,23 @@ def build_helm(target: Path) -> float:
     return time.monotonic() - started
 
 
-def find_or_build_helm() -> Path:
-    """The path of a helm binary at the pinned version; builds it once if needed."""
+def find_cached_helm() -> Path | None:
+    """A helm binary at the pinned version, cached or on PATH, if there is one."""
     cached = cache_dir() / "bin" / "helm"
     if cached.is_file() and _is_pinned(cached):
         return cached
     on_path = shutil.which("helm")
     if on_path and _is_pinned(on_path):
         return Path(on_path)
+    return None
+
+
+def find_or_build_helm() -> Path:
+    """The path of a helm binary at the pinned version; builds it once if needed."""
+    found = find_cached_helm()
+    if found is not None:
+        return found
+    cached = cache_dir() / "bin" / "helm"
     cached.parent.mkdir(parents=True, exist_ok=True)
     with open(cache_dir() / "helm-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building it: wait for it

@@ -1,6 +1,7 @@
 """Finds or starts the Apache Kafka cluster the tests run against.
 
-In this order: the cluster named by ``KAFKA_BOOTSTRAP_SERVERS``; a testcontainers Kafka (KRaft)
+In this order: the cluster named by ``KAFKA_BOOTSTRAP_SERVERS``; the broker a parallel run's
+controller started for its workers (``EVENTS_TEST_KAFKA_BOOTSTRAP``); a testcontainers Kafka (KRaft)
 container where a Docker engine answers; otherwise the project's local broker, started in a
 throwaway home directory (the jars are cached per user) and stopped at the end.
 """
@@ -32,7 +33,7 @@ def docker_engine_answers() -> bool:
 @contextlib.contextmanager
 def kafka_cluster() -> Iterator[str]:
     """Yields a bootstrap address of a running cluster."""
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("EVENTS_TEST_KAFKA_BOOTSTRAP")
     if configured:
         yield configured
         return
