@@ -127,6 +127,9 @@ class Sampler:
 
         handled = (rate(first.handled.get(group, 0), last.handled.get(group, 0))
                    if first.handled is not None and last.handled is not None else None)
-        retried = rate(first.scraped.get(group, {}).get("retried"), last.scraped.get(group, {}).get("retried"))
+        def scraped(sample: Sample) -> float | None:  # a process that answered and never retried: 0
+            return sample.scraped[group].get("retried", 0.0) if group in sample.scraped else None
+
+        retried = rate(scraped(first), scraped(last))
         dead = rate(first.lag[group].dead_letters_written, last.lag[group].dead_letters_written)
         return Rates(handled, retried, dead)
