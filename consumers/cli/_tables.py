@@ -24,3 +24,10 @@ def short_class(name: str) -> str:
 def short_time(text: str) -> str:
     """``2025-03-01 12:00:00.123Z`` -> ``03-01 12:00``: a table's time, to the minute (the full one in JSON)."""
     return text[5:16] if len(text) >= 16 else text
+
+
+def leftover(width: int, fixed: list[int], *, edge: bool = True) -> int:
+    """The width left for one flexible column of a rich table ``width`` wide beside columns of the
+    ``fixed`` content widths (each cell padded by one space a side, one rule between columns)."""
+    columns = len(fixed) + 1
+    return max(4, width - sum(fixed) - 3 * columns + (1 if not edge else -1))

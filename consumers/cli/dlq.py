@@ -20,7 +20,7 @@ from ..recovery.dead_letters import DeadLetter, Selection
 from ..recovery.ledger import Ledger
 from ..recovery.redrive import Redrive
 from ..recovery.times import parse_time, show
-from ._tables import output_option, print_json, short_class, short_time
+from ._tables import leftover, output_option, print_json, short_class, short_time
 from .replay import progress_bar
 
 out = Console()
@@ -186,11 +186,13 @@ def stats(group_name: str, selection: Selection, output: str) -> None:
     if output == "json":
         print_json({"group": group.name, "topic": found.topic, "by_error_class": rows})
         return
+    classes = max(len(short_class(row["error_class"])) for row in rows)
     table = Table(title=f"dead letters of {group.name} by error class")
     table.add_column("error class", no_wrap=True, overflow="ellipsis", max_width=28)
-    table.add_column("letters", justify="right")
-    table.add_column("pending", justify="right")
-    table.add_column("event types", overflow="fold", ratio=1)
+    table.add_column("letters", justify="right", no_wrap=True)
+    table.add_column("pending", justify="right", no_wrap=True)
+    table.add_column("event types", no_wrap=True, overflow="ellipsis",
+                     width=leftover(out.width, [min(28, max(classes, 11)), 7, 7, 11]))
     table.add_column("last (UTC)", no_wrap=True)
     for row in rows:
         table.add_row(short_class(row["error_class"]), str(row["dead_letters"]), str(row["not_redriven"]),
@@ -201,23 +203,28 @@ def stats(group_name: str, selection: Selection, output: str) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def letters_table(letters: list[DeadLetter], *, title: str, ledger: Ledger | None = None) -> Table:
-    """Fits 80 columns: one line per letter, cells cut with an ellipsis rather than wrapped; the error
-    class by its own name (in full, with the attempts and the key, in `show` and --output json); a
-    re-driven letter is marked ✓."""
+def letters_table(letters: list[DeadLetter], *, title: str, ledger: Ledger | None = None,
+                  width: int | None = None) -> Table:
+    """Fits the terminal (80 columns too): one line per letter, cells cut with an ellipsis rather than
+    wrapped; the error class by its own name (in full, with the attempts and the key, in `show` and
+    --output json); a re-driven letter is marked ✓."""
+    rows = [[letter.position, short_time(show(letter.timestamp)), letter.event_type or "?",
+             short_class(letter.error_class), escape(" ".join(letter.error_message.split()))]
+            + ([("✓" if ledger.redriven(letter) else "")] if ledger is not None else []) for letter in letters]
+    widths = [max([len(r[i]) for r in rows] + [len(name)]) for i, name in enumerate(("at", "time (UTC)"))]
+    widths += [min(limit, max([len(r[i]) for r in rows] + [len(name)]))
+               for i, name, limit in ((2, "event type", 18), (3, "error class", 22))]
+    widths += [1] if ledger is not None else []
     table = Table(title=title, show_edge=False)
     table.add_column("at", justify="right", no_wrap=True)
     table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("event type", no_wrap=True, overflow="ellipsis", max_width=20)
+    table.add_column("event type", no_wrap=True, overflow="ellipsis", max_width=18)
     table.add_column("error class", no_wrap=True, overflow="ellipsis", max_width=22)
-    table.add_column("message", no_wrap=True, overflow="ellipsis", ratio=1)
+    table.add_column("message", no_wrap=True, overflow="ellipsis",
+                     width=leftover(width or out.width, widths, edge=False))
     if ledger is not None:
         table.add_column("✓", no_wrap=True)
-    for letter in letters:
-        row = [letter.position, short_time(show(letter.timestamp)), letter.event_type or "?",
-               short_class(letter.error_class), escape(" ".join(letter.error_message.split()))]
-        if ledger is not None:
-            row.append("✓" if ledger.redriven(letter) else "")
+    for row in rows:
         table.add_row(*row)
     return table
 
