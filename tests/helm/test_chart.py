@@ -483,6 +483,8 @@ def test_secrets_are_only_referenced(render, values):
                 assert "value" not in item, f"{name}: {item['name']} is written in clear"
                 assert set(item["valueFrom"]) == {"secretKeyRef"}, f"{name}: {item['name']}"
     for config_map in rendered.kind("ConfigMap"):
+        if config_map["metadata"]["labels"].get("grafana_dashboard"):
+            continue  # the Grafana dashboard, not a config file
         for key, text in config_map["data"].items():
             config = yaml.safe_load(text)
             assert "database_url" not in config, key
@@ -1079,3 +1081,54 @@ def test_notes_name_the_relay_when_it_runs(helm, tmp_path):
     assert "deployment/events-dify-events-outbox-relay, 2 pod(s)" in with_relay
     assert "exec deployment/events-dify-events-outbox-relay -- events outbox status" in with_relay
     assert "Outbox relay" not in without
+
+
+# -- the console --------------------------------------------------------------------------------------
+def console_values() -> list[str]:
+    return ["console.enabled=true", "console.allowActions=true", "console.tokenSecret.name=console-token",
+            "console.metricsEndpoints[0]=http://events-dify-events-provider-usage:9464/metrics"]
+
+
+def test_the_console_is_off_by_default(render):
+    # When
+    rendered = render()
+
+    # Then
+    assert not [d for d in rendered.kind("Deployment") if component_of(d) == "console"]
+    assert not [s for s in rendered.kind("Service") if component_of(s) == "console"]
+
+
+def test_the_console_runs_events_console_behind_a_service_with_the_token_from_a_secret(render):
+    # Given
+    from consumers.cli.console import command as console_command
+
+    # When
+    rendered = render(EXAMPLES["relay"], set_values=console_values())
+
+    # Then one Deployment runs `events console`, its arguments parsed by the real command
+    (console,) = [d for d in rendered.kind("Deployment") if component_of(d) == "console"]
+    c = container(console)
+    assert c["args"][0] == "console"
+    params = console_command.make_context("console", c["args"][1:]).params
+    assert (params["host"], params["port"], params["allow_actions"]) == ("0.0.0.0", 8088, True)
+    assert params["metrics_urls"] == ("http://events-dify-events-provider-usage:9464/metrics",)
+    env = env_of(console)
+    assert env["EVENTS_CONSOLE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "console-token", "key": "token"}
+    assert env["EVENTS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "events-database"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["securityContext"] == container(group_deployments(rendered)[0])["securityContext"]
+    # and the Service takes its pods, and no group's
+    (service,) = [s for s in rendered.kind("Service") if component_of(s) == "console"]
+    assert selects({"matchLabels": service["spec"]["selector"]}, console["spec"]["template"]["metadata"]["labels"])
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["targetPort"] == "http"
+    for deployment in group_deployments(rendered):
+        assert not selects({"matchLabels": service["spec"]["selector"]},
+                           deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_console_actions_without_a_token_secret_fail(template):
+    # When
+    result = template(set_values=["console.enabled=true", "console.allowActions=true"])
+
+    # Then
+    fails_with(result, "console.allowActions needs console.tokenSecret.name")
