@@ -14,7 +14,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, create_engine, delete, event, insert, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -130,3 +144,10 @@ class IdempotencyStore:
             return conn.execute(delete(processed_events).where(
                 processed_events.c.group_name == self.group,
                 processed_events.c.processed_at < cutoff)).rowcount
+
+
+def handled_by_group(engine: Engine) -> dict[str, int]:
+    """Events each group has handled (its claims held now), measured from outside the groups."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(processed_events.c.group_name, func.count()).group_by(processed_events.c.group_name))
+        return {name: count for name, count in rows}

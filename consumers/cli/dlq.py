@@ -12,22 +12,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from schemas.codec import AvroCodec
 from schemas.settings import get_settings
 
-from ..recovery import dead_letters, kafka
-from ..recovery.dead_letters import DeadLetter, Selection, header_text
-from ..recovery.errors import DeadLetterNotFound
-from ..recovery.ledger import Ledger, ledger_topic
+from ..recovery import browse, dead_letters, kafka
+from ..recovery.browse import Listing
+from ..recovery.dead_letters import DeadLetter, Selection
+from ..recovery.ledger import Ledger
 from ..recovery.redrive import Redrive
 from ..recovery.times import parse_time, show
+from ._tables import leftover, output_option, print_json, short_class, short_time
 from .replay import progress_bar
 
 out = Console()
 err = Console(stderr=True)
-
-MESSAGE_WIDTH = 80
-
 
 def _group(name: str):
     from .. import registry
@@ -68,16 +65,21 @@ def command() -> None:
 @group_option
 @selection_options
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Show at most this many.")
-def list_(group_name: str, selection: Selection, limit: int) -> None:
-    """The dead letters, oldest first: time, event type, key, error class, message, attempts."""
-    found = _selected(group_name, selection)
+@output_option
+def list_(group_name: str, selection: Selection, limit: int, output: str) -> None:
+    """The dead letters, oldest first: position, time, event type, error class, message, attempts."""
+    group, found = _selected(group_name, selection, output)
     if found is None:
         return
-    group, topic, letters, chosen, ledger = found
-    out.print(_letters_table(chosen[:limit], title=f"dead letters of {group.name} ({topic})", ledger=ledger))
-    shown = min(limit, len(chosen))
-    out.print(f"{len(chosen)} of {len(letters)} dead letter(s) selected"
-              + (f"; showing the first {shown} (--limit)" if shown < len(chosen) else "")
+    shown = found.chosen[:limit]
+    if output == "json":
+        letters = [letter_json(letter, found.ledger) for letter in shown]
+        print_json({"group": group.name, "topic": found.topic, "held": len(found.letters),
+                    "selected": len(found.chosen), "dead_letters": letters})
+        return
+    out.print(letters_table(shown, title=f"dead letters of {group.name} ({found.topic})", ledger=found.ledger))
+    out.print(f"{len(found.chosen)} of {len(found.letters)} dead letter(s) selected"
+              + (f"; showing the first {len(shown)} (--limit)" if len(shown) < len(found.chosen) else "")
               + f". Look at one: events dlq show --group {group.name} PARTITION:OFFSET")
 
 
@@ -85,40 +87,31 @@ def list_(group_name: str, selection: Selection, limit: int) -> None:
 @command.command("show")
 @group_option
 @click.argument("position", metavar="PARTITION:OFFSET")
-def show_(group_name: str, position: str) -> None:
+@output_option
+def show_(group_name: str, position: str, output: str) -> None:
     """One dead letter: where it came from, why it failed, its event decoded, every header."""
     settings = get_settings()
     group = _group(group_name)
+    letter, entry = browse.find(settings, group, position)
     topic = group.dlq_topic(settings.topic_prefix)
-    count = kafka.partition_counts(kafka.admin(settings), [topic])[topic]
-    where = dead_letters.parse_position(position, count)
-    found = list(dead_letters.read(settings, topic, positions=[where]))
-    if not found:
-        raise DeadLetterNotFound(f"{topic} holds no dead letter at {where[0]}:{where[1]} (gone with retention, or "
-                                 f"not written yet); `events dlq list --group {group.name}` lists those it holds")
-    letter = found[0]
-    ledger = Ledger(settings, ledger_topic(settings.topic_prefix, group.name)).load(kafka.admin(settings))
-    entry = ledger.redriven(letter)
+    if output == "json":
+        print_json({"topic": topic, "position": letter.position, "facts": dict(browse.facts(letter, entry)),
+                    "event": browse.decoded(letter), "headers": browse.header_rows(letter),
+                    "stacktrace": letter.stacktrace})
+        return
     facts = Table(show_header=False, box=None, title=f"dead letter {topic} {letter.position}", title_justify="left")
-    for name, value in (("dead-lettered", show(letter.timestamp)), ("origin", letter.origin),
-                        ("event type", letter.event_type or "?"), ("event id", letter.event_id or "?"),
-                        ("key", _key(letter.key)), ("handler", letter.handler or "?"),
-                        ("error class", letter.error_class), ("error", letter.error_message),
-                        ("attempts", "?" if letter.attempts is None else str(letter.attempts)),
-                        ("re-driven", f"{entry.redriven_at} (run {entry.run})" if entry else "no")):
+    facts.add_column("name", no_wrap=True)
+    facts.add_column("value", overflow="fold")
+    for name, value in browse.facts(letter, entry):
         facts.add_row(f"[bold]{name}[/]", escape(value))
     out.print(facts)
     out.print("\n[bold]event[/]")
-    out.print_json(json.dumps(_decoded(letter), default=str))
+    out.print_json(json.dumps(browse.decoded(letter), default=str))
     headers = Table(title="headers", title_justify="left")
-    headers.add_column("name", no_wrap=True)
+    headers.add_column("name", no_wrap=True, overflow="ellipsis", max_width=32)
     headers.add_column("value", overflow="fold")
-    for name, value in letter.headers:
-        if name in (dead_letters.DL.ERROR_STACKTRACE, dead_letters.DL.DLT_EXCEPTION_STACKTRACE):
-            text = f"({len(value or b'')} bytes, below)"
-        else:
-            text = header_text(name, value)
-        headers.add_row(name, escape(text))
+    for name, value in browse.header_rows(letter):
+        headers.add_row(name, escape(value))
     out.print(headers)
     if letter.stacktrace:
         out.print("[bold]stack trace[/]")
@@ -154,7 +147,7 @@ def redrive(group_name: str, selection: Selection, positions: tuple[str, ...], l
         return
     out.print(f"[bold]redrive[/] of group [bold]{group.name}[/]: {plan.dlq_topic} -> {plan.target}", highlight=False)
     if plan.pending:
-        out.print(_letters_table(plan.pending, title="to re-drive" + ("  (dry run: nothing sent)" if dry_run else "")))
+        out.print(letters_table(plan.pending, title="to re-drive" + ("  (dry run: nothing sent)" if dry_run else "")))
     tail = []
     if plan.already:
         tail.append(f"{len(plan.already)} selected were re-driven before (ledger {plan.ledger}) and are not sent again")
@@ -176,97 +169,87 @@ def redrive(group_name: str, selection: Selection, positions: tuple[str, ...], l
 @command.command()
 @group_option
 @selection_options
-def stats(group_name: str, selection: Selection) -> None:
+@output_option
+def stats(group_name: str, selection: Selection, output: str) -> None:
     """Dead letters by error class: how many, how many not yet re-driven, event types, first and last."""
-    found = _selected(group_name, selection)
+    group, found = _selected(group_name, selection, output)
     if found is None:
         return
-    group, topic, letters, chosen, ledger = found
     by_class: dict[str, list[DeadLetter]] = defaultdict(list)
-    for letter in chosen:
+    for letter in found.chosen:
         by_class[letter.error_class].append(letter)
-    table = Table(title=f"dead letters of {group.name} by error class ({topic})")
-    table.add_column("error class", overflow="fold")
-    table.add_column("dead letters", justify="right")
-    table.add_column("not re-driven", justify="right")
-    table.add_column("event types", overflow="fold")
-    table.add_column("first (UTC)", no_wrap=True)
+    rows = [{"error_class": name, "dead_letters": len(items),
+             "not_redriven": sum(1 for i in items if not found.ledger.redriven(i)),
+             "event_types": dict(Counter(letter.event_type or "?" for letter in items).most_common()),
+             "first": show(min(i.timestamp for i in items)), "last": show(max(i.timestamp for i in items))}
+            for name, items in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    if output == "json":
+        print_json({"group": group.name, "topic": found.topic, "by_error_class": rows})
+        return
+    classes = max(len(short_class(row["error_class"])) for row in rows)
+    table = Table(title=f"dead letters of {group.name} by error class")
+    table.add_column("error class", no_wrap=True, overflow="ellipsis", max_width=28)
+    table.add_column("letters", justify="right", no_wrap=True)
+    table.add_column("pending", justify="right", no_wrap=True)
+    table.add_column("event types", no_wrap=True, overflow="ellipsis",
+                     width=leftover(out.width, [min(28, max(classes, 11)), 7, 7, 11]))
     table.add_column("last (UTC)", no_wrap=True)
-    for name, items in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        types = Counter(letter.event_type or "?" for letter in items)
-        table.add_row(name, str(len(items)), str(sum(1 for i in items if not ledger.redriven(i))),
-                      ", ".join(f"{t} ({n})" for t, n in types.most_common()),
-                      show(min(i.timestamp for i in items)), show(max(i.timestamp for i in items)))
+    for row in rows:
+        table.add_row(short_class(row["error_class"]), str(row["dead_letters"]), str(row["not_redriven"]),
+                      ", ".join(f"{t} ({n})" for t, n in row["event_types"].items()), short_time(row["last"]))
     out.print(table)
-    pending = sum(1 for i in chosen if not ledger.redriven(i))
-    out.print(f"{len(chosen)} dead letter(s) in {len(by_class)} error class(es), {pending} not re-driven")
+    out.print(f"{len(found.chosen)} dead letter(s) in {len(by_class)} error class(es), {found.pending()} not re-driven "
+              f"({found.topic}); full class names and first times: --output json")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _letters_table(letters: list[DeadLetter], *, title: str, ledger: Ledger | None = None) -> Table:
-    table = Table(title=title)
-    columns = [("at", "right"), ("time (UTC)", "left"), ("event type", "left"), ("key", "left"),
-               ("error class", "left"), ("message", "left"), ("attempts", "right")]
+def letters_table(letters: list[DeadLetter], *, title: str, ledger: Ledger | None = None,
+                  width: int | None = None) -> Table:
+    """Fits the terminal (80 columns too): one line per letter, cells cut with an ellipsis rather than
+    wrapped; the error class by its own name (in full, with the attempts and the key, in `show` and
+    --output json); a re-driven letter is marked ✓."""
+    rows = [[letter.position, short_time(show(letter.timestamp)), letter.event_type or "?",
+             short_class(letter.error_class), escape(" ".join(letter.error_message.split()))]
+            + ([("✓" if ledger.redriven(letter) else "")] if ledger is not None else []) for letter in letters]
+    widths = [max([len(r[i]) for r in rows] + [len(name)]) for i, name in enumerate(("at", "time (UTC)"))]
+    widths += [min(limit, max([len(r[i]) for r in rows] + [len(name)]))
+               for i, name, limit in ((2, "event type", 18), (3, "error class", 22))]
+    widths += [1] if ledger is not None else []
+    table = Table(title=title, show_edge=False)
+    table.add_column("at", justify="right", no_wrap=True)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("event type", no_wrap=True, overflow="ellipsis", max_width=18)
+    table.add_column("error class", no_wrap=True, overflow="ellipsis", max_width=22)
+    table.add_column("message", no_wrap=True, overflow="ellipsis",
+                     width=leftover(width or out.width, widths, edge=False))
     if ledger is not None:
-        columns.append(("re-driven", "left"))
-    for name, justify in columns:
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("at", "time (UTC)"))
-    for letter in letters:
-        row = [letter.position, show(letter.timestamp), letter.event_type or "?", _key(letter.key),
-               letter.error_class, escape(_one_line(letter.error_message)),
-               "?" if letter.attempts is None else str(letter.attempts)]
-        if ledger is not None:
-            entry = ledger.redriven(letter)
-            row.append(entry.redriven_at[:19].replace("T", " ") if entry else "")
+        table.add_column("✓", no_wrap=True)
+    for row in rows:
         table.add_row(*row)
     return table
 
 
-def _read(settings, topic: str) -> list[DeadLetter] | None:
-    if not kafka.exists(kafka.admin(settings), topic):
-        out.print(f"{topic} does not exist: nothing was dead-lettered")
-        return None
-    return list(dead_letters.read(settings, topic))
+def letter_json(letter: DeadLetter, ledger: Ledger) -> dict:
+    entry = ledger.redriven(letter)
+    return {"position": letter.position, "time": show(letter.timestamp), "event_type": letter.event_type,
+            "event_id": letter.event_id, "key": browse.key_text(letter.key), "error_class": letter.error_class,
+            "error_message": letter.error_message, "attempts": letter.attempts, "origin": letter.origin,
+            "redriven_at": entry.redriven_at if entry else None}
 
 
-def _key(key: bytes | None) -> str:
-    if key is None:
-        return "(none)"
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError:
-        return "0x" + key.hex()
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= MESSAGE_WIDTH else line[:MESSAGE_WIDTH - 1] + "…"
-
-
-def _decoded(letter: DeadLetter) -> object:
-    """The event as JSON, or why it does not decode (the reason it may have been dead-lettered)."""
-    if not letter.value:
-        return {"undecodable": "the dead letter has no value (a tombstone)"}
-    try:
-        event = AvroCodec().decode(letter.value, letter.event_type)
-    except Exception as exc:  # noqa: BLE001 - any codec or header problem is shown, not raised
-        return {"undecodable": f"{type(exc).__name__}: {exc}", "bytes": len(letter.value),
-                "first_bytes_hex": letter.value[:32].hex()}
-    return event.model_dump(mode="json")
-
-
-def _selected(group_name: str, selection: Selection):
-    """The group, its dead-letter topic, all and the selected dead letters, the redrive ledger; None
-    (having said why) when there is nothing to show."""
+def _selected(group_name: str, selection: Selection, output: str):
+    """The group and its listing; the listing is None (having said why) when there is nothing to show."""
     settings = get_settings()
     group = _group(group_name)
+    found: Listing | None = browse.listing(settings, group, selection)
     topic = group.dlq_topic(settings.topic_prefix)
-    letters = _read(settings, topic)
-    if letters is None:
-        return None
-    ledger = Ledger(settings, ledger_topic(settings.topic_prefix, group.name)).load(kafka.admin(settings))
-    chosen = dead_letters.select(letters, selection)
-    if not chosen:
-        out.print(f"{topic} holds {len(letters)} dead letter(s)" + (", none of them selected" if letters else ""))
-        return None
-    return group, topic, letters, chosen, ledger
+    if output == "json":
+        return group, found if found is not None else Listing(topic, [], [], Ledger(settings, ""))
+    if found is None:
+        out.print(f"{topic} does not exist: nothing was dead-lettered")
+        return group, None
+    if not found.chosen:
+        none = ", none of them selected" if found.letters else ""
+        out.print(f"{topic} holds {len(found.letters)} dead letter(s){none}")
+        return group, None
+    return group, found

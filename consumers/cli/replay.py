@@ -22,6 +22,7 @@ from ..recovery import kafka, replay
 from ..recovery import plan as planning
 from ..recovery.positions import parse_positions
 from ..recovery.times import parse_time
+from ._tables import output_option, print_json
 
 out = Console()
 err = Console(stderr=True)
@@ -54,8 +55,10 @@ def progress_bar(console: Console = err) -> Progress:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N", help="Copy at most N messages a second.")
 @click.option("--dry-run/--execute", "dry_run", default=True, show_default=True,
               help="--dry-run prints the plan and changes nothing; --execute carries it out.")
+@output_option
 def command(group_name: str, since: str | None, from_offsets: str | None, from_beginning: bool, until: str | None,
-            topic: str | None, copy: bool | None, reprocess: bool, force: bool, rate: float | None, dry_run: bool) -> None:
+            topic: str | None, copy: bool | None, reprocess: bool, force: bool, rate: float | None, dry_run: bool,
+            output: str) -> None:
     """Make GROUP read its events again from a time or offsets, to recover from a bug or a restored database.
 
     A stopped group is rewound: its committed offsets are set back, and it re-reads from there when it
@@ -87,31 +90,28 @@ def command(group_name: str, since: str | None, from_offsets: str | None, from_b
                           topic=topic, copy=copy, reprocess=reprocess)
     if not dry_run:
         replay.check_replay_safe(plan, force=force)
+    if output == "json":
+        _execute_json(settings, client, plan, group, dry_run=dry_run, rate=rate)
+        return
 
     _print_intro(plan)
     if plan.unsafe and dry_run:
         err.print(f"[yellow]warning:[/] handler(s) declared replay_safe=False: {', '.join(plan.unsafe)}; "
                   "--execute will need --force", highlight=False)
     if dry_run or not plan.changes:
-        out.print(_table(plan, dry_run=dry_run))
-        if not plan.changes:
-            out.print("nothing to replay: no partition has messages in the range that the group has read")
-        else:
-            what = ("re-read by the group when it starts" if plan.mode == planning.REWIND
-                    else f"copied into {plan.target}")
-            out.print(f"{plan.messages} message(s) in {len(plan.changes)} partition(s) would be {what}. "
-                      "Dry run: nothing changed; add --execute to do it.")
+        print_plan(plan, dry_run=dry_run)
+        out.print(plan.outcome_text() + (" Dry run: nothing changed; add --execute to do it." if plan.changes else ""))
         return
 
     if plan.mode == planning.REWIND:
         now = replay.rewind(client, plan)
-        out.print(_table(plan, dry_run=False, now=now))
+        print_plan(plan, dry_run=False, now=now)
         out.print(f"rewound {len(plan.changes)} partition(s) of consumer group {plan.group_id}: it re-reads "
                   f"{plan.messages} message(s) when it starts. Events it handled before are skipped by their "
                   "idempotency keys (effects lost with a restored database are made again).")
         return
 
-    out.print(_table(plan, dry_run=False))
+    print_plan(plan, dry_run=False)
     with progress_bar() as bar:
         task = bar.add_task(f"copying into {plan.target}", total=plan.messages)
         report = replay.copy(settings, plan, group, advance=lambda n: bar.advance(task, n), rate=rate)
@@ -126,41 +126,63 @@ def command(group_name: str, since: str | None, from_offsets: str | None, from_b
                  "; events the group handled before are skipped by their idempotency keys") + ".")
 
 
+def _execute_json(settings, client, plan: planning.ReplayPlan, group, *, dry_run: bool, rate: float | None) -> None:
+    """The plan, and with --execute what was done, as one JSON document."""
+    result: dict = {"dry_run": dry_run, "plan": plan.as_json()}
+    if not dry_run and plan.changes:
+        if plan.mode == planning.REWIND:
+            now = replay.rewind(client, plan)
+            result["rewound"] = [{"topic": t, "partition": p, "committed": o} for (t, p), o in sorted(now.items())]
+        else:
+            report = replay.copy(settings, plan, group, rate=rate)
+            result["copied"] = {"run": report.run, "read": report.read, "copied": report.copied,
+                                "other_types": report.other_types, "repeated": report.repeated}
+    print_json(result)
+
+
 def _print_intro(plan: planning.ReplayPlan) -> None:
-    state = (f"running, {len(plan.members)} member(s): " + ", ".join(str(m) for m in plan.members)
-             if plan.members else f"stopped ({plan.state.lower()})")
-    out.print(f"[bold]replay[/] of group [bold]{plan.group}[/] (consumer group {plan.group_id}, {state}), "
+    out.print(f"[bold]replay[/] of group [bold]{plan.group}[/] (consumer group {plan.group_id}, {plan.state_text()}), "
               f"{plan.request.describe()}", highlight=False)
     target = f" into {plan.target}" if plan.target else ""
     out.print(f"mode: [bold]{plan.mode}[/]{target} ({plan.reason})", highlight=False)
 
 
-def _table(plan: planning.ReplayPlan, *, dry_run: bool, now: dict | None = None) -> Table:
-    """One row per partition replayed (per partition of the plan when none is), then the others in a caption."""
+def print_plan(plan: planning.ReplayPlan, *, dry_run: bool, now: dict | None = None) -> None:
+    """The plan's table, its notes numbered below it (so the table fits 80 columns), then what was left alone."""
+    table, notes = plan_table(plan, dry_run=dry_run, now=now)
+    out.print(table)
+    for number, note in enumerate(notes, 1):
+        out.print(f"  [{number}] {note}", highlight=False, markup=False)
+    left = _left_alone(plan) if plan.changes else None
+    if left:
+        out.print(left, highlight=False)
+
+
+def plan_table(plan: planning.ReplayPlan, *, dry_run: bool, now: dict | None = None) -> tuple[Table, list[str]]:
+    """One row per partition replayed (per partition of the plan when none is); each cell on one line
+    (a topic too long is cut with an ellipsis, notes are numbered and printed below)."""
     title = f"replay {plan.group}: {plan.mode}" + ("  (dry run: nothing changed)" if dry_run else "")
     rows = plan.changes or plan.ranges
-    table = Table(title=title, caption=_left_alone(plan) if plan.changes else None, caption_justify="left")
-    table.add_column("topic", no_wrap=True)
-    table.add_column("partition", justify="right")
-    table.add_column("from offset", justify="right")
-    table.add_column("to offset", justify="right")
-    table.add_column("messages", justify="right")
-    table.add_column("group at", justify="right")
-    if now is not None:
-        table.add_column("group now at", justify="right")
-    notes = any(r.note for r in rows)
-    if notes:
-        table.add_column("note", overflow="fold")
+    table = Table(title=title)
+    table.add_column("topic", no_wrap=True, overflow="ellipsis", ratio=1, min_width=10)
+    for name in ("partition", "from", "to", "messages", "group at") + (("now at",) if now is not None else ()):
+        table.add_column(name, justify="right", no_wrap=True)
+    notes: list[str] = []
+    noted = any(r.note for r in rows)
+    if noted:
+        table.add_column("note", no_wrap=True)
     for r in rows:
         row = [r.topic, str(r.partition), str(r.start), str(r.end), str(r.messages),
                "-" if r.committed is None else str(r.committed)]
         if now is not None:
             after = now.get((r.topic, r.partition), r.committed)
             row.append("-" if after is None else str(after))
-        if notes:
-            row.append(r.note)
+        if noted:
+            if r.note and r.note not in notes:
+                notes.append(r.note)
+            row.append(f"[{notes.index(r.note) + 1}]" if r.note else "")
         table.add_row(*row, style=None if r.messages else "dim")
-    return table
+    return table, notes
 
 
 def _left_alone(plan: planning.ReplayPlan) -> str | None:

@@ -8,10 +8,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.catalogue import AVRO_ROOT, CATALOGUE
+from schemas.catalogue import AVRO_ROOT, CATALOGUE, EventSpec
 from schemas.compat import check_folder
 from schemas.conformance import mismatches
 from schemas.settings import get_settings
+
+from ._tables import output_option, print_json
 
 out = Console()
 err = Console(stderr=True)
@@ -23,16 +25,26 @@ def command() -> None:
 
 
 @command.command("list")
-def list_() -> None:
-    """Every event type: domain, topic, key field, schema versions and the latest fingerprint."""
+@output_option
+def list_(output: str) -> None:
+    """Every event type: topic, key field, schema versions (and with --output json the domain and fingerprints)."""
     prefix = get_settings().topic_prefix
-    table = Table(title=f"{len(CATALOGUE)} event types")
-    for column in ("event type", "domain", "topic", "key", "versions", "fingerprint (latest)"):
-        table.add_column(column, overflow="fold")
+    if output == "json":
+        print_json([catalogue_entry(spec, prefix) for spec in CATALOGUE])
+        return
+    table = Table(title=f"{len(CATALOGUE)} event types, on topics {prefix}.<domain>", show_edge=False)
+    for name in ("event type", "domain", "key", "versions"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
     for spec in CATALOGUE:
-        table.add_row(spec.event_type, spec.domain, spec.topic(prefix), spec.key_field,
-                      ", ".join(f"v{v.version}" for v in spec.versions), spec.latest.fingerprint.hex())
+        table.add_row(spec.event_type, spec.domain, spec.key_field, ", ".join(f"v{v.version}" for v in spec.versions))
     out.print(table)
+
+
+def catalogue_entry(spec: EventSpec, prefix: str) -> dict:
+    """One event type as the catalogue knows it (``events schemas list --output json``, the console)."""
+    return {"event_type": spec.event_type, "domain": spec.domain, "topic": spec.topic(prefix), "key": spec.key_field,
+            "versions": [v.version for v in spec.versions], "current": spec.current.version,
+            "fingerprint": spec.latest.fingerprint.hex()}
 
 
 @command.command()

@@ -1,12 +1,8 @@
 """What the consumer groups have done, measured from outside them, as an operator would.
 
 - handled: the group's rows in the runtime's ``processed_events`` table (one per event handled);
-- lag: over the group's partitions (its domain topics and its retry topic), the high watermark
-  (admin API) minus the committed offset (the low watermark where it has committed nothing), read by
-  a consumer of the group's id that never joins it (``committed()``: an OffsetFetch). Not the admin
-  API's ``list_consumer_group_offsets``: with confluent-kafka 2.16 it crashes the process (SIGSEGV)
-  while the broker is still loading the group coordinator, as on a broker started a moment ago;
-- dead letters: messages held by ``<prefix>.dlq.<group>`` (high minus low watermark);
+- lag and dead letters: Kafka's LAG over the group's partitions and what its dead-letter topic
+  holds, from ``consumers.recovery.lag`` (as ``events console`` measures them);
 - duplicates, readiness and messages in flight: the group's own counters, from its health endpoint
   (``/healthz``).
 """
@@ -22,21 +18,21 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
-from sqlalchemy import Engine, func, select
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.settings import Settings
 
-from ..config import PRODUCER_ONLY, group_id
+from ..config import PRODUCER_ONLY
 from ..group import ConsumerGroup
-from ..idempotency import processed_events
+from ..idempotency import handled_by_group
+from ..recovery.lag import LagReader
 from .cluster import LIBRDKAFKA_LOG
 
 log = logging.getLogger("consumers.demo.progress")
 
-TP = tuple[str, int]
 TIMEOUT_S = 10.0
 
 
@@ -67,66 +63,31 @@ class Probe:
 
     def __init__(self, admin: AdminClient, engine: Engine, settings: Settings, groups: list[ConsumerGroup],
                  health_ports: dict[str, int]):
-        prefix = settings.topic_prefix
-        self.admin, self.engine, self.prefix = admin, engine, prefix
+        self.engine = engine
         self.health_ports = health_ports
-        metadata = admin.list_topics(timeout=TIMEOUT_S)
-
-        def partitions(topic: str) -> list[TP]:
-            return [(topic, p) for p in sorted(metadata.topics[topic].partitions)] if topic in metadata.topics else []
-
         self.names = [g.name for g in groups]
-        self.consumed = {g.name: [tp for t in g.topics(prefix) for tp in partitions(t)] for g in groups}
-        self.dead_letter_partitions = {g.name: partitions(g.dlq_topic(prefix)) for g in groups}
-        self.offset_readers = {g.name: Consumer({
-            **{k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY},
-            "bootstrap.servers": settings.bootstrap(), "group.id": group_id(prefix, g.name),
-            "client.id": "events-demo-lag", "enable.auto.commit": False, "logger": LIBRDKAFKA_LOG,
-        }) for g in groups}
+        self.lag = LagReader(admin, settings, groups, logger=LIBRDKAFKA_LOG)
         self._last_handled: dict[str, int] = {}
-        self._every = sorted({tp for tps in (*self.consumed.values(), *self.dead_letter_partitions.values())
-                              for tp in tps})
 
     def measure(self, exit_codes: dict[str, int] | None = None) -> dict[str, GroupProgress]:
         exit_codes = exit_codes or {}
-        low = self._offsets(OffsetSpec.earliest())
-        high = self._offsets(OffsetSpec.latest())
-        committed = self._committed()
+        lag = self.lag.measure()
         handled = self._handled()
         out = {}
         for name in self.names:
-            own = committed.get(name, {})
-            lag = sum(max(0, high[tp] - own.get(tp, low[tp])) for tp in self.consumed[name])
-            dead = sum(high[tp] - low[tp] for tp in self.dead_letter_partitions[name])
             status = self._health(name) if name not in exit_codes else None
-            out[name] = GroupProgress(name, handled.get(name, 0), lag, dead,
+            out[name] = GroupProgress(name, handled.get(name, 0), lag[name].lag, lag[name].dead_letters,
                                       None if status is None else status.get("duplicates"),
                                       bool(status and status.get("joined")), exit_codes.get(name),
                                       None if status is None else status.get("in_flight"))
         return out
 
-    # -- the sources --------------------------------------------------------------------------
-    def _offsets(self, spec: OffsetSpec) -> dict[TP, int]:
-        futures = self.admin.list_offsets({TopicPartition(t, p): spec for t, p in self._every},
-                                          request_timeout=TIMEOUT_S)
-        return {(tp.topic, tp.partition): f.result(timeout=TIMEOUT_S).offset for tp, f in futures.items()}
-
-    def _committed(self) -> dict[str, dict[TP, int]]:
-        out: dict[str, dict[TP, int]] = {}
-        for name, consumer in self.offset_readers.items():
-            found = consumer.committed([TopicPartition(t, p) for t, p in self.consumed[name]], timeout=TIMEOUT_S)
-            out[name] = {(tp.topic, tp.partition): tp.offset for tp in found if tp.error is None and tp.offset >= 0}
-        return out
-
     def close(self) -> None:
-        for consumer in self.offset_readers.values():
-            consumer.close()
+        self.lag.close()
 
     def _handled(self) -> dict[str, int]:
         try:
-            with self.engine.connect() as conn:
-                self._last_handled = dict(conn.execute(select(processed_events.c.group_name, func.count())
-                                                       .group_by(processed_events.c.group_name)).all())
+            self._last_handled = handled_by_group(self.engine)
         except SQLAlchemyError as exc:  # a busy database: the last count stands until the next tick
             log.debug("counting processed events: %s", exc)
         return self._last_handled

@@ -40,6 +40,7 @@ class Member:
     client_id: str
     host: str
     member_id: str
+    partitions: tuple[TP, ...] = ()   # assigned to it
 
     def __str__(self) -> str:
         return f"{self.client_id} on {self.host.lstrip('/')}"
@@ -62,7 +63,9 @@ def members(client: AdminClient, group_id: str) -> tuple[str, list[Member]]:
     """The group's state (``EMPTY``, ``STABLE``, ``DEAD`` for a group Kafka does not know, ...) and members."""
     description = _result(client.describe_consumer_groups([group_id])[group_id], f"describing group {group_id}")
     state = getattr(description.state, "name", str(description.state))
-    return state, [Member(m.client_id, m.host, m.member_id) for m in description.members]
+    return state, [Member(m.client_id, m.host, m.member_id,
+                          tuple((tp.topic, tp.partition) for tp in m.assignment.topic_partitions) if m.assignment else ())
+                   for m in description.members]
 
 
 def partition_counts(client: AdminClient, topics: Iterable[str]) -> dict[str, int]:

@@ -119,6 +119,27 @@ class ReplayPlan:
     def changes(self) -> list[Range]:
         return [r for r in self.ranges if r.messages]
 
+    def state_text(self) -> str:
+        """``running, 1 member(s): events-x-1 on 10.0.0.7`` or ``stopped (empty)``."""
+        if self.members:
+            return f"running, {len(self.members)} member(s): " + ", ".join(str(m) for m in self.members)
+        return f"stopped ({self.state.lower()})"
+
+    def outcome_text(self) -> str:
+        """What carrying the plan out would do, in one sentence."""
+        if not self.changes:
+            return "nothing to replay: no partition has messages in the range that the group has read"
+        what = "re-read by the group when it starts" if self.mode == REWIND else f"copied into {self.target}"
+        return f"{self.messages} message(s) in {len(self.changes)} partition(s) would be {what}."
+
+    def as_json(self) -> dict:
+        return {"group": self.group, "group_id": self.group_id, "mode": self.mode, "reason": self.reason,
+                "request": self.request.describe(), "target": self.target, "reprocess": self.reprocess,
+                "state": self.state, "members": [str(m) for m in self.members], "unsafe_handlers": self.unsafe,
+                "messages": self.messages,
+                "ranges": [{"topic": r.topic, "partition": r.partition, "from": r.start, "to": r.end,
+                            "messages": r.messages, "committed": r.committed, "note": r.note} for r in self.ranges]}
+
 
 # -- pure rules ----------------------------------------------------------------------------------
 def choose_mode(*, copy: bool | None, reprocess: bool, until: bool, members: Sequence[Member],

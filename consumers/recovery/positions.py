@@ -33,6 +33,11 @@ def parse_positions(text: str) -> list[Position]:
         except OSError as exc:
             raise BadOffsets(f"cannot read the offsets file {path}: {exc}") from exc
         source = str(path)
+    return parse_position_list(value, source)
+
+
+def parse_position_list(value: str, source: str = "--from-offsets") -> list[Position]:
+    """The positions listed in ``value`` itself (never a file: what a web form may give)."""
     items = []
     for line in value.splitlines() or [""]:
         items += [item.strip() for item in line.split("#", 1)[0].split(",") if item.strip()]

@@ -483,6 +483,8 @@ def test_secrets_are_only_referenced(render, values):
                 assert "value" not in item, f"{name}: {item['name']} is written in clear"
                 assert set(item["valueFrom"]) == {"secretKeyRef"}, f"{name}: {item['name']}"
     for config_map in rendered.kind("ConfigMap"):
+        if config_map["metadata"]["labels"].get("grafana_dashboard"):
+            continue  # the Grafana dashboard, not a config file
         for key, text in config_map["data"].items():
             config = yaml.safe_load(text)
             assert "database_url" not in config, key
@@ -633,11 +635,14 @@ def test_settings_are_in_the_config_map_not_inline(render, values):
     files = [yaml.safe_load(values_file.read_text()) for values_file in values]
     group_env = {g["name"]: {e["name"] for e in g.get("env", [])} for v in files for g in (v.get("groups") or [])}
     relay_env = {e["name"] for v in files for e in (v.get("relay") or {}).get("env", [])}
+    console_env = {"EVENTS_CONSOLE_TOKEN"} | {e["name"] for v in files for e in (v.get("console") or {}).get("env", [])}
     for owner in rendered.kind("Deployment") + rendered.kind("Job"):
         if owner["kind"] == "Job":
             own = set()
+        elif component_of(owner) in ("relay", "console"):
+            own = relay_env if component_of(owner) == "relay" else console_env
         else:
-            own = relay_env if component_of(owner) == "relay" else group_env.get(group_of(owner), set())
+            own = group_env.get(group_of(owner), set())
         for item in container(owner).get("env", []):
             if item["name"] in own:
                 continue
@@ -664,6 +669,8 @@ def test_the_runtime_accepts_every_config_file(render, values, tmp_path, monkeyp
 
     # Then
     for config_map in rendered.kind("ConfigMap"):
+        if config_map["metadata"]["labels"].get("grafana_dashboard"):
+            continue  # the Grafana dashboard, not a config file
         for key, text in config_map["data"].items():
             path.write_text(text)
             settings = Settings()
@@ -707,6 +714,8 @@ def test_every_group_has_a_disruption_budget(render, values):
     # Then
     budgets = {tuple(sorted(p["spec"]["selector"]["matchLabels"].items())): p for p in rendered.kind("PodDisruptionBudget")}
     for deployment in rendered.kind("Deployment"):
+        if component_of(deployment) == "console":
+            continue  # one pod that keeps no state: a disruption only reloads its page
         budget = budgets[tuple(sorted(deployment["spec"]["selector"]["matchLabels"].items()))]
         assert ("maxUnavailable" in budget["spec"]) != ("minAvailable" in budget["spec"])
 
@@ -1001,7 +1010,7 @@ def test_chart_files_are_where_helm_expects_them():
     for name in ("Chart.yaml", "values.yaml", "values.schema.json", ".helmignore",
                  "templates/_helpers.tpl", "templates/NOTES.txt"):
         assert (CHART / name).is_file(), name
-    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl", "relay"}
+    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl", "relay", "console"}
 
 
 def test_every_values_key_is_commented():
@@ -1079,3 +1088,54 @@ def test_notes_name_the_relay_when_it_runs(helm, tmp_path):
     assert "deployment/events-dify-events-outbox-relay, 2 pod(s)" in with_relay
     assert "exec deployment/events-dify-events-outbox-relay -- events outbox status" in with_relay
     assert "Outbox relay" not in without
+
+
+# -- the console --------------------------------------------------------------------------------------
+def console_values() -> list[str]:
+    return ["console.enabled=true", "console.allowActions=true", "console.tokenSecret.name=console-token",
+            "console.metricsEndpoints[0]=http://events-dify-events-provider-usage:9464/metrics"]
+
+
+def test_the_console_is_off_by_default(render):
+    # When
+    rendered = render()
+
+    # Then
+    assert not [d for d in rendered.kind("Deployment") if component_of(d) == "console"]
+    assert not [s for s in rendered.kind("Service") if component_of(s) == "console"]
+
+
+def test_the_console_runs_events_console_behind_a_service_with_the_token_from_a_secret(render):
+    # Given
+    from consumers.cli.console import command as console_command
+
+    # When
+    rendered = render(EXAMPLES["relay"], set_values=console_values())
+
+    # Then one Deployment runs `events console`, its arguments parsed by the real command
+    (console,) = [d for d in rendered.kind("Deployment") if component_of(d) == "console"]
+    c = container(console)
+    assert c["args"][0] == "console"
+    params = console_command.make_context("console", c["args"][1:]).params
+    assert (params["host"], params["port"], params["allow_actions"]) == ("0.0.0.0", 8088, True)
+    assert params["metrics_urls"] == ("http://events-dify-events-provider-usage:9464/metrics",)
+    env = env_of(console)
+    assert env["EVENTS_CONSOLE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "console-token", "key": "token"}
+    assert env["EVENTS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "events-database"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["securityContext"] == container(group_deployments(rendered)[0])["securityContext"]
+    # and the Service takes its pods, and no group's
+    (service,) = [s for s in rendered.kind("Service") if component_of(s) == "console"]
+    assert selects({"matchLabels": service["spec"]["selector"]}, console["spec"]["template"]["metadata"]["labels"])
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["targetPort"] == "http"
+    for deployment in group_deployments(rendered):
+        assert not selects({"matchLabels": service["spec"]["selector"]},
+                           deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_console_actions_without_a_token_secret_fail(template):
+    # When
+    result = template(set_values=["console.enabled=true", "console.allowActions=true"])
+
+    # Then
+    fails_with(result, "console.allowActions needs console.tokenSecret.name")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +16,7 @@ from producers.outbox import add_to_outbox, create_outbox_table
 from schemas import headers as H
 from tests.consumers.support import app_event, publish, wait_until
 from tests.consumers.test_lifecycle import start_events_run, stop
+from tests.helm.test_dashboard import DASHBOARD, queried_metrics
 
 
 def scrape(port: int) -> tuple[str, dict[tuple[str, frozenset], float]]:
@@ -90,6 +92,12 @@ def test_events_run_serves_its_metrics_in_prometheus_text_format(kafka_env, topi
     assert sample(samples, "events_end_to_end_latency_seconds_count", **group) == 3
     assert sample(samples, "events_messages_dead_lettered_total", **group) == 1
     assert f"Prometheus metrics on :{port}/metrics" in output, output
+    # and the Grafana dashboard of the chart queries these very names
+    exposed = {name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for name, _ in samples}
+    queried = queried_metrics(json.loads(DASHBOARD.read_text()))
+    assert {"events_consumer_lag", "events_messages_handled_total", "events_messages_dead_lettered_total",
+            "events_messages_in_flight", "events_handler_duration_seconds",
+            "events_end_to_end_latency_seconds"} <= exposed & queried
 
 
 def test_the_outbox_relay_serves_its_published_events_on_metrics_when_asked(kafka_env, topic_factory, tmp_path):

@@ -335,6 +335,7 @@ concurrency and drain timeout and the pods' ports. Call with (dict "root" $ "gro
 Key of the outbox relay's config file (the release-wide settings) in the release's ConfigMap.
 */}}
 {{- define "dify-events.relayConfigKey" -}}outbox-relay.yaml{{- end }}
+{{- define "dify-events.consoleConfigKey" -}}console.yaml{{- end }}
 
 {{/*
 Key of one group's config file in the release's ConfigMap. Call with the group.
