@@ -9,6 +9,7 @@ when the block ends. As root the server runs as the ``postgres`` system user (in
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import pwd
@@ -30,13 +31,22 @@ def pg_bin() -> Path:
         return Path(found).resolve().parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if not candidates:
-        if os.geteuid() != 0:
-            raise RuntimeError("PostgreSQL is not installed and we are not root: apt-get install postgresql")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], check=True, env=env, stdout=subprocess.DEVNULL)
+        install_debian_package("postgresql")
         candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(candidates[-1]).parent
+
+
+def install_debian_package(package: str) -> None:
+    """``apt-get install package`` as root; one install at a time on this machine (parallel test
+    workers may want two packages at once, and apt holds a lock of its own that it does not wait on)."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeError(f"{package} is not installed and cannot be installed here (not root, or no apt-get): "
+                           f"apt-get install {package}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    with open(Path(tempfile.gettempdir()) / "dify-events-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def _as_postgres_user() -> tuple[int | None, int | None]:

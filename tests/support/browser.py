@@ -5,10 +5,9 @@ missing, as ``consumers/demo/postgres.py`` installs PostgreSQL) is launched by i
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
+
+from consumers.demo.postgres import install_debian_package
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -18,9 +17,5 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 def chromium() -> Path:
     """Debian's chromium, installed now if missing (we are root on the test machines)."""
     if not CHROMIUM.exists():
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise RuntimeError("the console's browser tests need Chromium: apt-get install chromium")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, stdout=subprocess.DEVNULL)
+        install_debian_package("chromium")
     return CHROMIUM

@@ -4,8 +4,8 @@ Run in parallel (``pytest -n N``, as ``make test`` does), the controller process
 broker and the PostgreSQL server before the workers start, side by side, and hands their addresses
 to the workers through the environment (``EVENTS_TEST_KAFKA_BOOTSTRAP``,
 ``EVENTS_TEST_POSTGRES_URL``), which ``tests.support.kafka`` and ``tests.support.postgres`` read;
-it stops them after the last worker ended. It also starts building the pinned ``helm`` when no
-binary is cached (minutes on a fresh machine), so that the chart's tests find it built.
+it stops them after the last worker ended. Meanwhile it builds the pinned ``helm`` and installs
+Chromium when they are missing (minutes on a fresh machine), for the chart and browser tests.
 
 Run in one process, nothing happens here: the session fixtures start what a test asks for, when
 it first asks (a single unit test starts no broker).
@@ -41,7 +41,7 @@ class SharedServices:
         from tests.support.kafka import kafka_cluster
         from tests.support.postgres import postgres_server
 
-        self._builder = _build_helm_in_background()
+        self._builder = _prepare_in_background()
         wanted: dict[str, Callable[[], contextlib.AbstractContextManager[str]]] = {}
         if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             wanted[SHARED_KAFKA] = kafka_cluster
@@ -74,18 +74,23 @@ def _enter(manager: contextlib.AbstractContextManager[str]) -> tuple[contextlib.
     return manager, manager.__enter__()
 
 
-def _build_helm_in_background() -> threading.Thread | None:
-    """Builds the pinned helm on a thread when it is not cached (the chart tests wait on its lock)."""
+def _prepare_in_background() -> threading.Thread | None:
+    """Builds the pinned helm and installs Chromium on a thread when they are missing (minutes on a
+    fresh machine); the chart and browser tests wait for them on their locks."""
     from tests.helm.tools import HelmUnavailable, find_cached_helm, find_or_build_helm
+    from tests.support.browser import CHROMIUM, chromium
 
-    if find_cached_helm() is not None:
+    work = [] if find_cached_helm() is not None else [find_or_build_helm]
+    work += [] if CHROMIUM.exists() else [chromium]
+    if not work:
         return None
 
-    def build() -> None:
-        with contextlib.suppress(HelmUnavailable):  # the chart tests report it themselves
-            find_or_build_helm()
+    def prepare() -> None:
+        for step in work:
+            with contextlib.suppress(HelmUnavailable, RuntimeError, OSError):  # their tests report it
+                step()
 
-    thread = threading.Thread(target=build, name="helm-build", daemon=True)
+    thread = threading.Thread(target=prepare, name="prepare-tools", daemon=True)
     thread.start()
     return thread
 

@@ -3,8 +3,11 @@ into fragments (the error class stays whole), every line within 80 columns."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -15,6 +18,7 @@ from consumers.pipeline import dead_letters as DL
 from consumers.recovery.dead_letters import DeadLetter
 from consumers.recovery.plan import REWIND, Range, ReplayPlan, Request
 from schemas import headers as H
+from schemas.settings import get_settings
 
 PREFIX = "demo20261206215130fe04"
 
@@ -71,10 +75,18 @@ def test_a_replay_plan_fits_80_columns_with_its_notes_below():
     assert notes == [] or all("[1]" not in line or len(line) <= 80 for line in lines)
 
 
-def test_schemas_list_fits_80_columns_and_offers_json(monkeypatch):
+@pytest.fixture
+def prefixed(monkeypatch) -> Iterator[str]:
+    """The settings (cached per process) read afresh with this test's topic prefix."""
+    monkeypatch.setenv("EVENTS_TOPIC_PREFIX", PREFIX)
+    get_settings.cache_clear()
+    yield PREFIX
+    get_settings.cache_clear()
+
+
+def test_schemas_list_fits_80_columns_and_offers_json(monkeypatch, prefixed):
     # When the catalogue is listed in an 80-column terminal, and as JSON
     monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setenv("EVENTS_TOPIC_PREFIX", PREFIX)
     table = CliRunner().invoke(main, ["schemas", "list"])
     as_json = CliRunner().invoke(main, ["schemas", "list", "--output", "json"])
 
@@ -84,6 +96,5 @@ def test_schemas_list_fits_80_columns_and_offers_json(monkeypatch):
     assert all(len(line) <= 80 for line in lines), table.output
     for name in ("app_published_workflow_was_updated", "message_was_created", "conversation_id"):
         assert any(name in line for line in lines), table.output
-    import json
     entries = json.loads(as_json.output)
     assert {e["event_type"]: e["topic"] for e in entries}["message_was_created"] == f"{PREFIX}.message"
