@@ -294,7 +294,9 @@ class LocalBroker:
                                   f"the end of {self.log_file}:\n{self.failure_excerpt()}")
             try:
                 metadata = admin.list_topics(timeout=1)
-                if metadata.brokers and wait_for_group_coordinators(client, OFFSETS_PARTITIONS, deadline):
+                # another broker may answer on this port while ours fails to bind it: ours has our cluster id
+                if metadata.cluster_id == state.cluster_id and metadata.brokers and \
+                        wait_for_group_coordinators(client, OFFSETS_PARTITIONS, deadline):
                     return
             except Exception:  # noqa: BLE001 - not up yet; the deadline decides
                 pass

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from consumers.broker import LocalBroker
+from consumers.broker.local import free_port
 from schemas.settings import cache_dir
 
 DOCKER_IMAGE = "confluentinc/cp-kafka:8.1.0"
@@ -46,7 +47,7 @@ def kafka_cluster() -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     with tempfile.TemporaryDirectory(prefix="events-test-broker-") as home:
-        broker = LocalBroker(Path(home), cache_dir(), port=19092)
+        broker = LocalBroker(Path(home), cache_dir(), port=free_port())  # never a port another run may take
         state = broker.start(timeout_s=90)
         try:
             yield state.bootstrap
