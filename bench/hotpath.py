@@ -49,8 +49,8 @@ def messages(count: int) -> list[Message]:
     from producers.producer import EventProducer
     from schemas.settings import Settings
 
-    sdk = EventProducer({"bootstrap.servers": "127.0.0.1:1"}, settings=Settings(bootstrap_servers="127.0.0.1:1",
-                                                                                 topic_prefix="bench"), poll_thread=False)
+    sdk = EventProducer({"bootstrap.servers": "127.0.0.1:1"},
+                        settings=Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="bench"), poll_thread=False)
     out = []
     offsets = Counter()
     for event in app_events(count):

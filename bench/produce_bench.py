@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{_client_version()}, librdkafka {confluent_kafka.libversion()[0]}; broker "
               f"{conf['bootstrap.servers']}; acks={conf['acks']}, enable.idempotence={conf['enable.idempotence']}, "
               f"compression={conf['compression.type']}, linger.ms={conf['linger.ms']}")
-        print(f"{args.events} events per run ({'prebuilt events' if args.prebuilt else 'validate + encode + headers + produce'}"
+        print(f"{args.events} events per run "
+              f"({'prebuilt events' if args.prebuilt else 'validate + encode + headers + produce'}"
               f", 3 partitions per topic), median of {args.rounds} runs, clock stopped after flush()")
         print(f"{'':44}{'events/s':>12}{'vs loop':>9}{'us/event*':>11}   runs (events/s)")
         rows = [("EventProducer.publish (poll thread, default)", "sdk"),

@@ -68,7 +68,8 @@ def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, members
 
         def settled() -> bool:  # every member joined and assigned; all partitions (domain + retry topic) out
             states = [p.status() for p in procs]
-            retry = topics.admin.list_topics(f"{prefix}.retry.{group}", timeout=10).topics.get(f"{prefix}.retry.{group}")
+            retry_topic = f"{prefix}.retry.{group}"
+            retry = topics.admin.list_topics(retry_topic, timeout=10).topics.get(retry_topic)
             return (retry is not None and retry.error is None and bool(retry.partitions)
                     and all(s and s.get("joined") and s.get("assigned") for s in states)
                     and sum(s["assigned"] for s in states) == PARTITIONS + len(retry.partitions))
@@ -107,7 +108,8 @@ def section(bootstrap: str, topics, home: Path, *, events: int, reps: int, log=p
                              env=VARIANTS[variant], events=events)
             runs.setdefault((variant, members), []).append(result)
         log(f"  scale rep {rep + 1}/{reps}: " + ", ".join(
-            f"x{m} {v.split(' ')[0]} {r[-1]['rate']:,.0f}/s (partitions {'+'.join(map(str, r[-1]['domain_partitions']))})"
+            f"x{m} {v.split(' ')[0]} {r[-1]['rate']:,.0f}/s "
+            f"(partitions {'+'.join(map(str, r[-1]['domain_partitions']))})"
             for (v, m), r in runs.items()))
     rows = []
     base = None

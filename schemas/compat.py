@@ -207,7 +207,8 @@ def check_versions(event_type: str, versions: dict[int, dict[str, Any]]) -> list
             continue
         other = normalise(versions[number])
         for path, reason in resolve(latest, other):
-            reason = reason.replace(MISSING, f"added in v{latest_number} without a default, and v{number} data lacks it")
+            reason = reason.replace(MISSING,
+                                    f"added in v{latest_number} without a default, and v{number} data lacks it")
             found.append(Incompatibility(event_type, latest_number, number, "backward", path, reason))
         for path, reason in resolve(other, latest):
             reason = reason.replace(MISSING, f"v{number} has it without a default, and v{latest_number} no longer "

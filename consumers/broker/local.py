@@ -240,7 +240,8 @@ class LocalBroker:
             return {}
         creds = self.credentials()
         return {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM, "sasl.username": creds["username"],
-                "sasl.password": creds["password"], "ssl.ca.location": str(ensure_certificates(self.home / "tls").ca_cert)}
+                "sasl.password": creds["password"],
+                "ssl.ca.location": str(ensure_certificates(self.home / "tls").ca_cert)}
 
     def _check_security_mode(self) -> None:
         marker = self.home / "security"

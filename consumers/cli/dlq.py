@@ -43,7 +43,8 @@ def selection_options(fn):
                   help="Only this error class: its name (BugError) or full name (myapp.errors.BugError). Repeatable.")
     @click.option("--event-type", "event_types", multiple=True, metavar="TYPE",
                   help="Only this event type (app_was_created). Repeatable.")
-    @click.option("--since", metavar="TIME", help="Only dead letters written at or after TIME (ISO 8601, 2h, epoch ms).")
+    @click.option("--since", metavar="TIME",
+                  help="Only dead letters written at or after TIME (ISO 8601, 2h, epoch ms).")
     @click.option("--until", metavar="TIME", help="Only dead letters written before TIME.")
     @wraps(fn)
     def wrapper(*args, error_classes, event_types, since, until, **kwargs):

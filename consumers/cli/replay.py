@@ -51,11 +51,13 @@ def progress_bar(console: Console = err) -> Progress:
 @click.option("--reprocess", is_flag=True,
               help="Run handlers again even for events already handled (sets events-reprocess: 1; implies --copy).")
 @click.option("--force", is_flag=True, help="Replay a group that has handlers declared replay_safe=False.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N", help="Copy at most N messages a second.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="Copy at most N messages a second.")
 @click.option("--dry-run/--execute", "dry_run", default=True, show_default=True,
               help="--dry-run prints the plan and changes nothing; --execute carries it out.")
 def command(group_name: str, since: str | None, from_offsets: str | None, from_beginning: bool, until: str | None,
-            topic: str | None, copy: bool | None, reprocess: bool, force: bool, rate: float | None, dry_run: bool) -> None:
+            topic: str | None, copy: bool | None, reprocess: bool, force: bool, rate: float | None,
+            dry_run: bool) -> None:
     """Make GROUP read its events again from a time or offsets, to recover from a bug or a restored database.
 
     A stopped group is rewound: its committed offsets are set back, and it re-reads from there when it

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any, Literal
 
 from schemas import headers as H
@@ -413,7 +414,7 @@ class _Generator:
                                             "model": {"provider": provider, "name": model, "mode": "chat"}}})
         nodes.extend(tools)
         nodes.append({"id": "end", "data": {"type": "end", "title": "End"}})
-        edges = [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:])]
+        edges = [{"source": a["id"], "target": b["id"]} for a, b in pairwise(nodes)]
         return {"nodes": nodes, "edges": edges}
 
     def pick_datasets(self, tenant_id: str) -> list[str]:
@@ -541,8 +542,8 @@ class _Generator:
             inserts.append(Insert(Message, dict(
                 id=message_id, tenant_id=app["tenant_id"], app_id=app["id"], conversation_id=conversation,
                 model_provider=provider, model_id=model, message_tokens=message_tokens, answer_tokens=answer_tokens,
-                total_tokens=message_tokens + answer_tokens, currency="USD", provider_response_latency=latency_ms / 1000,
-                invoke_from=invoke_from, created_at=at)))
+                total_tokens=message_tokens + answer_tokens, currency="USD",
+                provider_response_latency=latency_ms / 1000, invoke_from=invoke_from, created_at=at)))
             events.append(self.event(
                 MessageWasCreated, at, tenant_id=app["tenant_id"], message_id=message_id, conversation_id=conversation,
                 app_id=app["id"], provider_name=provider, model_name=model, message_tokens=message_tokens,

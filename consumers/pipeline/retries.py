@@ -96,7 +96,8 @@ class Retries(Step):
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self.retryable(handler, exc)),
             stop=lambda state: self._spent(job, state, started),
-            wait=wait_exponential_jitter(multiplier=min_backoff, max=handler.option("max_backoff_s"), jitter=min_backoff),
+            wait=wait_exponential_jitter(multiplier=min_backoff, max=handler.option("max_backoff_s"),
+                                         jitter=min_backoff),
             sleep=lambda seconds: self._sleep(job, seconds),
             before_sleep=lambda state: self._log_retry(job, state),
             reraise=True,

@@ -182,7 +182,8 @@ def read(settings: Settings, topic: str, *, positions: Sequence[tuple[int, int]]
     count = kafka.partition_counts(client, [topic])[topic]
     marks = kafka.watermarks(client, [(topic, p) for p in range(count)])
     if positions:
-        ranges = [(topic, p, o, o + 1) for p, o in sorted(set(positions)) if marks[(topic, p)][0] <= o < marks[(topic, p)][1]]
+        ranges = [(topic, p, o, o + 1) for p, o in sorted(set(positions))
+                  if marks[(topic, p)][0] <= o < marks[(topic, p)][1]]
     else:
         ranges = [(topic, p, low, high) for (_, p), (low, high) in sorted(marks.items())]
     for msg in kafka.read_ranges(kafka.reader(settings, "dlq"), ranges):

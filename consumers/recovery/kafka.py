@@ -103,7 +103,8 @@ def offsets_for_time(client: AdminClient, tps: list[TP], millis: int) -> dict[TP
     return {tp: (offset if offset >= 0 else None) for tp, offset in found.items()}
 
 
-def committed(client: AdminClient, group_id: str, tps: list[TP], settings: Settings | None = None) -> dict[TP, int | None]:
+def committed(client: AdminClient, group_id: str, tps: list[TP],
+              settings: Settings | None = None) -> dict[TP, int | None]:
     """The group's committed offset of each partition (``None`` where it has none).
 
     Read by an OffsetFetch from a consumer of the group's id that never joins it, not by the admin
@@ -116,7 +117,8 @@ def committed(client: AdminClient, group_id: str, tps: list[TP], settings: Setti
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=TIMEOUT_S)
     except KafkaException as exc:
-        raise RecoveryError(f"reading the offsets of {group_id} failed: {exc.args[0].str() if exc.args else exc}") from exc
+        raise RecoveryError(
+            f"reading the offsets of {group_id} failed: {exc.args[0].str() if exc.args else exc}") from exc
     finally:
         consumer.close()
     out: dict[TP, int | None] = {}

@@ -81,7 +81,8 @@ class Figures:
     def print(self) -> None:
         print(f"\n[faults] {self.scenario}: events={self.events} faults={self.faults} lost={self.lost} "
               f"duplicated={self.duplicated} dead-lettered={self.dead_lettered} "
-              f"(unexpected {self.unexpected_dead_letters}, copies {self.dead_letter_copies}) not-acknowledged={self.not_acknowledged} "
+              f"(unexpected {self.unexpected_dead_letters}, copies {self.dead_letter_copies}) "
+              f"not-acknowledged={self.not_acknowledged} "
               f"time-to-recover={self.recover_s:.1f}s" + "".join(f"\n    {n}" for n in self.notes), flush=True)
 
 
@@ -259,7 +260,8 @@ class World:
         events = [e for e in self.workload.events() if e.event_id not in failed_ids]
         fig.events = len(events)
         letters = read_dead_letters(self.settings, self.admin, {g.name: g.dlq_topic(self.prefix) for g in self.groups})
-        dead_ids = {g: {(l.named.get("event-id") or b"").decode() for l in found} for g, found in letters.items()}
+        dead_ids = {g: {(letter.named.get("event-id") or b"").decode() for letter in found}
+                    for g, found in letters.items()}
         origins = {g: {letter.origin for letter in found} for g, found in letters.items()}
         fig.dead_lettered = sum(len(v) for v in origins.values())
         fig.dead_letter_copies = sum(len(v) for v in letters.values()) - fig.dead_lettered
