@@ -11,6 +11,7 @@ from schemas import headers as H
 from schemas.codec import AvroCodec
 from schemas.events import AppWasCreated
 from tests.support.running import running  # noqa: F401 - re-exported to this package's tests
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 
 codec = AvroCodec()
 
