@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     bench_settings = Settings(bootstrap_servers=settings.bootstrap(), topic_prefix=prefix)
     conf = producer_config(settings=bench_settings)
-    admin = AdminClient({"bootstrap.servers": conf["bootstrap.servers"], **settings.kafka_properties()})
+    admin = AdminClient({"bootstrap.servers": str(conf["bootstrap.servers"]), **settings.kafka_properties()})
     topics = CATALOGUE.topics(prefix)
     for future in admin.create_topics([NewTopic(t, 3, 1) for t in topics]).values():
         future.result(30)

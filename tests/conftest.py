@@ -43,7 +43,7 @@ def admin(kafka_client_config) -> AdminClient:
 
 
 @pytest.fixture
-def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> str:
+def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> Iterator[str]:
     """Points the platform's settings (and any `events` subprocess) at the test cluster, with a
     unique topic prefix so tests never see each other's topics. Returns the prefix."""
     from schemas.settings import get_settings

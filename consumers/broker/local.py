@@ -282,7 +282,9 @@ class LocalBroker:
     def _wait_until_ready(self, proc: subprocess.Popen, state: BrokerState, timeout_s: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET, **self.client_properties()})
+        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes a logger
+        admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET,  # type: ignore[dict-item]
+                             **self.client_properties()})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from functools import wraps
 
 import click
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -114,11 +114,11 @@ def show_(group_name: str, position: str) -> None:
     headers = Table(title="headers", title_justify="left")
     headers.add_column("name", no_wrap=True)
     headers.add_column("value", overflow="fold")
-    for name, value in letter.headers:
+    for name, raw in letter.headers:
         if name in (dead_letters.DL.ERROR_STACKTRACE, dead_letters.DL.DLT_EXCEPTION_STACKTRACE):
-            text = f"({len(value or b'')} bytes, below)"
+            text = f"({len(raw or b'')} bytes, below)"
         else:
-            text = header_text(name, value)
+            text = header_text(name, raw)
         headers.add_row(name, escape(text))
     out.print(headers)
     if letter.stacktrace:
@@ -206,8 +206,9 @@ def stats(group_name: str, selection: Selection) -> None:
 # -- helpers ---------------------------------------------------------------------------------
 def _letters_table(letters: list[DeadLetter], *, title: str, ledger: Ledger | None = None) -> Table:
     table = Table(title=title)
-    columns = [("at", "right"), ("time (UTC)", "left"), ("event type", "left"), ("key", "left"),
-               ("error class", "left"), ("message", "left"), ("attempts", "right")]
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("at", "right"), ("time (UTC)", "left"), ("event type", "left"), ("key", "left"),
+        ("error class", "left"), ("message", "left"), ("attempts", "right")]
     if ledger is not None:
         columns.append(("re-driven", "left"))
     for name, justify in columns:

@@ -72,6 +72,7 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
     if run_all:
         sys.exit(_run_all([g.name for g in groups], concurrency, health_port, metrics_port,
                           idempotency_retention_days))
+    assert group_name is not None  # --group NAME, since not --all
     _run_one(registry.get(group_name), concurrency, health_port, metrics_port, idempotency_retention_days)
 
 

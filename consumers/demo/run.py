@@ -95,7 +95,7 @@ class Demo:
         _log_to(run_dir / "demo.log")
         with contextlib.ExitStack() as stack:
             cluster = find_cluster(get_settings(), on_progress=lambda m: self.console.print(f"[dim]{m}[/]"))
-            if cluster.started and options.stop_broker:
+            if cluster.started and options.stop_broker and cluster.local is not None:
                 stack.callback(cluster.local.stop)
             if options.postgres:
                 with self.console.status("starting a throwaway PostgreSQL server"):
@@ -129,8 +129,9 @@ class Demo:
                                                  database_url=database_url))
         processes.start()
         stack.callback(processes.stop)
-        application: Application | None = None
-        producer = EventProducer(settings=settings, topic_prefix=prefix, on_error=lambda e: application.on_error(e))
+        application: Application | None = None  # made below, before anything is published
+        producer = EventProducer(settings=settings, topic_prefix=prefix,
+                                 on_error=lambda e: application.on_error(e) if application else None)
         stack.callback(producer.close)
         raw = Producer(producer_config({"client.id": "events-demo-poison", "logger": LIBRDKAFKA_LOG}, settings))
         application = Application(engine, producer, raw, topic_prefix=prefix, reader=reader)
@@ -268,7 +269,7 @@ class Demo:
                  processes: GroupProcesses) -> int:
         again = sum(n for (_, via), n in application.published.items() if via == AGAIN)
         published = Counter({k: n for k, n in application.published.items() if k[1] != AGAIN})
-        expected = Counter()
+        expected: Counter[str] = Counter()
         for e in workload.expected_dead_letters:
             expected[e.group] += 2 if self.options.twice else 1
         poisoned = application.poisoned // (2 if self.options.twice else 1)

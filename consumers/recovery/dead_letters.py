@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from confluent_kafka import Message
 
@@ -75,8 +76,10 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, msg: Message) -> DeadLetter:
-        headers = tuple(msg.headers() or ())
-        return cls(msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(), headers, dict(headers))
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None  # a fetched message has both
+        headers = tuple(cast("list[tuple[str, bytes | None]]", msg.headers() or ()))  # librdkafka's pairs
+        return cls(partition, offset, msg.timestamp()[1], msg.key(), msg.value(), headers, dict(headers))
 
     # -- the facts, ours first, then Spring's ------------------------------------------------
     def _get(self, ours: str, spring: str | None = None) -> bytes | None:

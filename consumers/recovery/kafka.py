@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -161,7 +161,7 @@ def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config:
 
 # -- reading ranges ---------------------------------------------------------------------------
 def _client_config(settings: Settings) -> dict[str, Any]:
-    conf = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
+    conf: dict[str, Any] = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
     conf["bootstrap.servers"] = settings.bootstrap()
     conf.setdefault("logger", LIBRDKAFKA_LOG)  # librdkafka's lines through logging, not raw on stderr
     return conf
@@ -213,7 +213,7 @@ def read_ranges(consumer: Consumer, ranges: Iterable[tuple[str, int, int, int]],
                         raise RecoveryError(f"reading {tp[0]}[{tp[1]}] failed: {error.str()}")
                     offset = end  # the partition holds nothing more
                 else:
-                    offset = msg.offset()
+                    offset = cast(int, msg.offset())  # a message (not an error) has one
                 last_progress = time.monotonic()
                 gap = min(offset, end) - seen[tp]
                 if gap > 0 and on_skip is not None:
