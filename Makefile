@@ -6,13 +6,18 @@ VENV   := .venv
 TEST_WORKERS ?= 3
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint bench install clean
 
 demo: $(STAMP)
 	$(VENV)/bin/events demo
 
-test: $(STAMP)
+test: lint
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
+
+# the static checks `make test` runs first: ruff (lint, import order), then mypy (configured in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # `make bench BENCH_ARGS=--quick` for a one-minute smoke run; `python -m bench --help` for the rest
 bench: $(STAMP)
@@ -28,4 +33,4 @@ $(STAMP): pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

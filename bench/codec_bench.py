@@ -39,7 +39,7 @@ def best_rates(rounds: int, *cases) -> list[float]:
             for item in items:
                 fn(item)
             best[i] = min(best[i], time.perf_counter() - start)
-    return [len(items) / t for (_, items), t in zip(cases, best)]
+    return [len(items) / t for (_, items), t in zip(cases, best, strict=True)]
 
 
 def best_rate(fn, items, rounds: int) -> float:
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     events = [samples[i % len(samples)].model_copy(update={}) for i in range(args.events)]
     schemas = [CATALOGUE.for_event(e).latest.schema for e in events]
     records = [e.model_dump() for e in events]
-    pairs = list(zip(schemas, records))
+    pairs = list(zip(schemas, records, strict=True))
     encoded = [codec.encode(e) for e in events]
-    bodies = [(s, data[10:]) for s, data in zip(schemas, encoded)]
-    typed = [(data, e.event_type) for data, e in zip(encoded, events)]
+    bodies = [(s, data[10:]) for s, data in zip(schemas, encoded, strict=True)]
+    typed = [(data, e.event_type) for data, e in zip(encoded, events, strict=True)]
 
     def plain_encode(pair):
         buf = BytesIO()
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = {
         "model_dump": best_rate(lambda e: e.model_dump(), events, args.rounds),
         "model_validate": best_rate(lambda p: type(p[0]).model_validate(p[1]),
-                                    list(zip(events, [plain_decode(b) for b in bodies])), args.rounds),
+                                    list(zip(events, [plain_decode(b) for b in bodies], strict=True)), args.rounds),
     }
 
     print(f"python {platform.python_version()} ({platform.machine()}), fastavro {fastavro.__version__}, "

@@ -78,6 +78,7 @@ def _write(path: Path, data: dict) -> None:
 
 
 def _report() -> None:
+    assert OUT is not None  # started only with BENCH_OUT
     path = Path(OUT)
     last_n = -1
     while True:
@@ -89,6 +90,7 @@ def _report() -> None:
 
 
 def _at_exit() -> None:
+    assert OUT is not None  # registered only with BENCH_OUT
     _write(Path(OUT), snapshot(final=True))
     if LATENCY:
         _write(Path(OUT + ".latency.json"), dict(_latencies))

@@ -34,6 +34,7 @@ import logging
 import pstats
 import time
 from collections import Counter
+from functools import partial
 from io import BytesIO
 
 from confluent_kafka import Message
@@ -49,15 +50,17 @@ def messages(count: int) -> list[Message]:
     from producers.producer import EventProducer
     from schemas.settings import Settings
 
-    sdk = EventProducer({"bootstrap.servers": "127.0.0.1:1"}, settings=Settings(bootstrap_servers="127.0.0.1:1",
-                                                                                 topic_prefix="bench"), poll_thread=False)
+    sdk = EventProducer({"bootstrap.servers": "127.0.0.1:1"},
+                        settings=Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="bench"), poll_thread=False)
     out = []
-    offsets = Counter()
+    offsets: Counter[int] = Counter()
     for event in app_events(count):
         _, value, key, headers = sdk._prepare(event, None, None, None)
         partition = hash(key) % PARTITIONS
+        # ignore: confluent-kafka's stub wants list[tuple[str, str | bytes | None]], and lists are invariant
         out.append(Message(topic=TOPIC, partition=partition, offset=offsets[partition], key=key.encode(),
-                           value=value, headers=headers, timestamp=(1, int(time.time() * 1000))))
+                           value=value, headers=headers,  # type: ignore[arg-type]
+                           timestamp=(1, int(time.time() * 1000))))
         offsets[partition] += 1
     sdk.close(0)
     return out
@@ -126,8 +129,9 @@ def make_runner(patches: list[str], metrics: bool = False):
 
         runner.metrics = runner.resources.metrics = ConsumerMetrics.of(provider)
     runner._chain, runner._steps = build(runner.resources, group.pipeline)
-    runner._dispatcher = InlineDispatcher(runner._process)
-    runner._consumer = NullConsumer()
+    # ignores: stand-ins for the worker threads and the Kafka consumer (duck-typed, not subclasses)
+    runner._dispatcher = InlineDispatcher(runner._process)  # type: ignore[assignment]
+    runner._consumer = NullConsumer()  # type: ignore[assignment]
     return runner
 
 
@@ -215,12 +219,12 @@ def stages(msgs: list[Message], rounds: int, patches: list[str], threads: list[i
     cases["runtime, gc frozen"] = frozen
     for patch in patches:
         patched = make_runner([patch])
-        cases[f"runtime+{patch}"] = lambda ms, r=patched: run_runtime(r, ms)
+        cases[f"runtime+{patch}"] = partial(run_runtime, patched)
         make_runner([])  # undo: later runners are built unpatched (apply() patches modules)
     for workers in threads:
         for patch in ["", *patches]:
             runner = threaded_runner([patch] if patch else [], workers)
-            cases[f"threads x{workers}" + (f"+{patch}" if patch else "")] = lambda ms, r=runner: run_runtime(r, ms)
+            cases[f"threads x{workers}" + (f"+{patch}" if patch else "")] = partial(run_runtime, runner)
     best = {name: float("inf") for name in cases}
     wall = {name: float("inf") for name in cases}
     for _ in range(rounds):  # taking turns, so that a busy machine slows them alike

@@ -95,14 +95,15 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
                     raise TimeoutError("the latency consumer never handled an event")
                 publish_at(producer, warm[:20], 200, "warmup")
             publish_at(producer, warm, 1000, "warmup")
-            wait_for(lambda: consumer.progress()["n"] >= 200, 30, what="warm-up events")
+            wait_for(lambda consumer=consumer: consumer.progress()["n"] >= 200, 30, what="warm-up events")
             achieved: dict[int, list[float]] = {rate: [] for rate in rates}
             for rate in rates:
                 events = app_events(int(rate * seconds))
                 for rep in range(reps):
                     window = f"{rate}-{rep}"
                     achieved[rate].append(publish_at(producer, events, rate, window))
-                    wait_for(lambda: consumer.progress()["windows"].get(window, 0) >= len(events), 60,
+                    wait_for(lambda consumer=consumer, window=window, events=events:
+                             consumer.progress()["windows"].get(window, 0) >= len(events), 60,
                              what=f"latency window {window}")
                     time.sleep(0.3)
             consumer.stop()

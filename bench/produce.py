@@ -167,6 +167,7 @@ def section(bootstrap: str, topics, *, events: int, reps: int, log=print) -> lis
     sdk_row = row("EventProducer.publish (validate, encode, headers)", "sdk", settings_note)
     hand_row = row("hand-written confluent-kafka + fastavro loop, same work", "hand", "baseline")
     bytes_row = row("pre-encoded bytes, produce() only (librdkafka ceiling)", "bytes", "")
+    assert sdk_row.median is not None and hand_row.median is not None and bytes_row.median is not None  # all ran
     sdk_row.ratio, sdk_row.ratio_to = sdk_row.median / hand_row.median, "hand loop"
     hand_row.ratio, hand_row.ratio_to = 1.0, "hand loop"
     bytes_row.ratio, bytes_row.ratio_to = bytes_row.median / hand_row.median, "hand loop"

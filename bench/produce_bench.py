@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     bench_settings = Settings(bootstrap_servers=settings.bootstrap(), topic_prefix=prefix)
     conf = producer_config(settings=bench_settings)
-    admin = AdminClient({"bootstrap.servers": conf["bootstrap.servers"], **settings.kafka_properties()})
+    admin = AdminClient({"bootstrap.servers": str(conf["bootstrap.servers"]), **settings.kafka_properties()})
     topics = CATALOGUE.topics(prefix)
     for future in admin.create_topics([NewTopic(t, 3, 1) for t in topics]).values():
         future.result(30)
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{_client_version()}, librdkafka {confluent_kafka.libversion()[0]}; broker "
               f"{conf['bootstrap.servers']}; acks={conf['acks']}, enable.idempotence={conf['enable.idempotence']}, "
               f"compression={conf['compression.type']}, linger.ms={conf['linger.ms']}")
-        print(f"{args.events} events per run ({'prebuilt events' if args.prebuilt else 'validate + encode + headers + produce'}"
+        print(f"{args.events} events per run "
+              f"({'prebuilt events' if args.prebuilt else 'validate + encode + headers + produce'}"
               f", 3 partitions per topic), median of {args.rounds} runs, clock stopped after flush()")
         print(f"{'':44}{'events/s':>12}{'vs loop':>9}{'us/event*':>11}   runs (events/s)")
         rows = [("EventProducer.publish (poll thread, default)", "sdk"),

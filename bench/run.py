@@ -55,7 +55,7 @@ def table(rows: list[Row]) -> str:
         if i == 1 or (i > 1 and line[0] != lines[i - 2][0]):
             out.append("  ".join("-" * w for w in widths[:-1]) + "  " + "-" * 4)
         out.append("  ".join(f"{str(x):{a}{w}}" if j < len(head) - 1 else str(x)
-                             for j, (x, a, w) in enumerate(zip(line, align, widths))).rstrip())
+                             for j, (x, a, w) in enumerate(zip(line, align, widths, strict=True))).rstrip())
     return "\n".join(out)
 
 

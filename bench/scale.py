@@ -68,14 +68,15 @@ def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, members
 
         def settled() -> bool:  # every member joined and assigned; all partitions (domain + retry topic) out
             states = [p.status() for p in procs]
-            retry = topics.admin.list_topics(f"{prefix}.retry.{group}", timeout=10).topics.get(f"{prefix}.retry.{group}")
+            retry_topic = f"{prefix}.retry.{group}"
+            retry = topics.admin.list_topics(retry_topic, timeout=10).topics.get(retry_topic)
             return (retry is not None and retry.error is None and bool(retry.partitions)
                     and all(s and s.get("joined") and s.get("assigned") for s in states)
-                    and sum(s["assigned"] for s in states) == PARTITIONS + len(retry.partitions))
+                    and sum(s["assigned"] for s in states if s) == PARTITIONS + len(retry.partitions))
 
         wait_for(settled, 120, interval_s=0.2, what=f"{members} member(s) to share the partitions")
         time.sleep(1.0)  # idle means after the join's own allocations settle: no event says when
-        idle_rss = [vm_hwm_kib(p.proc.pid, "VmRSS") for p in procs]
+        idle_rss = [vm_hwm_kib(p.proc.pid, "VmRSS") for p in procs if p.proc is not None]  # all started
         split = domain_split(topics, f"{prefix}.{group}", topic)
         producer = Producer(producer_config({"linger.ms": 20, "queue.buffering.max.messages": 1_000_000},
                                             settings=Settings(bootstrap_servers=bootstrap)))
@@ -107,7 +108,8 @@ def section(bootstrap: str, topics, home: Path, *, events: int, reps: int, log=p
                              env=VARIANTS[variant], events=events)
             runs.setdefault((variant, members), []).append(result)
         log(f"  scale rep {rep + 1}/{reps}: " + ", ".join(
-            f"x{m} {v.split(' ')[0]} {r[-1]['rate']:,.0f}/s (partitions {'+'.join(map(str, r[-1]['domain_partitions']))})"
+            f"x{m} {v.split(' ')[0]} {r[-1]['rate']:,.0f}/s "
+            f"(partitions {'+'.join(map(str, r[-1]['domain_partitions']))})"
             for (v, m), r in runs.items()))
     rows = []
     base = None
@@ -120,6 +122,7 @@ def section(bootstrap: str, topics, home: Path, *, events: int, reps: int, log=p
                          "domain_partitions_per_member": [r["domain_partitions"] for r in results]})
         if base is None:
             base = row
+        assert row.median is not None and base.median is not None  # every run measured a rate
         row.ratio, row.ratio_to = row.median / base.median, "x1"
         rows.append(row)
     single = runs[(next(iter(VARIANTS)), 1)]

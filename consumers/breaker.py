@@ -70,7 +70,7 @@ class OutageBreaker:
         """A message failed with a dependency error; opens the breaker at the threshold. ``fields``:
         the message's log fields (ids, partition, offset, trace), for the record of the opening."""
         with self._lock:
-            kind, ids = self._streaks.get(handler, (None, None))
+            kind, ids = self._streaks.get(handler, (None, set()))
             if kind is not type(exc):
                 ids = set()
                 self._streaks[handler] = (type(exc), ids)

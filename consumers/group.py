@@ -22,7 +22,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from schemas.catalogue import CATALOGUE, Catalogue
 from schemas.events import Event
@@ -37,6 +37,8 @@ GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
 GROUP_OPTIONS = {"replay_safe": True}  # options the group itself owns (read by replay tooling)
 
 HandlerFn = Callable[[Event, "HandlerContext"], Any]
+E = TypeVar("E", bound=Event)
+TypedHandlerFn = Callable[[E, "HandlerContext"], Any]  # a handler of the event type E
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class ConsumerGroup:
         self.options = dict(options)
 
     # -- declaring ----------------------------------------------------------------------------
-    def handler(self, event_type: type[Event] | str, **options: Any) -> Callable[[HandlerFn], HandlerFn]:
+    def handler(self, event_type: type[E] | str, **options: Any) -> Callable[[TypedHandlerFn[E]], TypedHandlerFn[E]]:
         """Decorator: ``fn(event, ctx)`` handles ``event_type`` in this group. Options, each owned
         by a pipeline step (defaults in the step's ``options``): ``max_attempts``,
         ``max_retry_time_s``, ``min_backoff_s``, ``max_backoff_s``, ``retry_on``, ``pause_on``
@@ -97,7 +99,7 @@ class ConsumerGroup:
         ``replay_safe`` (the group's own: replay tooling asks for ``--force`` when False)."""
         spec = self.catalogue.get(event_type if isinstance(event_type, str) else event_type.event_type)
 
-        def register(fn: HandlerFn) -> HandlerFn:
+        def register(fn: TypedHandlerFn[E]) -> TypedHandlerFn[E]:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
             self._check_options(options, f"handler {name}")
             if spec.event_type in self.handlers:
@@ -105,7 +107,9 @@ class ConsumerGroup:
                     f"group {self.name!r} already has a handler for {spec.event_type} "
                     f"({self.handlers[spec.event_type].name}); one group runs one handler per event type: "
                     "do both jobs in one function, or put the second in its own group")
-            self.handlers[spec.event_type] = Handler(self, spec.event_type, spec.model, fn, name, dict(options))
+            # the runtime calls fn only with events its model decoded
+            self.handlers[spec.event_type] = Handler(self, spec.event_type, spec.model, cast(HandlerFn, fn), name,
+                                                     dict(options))
             return fn
 
         return register

@@ -23,7 +23,7 @@ class HealthServer:
     def __init__(self, port: int, *, live: Callable[[], bool], ready: Callable[[], bool],
                  status: Callable[[], dict] | None = None, host: str = "0.0.0.0"):
         checks = {"/healthz": live, "/livez": live, "/readyz": ready}
-        status = status or (lambda: {})
+        status_of = status or (lambda: {})
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the stdlib's name
@@ -32,7 +32,7 @@ class HealthServer:
                     self.send_error(404)
                     return
                 ok = bool(check())
-                body = json.dumps({"ok": ok, **status()}).encode()
+                body = json.dumps({"ok": ok, **status_of()}).encode()
                 self.send_response(200 if ok else 503)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

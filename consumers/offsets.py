@@ -83,6 +83,7 @@ class OffsetTracker:
         moved = []
         for (topic, partition), state in self._partitions.items():
             if state.dirty:
+                assert state.position is not None  # dirty: the position moved to an offset
                 state.dirty = False
                 moved.append((topic, partition, state.position))
         return moved
@@ -104,7 +105,7 @@ class OffsetTracker:
     def in_flight(self, topic: str | None = None, partition: int | None = None) -> int:
         """Fetched offsets not yet below a watermark: of one partition, or of all."""
         if topic is not None:
-            state = self._partitions.get((topic, partition))
+            state = self._partitions.get((topic, partition)) if partition is not None else None
             return 0 if state is None else len(state)
         return sum(len(state) for state in self._partitions.values())
 

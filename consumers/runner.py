@@ -200,6 +200,7 @@ class GroupRunner:
 
     def _loop(self) -> None:
         consumer = self._consumer
+        assert consumer is not None  # _start made it
         poll, consume = consumer.poll, consumer.consume
         accept, drain, reconcile = self._accept, self._drain, self._reconcile
         batch = self.batch_size - 1
@@ -282,6 +283,7 @@ class GroupRunner:
     def _observe(self, job: Job, outcome: str) -> None:
         """Counts the outcome of a message (a worker; only when metrics are on)."""
         metrics = self.metrics
+        assert metrics is not None  # called only when metrics are on
         event_type = event_type_of(job)
         point = self._points.get(event_type)
         if point is None:
@@ -301,9 +303,11 @@ class GroupRunner:
         for lane in self._lanes.values():
             offsets = lane.offsets
             if offsets.dirty:
+                assert offsets.position is not None  # dirty: the position moved to an offset
                 offsets.dirty = False
                 moved.append(TopicPartition(lane.topic, lane.partition, offsets.position))
         if moved:
+            assert self._consumer is not None  # the loop and its shutdown run after _start
             try:
                 self._consumer.store_offsets(offsets=moved)
             except KafkaException as exc:  # a partition revoked a moment ago: its commit was done then
@@ -326,6 +330,7 @@ class GroupRunner:
         else:
             self._buffer_full = pending >= self.max_buffered or (
                 sum(len(lane.offsets) for lane in self._lanes.values()) >= self.max_uncommitted)
+        assert self.resources is not None and self._consumer is not None  # the loop and its shutdown run after _start
         outage = self.resources.breaker.is_open()
         want = self._stopping or outage or self._buffer_full
         if want == self._paused and not (want and self._repause):
@@ -415,6 +420,7 @@ class GroupRunner:
                 lane.offsets.finish(offset)  # a lane no longer assigned has a detached state: harmless
 
     def _commit(self, offsets: list[TopicPartition], why: str) -> None:
+        assert self._consumer is not None  # the loop and its shutdown run after _start
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
             log.debug("group %s committed %s on %s", self.group.name, offsets, why)
@@ -487,7 +493,9 @@ class GroupRunner:
         does). Warns about missing domain topics, which are ``events topics apply``'s to create."""
         from schemas.topics import create_missing, group_topics
 
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(), "logger": LIBRDKAFKA_LOG,
+        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes a logger
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(),
+                             "logger": LIBRDKAFKA_LOG,  # type: ignore[dict-item]
                              **{k: v for k, v in self.settings.kafka_properties().items()
                                 if k.startswith(("security.", "sasl.", "ssl."))}})
         metadata = admin.list_topics(timeout=15)
@@ -505,6 +513,7 @@ class GroupRunner:
             log.info("created %s (%s)", action.topic, action.details())
 
     def _purge_loop(self) -> None:
+        assert self.resources is not None and self.resources.store is not None  # _start runs it only then
         store = self.resources.store
         while not self._stop.is_set():
             try:

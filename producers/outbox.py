@@ -148,7 +148,8 @@ def outbox_status(engine: Engine) -> dict[str, Any]:
         pending, failing, oldest = conn.execute(
             select(func.count(), func.count().filter(t.c.attempts > 0), func.min(t.c.created_at))
             .where(t.c.sent_at.is_(None))).one()
-        sent, last_sent = conn.execute(select(func.count(), func.max(t.c.sent_at)).where(t.c.sent_at.is_not(None))).one()
+        sent, last_sent = conn.execute(
+            select(func.count(), func.max(t.c.sent_at)).where(t.c.sent_at.is_not(None))).one()
         last_error = conn.execute(select(t.c.event_id, t.c.last_error).where(
             t.c.sent_at.is_(None), t.c.last_error.is_not(None)).order_by(t.c.id).limit(1)).first()
     return {"pending": pending, "failing": failing, "sent": sent, "oldest_pending_at": _aware(oldest),

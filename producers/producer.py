@@ -138,7 +138,7 @@ class EventProducer:
         if telemetry is not None:
             waiter = _Waiter(self, event.event_id) if wait else None
             telemetry.send(self, event, key, idempotency_key, headers, waiter, self.queue_full_wait_s)
-            return waiter.result(timeout) if wait else None
+            return waiter.result(timeout) if waiter is not None else None
         topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
         if not wait:
             self._produce(topic, value, key, hdrs, event.event_id, None, self.queue_full_wait_s)
@@ -199,7 +199,7 @@ class EventProducer:
         gets ``(Delivery, None)`` or ``(None, PublishError)`` on whichever thread serves delivery
         reports (the poll thread, or one inside ``publish``/``poll``/``flush``); without it,
         failures go to ``on_error`` and the log like ``publish()``'s."""
-        callback = partial(self._settle_callback, on_result, event_id) if on_result else None
+        callback: Callable | None = partial(self._settle_callback, on_result, event_id) if on_result else None
         if self._telemetry is not None:
             callback = self._telemetry.wrap(_header(headers, "event-type"), callback, self)
         self._produce(topic, value, key, headers, event_id, callback, self.queue_full_wait_s)
@@ -300,10 +300,11 @@ class EventProducer:
             raise PublishError("the producer is closed", event_id=event_id, topic=topic)
         producer = self._producer
         try:
+            # ignores: confluent-kafka's stub wants list[tuple[str, str | bytes | None]], and lists are invariant
             if on_delivery is None:
-                producer.produce(topic, value, key, headers=headers)
+                producer.produce(topic, value, key, headers=headers)  # type: ignore[arg-type]
             else:
-                producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)
+                producer.produce(topic, value, key, on_delivery=on_delivery, headers=headers)  # type: ignore[arg-type]
         except BufferError:
             self._produce_when_room(topic, value, key, headers, event_id, on_delivery, queue_full_wait_s)
         except KafkaException as exc:
@@ -356,6 +357,8 @@ class EventProducer:
 
     def _event_id_of(self, value: bytes | None) -> str | None:
         """The event id of an encoded event (delivery reports carry no headers, but the value)."""
+        if value is None:
+            return None
         try:
             return self.codec.decode(value).event_id
         except Exception:  # noqa: BLE001 - bytes that are not ours
@@ -454,6 +457,7 @@ class _Waiter:
                                      code="_TIMED_OUT", retriable=True)
         if isinstance(self.outcome, PublishError):
             raise self.outcome
+        assert self.outcome is not None  # done: the report set it
         return self.outcome
 
 

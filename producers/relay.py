@@ -42,10 +42,12 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, create_engine, select, text, update
 
@@ -205,7 +207,7 @@ class OutboxRelay:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_file = fd
 
-    def _claim_postgres(self, conn) -> list:
+    def _claim_postgres(self, conn) -> Sequence[Any]:
         """Locks whole keys (advisory locks) until they cover a batch, then reads their oldest
         pending rows ``FOR UPDATE``."""
         t = event_outbox

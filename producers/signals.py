@@ -200,7 +200,8 @@ def _tenant_was_created(tenant, kw) -> Fields:
 def _tenant_was_updated(tenant, kw) -> Fields:
     config = _json_attr(tenant, "custom_config_dict", "custom_config") or None
     return {"tenant_id": attr(tenant, "id"), "tenant_name": attr(tenant, "name"), "plan": attr(tenant, "plan"),
-            "custom_config": {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()} if config else None,
+            "custom_config": {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+            if config else None,
             "updated_by": attr(kw.get("account"), "id")}
 
 
@@ -246,7 +247,8 @@ class Signal:
 
             add_to_outbox(session, event, key=key, idempotency_key=idempotency_key)
         else:
-            (producer if producer is not None else default_producer()).publish(event, key=key, idempotency_key=idempotency_key, wait=wait)
+            (producer if producer is not None else default_producer()).publish(
+                event, key=key, idempotency_key=idempotency_key, wait=wait)
         return event
 
     def connect(self, *args: Any, **kwargs: Any):

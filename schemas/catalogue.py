@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
@@ -116,7 +116,7 @@ def load_schema_file(path: Path) -> tuple[dict[str, Any], dict[str, Any], str, b
     except Exception as exc:  # noqa: BLE001 - fastavro raises several types for bad schemas
         raise CatalogueError(f"{path} is not a valid Avro schema: {exc}") from exc
     canonical = to_parsing_canonical_form(parsed)
-    return raw, parsed, canonical, crc64_avro(canonical.encode())
+    return raw, cast(dict[str, Any], parsed), canonical, crc64_avro(canonical.encode())  # an event is a record
 
 
 class Catalogue:

@@ -136,7 +136,7 @@ def resolve(reader: dict[str, Any], writer: dict[str, Any], path: str = "",
     seen = set() if seen is None else seen
     r, w = reader["type"], writer["type"]
     if w == "union":
-        problems = []
+        problems: list[tuple[str, str]] = []
         for branch in writer["branches"]:
             problems += resolve(reader, branch, path, seen)
         return problems
@@ -150,7 +150,7 @@ def resolve(reader: dict[str, Any], writer: dict[str, Any], path: str = "",
             return [(path, f"{r} name changed from {_short(writer['name'])} to {_short(reader['name'])} "
                            f"without an alias")]
         return [(path, f"type changed from {_describe(writer)} to {_describe(reader)}, which Avro cannot promote")]
-    problems: list[tuple[str, str]] = []
+    problems = []
     if reader.get("logicalType") != writer.get("logicalType"):
         problems.append((path, f"logical type changed from {writer.get('logicalType') or 'none'} to "
                                f"{reader.get('logicalType') or 'none'}: same bytes, another meaning"))
@@ -207,7 +207,8 @@ def check_versions(event_type: str, versions: dict[int, dict[str, Any]]) -> list
             continue
         other = normalise(versions[number])
         for path, reason in resolve(latest, other):
-            reason = reason.replace(MISSING, f"added in v{latest_number} without a default, and v{number} data lacks it")
+            reason = reason.replace(MISSING,
+                                    f"added in v{latest_number} without a default, and v{number} data lacks it")
             found.append(Incompatibility(event_type, latest_number, number, "backward", path, reason))
         for path, reason in resolve(other, latest):
             reason = reason.replace(MISSING, f"v{number} has it without a default, and v{latest_number} no longer "

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
         return (init_settings, env_settings, _YamlFileSource(settings_cls), file_secret_settings)
 
     def kafka_properties(self) -> dict[str, str]:

@@ -180,7 +180,8 @@ class Admin(AdminClient):
 
     def __init__(self, conf: dict[str, Any]):
         self.refusal: KafkaError | None = None
-        super().__init__({**conf, "error_cb": self._on_error})
+        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes callbacks
+        super().__init__({**conf, "error_cb": self._on_error})  # type: ignore[dict-item]
 
     def _on_error(self, error: KafkaError) -> None:
         if is_refusal(error):
@@ -342,7 +343,7 @@ def plan(admin: AdminClient, prefix: str, *, groups: Iterable[str] = (), extra: 
                          "change it by partition reassignment")
         current = configs.get(spec.name, {})
         changes = {k: (current.get(k), v) for k, v in spec.config.items() if current.get(k) != v}
-        action = "alter" if changes or partitions_from is not None else "ok"
+        action: Literal["alter", "ok"] = "alter" if changes or partitions_from is not None else "ok"
         actions.append(TopicAction(spec, action, changes, partitions_from, tuple(notes)))
     return Plan(tuple(actions), brokers, tuple(warnings))
 

@@ -3,6 +3,7 @@ producers and consumers. Services are found or started here; in CI a missing ser
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -19,9 +20,9 @@ from tests.support.waiting import wait_until
 
 def pytest_configure(config: pytest.Config) -> None:
     """In a parallel run, the broker and PostgreSQL start once, before the workers (``make test``)."""
-    services = shared_services(config)
-    services.__enter__()
-    config.add_cleanup(lambda: services.__exit__(None, None, None))
+    services = contextlib.ExitStack()
+    services.enter_context(shared_services(config))
+    config.add_cleanup(services.close)
 
 
 def unique(prefix: str) -> str:
@@ -52,7 +53,7 @@ def admin(kafka_client_config) -> AdminClient:
 
 
 @pytest.fixture
-def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> str:
+def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> Iterator[str]:
     """Points the platform's settings (and any `events` subprocess) at the test cluster, with a
     unique topic prefix so tests never see each other's topics. Returns the prefix."""
     from schemas.settings import get_settings

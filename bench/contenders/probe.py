@@ -9,8 +9,12 @@ import sys
 import time
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastavro import parse_schema, schemaless_reader
+
+if TYPE_CHECKING:
+    from fastavro.types import AvroMessage, Schema
 
 HEADER_SIZE = 10  # Avro single-object encoding: C3 01 + 8-byte fingerprint
 
@@ -19,7 +23,7 @@ def config() -> dict:
     return json.loads(Path(sys.argv[1]).read_text())
 
 
-def readers(cfg: dict) -> dict[bytes, dict]:
+def readers(cfg: dict) -> dict[bytes, Schema]:
     """fingerprint -> parsed writer schema (parsed once)."""
     return {bytes.fromhex(fp): parse_schema(schema) for fp, schema in cfg["schemas"].items()}
 
@@ -29,7 +33,7 @@ def single_object_decoder(cfg: dict):
     its fingerprint names."""
     schemas = readers(cfg)
 
-    def decode(value: bytes) -> dict:
+    def decode(value: bytes) -> AvroMessage:
         fo = BytesIO(value)
         fo.seek(HEADER_SIZE)
         return schemaless_reader(fo, schemas[value[2:HEADER_SIZE]], None)

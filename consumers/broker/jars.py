@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import BrokerError
 
 POM = files(__package__) / "pom.xml"
-KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)
+KAFKA_VERSION: str = re.findall(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())[0]
 POM_DIGEST = hashlib.sha256(POM.read_bytes()).hexdigest()[:8]  # a changed pom resolves afresh
 
 

@@ -242,7 +242,8 @@ class LocalBroker:
             return {}
         creds = self.credentials()
         return {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM, "sasl.username": creds["username"],
-                "sasl.password": creds["password"], "ssl.ca.location": str(ensure_certificates(self.home / "tls").ca_cert)}
+                "sasl.password": creds["password"],
+                "ssl.ca.location": str(ensure_certificates(self.home / "tls").ca_cert)}
 
     def _check_security_mode(self) -> None:
         marker = self.home / "security"
@@ -285,8 +286,9 @@ class LocalBroker:
         right after ``start`` would otherwise fail with NOT_COORDINATOR)."""
         from confluent_kafka.admin import AdminClient
 
+        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes a logger
         client = {"bootstrap.servers": state.bootstrap, "logger": _QUIET, **self.client_properties()}
-        admin = AdminClient(client)
+        admin = AdminClient(client)  # type: ignore[arg-type]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -36,7 +36,7 @@ class EventsGroup(click.Group):
             return super().invoke(ctx)
         except (EventsError, ValidationError, ValueError) as exc:
             cause = exc.__cause__
-            clearer = explain(cause) if type(cause).__name__ == "KafkaException" else None
+            clearer = explain(cause) if cause is not None and type(cause).__name__ == "KafkaException" else None
             _fail(clearer or str(exc))
         except Exception as exc:  # noqa: BLE001 - Kafka's and the database's own errors, said in one line
             message = explain(exc)

@@ -34,7 +34,11 @@ def start(port: int | None, timeout: float, secure: bool) -> None:
         out.print(f"already running at [bold]{running.bootstrap}[/] (pid {running.pid})")
         return
     with out.status("starting") as status:
-        state = broker.start(timeout_s=timeout, on_progress=lambda m: (status.update(m), out.print(f"[dim]{m}[/]")))
+        def progress(message: str) -> None:
+            status.update(message)
+            out.print(f"[dim]{message}[/]")
+
+        state = broker.start(timeout_s=timeout, on_progress=progress)
     out.print(f"Apache Kafka {state.version} is up at [bold green]{state.bootstrap}[/] (pid {state.pid})")
     if state.secure:
         out.print(f"  SASL_SSL: clients need the CA and the SCRAM user in {broker.client_config_file}")

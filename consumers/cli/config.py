@@ -49,7 +49,8 @@ def effective(group: str) -> dict:
         clients["producer"] = producer_config(settings=settings)
         clients["consumer"] = consumer_config(settings, group)
     return {
-        "config_file": os.environ.get("EVENTS_CONFIG_FILE") or ("events.yaml" if os.path.isfile("events.yaml") else None),
+        "config_file": os.environ.get("EVENTS_CONFIG_FILE")
+        or ("events.yaml" if os.path.isfile("events.yaml") else None),
         "settings": values,
         "kafka": masked(settings.kafka_properties()),
         "clients": {name: masked({k: v for k, v in conf.items() if not callable(v) and k != "logger"})

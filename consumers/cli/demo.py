@@ -25,7 +25,8 @@ out = Console()
 @click.option("--messages", type=click.IntRange(0), help="Messages answered (overrides --size).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
               help="The workload's seed: the same seed and size give the same rows and events.")
-@click.option("--prefix", metavar="PREFIX", help="Topic prefix (default: demo<UTC timestamp><4 hex digits>, fresh per run).")
+@click.option("--prefix", metavar="PREFIX",
+              help="Topic prefix (default: demo<UTC timestamp><4 hex digits>, fresh per run).")
 @click.option("--database-url", metavar="URL",
               help="An empty database (SQLAlchemy URL; default: a fresh SQLite database in the run directory).")
 @click.option("--postgres", is_flag=True, help="Run on a throwaway local PostgreSQL server (removed at the end).")

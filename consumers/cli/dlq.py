@@ -6,6 +6,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import replace
 from functools import wraps
+from typing import Any
 
 import click
 from rich.console import Console
@@ -40,7 +41,8 @@ def selection_options(fn):
                   help="Only this error class: its name (BugError) or full name (myapp.errors.BugError). Repeatable.")
     @click.option("--event-type", "event_types", multiple=True, metavar="TYPE",
                   help="Only this event type (app_was_created). Repeatable.")
-    @click.option("--since", metavar="TIME", help="Only dead letters written at or after TIME (ISO 8601, 2h, epoch ms).")
+    @click.option("--since", metavar="TIME",
+                  help="Only dead letters written at or after TIME (ISO 8601, 2h, epoch ms).")
     @click.option("--until", metavar="TIME", help="Only dead letters written before TIME.")
     @wraps(fn)
     def wrapper(*args, error_classes, event_types, since, until, **kwargs):
@@ -178,7 +180,7 @@ def stats(group_name: str, selection: Selection, output: str) -> None:
     by_class: dict[str, list[DeadLetter]] = defaultdict(list)
     for letter in found.chosen:
         by_class[letter.error_class].append(letter)
-    rows = [{"error_class": name, "dead_letters": len(items),
+    rows: list[dict[str, Any]] = [{"error_class": name, "dead_letters": len(items),
              "not_redriven": sum(1 for i in items if not found.ledger.redriven(i)),
              "event_types": dict(Counter(letter.event_type or "?" for letter in items).most_common()),
              "first": show(min(i.timestamp for i in items)), "last": show(max(i.timestamp for i in items))}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import IO
 
 import click
@@ -62,8 +63,9 @@ def command(event_type: str, stdin: str | None, json_text: str | None, file_: IO
     events = _validate(spec, records)
 
     from producers.errors import PublishError
-    from producers.producer import EventProducer
+    from producers.producer import Delivery, EventProducer
 
+    outcomes: Sequence[Delivery | PublishError | None]  # publish(wait=True) gives a Delivery, never None
     with EventProducer(poll_thread=True) as producer:
         topic = producer.topic_of(spec.event_type)
         if producer.missing_topics([topic], timeout=min(timeout, 10.0)):

@@ -52,7 +52,8 @@ def progress_bar(console: Console = err) -> Progress:
 @click.option("--reprocess", is_flag=True,
               help="Run handlers again even for events already handled (sets events-reprocess: 1; implies --copy).")
 @click.option("--force", is_flag=True, help="Replay a group that has handlers declared replay_safe=False.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N", help="Copy at most N messages a second.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="Copy at most N messages a second.")
 @click.option("--dry-run/--execute", "dry_run", default=True, show_default=True,
               help="--dry-run prints the plan and changes nothing; --execute carries it out.")
 @output_option

@@ -35,8 +35,10 @@ class NoGroups(ConsumerError):
 
 
 @click.command("run")
-@click.option("--group", "group_name", metavar="NAME", help="Run this consumer group in this process (what a pod runs).")
-@click.option("--all", "run_all", is_flag=True, help="Run every registered group, each in its own process (development).")
+@click.option("--group", "group_name", metavar="NAME",
+              help="Run this consumer group in this process (what a pod runs).")
+@click.option("--all", "run_all", is_flag=True,
+              help="Run every registered group, each in its own process (development).")
 @click.option("--list", "list_groups", is_flag=True, help="List the registered groups and exit.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
               help="Messages handled at once (default: settings' concurrency, EVENTS_CONCURRENCY).")
@@ -70,6 +72,7 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
     if run_all:
         sys.exit(_run_all([g.name for g in groups], concurrency, health_port, metrics_port,
                           idempotency_retention_days))
+    assert group_name is not None  # --group NAME, since not --all
     _run_one(registry.get(group_name), concurrency, health_port, metrics_port, idempotency_retention_days)
 
 

@@ -63,7 +63,8 @@ def search_finds_documents(session: Session, workload: Workload) -> Check:
     """The keyword index finds a sample of live documents by a word only each holds, and finds no
     deleted document by its word."""
     live = dict(session.execute(select(Document.id, Document.dataset_id)
-                                .where(Document.id.in_(list(workload.markers)), Document.indexing_status == "completed"))
+                                .where(Document.id.in_(list(workload.markers)),
+                                       Document.indexing_status == "completed"))
                 .all())
     found = missing = 0
     bad = []

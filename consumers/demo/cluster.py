@@ -131,16 +131,16 @@ class GroupProcesses:
     def stop(self, timeout_s: float = 60.0) -> dict[str, int | None]:
         """SIGTERM to each (they drain, commit and leave their group), then waits; SIGKILL after
         ``timeout_s``. Returns each exit code."""
-        running = [g for g in self.groups.values() if g.process is not None and g.returncode is None]
-        for group in running:
-            group.process.send_signal(signal.SIGTERM)
+        running = [g.process for g in self.groups.values() if g.process is not None and g.returncode is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for group in running:
+        for process in running:
             try:
-                group.process.wait(max(0.1, deadline - time.monotonic()))
+                process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                group.process.kill()
-                group.process.wait(10)
+                process.kill()
+                process.wait(10)
         return {g.name: g.returncode for g in self.groups.values()}
 
 

@@ -65,7 +65,7 @@ def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix=prefix))
     data = root / "data"
     port = free_port()
-    if uid is not None:
+    if uid is not None and gid is not None:
         os.chown(root, uid, gid)
 
     def run(*args: str) -> None:

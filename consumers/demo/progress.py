@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
@@ -174,5 +175,5 @@ def read_dead_letters(settings: Settings, admin: AdminClient, topics: dict[str, 
     group_of = {topic: group for group, topic in topics.items()}
     letters: dict[str, list] = {group: [] for group in topics}
     for msg in read_ranges(consumer, [(t, p, low, high) for (t, p), (low, high) in sorted(marks.items())]):
-        letters[group_of[msg.topic()]].append(DeadLetter.from_message(msg))
+        letters[group_of[cast(str, msg.topic())]].append(DeadLetter.from_message(msg))  # fetched: it has a topic
     return letters

@@ -95,7 +95,7 @@ class Demo:
         _log_to(run_dir / "demo.log")
         with contextlib.ExitStack() as stack:
             cluster = find_cluster(get_settings(), on_progress=lambda m: self.console.print(f"[dim]{m}[/]"))
-            if cluster.started and options.stop_broker:
+            if cluster.started and options.stop_broker and cluster.local is not None:
                 stack.callback(cluster.local.stop)
             if options.postgres:
                 with self.console.status("starting a throwaway PostgreSQL server"):
@@ -129,14 +129,16 @@ class Demo:
                                                  database_url=database_url))
         processes.start()
         stack.callback(processes.stop)
-        application: Application | None = None
-        producer = EventProducer(settings=settings, topic_prefix=prefix, on_error=lambda e: application.on_error(e))
+        application: Application | None = None  # made below, before anything is published
+        producer = EventProducer(settings=settings, topic_prefix=prefix,
+                                 on_error=lambda e: application.on_error(e) if application else None)
         stack.callback(producer.close)
         raw = Producer(producer_config({"client.id": "events-demo-poison", "logger": LIBRDKAFKA_LOG}, settings))
         application = Application(engine, producer, raw, topic_prefix=prefix, reader=reader)
         relay = Relay(engine, producer).start()
         stack.callback(relay.stop)
-        monitor = Monitor(Probe(admin, reader, settings, groups, {n: g.health_port for n, g in processes.groups.items()}),
+        monitor = Monitor(Probe(admin, reader, settings, groups,
+                                {n: g.health_port for n, g in processes.groups.items()}),
                           processes.exited).start()
         stack.callback(monitor.stop)
         self.status.groups = monitor.latest
@@ -240,7 +242,8 @@ class Demo:
         return s
 
     def _plain_progress(self) -> None:
-        if self._view is None or self.console.is_terminal or time.monotonic() - self._last_line < PLAIN_PROGRESS_EVERY_S:
+        if (self._view is None or self.console.is_terminal
+                or time.monotonic() - self._last_line < PLAIN_PROGRESS_EVERY_S):
             return
         self._last_line = time.monotonic()
         self.console.print(self._view.line(), highlight=False)
@@ -256,8 +259,9 @@ class Demo:
         c.print(f"workload (seed {workload.seed}): {size.tenants} tenants, {size.apps} apps, {size.datasets} datasets, "
                 f"{size.documents:,} documents, {size.messages:,} messages -> {workload.event_count():,} events and "
                 f"{len(workload.poison())} poison messages", highlight=False)
-        c.print(f"[dim]topics: {created} created, {len(the_plan.actions) - created} already there"
-                f"{f' (replication {the_plan.actions[0].spec.replication_factor} on this {the_plan.brokers}-broker cluster)' if the_plan.warnings else ''}"
+        replication = (f" (replication {the_plan.actions[0].spec.replication_factor}"
+                       f" on this {the_plan.brokers}-broker cluster)" if the_plan.warnings else "")
+        c.print(f"[dim]topics: {created} created, {len(the_plan.actions) - created} already there{replication}"
                 f"; each consumer group runs as its own process, logs in {run_dir / 'logs'}[/]", highlight=False)
 
     def _summary(self, workload: Workload, application: Application, groups: dict[str, GroupProgress],
@@ -265,7 +269,7 @@ class Demo:
                  processes: GroupProcesses) -> int:
         again = sum(n for (_, via), n in application.published.items() if via == AGAIN)
         published = Counter({k: n for k, n in application.published.items() if k[1] != AGAIN})
-        expected = Counter()
+        expected: Counter[str] = Counter()
         for e in workload.expected_dead_letters:
             expected[e.group] += 2 if self.options.twice else 1
         poisoned = application.poisoned // (2 if self.options.twice else 1)
@@ -278,7 +282,8 @@ class Demo:
         ok = not (failed or unexpected or missing or bad_exits)
         if self.options.report_json is not None:
             self.options.report_json.write_text(json.dumps({
-                "ok": ok, "elapsed_s": round(elapsed, 1), "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
+                "ok": ok, "elapsed_s": round(elapsed, 1),
+                "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
                 "published": {f"{t}/{via}": n for (t, via), n in sorted(application.published.items())},
                 "poison": application.poisoned,
                 "groups": {n: dict(handled=g.handled, duplicates=g.duplicates, dead_letters=g.dead_letters,
@@ -300,7 +305,8 @@ class Demo:
             for name in suspects:  # what went wrong is most often in the group's own log
                 group = processes.groups[name]
                 self.console.print(f"{name}: its log is {group.log_file}; its last warnings and errors:\n"
-                                   f"{group.log_tail(12, problems_only=True) or '(none)'}", highlight=False, markup=False)
+                                   f"{group.log_tail(12, problems_only=True) or '(none)'}",
+                                   highlight=False, markup=False)
             self.console.print(f"[bold red]✗ {'; '.join(problems)}[/] · {elapsed:.1f}s ({timing})", highlight=False)
             return 1
         dead = sum(r.count for r in rows)

@@ -25,7 +25,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from functools import partial
+from itertools import pairwise
+from typing import Any, Final, Literal
 
 from schemas import headers as H
 from schemas.events import (
@@ -56,7 +58,8 @@ from ..domain import (
 )
 from ..domain.app import DRAFT, WORKFLOW_MODES
 
-OUTBOX, SDK = "outbox", "sdk"
+OUTBOX: Final = "outbox"
+SDK: Final = "sdk"
 Via = Literal["outbox", "sdk"]
 START = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
 DEFAULT_SEED = 2025
@@ -88,16 +91,19 @@ class Insert:
     values: dict[str, Any]
 
 
+KeyedModel = type[App] | type[Dataset] | type[Document] | type[Tenant] | type[Workflow]  # rows changed by their id
+
+
 @dataclass(frozen=True)
 class Update:
-    model: type[Base]
+    model: KeyedModel
     id: str
     values: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Delete:
-    model: type[Base]
+    model: KeyedModel
     id: str
 
 
@@ -278,8 +284,8 @@ class _Generator:
         for i in range(self.size.tenants):
             at = self.tick()
             name = names[i % len(names)] + ("" if i < len(names) else f" {i // len(names) + 1}")
-            tenant = dict(id=_id(self.rng), name=name, plan=self.rng.choice(PLANS[:4]), status="normal",
-                          custom_config=None, created_at=at, updated_at=at)
+            tenant: dict[str, Any] = dict(id=_id(self.rng), name=name, plan=self.rng.choice(PLANS[:4]),
+                                          status="normal", custom_config=None, created_at=at, updated_at=at)
             account = _id(self.rng)
             self.tenants.append(tenant)
             self.accounts[tenant["id"]] = account
@@ -318,9 +324,9 @@ class _Generator:
             index += 1
         blank = {self.rng.randrange(self.size.documents) for _ in range(max(1, self.size.documents // 120))}
         first = 0
-        thunks = []
+        thunks: list[Callable[[], None]] = []
         for dataset_id, count in uploads:
-            thunks.append(lambda d=dataset_id, c=count, f=first: self.upload(d, c, f, blank))
+            thunks.append(partial(self.upload, dataset_id, count, first, blank))
             first += count
         return thunks
 
@@ -413,7 +419,7 @@ class _Generator:
                                             "model": {"provider": provider, "name": model, "mode": "chat"}}})
         nodes.extend(tools)
         nodes.append({"id": "end", "data": {"type": "end", "title": "End"}})
-        edges = [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:])]
+        edges = [{"source": a["id"], "target": b["id"]} for a, b in pairwise(nodes)]
         return {"nodes": nodes, "edges": edges}
 
     def pick_datasets(self, tenant_id: str) -> list[str]:
@@ -425,18 +431,18 @@ class _Generator:
         actions: list[Callable[[], None]] = list(documents)
         for app in self.apps:
             if app["mode"] in WORKFLOW_MODES:
-                actions += [lambda a=app: self.publish_workflow(a)] * self.rng.randint(1, 2)
+                actions += [partial(self.publish_workflow, app)] * self.rng.randint(1, 2)
                 if self.rng.random() < 0.7:
-                    actions.append(lambda a=app: self.sync_draft(a))
+                    actions.append(partial(self.sync_draft, app))
                 else:
-                    actions.append(lambda a=app: self.fill_tool_cache(a))  # never synced: the cache stays
+                    actions.append(partial(self.fill_tool_cache, app))  # never synced: the cache stays
             else:
-                actions += [lambda a=app: self.update_model_config(a)] * self.rng.randint(1, 3)
+                actions += [partial(self.update_model_config, app)] * self.rng.randint(1, 3)
         for tenant in self.tenants:
             if self.rng.random() < 0.6:
-                actions.append(lambda t=tenant: self.update_tenant(t))
+                actions.append(partial(self.update_tenant, tenant))
         batches = self.message_batches()
-        actions += [lambda n=n: self.messages(n) for n in batches[: len(batches) * 4 // 5]]
+        actions += [partial(self.messages, n) for n in batches[: len(batches) * 4 // 5]]
         self.later_messages = batches[len(batches) * 4 // 5:]
         self.rng.shuffle(actions)
         poison_at = sorted(self.rng.sample(range(len(actions)), 2))
@@ -541,8 +547,8 @@ class _Generator:
             inserts.append(Insert(Message, dict(
                 id=message_id, tenant_id=app["tenant_id"], app_id=app["id"], conversation_id=conversation,
                 model_provider=provider, model_id=model, message_tokens=message_tokens, answer_tokens=answer_tokens,
-                total_tokens=message_tokens + answer_tokens, currency="USD", provider_response_latency=latency_ms / 1000,
-                invoke_from=invoke_from, created_at=at)))
+                total_tokens=message_tokens + answer_tokens, currency="USD",
+                provider_response_latency=latency_ms / 1000, invoke_from=invoke_from, created_at=at)))
             events.append(self.event(
                 MessageWasCreated, at, tenant_id=app["tenant_id"], message_id=message_id, conversation_id=conversation,
                 app_id=app["id"], provider_name=provider, model_name=model, message_tokens=message_tokens,
@@ -558,9 +564,9 @@ class _Generator:
         gone_datasets = self.gone_datasets
         candidates = [d for batch in self.batches for d in batch[1:] if self.document_dataset[d] not in gone_datasets]
         gone_documents = self.rng.sample(candidates, min(len(candidates), max(2, self.size.documents // 20)))
-        actions: list[Callable[[], None]] = [lambda n=n: self.messages(n) for n in self.later_messages]
-        actions += [lambda d=d: self.delete_document(d) for d in gone_documents]
-        actions += [lambda d=d: self.delete_dataset(d) for d in gone_datasets]
+        actions: list[Callable[[], None]] = [partial(self.messages, n) for n in self.later_messages]
+        actions += [partial(self.delete_document, d) for d in gone_documents]
+        actions += [partial(self.delete_dataset, d) for d in gone_datasets]
         self.rng.shuffle(actions)
         for action in actions:
             action()

@@ -1,6 +1,6 @@
 """The domain: the slice of Dify's database that the seed's handlers read and write.
 
-``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore``
+``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore``, ``rowcount``
 ``tenant``    tenants, tenant settings, default models
 ``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache
 ``dataset``   datasets, documents, segments, the keyword index table
@@ -19,7 +19,7 @@ from .app import (
     ToolParameterCache,
     Workflow,
 )
-from .base import Base, UTCDateTime, create_all, insert_ignore, new_id, utcnow
+from .base import Base, UTCDateTime, create_all, insert_ignore, new_id, rowcount, utcnow
 from .dataset import Dataset, Document, DocumentKeyword, DocumentSegment
 from .provider import Message, MessageUsage, Provider, ProviderUsage
 from .search import keywords, search, split_segments, unindex
@@ -29,5 +29,6 @@ __all__ = [
     "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "Base", "Dataset", "Document",
     "DocumentKeyword", "DocumentSegment", "InstalledApp", "Message", "MessageUsage", "Provider", "ProviderUsage",
     "Site", "Tenant", "TenantDefaultModel", "TenantSetting", "ToolParameterCache", "UTCDateTime", "Workflow",
-    "create_all", "insert_ignore", "keywords", "new_id", "search", "split_segments", "unindex", "utcnow",
+    "create_all", "insert_ignore", "keywords", "new_id", "rowcount", "search", "split_segments", "unindex",
+    "utcnow",
 ]

@@ -13,11 +13,11 @@ foreign keys would have.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, String, TypeDecorator
+from sqlalchemy import JSON, CursorResult, DateTime, Engine, MetaData, Result, String, Table, TypeDecorator
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
 
@@ -88,6 +88,7 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
     clash on any. This is the race-free "create it unless it exists": two writers at once never
     raise, and the loser sees 0."""
     dialect = session.get_bind().dialect.name
+    insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
     if dialect == "postgresql":
         insert = postgresql.insert
     elif dialect == "sqlite":
@@ -98,6 +99,7 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
     if not rows:
         return 0
     table = model.__table__
+    assert isinstance(table, Table)  # a declarative model's (typed as any FromClause)
     for row in rows:  # Core inserts with several rows do not fill Python-side defaults per row
         for column in table.columns:
             if column.key not in row and column.default is not None and column.default.is_callable:
@@ -108,4 +110,10 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
     rows = [{key: row.get(key) for key in keys} for row in rows]  # one shape for a multi-row VALUES
     stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
     # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1 on psycopg gives -1 otherwise)
-    return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+    return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an INSERT, UPDATE or DELETE touched: ``Session.execute`` returns a ``CursorResult``
+    for those, but is typed to return any ``Result``."""
+    return cast(CursorResult[Any], result).rowcount

@@ -140,11 +140,11 @@ def app_joins_follow_latest_config(session: Session) -> Check:
     bad = []
     for app in apps:
         if app.mode in WORKFLOW_MODES:
-            source = workflows.get(app.workflow_id)
-            referenced = source.knowledge_dataset_ids() if source else []
+            workflow = workflows.get(app.workflow_id) if app.workflow_id else None
+            referenced = workflow.knowledge_dataset_ids() if workflow else []
         else:
-            source = configs.get(app.app_model_config_id)
-            referenced = source.dataset_ids() if source else []
+            config = configs.get(app.app_model_config_id) if app.app_model_config_id else None
+            referenced = config.dataset_ids() if config else []
         want = {d for d in referenced if (app.tenant_id, d) in live}
         have = joins.get(app.id, set())
         if have != want:

@@ -16,6 +16,7 @@ import unicodedata
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from .base import rowcount
 from .dataset import DocumentKeyword, DocumentSegment
 
 MAX_KEYWORD_LENGTH = 64
@@ -127,6 +128,6 @@ def unindex(session: Session, *, document_id: str | None = None, dataset_id: str
         kw, seg = DocumentKeyword.document_id == document_id, DocumentSegment.document_id == document_id
     else:
         kw, seg = DocumentKeyword.dataset_id == dataset_id, DocumentSegment.dataset_id == dataset_id
-    keywords_deleted = session.execute(delete(DocumentKeyword).where(kw)).rowcount
-    segments_deleted = session.execute(delete(DocumentSegment).where(seg)).rowcount
+    keywords_deleted = rowcount(session.execute(delete(DocumentKeyword).where(kw)))
+    segments_deleted = rowcount(session.execute(delete(DocumentSegment).where(seg)))
     return segments_deleted, keywords_deleted

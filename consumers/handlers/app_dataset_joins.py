@@ -26,7 +26,7 @@ from consumers.context import HandlerContext
 from consumers.domain import AppDatasetJoin, AppDatasetJoinVersion, Dataset, insert_ignore
 from consumers.group import ConsumerGroup
 from consumers.registry import register
-from schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, Event
+from schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated
 
 from .versions import is_stale, version_of
 
@@ -44,11 +44,12 @@ def sync_joins_with_published_workflow(event: AppPublishedWorkflowWasUpdated, ct
     sync_app_dataset_joins(event, ctx, event.dataset_ids, source_type="workflow", source_id=event.workflow_id)
 
 
-def sync_app_dataset_joins(event: Event, ctx: HandlerContext, dataset_ids: Iterable[str], *,
-                           source_type: str, source_id: str) -> None:
+def sync_app_dataset_joins(event: AppModelConfigWasUpdated | AppPublishedWorkflowWasUpdated, ctx: HandlerContext,
+                           dataset_ids: Iterable[str], *, source_type: str, source_id: str) -> None:
     """Makes the app's joins equal to ``dataset_ids`` (those that exist in the event's tenant),
     unless a newer update was applied already. Naturally idempotent (set equality)."""
     session, app_id, version = ctx.session, event.app_id, version_of(event)
+    assert session is not None  # idempotent: it runs in the runtime's transaction
     insert_ignore(session, AppDatasetJoinVersion, dict(
         app_id=app_id, version="", occurred_at=event.occurred_at, event_id=event.event_id,
         source_type=source_type, source_id=source_id, dataset_ids=[]), conflict=("app_id",))

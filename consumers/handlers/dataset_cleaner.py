@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from consumers.context import HandlerContext
-from consumers.domain import AppDatasetJoin, Dataset, Document, unindex
+from consumers.domain import AppDatasetJoin, Dataset, Document, rowcount, unindex
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import DatasetWasDeleted
@@ -23,9 +23,10 @@ def clean_dataset(event: DatasetWasDeleted, ctx: HandlerContext) -> None:
     """Deletes the dataset's keyword entries, segments, documents and app joins, and the dataset
     row if the application left it (the event says it was deleted). Naturally idempotent."""
     session, dataset_id = ctx.session, event.dataset_id
+    assert session is not None  # idempotent: it runs in the runtime's transaction
     segments, keywords = unindex(session, dataset_id=dataset_id)
-    documents = session.execute(delete(Document).where(Document.dataset_id == dataset_id)).rowcount
-    joins = session.execute(delete(AppDatasetJoin).where(AppDatasetJoin.dataset_id == dataset_id)).rowcount
-    rows = session.execute(delete(Dataset).where(Dataset.id == dataset_id)).rowcount
+    documents = rowcount(session.execute(delete(Document).where(Document.dataset_id == dataset_id)))
+    joins = rowcount(session.execute(delete(AppDatasetJoin).where(AppDatasetJoin.dataset_id == dataset_id)))
+    rows = rowcount(session.execute(delete(Dataset).where(Dataset.id == dataset_id)))
     ctx.log.info("cleaned dataset %s: %d documents, %d segments, %d keyword entries, %d app joins%s", dataset_id,
                  documents, segments, keywords, joins, " and its row" if rows else "")

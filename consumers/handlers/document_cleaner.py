@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from consumers.context import HandlerContext
-from consumers.domain import Document, unindex
+from consumers.domain import Document, rowcount, unindex
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import DocumentWasDeleted
@@ -23,8 +23,9 @@ def clean_document(event: DocumentWasDeleted, ctx: HandlerContext) -> None:
     """Deletes the document's segments and keyword entries, and its row if the application left
     it. Naturally idempotent."""
     session = ctx.session
+    assert session is not None  # idempotent: it runs in the runtime's transaction
     segments, keywords = unindex(session, document_id=event.document_id)
-    rows = session.execute(delete(Document).where(Document.id == event.document_id,
-                                                  Document.dataset_id == event.dataset_id)).rowcount
+    rows = rowcount(session.execute(delete(Document).where(Document.id == event.document_id,
+                                                           Document.dataset_id == event.dataset_id)))
     ctx.log.info("cleaned document %s of dataset %s: %d segments, %d keyword entries%s", event.document_id,
                  event.dataset_id, segments, keywords, " and its row" if rows else "")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from logging import LoggerAdapter
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -45,6 +46,7 @@ NO_WORDS = "the document has no words to index (only punctuation, symbols or com
 @group.handler(DocumentIndexCreated)
 def index_documents(event: DocumentIndexCreated, ctx: HandlerContext) -> None:
     session = ctx.session
+    assert session is not None  # idempotent: it runs in the runtime's transaction
     dataset = session.scalars(select(Dataset).where(Dataset.id == event.dataset_id).with_for_update(read=True)).first()
     if dataset is None:
         ctx.log.info("dataset %s is gone: %d documents not indexed", event.dataset_id, len(event.document_ids))
@@ -84,7 +86,8 @@ def index_document(session: Session, document: Document, log: LoggerAdapter) -> 
     segments = split_segments(text) if text else []
     if not segments:
         return _fail(document, EMPTY, log)
-    segment_rows, keyword_rows = [], []
+    segment_rows: list[dict[str, Any]] = []
+    keyword_rows: list[dict[str, Any]] = []
     for position, content in enumerate(segments, start=1):
         segment_id = str(uuid.uuid5(SEGMENT_IDS, f"{document.id}:{position}"))
         words = keywords(content)

@@ -18,6 +18,7 @@ group = register(ConsumerGroup("installed-app-provisioner"))
 def create_installed_app(event: AppWasCreated, ctx: HandlerContext) -> None:
     """Creates the owning tenant's installed-app record, unless it exists (naturally idempotent:
     the unique (tenant_id, app_id) makes a second insert do nothing)."""
+    assert ctx.session is not None  # idempotent: it runs in the runtime's transaction
     created = insert_ignore(ctx.session, InstalledApp, dict(
         tenant_id=event.tenant_id, app_id=event.app_id, app_owner_tenant_id=event.tenant_id,
         created_at=event.occurred_at), conflict=("tenant_id", "app_id"))

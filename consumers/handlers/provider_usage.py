@@ -34,6 +34,7 @@ group = register(ConsumerGroup("provider-usage"))
 @group.handler(MessageWasCreated)
 def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None:
     session, tenant_id, provider = ctx.session, event.tenant_id, event.provider_name
+    assert session is not None  # idempotent: it runs in the runtime's transaction
     counted = insert_ignore(session, MessageUsage, dict(
         message_id=event.message_id, tenant_id=tenant_id, provider_name=provider, model_name=event.model_name,
         total_tokens=event.total_tokens, event_id=event.event_id, occurred_at=event.occurred_at),
@@ -65,5 +66,5 @@ def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None
 
 def _later(column, at: datetime) -> ColumnElement:
     """``max(column, at)`` in SQL, null counting as the earliest."""
-    at = literal(at, UTCDateTime())
-    return case((column.is_(None), at), (column < at, at), else_=column)
+    value = literal(at, UTCDateTime())
+    return case((column.is_(None), value), (column < value, value), else_=column)

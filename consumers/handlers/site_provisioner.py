@@ -32,6 +32,7 @@ def create_site_record(event: AppWasCreated, ctx: HandlerContext) -> None:
     """Creates the app's site unless it has one (naturally idempotent: one site per app). The
     insert ignores a clash on either unique key; a clash on the code draws a new one."""
     session = ctx.session
+    assert session is not None  # idempotent: it runs in the runtime's transaction
     for _ in range(CODE_TRIES):
         if session.scalar(select(Site.code).where(Site.app_id == event.app_id)) is not None:
             ctx.log.info("app %s has a site already", event.app_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from consumers.context import HandlerContext
-from consumers.domain import ToolParameterCache
+from consumers.domain import ToolParameterCache, rowcount
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import AppDraftWorkflowWasSynced
@@ -26,8 +26,9 @@ def clear_tool_parameter_cache(event: AppDraftWorkflowWasSynced, ctx: HandlerCon
     if not node_ids:
         ctx.log.info("draft workflow %s of app %s has no tool nodes", event.workflow_id, event.app_id)
         return
-    deleted = ctx.session.execute(delete(ToolParameterCache).where(
+    assert ctx.session is not None  # idempotent: it runs in the runtime's transaction
+    deleted = rowcount(ctx.session.execute(delete(ToolParameterCache).where(
         ToolParameterCache.tenant_id == event.tenant_id, ToolParameterCache.app_id == event.app_id,
-        ToolParameterCache.node_id.in_(node_ids))).rowcount
+        ToolParameterCache.node_id.in_(node_ids))))
     ctx.log.info("dropped %d cached tool parameter sets of %d tool nodes of app %s", deleted, len(node_ids),
                  event.app_id)

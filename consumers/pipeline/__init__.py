@@ -46,6 +46,7 @@ def message_meta(job: Job) -> MessageMeta:
 def call_handler(job: Job) -> str:
     """The end of the chain: ``handler(event, ctx)``."""
     handler = job.handler
+    assert handler is not None and job.event is not None  # Decode let the job through
     ctx = HandlerContext(session=job.session, message=partial(message_meta, job), group=handler.group.name,
                          handler=handler.name, event_id=job.event.event_id, event_type=handler.event_type,
                          reprocess=job.reprocess)
@@ -58,6 +59,7 @@ def observed_handler(resources: Resources, job: Job) -> str:
     takes its place at the end of the chain only when telemetry is configured."""
     tracer, metrics = resources.tracer, resources.metrics
     handler = job.handler
+    assert handler is not None  # Decode let the job through
     started = time.perf_counter()
     outcome = "ok"
     try:

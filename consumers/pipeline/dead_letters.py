@@ -223,6 +223,7 @@ class DeadLetters(Step):
         return span
 
     def _send(self, job: Job, headers: list[tuple[str, bytes]]) -> None:
+        assert self.resources.producer is not None  # the runner gives every group its dead-letter producer
         producer = self.resources.producer()
         acked = threading.Event()
         result: list = []
@@ -233,7 +234,9 @@ class DeadLetters(Step):
 
         msg = job.message
         try:
-            producer.produce(self.topic, value=msg.value(), key=msg.key(), headers=headers, on_delivery=on_delivery)
+            # ignore: confluent-kafka's stub wants list[tuple[str, str | bytes | None]], and lists are invariant
+            producer.produce(self.topic, value=msg.value(), key=msg.key(), headers=headers,  # type: ignore[arg-type]
+                             on_delivery=on_delivery)
         except BufferError as exc:
             raise DeadLetterFailed(f"the producer's queue is full: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - KafkaException: the message cannot be sent at all

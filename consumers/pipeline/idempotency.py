@@ -33,6 +33,7 @@ class Idempotency(Step):
         return any(h.option("idempotent") for h in self.group.handlers.values())
 
     def process(self, job: Job, call_next: CallNext) -> str:
+        assert job.handler is not None and job.event is not None  # Decode let the job through
         if not job.handler.option("idempotent"):
             return call_next(job)
         with Session(self.engine, expire_on_commit=False) as session, session.begin():

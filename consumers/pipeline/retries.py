@@ -60,6 +60,7 @@ class Retries(Step):
                 raise ValueError(f"{handler.name}: max_attempts must be at least 1")
 
     def process(self, job: Job, call_next: CallNext) -> str:
+        assert job.handler is not None  # Decode let the job through
         breaker = self.breaker
         if breaker.is_open():
             breaker.wait_closed(job.lane)
@@ -84,6 +85,7 @@ class Retries(Step):
 
     def _retry(self, job: Job, call_next: CallNext, first: Exception, started: float) -> str:
         handler = job.handler
+        assert handler is not None  # Decode let the job through
         pending = [first]  # tenacity's attempt 1 is the one that just failed
 
         def attempt() -> str:
@@ -96,7 +98,8 @@ class Retries(Step):
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self.retryable(handler, exc)),
             stop=lambda state: self._spent(job, state, started),
-            wait=wait_exponential_jitter(multiplier=min_backoff, max=handler.option("max_backoff_s"), jitter=min_backoff),
+            wait=wait_exponential_jitter(multiplier=min_backoff, max=handler.option("max_backoff_s"),
+                                         jitter=min_backoff),
             sleep=lambda seconds: self._sleep(job, seconds),
             before_sleep=lambda state: self._log_retry(job, state),
             reraise=True,
@@ -108,6 +111,7 @@ class Retries(Step):
 
     def _spent(self, job: Job, state: RetryCallState, started: float) -> bool:
         handler = job.handler
+        assert handler is not None and state.outcome is not None  # past Decode; called after a failed attempt
         exc = state.outcome.exception()
         dependency = isinstance(exc, handler.option("pause_on"))
         if dependency:
@@ -128,7 +132,8 @@ class Retries(Step):
 
     def _log_retry(self, job: Job, state: RetryCallState) -> None:
         self.resources.counters.add("retries")
-        exc = state.outcome.exception()
+        exc = state.outcome.exception() if state.outcome is not None else None
+        assert job.handler is not None and exc is not None  # past Decode; called after a failed attempt
         message = error_message(exc)[:300]  # redacted: no credentials, no event data
         error = f"{type(exc).__name__}: {message}"
         span = job.span

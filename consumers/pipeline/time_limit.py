@@ -37,6 +37,7 @@ class TimeLimit(Step):
         return any(h.option("time_limit_s") for h in self.group.handlers.values())
 
     def process(self, job: Job, call_next: CallNext) -> str:
+        assert job.handler is not None  # Decode let the job through
         limit = job.handler.option("time_limit_s")
         if not limit:
             return call_next(job)

@@ -49,6 +49,7 @@ class Tracing(Step):
         return self._active
 
     def process(self, job: Job, call_next: CallNext) -> str:
+        assert self.tracer is not None  # the step is in the chain only when active
         with self.tracer.start_as_current_span(f"process {job.topic}", context=parent_context(job),
                                                kind=SpanKind.CONSUMER, attributes=span_attributes(job, self.group.name),
                                                record_exception=True, set_status_on_exception=True) as span:

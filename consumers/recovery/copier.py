@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -25,7 +26,7 @@ from .errors import CopyFailed
 
 log = logging.getLogger("consumers.recovery")
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
 BATCH_MESSAGES = 500      # copies per transaction
 BATCH_SECONDS = 1.0       # and at most this long between commits (slow --rate)
 TIMEOUT_S = 60.0
@@ -78,7 +79,7 @@ class Copier:
 
     # -- sending ------------------------------------------------------------------------------
     def send(self, key: bytes | None, value: bytes | None, headers: Headers,
-             also: list[tuple[str, bytes, bytes]] = ()) -> None:
+             also: Sequence[tuple[str, bytes, bytes]] = ()) -> None:
         """Copies one message; ``also``: ``(topic, key, value)`` records that go in the same
         transaction (transactional copiers only)."""
         self._pace()

@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from confluent_kafka import Message
 
@@ -75,8 +76,10 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, msg: Message) -> DeadLetter:
-        headers = tuple(msg.headers() or ())
-        return cls(msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), msg.value(), headers, dict(headers))
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None  # a fetched message has both
+        headers = tuple(cast("list[tuple[str, bytes | None]]", msg.headers() or ()))  # librdkafka's pairs
+        return cls(partition, offset, msg.timestamp()[1], msg.key(), msg.value(), headers, dict(headers))
 
     # -- the facts, ours first, then Spring's ------------------------------------------------
     def _get(self, ours: str, spring: str | None = None) -> bytes | None:
@@ -182,7 +185,8 @@ def read(settings: Settings, topic: str, *, positions: Sequence[tuple[int, int]]
     count = kafka.partition_counts(client, [topic])[topic]
     marks = kafka.watermarks(client, [(topic, p) for p in range(count)])
     if positions:
-        ranges = [(topic, p, o, o + 1) for p, o in sorted(set(positions)) if marks[(topic, p)][0] <= o < marks[(topic, p)][1]]
+        ranges = [(topic, p, o, o + 1) for p, o in sorted(set(positions))
+                  if marks[(topic, p)][0] <= o < marks[(topic, p)][1]]
     else:
         ranges = [(topic, p, low, high) for (_, p), (low, high) in sorted(marks.items())]
     for msg in kafka.read_ranges(kafka.reader(settings, "dlq"), ranges):

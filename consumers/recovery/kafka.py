@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
@@ -63,9 +63,11 @@ def members(client: AdminClient, group_id: str) -> tuple[str, list[Member]]:
     """The group's state (``EMPTY``, ``STABLE``, ``DEAD`` for a group Kafka does not know, ...) and members."""
     description = _result(client.describe_consumer_groups([group_id])[group_id], f"describing group {group_id}")
     state = getattr(description.state, "name", str(description.state))
-    return state, [Member(m.client_id, m.host, m.member_id,
-                          tuple((tp.topic, tp.partition) for tp in m.assignment.topic_partitions) if m.assignment else ())
-                   for m in description.members]
+    return state, [Member(m.client_id, m.host, m.member_id, _assigned(m)) for m in description.members]
+
+
+def _assigned(member) -> tuple[TP, ...]:
+    return tuple((tp.topic, tp.partition) for tp in member.assignment.topic_partitions) if member.assignment else ()
 
 
 def partition_counts(client: AdminClient, topics: Iterable[str]) -> dict[str, int]:
@@ -106,7 +108,8 @@ def offsets_for_time(client: AdminClient, tps: list[TP], millis: int) -> dict[TP
     return {tp: (offset if offset >= 0 else None) for tp, offset in found.items()}
 
 
-def committed(client: AdminClient, group_id: str, tps: list[TP], settings: Settings | None = None) -> dict[TP, int | None]:
+def committed(client: AdminClient, group_id: str, tps: list[TP],
+              settings: Settings | None = None) -> dict[TP, int | None]:
     """The group's committed offset of each partition (``None`` where it has none).
 
     Read by an OffsetFetch from a consumer of the group's id that never joins it, not by the admin
@@ -119,7 +122,8 @@ def committed(client: AdminClient, group_id: str, tps: list[TP], settings: Setti
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=TIMEOUT_S)
     except KafkaException as exc:
-        raise RecoveryError(f"reading the offsets of {group_id} failed: {exc.args[0].str() if exc.args else exc}") from exc
+        raise RecoveryError(
+            f"reading the offsets of {group_id} failed: {exc.args[0].str() if exc.args else exc}") from exc
     finally:
         consumer.close()
     out: dict[TP, int | None] = {}
@@ -162,7 +166,7 @@ def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config:
 
 # -- reading ranges ---------------------------------------------------------------------------
 def _client_config(settings: Settings) -> dict[str, Any]:
-    conf = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
+    conf: dict[str, Any] = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
     conf["bootstrap.servers"] = settings.bootstrap()
     conf.setdefault("logger", LIBRDKAFKA_LOG)  # librdkafka's lines through logging, not raw on stderr
     return conf
@@ -214,7 +218,7 @@ def read_ranges(consumer: Consumer, ranges: Iterable[tuple[str, int, int, int]],
                         raise RecoveryError(f"reading {tp[0]}[{tp[1]}] failed: {error.str()}")
                     offset = end  # the partition holds nothing more
                 else:
-                    offset = msg.offset()
+                    offset = cast(int, msg.offset())  # a message (not an error) has one
                 last_progress = time.monotonic()
                 gap = min(offset, end) - seen[tp]
                 if gap > 0 and on_skip is not None:

@@ -62,12 +62,12 @@ class Ledger:
         marks = kafka.watermarks(client, [(self.topic, p) for p in range(count)])
         ranges = [(self.topic, p, low, high) for (_, p), (low, high) in marks.items()]
         for msg in kafka.read_ranges(kafka.reader(self.settings, "redrive-ledger"), ranges):
-            key = (msg.key() or b"").decode()
-            if msg.value() is None:
+            key, value = (msg.key() or b"").decode(), msg.value()
+            if value is None:
                 self.entries.pop(key, None)
                 continue
             try:
-                data = json.loads(msg.value())
+                data = json.loads(value)
                 self.entries[key] = Entry(int(data["dlq_timestamp"]), str(data["redriven_at"]), str(data["run"]))
             except (ValueError, KeyError, TypeError):
                 continue  # not ours: ignored

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka.admin import AdminClient
 
@@ -75,6 +76,7 @@ def copy(settings: Settings, plan: ReplayPlan, group: ConsumerGroup, *,
     report = CopyReport(new_run_id())
     wanted = {t.encode() for t in group.event_types}
     keys: set[bytes] = set()
+    assert plan.target is not None  # a copy plan names the group's retry topic
     copier = Copier(settings, plan.target, client_id=f"events-replay-{group.name}", rate=rate)
     consumer = kafka.reader(settings, "replay")
     try:
@@ -82,7 +84,7 @@ def copy(settings: Settings, plan: ReplayPlan, group: ConsumerGroup, *,
                                      on_skip=advance):
             advance(1)
             report.read += 1
-            headers = msg.headers() or []
+            headers = cast(Headers, msg.headers() or [])  # fetched: librdkafka's (name, bytes | None) pairs
             named = dict(headers)
             if named.get(H.EVENT_TYPE) not in wanted:
                 report.other_types += 1
@@ -96,7 +98,8 @@ def copy(settings: Settings, plan: ReplayPlan, group: ConsumerGroup, *,
             source = f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
             copier.send(msg.key(), msg.value(), copy_headers(headers, source=source, run=report.run,
                                                              reprocess=plan.reprocess))
-            report.by_topic[msg.topic()] = report.by_topic.get(msg.topic(), 0) + 1
+            topic = cast(str, msg.topic())  # fetched: it has one
+            report.by_topic[topic] = report.by_topic.get(topic, 0) + 1
     except BaseException:
         copier.abort()
         raise

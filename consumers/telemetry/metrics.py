@@ -131,7 +131,7 @@ class ConsumerMetrics:
             family = HistogramMetricFamily(family_name, description, labels=[*labels, *(k for k, _ in _SCOPE_LABELS)])
             for key, total, counts in snapshot[name]:
                 buckets, running = [], 0
-                for bound, n in zip((*SECONDS_BUCKETS, "+Inf"), counts):
+                for bound, n in zip((*SECONDS_BUCKETS, "+Inf"), counts, strict=True):
                     running += n
                     buckets.append((f"{bound}", running))  # bounds written as the OTel exporter writes them
                 family.add_metric([*(v for _, v in key), *(v for _, v in _SCOPE_LABELS)], buckets, sum_value=total)

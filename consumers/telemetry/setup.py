@@ -21,9 +21,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricReader
 
 log = logging.getLogger("consumers.telemetry")
 
@@ -75,7 +78,7 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
     otlp_metrics = _otlp("METRICS")
     otlp_traces = _otlp("TRACES")
 
-    readers = []
+    readers: list[MetricReader] = []
     prometheus_registry = None
     if metrics_port:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader

@@ -46,7 +46,8 @@ def secure_env(secure_broker, tmp_path):
     """The environment of a process configured by EVENTS_CONFIG_FILE alone (no bootstrap, no EVENTS_KAFKA_*)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "EVENTS_BOOTSTRAP_SERVERS") and not k.startswith("EVENTS_KAFKA_")}
-    env.update(EVENTS_CONFIG_FILE=str(secure_broker.client_config_file), EVENTS_TOPIC_PREFIX=f"sec{uuid.uuid4().hex[:8]}",
+    env.update(EVENTS_CONFIG_FILE=str(secure_broker.client_config_file),
+               EVENTS_TOPIC_PREFIX=f"sec{uuid.uuid4().hex[:8]}",
                EVENTS_HOME=str(tmp_path / "home"), EVENTS_DATABASE_URL=f"sqlite:///{tmp_path / 'events.db'}",
                EVENTS_METRICS_PORT="0", EVENTS_HEALTH_PORT="0", PYTHONUNBUFFERED="1",
                EVENTS_KAFKA_SESSION_TIMEOUT_MS="6000", EVENTS_KAFKA_HEARTBEAT_INTERVAL_MS="1000")
@@ -157,7 +158,8 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_refused_clearly_without
         proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "provider-usage"],
                                 env={**secure_env, **override, "EVENTS_LOG_LEVEL": "DEBUG"}, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
-    expected = ("Authentication failed", "SASL") if "PASSWORD" in str(override) else ("certificate verify failed", "SSL")
+    expected = (("Authentication failed", "SASL") if "PASSWORD" in str(override)
+                else ("certificate verify failed", "SSL"))
     wait_until(lambda: proc.poll() is not None or any(w in log.read_text(errors="replace") for w in expected),
                60, "the group's log to say why the broker refused it")
     if proc.poll() is None:

@@ -55,7 +55,8 @@ def test_stop_and_start_keep_topics_and_committed_offsets(tmp_path):
         admin = AdminClient({"bootstrap.servers": bootstrap})
         assert len(admin.list_topics(timeout=10).topics["kept"].partitions) == 3
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "keeper"})
-        assert [tp.offset for tp in consumer.committed([TopicPartition("kept", p) for p in range(3)], 10)] == [20, 21, 22]
+        assert ([tp.offset for tp in consumer.committed([TopicPartition("kept", p) for p in range(3)], 10)]
+                == [20, 21, 22])
         highs = [consumer.get_watermark_offsets(TopicPartition("kept", p), 10)[1] for p in range(3)]
         assert sum(highs) == 100
         consumer.close()

@@ -105,6 +105,7 @@ def world(kafka_bootstrap, kafka_client_config, admin, tmp_path_factory) -> Iter
         env={**env, "EVENTS_CONSOLE_TOKEN": TOKEN}, cwd=ROOT, stdout=subprocess.PIPE,
         stderr=open(world.log, "wb"), stdin=subprocess.DEVNULL, text=True)  # noqa: SIM115 - the process's
     try:
+        assert console.stdout is not None
         first = console.stdout.readline()
         assert "events console at http://" in first, f"the console did not start: {first}{world.log.read_text()}"
         world.url = first.split(" at ", 1)[1].split()[0].rstrip("/")

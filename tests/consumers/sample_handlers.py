@@ -86,6 +86,7 @@ class Behaviour:
             while time.monotonic() < until:  # short sleeps: interruptible, as Python code is
                 time.sleep(min(0.01, max(0.0, until - time.monotonic())))
             if time.monotonic() < self.outage_until:
+                assert self.outage_error is not None  # set with outage_until
                 raise self.outage_error
             with self.lock:
                 left = self.fail.get(app_id, 0)

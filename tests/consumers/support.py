@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from schemas import headers as H
 from schemas.codec import AvroCodec
@@ -31,8 +31,9 @@ def event_headers(event, **extra: bytes) -> list[tuple[str, bytes]]:
 def publish(producer: Producer, topic: str, events, *, headers: Callable | None = None) -> None:
     """Publishes each event with the SDK's headers (or ``headers(event)``), key = its app id; waits."""
     for event in events:
+        # ignore: confluent-kafka's stub wants list[tuple[str, str | bytes | None]], and lists are invariant
         producer.produce(topic, value=codec.encode(event), key=event.key().encode(),
-                         headers=headers(event) if headers else event_headers(event))
+                         headers=headers(event) if headers else event_headers(event))  # type: ignore[arg-type]
     assert producer.flush(30) == 0
 
 
@@ -40,7 +41,7 @@ def publish(producer: Producer, topic: str, events, *, headers: Callable | None 
 
 def read_messages(consumer: Consumer, count: int, timeout_s: float = 60.0) -> list:
     """Exactly ``count`` messages (fails on fewer within the time)."""
-    got = []
+    got: list[Message] = []
     deadline = time.monotonic() + timeout_s
     while len(got) < count:
         if time.monotonic() > deadline:

@@ -55,8 +55,9 @@ def test_a_consumer_killed_with_sigkill_mid_stream_loses_nothing(kafka_env, app_
     # When a consumer process is killed with SIGKILL mid-stream, twice, and then started again
     for killed_after in (60, 170):
         proc = start_events_run(effects_db, delay_s=0.01)
-        wait_until(lambda: distinct_handled(effects_db) >= killed_after or proc.poll() is not None, 120,
-                   f"{killed_after} handled")
+        wait_until(lambda proc=proc, killed_after=killed_after:
+                   distinct_handled(effects_db) >= killed_after or proc.poll() is not None,
+                   120, f"{killed_after} handled")
         assert proc.poll() is None, proc.communicate()[0]
         proc.kill()
         outputs.append(proc.communicate(timeout=30)[0])

@@ -44,7 +44,8 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_its_resends_change_nothing(w
         # most likely between sending a batch and marking it sent), and restarted, several times
         for _ in range(KILLS):
             target = sent() + rng.randint(2, 12)
-            wait_for(lambda: sent() >= target or process.poll() is not None, 60, "the relay to send")
+            wait_for(lambda target=target, process=process: sent() >= target or process.poll() is not None, 60,
+                     "the relay to send")
             process.kill()
             process.wait(10)
             process = relay()

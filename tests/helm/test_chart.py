@@ -500,8 +500,10 @@ def test_tls_and_sasl_come_from_existing_secrets(render):
     assert relay_deployments(rendered)
     for name, pod in pod_templates(rendered):
         env = {item["name"]: item for item in pod["spec"]["containers"][0]["env"]}
-        assert env["EVENTS_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl", "key": "username"}
-        assert env["EVENTS_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl", "key": "password"}
+        assert env["EVENTS_KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl",
+                                                                                  "key": "username"}
+        assert env["EVENTS_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-sasl",
+                                                                                  "key": "password"}
         assert env["EVENTS_KAFKA_SSL_KEY_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "kafka-tls"
         volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
         assert volumes["kafka-tls"]["secret"]["secretName"] == "kafka-tls"
@@ -684,8 +686,10 @@ def test_config_changes_roll_the_pods(render):
     after = render(set_values=["kafka.config.session\\.timeout\\.ms=45000"])
 
     # Then
-    checksum = lambda r: {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-                          for d in r.kind("Deployment")}
+    def checksum(r):
+        return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                for d in r.kind("Deployment")}
+
     assert all(checksum(before)[name] != value for name, value in checksum(after).items())
 
 
@@ -700,8 +704,10 @@ def test_a_group_setting_rolls_only_that_group(render, tmp_path):
     after = render(values)
 
     # Then
-    checksum = lambda r: {group_of(d): d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-                          for d in r.kind("Deployment")}
+    def checksum(r):
+        return {group_of(d): d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                for d in r.kind("Deployment")}
+
     changed = [group for group, value in checksum(after).items() if checksum(before)[group] != value]
     assert changed == [DEFAULT_GROUPS[0]]
 
@@ -712,7 +718,8 @@ def test_every_group_has_a_disruption_budget(render, values):
     rendered = render(*values)
 
     # Then
-    budgets = {tuple(sorted(p["spec"]["selector"]["matchLabels"].items())): p for p in rendered.kind("PodDisruptionBudget")}
+    budgets = {tuple(sorted(p["spec"]["selector"]["matchLabels"].items())): p
+               for p in rendered.kind("PodDisruptionBudget")}
     for deployment in rendered.kind("Deployment"):
         if component_of(deployment) == "console":
             continue  # one pod that keeps no state: a disruption only reloads its page
@@ -737,7 +744,8 @@ def test_topics_job_is_a_pre_install_and_pre_upgrade_hook(render):
     # What the Job mounts and runs as exists before it: hooks of a lower weight.
     weight = int(annotations["helm.sh/hook-weight"])
     pod = job["spec"]["template"]["spec"]
-    config_map = rendered.one("ConfigMap", next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"])
+    config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    config_map = rendered.one("ConfigMap", config_volume["configMap"]["name"])
     account = rendered.one("ServiceAccount", pod["serviceAccountName"])
     for dependency in (config_map, account):
         assert dependency["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
@@ -1029,7 +1037,8 @@ def test_every_values_key_is_commented():
             documented.pop()
         commented = index > 0 and lines[index - 1].strip().startswith("#")
         is_documented = commented or any(flag for _, flag in documented)
-        following = next((l for l in lines[index + 1:] if l.strip() and not l.strip().startswith("#")), "")
+        following = next((later for later in lines[index + 1:]
+                          if later.strip() and not later.strip().startswith("#")), "")
         is_block = not rest and len(following) - len(following.lstrip()) > indent
         if not is_block and not is_documented:
             undocumented.append(key)

@@ -166,7 +166,7 @@ def test_copies_read_existing_files_of_the_build_context(instructions, ignore_pa
     copied_from_context = []
 
     # When
-    for name, body in stages(instructions):
+    for _, body in stages(instructions):
         for instruction in body:
             if instruction.keyword not in {"COPY", "ADD"}:
                 continue

@@ -69,7 +69,8 @@ def test_a_committed_transaction_is_published_after_commit_with_its_headers(doma
     with Session(engine) as session, session.begin():
         session.execute(insert(apps).values(id="app-1", name="Bot"))
         for event in events:
-            add_to_outbox(session, event, idempotency_key="business-42" if event.event_type == "app_was_created" else None)
+            add_to_outbox(session, event,
+                          idempotency_key="business-42" if event.event_type == "app_was_created" else None)
     assert counts(engine) == (len(events), 0)
     # When the relay runs one round
     with OutboxRelay(engine) as relay:
@@ -136,7 +137,8 @@ def test_purge_deletes_only_rows_sent_before_the_retention(domain_topics, databa
     old, recent, pending = seed(engine, 3, 3)
     t = event_outbox
     with engine.begin() as conn:
-        conn.execute(update(t).where(t.c.event_id == old.event_id).values(sent_at=datetime.now(UTC) - timedelta(days=10)))
+        conn.execute(update(t).where(t.c.event_id == old.event_id)
+                     .values(sent_at=datetime.now(UTC) - timedelta(days=10)))
         conn.execute(update(t).where(t.c.event_id == recent.event_id).values(sent_at=datetime.now(UTC)))
     # When sent rows older than 7 days are purged
     deleted = purge_sent(engine, timedelta(days=7))

@@ -23,7 +23,7 @@ def cli(kafka_env, admin, monkeypatch):
 
     def run(*args: str, ok: bool = True):
         result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-        result.text = " ".join(result.output.split())
+        result.text = " ".join(result.output.split())  # type: ignore[attr-defined]  # this fixture's own attribute
         if ok:
             assert result.exit_code == 0, f"events {' '.join(args)} exited {result.exit_code}:\n{result.output}"
         return result

@@ -36,7 +36,8 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_the_stream_goes_on
     tenant = TenantWasCreated(tenant_id="tenant-1", tenant_name="t")
     cases = {  # key: (value, headers, expected error class, words the reason must contain)
         "random-bytes": (noise, event_headers(sample), "schemas.errors.NotSingleObjectEncoded", "single-object"),
-        "truncated": (codec.encode(sample)[:-6], event_headers(sample), "schemas.errors.CorruptBody", "does not decode"),
+        "truncated": (codec.encode(sample)[:-6], event_headers(sample), "schemas.errors.CorruptBody",
+                      "does not decode"),
         "unknown-fingerprint": (b"\xC3\x01" + b"\x01" * 8 + codec.encode(sample)[10:], event_headers(sample),
                                 "schemas.errors.UnknownSchema", "0101010101010101"),
         "other-type": (codec.encode(tenant), event_headers(sample), "schemas.errors.EventTypeMismatch",
