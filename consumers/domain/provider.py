@@ -19,24 +19,27 @@ from .base import Base, insert_ignore, new_id, utcnow
 SYSTEM, CUSTOM = "system", "custom"
 HOSTED_PROVIDERS = ("openai", "anthropic")
 """Providers the platform hosts: every tenant gets a trial quota of tokens on each."""
-PLAN_QUOTAS: dict[str, int | None] = {
+UNLIMITED = -1
+"""``quota_limit`` of an unlimited quota, as Dify writes it."""
+PLAN_QUOTAS: dict[str, int] = {
     "sandbox": 200_000,
     "basic": 1_000_000,
     "professional": 10_000_000,
     "team": 50_000_000,
-    "enterprise": None,  # unlimited
+    "enterprise": UNLIMITED,
 }
 """Tokens of hosted trial quota per plan; a plan not listed gets the basic quota."""
 DEFAULT_MODELS = {"llm": ("openai", "gpt-4o-mini"), "text-embedding": ("openai", "text-embedding-3-small")}
 
 
-def plan_quota(plan: str) -> int | None:
+def plan_quota(plan: str) -> int:
     return PLAN_QUOTAS.get(plan, PLAN_QUOTAS["basic"])
 
 
 class Provider(Base):
-    """A tenant's model provider: hosted (``system``, with a trial quota in tokens; null limit
-    means unlimited) or the tenant's own key (``custom``, no limit)."""
+    """A tenant's model provider: hosted (``system``, with a quota; a limit of -1 is unlimited) or
+    the tenant's own key (``custom``, no quota). Dify names hosted rows by the short provider name
+    (``openai``) and rows of the 1.x plugin era by the full id (``langgenius/openai/openai``)."""
 
     __tablename__ = "providers"
     __table_args__ = (UniqueConstraint("tenant_id", "provider_name"),)
@@ -55,8 +58,8 @@ class Provider(Base):
 
     @property
     def quota_remaining(self) -> int | None:
-        """Tokens left; negative when the last messages overdrew it; None when unlimited."""
-        return None if self.quota_limit is None else self.quota_limit - self.quota_used
+        """Units left; negative when the last message overdrew it; None when unlimited."""
+        return None if self.quota_limit in (None, UNLIMITED) else self.quota_limit - self.quota_used
 
 
 class ProviderUsage(Base):
@@ -111,6 +114,20 @@ class Message(Base):
     provider_response_latency: Mapped[float | None]
     invoke_from: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MessageFeedbackCount(Base):
+    """Feedback counted per tenant, app and rating: the enterprise telemetry counter Dify's
+    feedback receiver increments (``EnterpriseTelemetryCounter.FEEDBACK``), kept in the database."""
+
+    __tablename__ = "message_feedback_counts"
+    __table_args__ = (UniqueConstraint("tenant_id", "app_id", "rating"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    app_id: Mapped[str] = mapped_column(String(36))
+    rating: Mapped[str] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def ensure_provider(session: Session, tenant_id: str, provider_name: str, plan: str) -> None:
