@@ -125,8 +125,9 @@ def dataset_ids_of_workflow(workflow: Any) -> tuple[str, ...] | None:
     """Datasets the valid knowledge-retrieval nodes of a workflow graph reference."""
     if workflow is None:
         return None
-    found = [i for node in _graph_nodes(workflow) if (data := node.get("data") or {}).get("type") == "knowledge-retrieval"
-             and _valid_knowledge_node(data) for i in data["dataset_ids"]]
+    found = [i for node in _graph_nodes(workflow)
+             if (data := node.get("data") or {}).get("type") == "knowledge-retrieval" and _valid_knowledge_node(data)
+             for i in data["dataset_ids"]]
     return tuple(dict.fromkeys(found))
 
 
@@ -134,7 +135,8 @@ def trigger_nodes_of_workflow(workflow: Any) -> tuple[dict, ...]:
     """The trigger nodes of a workflow graph, each with its data as JSON text (what Dify's trigger,
     webhook, plugin-trigger and schedule receivers read from the graph)."""
     return tuple({"node_id": str(node.get("id")), "node_type": data["type"], "data": json.dumps(data, default=str)}
-                 for node in _graph_nodes(workflow) if (data := node.get("data") or {}).get("type") in TRIGGER_NODE_TYPES)
+                 for node in _graph_nodes(workflow)
+                 if (data := node.get("data") or {}).get("type") in TRIGGER_NODE_TYPES)
 
 
 def tool_nodes_of_workflow(workflow: Any) -> tuple[dict, ...] | None:
@@ -338,8 +340,9 @@ app_published_workflow_was_updated = Signal("app_published_workflow_was_updated"
                                             _app_published_workflow_was_updated, ("published_workflow", "account"),
                                             "sender: app; kwargs: published_workflow")
 app_draft_workflow_was_synced = Signal("app_draft_workflow_was_synced", AppDraftWorkflowWasSynced,
-                                       _app_draft_workflow_was_synced, ("synced_draft_workflow", "account"),
-                                       "sender: app; kwargs: synced_draft_workflow")
+                                       _app_draft_workflow_was_synced,
+                                       ("synced_draft_workflow", "account", "session_factory"),
+                                       "sender: app; kwargs: synced_draft_workflow (main: session_factory, unused)")
 dataset_was_deleted = Signal("dataset_was_deleted", DatasetWasDeleted, _dataset_was_deleted, (),
                              "sender: dataset")
 document_was_deleted = Signal("document_was_deleted", DocumentWasDeleted, _document_was_deleted, (),
