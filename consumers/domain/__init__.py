@@ -18,7 +18,7 @@ from .dataset import (
     Dataset, DatasetMetadata, DatasetMetadataBinding, DatasetProcessRule, DatasetQuery, Document, DocumentKeyword,
     DocumentSegment, Pipeline, SegmentAttachmentBinding, UploadFile,
 )
-from .provider import Message, MessageFeedbackCount, MessageUsage, Provider, ProviderUsage
+from .provider import FeedbackTelemetry, Message, MessageUsage, Provider, ProviderUsage
 from .search import keywords, search, split_segments, unindex
 from .tenant import Tenant, TenantDefaultModel, TenantSetting, WorkspaceSyncTask
 from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, WorkflowWebhookTrigger
@@ -26,7 +26,7 @@ from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, Wo
 __all__ = [
     "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
     "DatasetMetadata", "DatasetMetadataBinding", "DatasetProcessRule", "DatasetQuery", "Document", "DocumentKeyword",
-    "DocumentSegment", "InstalledApp", "Message", "MessageFeedbackCount", "MessageUsage", "Pipeline", "Provider",
+    "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
     "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantDefaultModel", "TenantSetting",
     "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger", "WorkflowSchedulePlan",
     "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords", "new_id", "search",

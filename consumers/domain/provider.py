@@ -116,18 +116,21 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class MessageFeedbackCount(Base):
-    """Feedback counted per tenant, app and rating: the enterprise telemetry counter Dify's
-    feedback receiver increments (``EnterpriseTelemetryCounter.FEEDBACK``), kept in the database."""
+class FeedbackTelemetry(Base):
+    """One counted feedback (Dify's ``dify.feedback.created`` telemetry event): the enterprise
+    telemetry counter ``FEEDBACK`` per tenant, app and rating is the count of these rows. A row per
+    event, so counting one twice is impossible."""
 
-    __tablename__ = "message_feedback_counts"
-    __table_args__ = (UniqueConstraint("tenant_id", "app_id", "rating"),)
+    __tablename__ = "feedback_telemetry"
+    __table_args__ = (Index(None, "tenant_id", "app_id", "rating"),)
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(36))
     app_id: Mapped[str] = mapped_column(String(36))
-    rating: Mapped[str] = mapped_column(String(16))
-    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    message_id: Mapped[str] = mapped_column(String(36))
+    rating: Mapped[str | None] = mapped_column(String(16))
+    from_source: Mapped[str | None] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
 
 
 def ensure_provider(session: Session, tenant_id: str, provider_name: str, plan: str) -> None:
