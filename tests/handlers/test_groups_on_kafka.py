@@ -79,10 +79,12 @@ def test_every_group_is_registered_under_its_name():
     # Given the platform's handler package
     # When the registry discovers groups
     names = {g.name for g in discover()}
-    # Then all nine of the seed's jobs are there, as GROUPS lists them
+    # Then the seed's nine jobs and Dify's other receivers are there, as GROUPS lists them
     assert {g.name for g in GROUPS} == {
         "installed-app-provisioner", "site-provisioner", "app-dataset-joins", "tool-cache-cleaner",
-        "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner"} <= names
+        "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner",
+        "plugin-trigger-sync", "webhook-sync", "workflow-schedule-sync", "app-trigger-sync", "credential-sync",
+        "feedback-telemetry"} <= names
 
 
 def test_new_apps_get_installed_and_a_site_and_a_duplicate_changes_nothing(through_kafka, db):
