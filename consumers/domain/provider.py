@@ -21,6 +21,14 @@ HOSTED_PROVIDERS = ("openai", "anthropic")
 """Providers the platform hosts: every tenant gets a trial quota of tokens on each."""
 UNLIMITED = -1
 """``quota_limit`` of an unlimited quota, as Dify writes it."""
+CHARGED_APP_MODES = frozenset({"chat", "agent-chat"})
+"""App modes whose messages Dify's provider-usage receiver charges (the others are charged elsewhere)."""
+
+
+def short_provider_name(provider: str) -> str:
+    """``langgenius/openai/openai`` -> ``openai``: Dify's ``ModelProviderID(provider).provider_name``
+    (a bare name is ``langgenius/<name>/<name>``, so it stays itself)."""
+    return provider.rsplit("/", 1)[-1]
 PLAN_QUOTAS: dict[str, int] = {
     "sandbox": 200_000,
     "basic": 1_000_000,

@@ -38,15 +38,13 @@ from sqlalchemy import ColumnElement, case, literal, or_, update
 
 from consumers.context import HandlerContext
 from consumers.domain import MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore
-from consumers.domain.provider import SYSTEM, UNLIMITED
+from consumers.domain.provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, short_provider_name
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import MessageWasCreated
 
 group = register(ConsumerGroup("provider-usage"))
 
-CHARGED_APP_MODES = frozenset({"chat", "agent-chat"})
-"""Modes whose messages Dify's receiver charges (a v2 event, with no mode, is charged as before)."""
 LAST_USED_WINDOW = timedelta(minutes=5)  # Dify's LAST_USED_UPDATE_WINDOW_SECONDS
 CREDIT_CONFIG_ENV = "HOSTED_MODEL_CREDIT_CONFIG"
 
@@ -75,12 +73,6 @@ def quota_charge(event: MessageWasCreated) -> int | None:
     return None
 
 
-def short_provider_name(provider: str) -> str:
-    """``langgenius/openai/openai`` -> ``openai``: Dify's ``ModelProviderID(provider).provider_name``
-    (a bare name is ``langgenius/<name>/<name>``, so it stays itself)."""
-    return provider.rsplit("/", 1)[-1]
-
-
 @group.handler(MessageWasCreated)
 def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None:
     session, tenant_id, provider = ctx.session, event.tenant_id, event.provider_name
@@ -92,7 +84,7 @@ def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None
         ctx.log.info("message %s was counted already", event.message_id)
         return
     _add_statistics(ctx, event)
-    if event.app_mode is not None and event.app_mode not in CHARGED_APP_MODES:
+    if event.app_mode is not None and event.app_mode not in CHARGED_APP_MODES:  # a v2 event has no mode
         ctx.log.info("message %s of a %s app: not charged here (as in Dify)", event.message_id, event.app_mode)
         return
     at = event.occurred_at
