@@ -37,10 +37,10 @@ from schemas import headers as H
 from schemas.events import DocumentIndexCreated, Event, TenantWasCreated, TenantWasUpdated
 
 from ..domain import (
-    App, AppModelConfig, Base, Dataset, Document, Message, Tenant, ToolParameterCache, Workflow,
+    App, AppModelConfig, Base, Dataset, Document, Message, Provider, Tenant, ToolParameterCache, Workflow,
 )
 from ..domain.app import DRAFT, WORKFLOW_MODES
-from ..domain.provider import HOSTED_PROVIDERS
+from ..domain.provider import HOSTED_PROVIDERS, SYSTEM, plan_quota
 
 OUTBOX, SDK = "outbox", "sdk"
 # Dify's call sites the demo's application makes (producers.dify_calls)
@@ -306,8 +306,15 @@ class _Generator:
             self.tenants.append(tenant)
             self.accounts[tenant["id"]] = account
             self.datasets[tenant["id"]] = []
-            self.change(f"tenant {name} created", OUTBOX, inserts=[Insert(Tenant, tenant)], calls=[self.call(
-                CREATE_TENANT, dify.World(tenant=dify.Tenant(tenant["id"], name, tenant["plan"])), at)])
+            # Dify's application (its ProviderManager) makes the hosted providers' trial records; the
+            # provider-usage group only charges existing rows, as Dify's receiver does
+            providers = [Insert(Provider, dict(id=_id(self.rng), tenant_id=tenant["id"], provider_name=name_,
+                                               provider_type=SYSTEM, quota_type="trial",
+                                               quota_limit=plan_quota(tenant["plan"]), quota_used=0, created_at=at,
+                                               updated_at=at)) for name_ in HOSTED_PROVIDERS]
+            self.change(f"tenant {name} created", OUTBOX, inserts=[Insert(Tenant, tenant), *providers],
+                        calls=[self.call(CREATE_TENANT, dify.World(tenant=dify.Tenant(tenant["id"], name,
+                                                                                      tenant["plan"])), at)])
 
     def create_datasets(self) -> None:
         """Datasets are rows only: the seed has no event for a new dataset."""
@@ -585,7 +592,7 @@ class _Generator:
             message = dify.Message(message_id, conversation, app["id"], provider, model, message_tokens,
                                    answer_tokens, latency_ms / 1000, invoke_from)
             entity = dify.generate_entity(tenant_id=app["tenant_id"], app_id=app["id"], app_mode=app["mode"],
-                                          provider=provider, model=model,
+                                          provider=provider, model=model, quota_unit="credits",
                                           provider_type="system" if short in HOSTED_PROVIDERS else "custom")
             site = SAVE_ADVANCED_CHAT_MESSAGE if app["mode"] == "advanced-chat" else SAVE_MESSAGE
             calls.append(self.call(site, dify.World(message=message, entity=entity), at))
@@ -632,7 +639,8 @@ class _Generator:
         garbage = bytes(self.rng.getrandbits(8) for _ in range(48))
         tenant = self.tenants[0]
         self.steps.append(Poison("garbage bytes without headers", "message", b"poison-1", garbage))
-        self.expected.append(ExpectedDeadLetter("provider-usage", "BadHeader", "garbage bytes without headers"))
+        for group in ("provider-usage", "feedback-telemetry"):  # both read the message topic
+            self.expected.append(ExpectedDeadLetter(group, "BadHeader", "garbage bytes without headers"))
         self.steps.append(Poison("garbage bytes labelled message_was_created", "message", b"poison-2", garbage,
                                  ((H.EVENT_TYPE, b"message_was_created"),)))
         self.expected.append(ExpectedDeadLetter("provider-usage", "NotSingleObjectEncoded",

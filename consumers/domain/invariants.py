@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from .app import WORKFLOW_MODES, App, AppDatasetJoin, AppModelConfig, InstalledApp, Site, Workflow
 from .dataset import COMPLETED, ERROR, Dataset, Document, DocumentKeyword, DocumentSegment
-from .provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, Message, Provider, ProviderUsage, short_provider_name
+from .provider import (
+    CHARGED_APP_MODES, SYSTEM, UNLIMITED, Message, Provider, ProviderUsage, model_credits, short_provider_name,
+)
 
 EXAMPLES = 3  # offenders named in a failing check's detail
 
@@ -111,18 +113,18 @@ def provider_usage_equals_message_tokens(session: Session) -> Check:
 
 
 def provider_quota_deducted(session: Session) -> Check:
-    """Each hosted provider's quota is charged as Dify charges it: by the tokens of the chat and
+    """Each hosted provider's quota is charged as Dify charges it: by the credits of the chat and
     agent-chat messages that used the provider (its short name; the demo's messages of a hosted
-    provider use its trial quota, in tokens), while the quota is not used up, so the last charge
-    may overdraw it and none follows; an unlimited quota (-1) and a tenant's own key are never
-    charged. Messages are charged in any order, so a used-up quota may stop at any of the sums
-    that cross its limit."""
+    provider use its trial quota, in credits, as Dify's cloud does), while the quota is not used
+    up, so the last charge may overdraw it and none follows; an unlimited quota (-1) and a
+    tenant's own key are never charged. Messages are charged in any order, so a used-up quota may
+    stop at any of the sums that cross its limit."""
     charges: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for tenant, provider, tokens, mode in session.execute(
-            select(Message.tenant_id, Message.model_provider, Message.total_tokens, App.mode)
+    for tenant, provider, model, mode in session.execute(
+            select(Message.tenant_id, Message.model_provider, Message.model_id, App.mode)
             .join(App, App.id == Message.app_id)):
         if mode in CHARGED_APP_MODES:
-            charges[(tenant, short_provider_name(provider))].append(tokens)
+            charges[(tenant, short_provider_name(provider))].append(model_credits(model))
     bad = []
     for p in session.scalars(select(Provider)):
         got = charges.get((p.tenant_id, p.provider_name), []) if p.provider_type == SYSTEM else []

@@ -8,6 +8,7 @@ makes counting a message twice impossible, whatever the event id).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from decimal import Decimal
 
@@ -23,6 +24,20 @@ UNLIMITED = -1
 """``quota_limit`` of an unlimited quota, as Dify writes it."""
 CHARGED_APP_MODES = frozenset({"chat", "agent-chat"})
 """App modes whose messages Dify's provider-usage receiver charges (the others are charged elsewhere)."""
+
+
+CREDIT_CONFIG_ENV = "HOSTED_MODEL_CREDIT_CONFIG"
+
+
+def model_credits(model_name: str, config: str | None = None) -> int:
+    """Credits one message of ``model_name`` costs: Dify's ``get_model_credits`` over its
+    ``HOSTED_MODEL_CREDIT_CONFIG`` (``gpt-4:20,gpt-4o:10``); 1 for a model not listed."""
+    config = os.environ.get(CREDIT_CONFIG_ENV, "") if config is None else config
+    for item in config.split(","):
+        pattern, _, credits = item.partition(":")
+        if credits and pattern.strip() == model_name:
+            return int(credits)
+    return 1
 
 
 def short_provider_name(provider: str) -> str:

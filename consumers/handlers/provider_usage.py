@@ -31,14 +31,13 @@ read-modified-written.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, literal, or_, update
 
 from consumers.context import HandlerContext
 from consumers.domain import MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore
-from consumers.domain.provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, short_provider_name
+from consumers.domain.provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, model_credits, short_provider_name
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import MessageWasCreated
@@ -46,18 +45,6 @@ from schemas.events import MessageWasCreated
 group = register(ConsumerGroup("provider-usage"))
 
 LAST_USED_WINDOW = timedelta(minutes=5)  # Dify's LAST_USED_UPDATE_WINDOW_SECONDS
-CREDIT_CONFIG_ENV = "HOSTED_MODEL_CREDIT_CONFIG"
-
-
-def model_credits(model_name: str, config: str | None = None) -> int:
-    """Credits one message of ``model_name`` costs: Dify's ``get_model_credits`` over its
-    ``HOSTED_MODEL_CREDIT_CONFIG`` (``gpt-4:20,gpt-4o:10``); 1 for a model not listed."""
-    config = os.environ.get(CREDIT_CONFIG_ENV, "") if config is None else config
-    for item in config.split(","):
-        pattern, _, credits = item.partition(":")
-        if credits and pattern.strip() == model_name:
-            return int(credits)
-    return 1
 
 
 def quota_charge(event: MessageWasCreated) -> int | None:

@@ -81,7 +81,8 @@ def test_only_the_poison_can_dead_letter():
     workload = build(replace(SMALL, documents=200))
     # the poison: three undecodable messages and one index request for documents that never existed
     assert len(workload.poison()) == 3 and all(isinstance(p, Poison) for p in workload.poison())
-    assert Counter(e.group for e in workload.expected_dead_letters) == {"provider-usage": 3, "document-indexer": 1}
+    assert Counter(e.group for e in workload.expected_dead_letters) == {"provider-usage": 3, "document-indexer": 1,
+                                                                         "feedback-telemetry": 1}
     created = {i.values["id"] for s in workload.steps if isinstance(s, Change) for i in s.inserts
                if i.model is Document}
     deleted_documents = {d.id for s in workload.steps if isinstance(s, Change) for d in s.deletes

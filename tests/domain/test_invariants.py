@@ -58,7 +58,7 @@ def world(add, handle, db):
         handle(record_provider_usage, MessageWasCreated(
             tenant_id="t1", message_id=f"m{i}", conversation_id="cv", app_id="chat", provider_name="openai",
             model_name="gpt-4o", message_tokens=i, answer_tokens=i, total_tokens=2 * i, app_mode="chat",
-            quota_type="trial", quota_unit="tokens"))
+            quota_type="trial", quota_unit="credits"))
     return db
 
 
@@ -89,7 +89,7 @@ def test_every_invariant_holds_after_the_handlers_ran(world):
     (update(Document).where(Document.id == "doc2").values(error=None), "every document", "without a reason"),
     (update(ProviderUsage).values(total_tokens=1), "usage equals", "usage 1 != messages 30"),
     (update(Provider).where(Provider.provider_name == "openai").values(quota_used=0), "quota is deducted",
-     "used 0, charges 30"),
+     "used 0, charges 5"),
 ])
 def test_each_invariant_names_what_breaks_it(world, breakage, check_name, detail):
     # Given the consistent workload

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import func, select
 
 from consumers.domain import MessageUsage, Provider, ProviderUsage
-from consumers.handlers.provider_usage import model_credits, record_provider_usage, short_provider_name
+from consumers.domain.provider import model_credits, short_provider_name
+from consumers.handlers.provider_usage import record_provider_usage
 from schemas.events import MessageWasCreated
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
