@@ -326,6 +326,33 @@ class Signal:
         return f"<Signal {self.name} -> {self.event_class.__name__}>"
 
 
+class Bridge:
+    """A Dify signal while its receivers move to consumer groups one at a time: ``send`` publishes
+    the event (as ``signal`` does; Dify's ``session=`` puts it in that transaction's outbox) and
+    then calls the blinker receivers still connected to ``blinker_signal``, with Dify's own
+    arguments; ``connect`` connects to ``blinker_signal``, so Dify's ``@signal.connect`` receivers
+    keep working until their import is removed (see docs/adopting-in-dify.md)."""
+
+    def __init__(self, signal: Signal, blinker_signal: Any):
+        self.signal, self.blinker_signal = signal, blinker_signal
+        self.name = signal.name
+
+    def send(self, sender: Any = None, /, **kwargs: Any) -> list[tuple[Any, Any]]:
+        """Publishes, then returns what blinker's ``send`` returns: ``[(receiver, result), ...]``."""
+        self.signal.send(sender, **kwargs)
+        return self.blinker_signal.send(sender, **kwargs)
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        return self.blinker_signal.connect(*args, **kwargs)
+
+    def connect_via(self, *args: Any, **kwargs: Any) -> Any:
+        return self.blinker_signal.connect_via(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        receivers = len(self.blinker_signal.receivers)
+        return f"<Bridge {self.name} -> {self.signal.event_class.__name__} and {receivers} receivers>"
+
+
 def _short(sender: Any) -> str:
     text = repr(sender)
     return text if len(text) <= 60 else text[:57] + "..."

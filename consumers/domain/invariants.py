@@ -117,7 +117,8 @@ def provider_quota_deducted(session: Session) -> Check:
     agent-chat messages that used the provider (its short name; the demo's messages of a hosted
     provider use its trial quota, in credits, as Dify's cloud does), while the quota is not used
     up, so the last charge may overdraw it and none follows; an unlimited quota (-1) and a
-    tenant's own key are never charged. Messages are charged in any order, so a used-up quota may
+    tenant's own key are never charged (a quota made unlimited by a plan change keeps what was
+    charged before). Messages are charged in any order, so a used-up quota may
     stop at any of the sums that cross its limit."""
     charges: dict[tuple[str, str], list[int]] = defaultdict(list)
     for tenant, provider, model, mode in session.execute(
@@ -129,8 +130,10 @@ def provider_quota_deducted(session: Session) -> Check:
     for p in session.scalars(select(Provider)):
         got = charges.get((p.tenant_id, p.provider_name), []) if p.provider_type == SYSTEM else []
         total, used, limit = sum(got), p.quota_used, p.quota_limit
-        if limit is None or limit == UNLIMITED or not got:
+        if limit is None or not got:
             ok = used == 0
+        elif limit == UNLIMITED:  # never charged while unlimited; a plan change may have made it so
+            ok = 0 <= used <= total
         else:
             ok = used == min(total, used) and (used == total or limit <= used < limit + max(got))
         if not ok:
