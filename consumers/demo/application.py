@@ -1,10 +1,12 @@
 """Plays a workload as Dify's application would, against a real database and Kafka.
 
 A ``Change`` via the outbox: its rows and one ``event_outbox`` row per event in one transaction
-(Dify's calls through ``producers.signals`` with ``session=``, other events with ``add_to_outbox``); the ``Relay`` thread (an ``OutboxRelay``) publishes them
-after the commit. A ``Change`` via the SDK: its rows in one transaction, then, once it committed,
-Dify's calls through the signals (other events with ``EventProducer.publish``). A ``Poison``: its bytes produced straight onto the domain
-topic by a plain confluent_kafka ``Producer``, past the SDK and its schemas.
+(Dify's calls through ``producers.signals`` with ``session=``, other events with
+``add_to_outbox``); the ``Relay`` thread (an ``OutboxRelay``) publishes them after the commit. A
+``Change`` via the SDK: its rows in one transaction, then, once it committed, Dify's calls through
+the signals (other events with ``EventProducer.publish``). A ``Poison``: its bytes produced
+straight onto the domain topic by a plain confluent_kafka ``Producer``, past the SDK and its
+schemas.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ transactional outbox (``OUTBOX``: in that same transaction) or through the produ
 commit (``SDK``). Where Dify has a call site for an event, the change holds Dify's call
 (``SignalCall``: a call site of ``producers.dify_calls`` with Dify-shaped objects), which the
 application plays through the signals; the other events (tenant updates and index requests, which
-Dify never sends, and the poison) are built directly. A ``Poison`` is bytes produced straight onto a domain topic, past the SDK.
+Dify never sends) are built directly. A ``Poison`` is bytes produced straight onto a domain topic,
+past the SDK.
 
 The channels follow what each kind of write is: configuration changes (tenants, apps, model
 configs, workflows, new documents with their index request) go through the outbox, so the event
