@@ -46,7 +46,8 @@ model_config = Obj(id="cfg-7", agent_mode=json.dumps({"tools": [{"dataset": {"en
                    dataset_configs=json.dumps({"datasets": {"datasets": [{"dataset": {"id": "ds-2"}},
                                                                          {"dataset": {"id": "ds-1"}}]}}))
 graph = {"nodes": [
-    {"id": "n1", "data": {"type": "knowledge-retrieval", "dataset_ids": ["ds-3", "ds-4"]}},
+    {"id": "n1", "data": {"type": "knowledge-retrieval", "title": "Knowledge", "dataset_ids": ["ds-3", "ds-4"],
+                          "retrieval_mode": "multiple"}},
     {"id": "n2", "data": {"type": "tool", "provider_type": "builtin", "provider_id": "google",
                           "tool_name": "google_search"}},
     {"id": "n3", "data": {"type": "llm"}},
