@@ -13,6 +13,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("consumers.handler")
 
 
+class NoTransaction(RuntimeError):
+    """``ctx.session`` of a handler that runs outside the runtime's transaction (``idempotent=False``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class MessageMeta:
     """Where the event came from. ``headers`` maps each header name to its (last) value's bytes;
@@ -34,18 +38,19 @@ class HandlerContext:
     - ``session``: the SQLAlchemy ``Session`` of this attempt's transaction, in which the runtime
       has already claimed the event's idempotency key. Write the handler's effects through it and
       do not commit: the runtime commits the claim and the effects together, or rolls both back.
-      ``None`` for handlers declared ``idempotent=False``.
+      Handlers declared ``idempotent=False`` run outside any transaction: for them it raises
+      ``NoTransaction`` (they open their own sessions).
     - ``message``: a ``MessageMeta``.
     - ``log``: a ``LoggerAdapter`` whose records carry the event id and type, group, topic,
       partition and offset.
     - ``reprocess``: True when a replay asked to run the handler again for an event already done.
     """
 
-    __slots__ = ("session", "group", "handler", "event_id", "event_type", "reprocess", "_message", "_log")
+    __slots__ = ("group", "handler", "event_id", "event_type", "reprocess", "_session", "_message", "_log")
 
     def __init__(self, *, session: Session | None, message: MessageMeta | Callable[[], MessageMeta], group: str,
                  handler: str, event_id: str, event_type: str, reprocess: bool = False):
-        self.session = session
+        self._session = session
         self._message = message  # or a function that makes it: most handlers never look
         self.group = group
         self.handler = handler
@@ -53,6 +58,14 @@ class HandlerContext:
         self.event_type = event_type
         self.reprocess = reprocess
         self._log: logging.LoggerAdapter | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise NoTransaction(f"handler {self.handler} of group {self.group} is declared idempotent=False, so it "
+                                "runs outside the runtime's transaction and has no ctx.session: open a session "
+                                "of your own, or declare it idempotent to write through the runtime's")
+        return self._session
 
     @property
     def message(self) -> MessageMeta:

@@ -20,6 +20,13 @@ Without ``producer=``, signals publish through the producer given to ``configure
 made from the settings on first use (closed, and so flushed, when the process exits).
 
 Receivers are consumer groups now (``consumers/``): ``connect`` raises, saying so.
+
+Dify's own call shapes (1.12.x and main, each call site) are in ``producers.dify_calls``, and
+``docs/adopting-in-dify.md`` says how Dify swaps its ``events`` package for this module. Newer Dify
+passes its SQLAlchemy session to a signal (``app_model_config_was_updated.send(app,
+app_model_config=config, session=session)``) so its receivers write in the caller's transaction;
+here the same keyword adds the event to the outbox in that transaction: the event commits or rolls
+back with the caller's writes, and the consumer groups' effects follow the commit.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from schemas.events import (
     DocumentIndexCreated,
     DocumentWasDeleted,
     Event,
+    FeedbackWasCreated,
     MessageWasCreated,
     TenantWasCreated,
     TenantWasUpdated,
@@ -51,7 +59,10 @@ from schemas.events import (
 from .producer import EventProducer
 
 Fields = dict[str, Any]
-_CONTROL = ("session", "producer", "key", "idempotency_key", "wait")
+_CONTROL = ("session", "producer", "key", "idempotency_key", "wait", "topic_prefix")
+TRIGGER_NODE_TYPES = ("trigger-webhook", "trigger-schedule", "trigger-plugin")
+RETRIEVAL_MODES = ("single", "multiple")
+SYSTEM = "system"
 
 
 class SignalError(EventsError):
@@ -101,13 +112,31 @@ def _graph_nodes(workflow: Any) -> list[Mapping]:
     return [n for n in _json_attr(workflow, "graph_dict", "graph").get("nodes") or [] if isinstance(n, Mapping)]
 
 
+def _valid_knowledge_node(data: Mapping) -> bool:
+    """What Dify's ``KnowledgeRetrievalNodeData.model_validate`` requires of a node's data: a
+    title, a list of dataset ids (text) and a retrieval mode; Dify's receiver skips a node that
+    fails it."""
+    ids = data.get("dataset_ids")
+    return (isinstance(data.get("title"), str) and isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+            and data.get("retrieval_mode") in RETRIEVAL_MODES)
+
+
 def dataset_ids_of_workflow(workflow: Any) -> tuple[str, ...] | None:
-    """Datasets the knowledge-retrieval nodes of a workflow graph reference."""
+    """Datasets the valid knowledge-retrieval nodes of a workflow graph reference."""
     if workflow is None:
         return None
-    found = [str(i) for node in _graph_nodes(workflow) if (node.get("data") or {}).get("type") == "knowledge-retrieval"
-             for i in (node["data"].get("dataset_ids") or [])]
+    found = [i for node in _graph_nodes(workflow)
+             if (data := node.get("data") or {}).get("type") == "knowledge-retrieval" and _valid_knowledge_node(data)
+             for i in data["dataset_ids"]]
     return tuple(dict.fromkeys(found))
+
+
+def trigger_nodes_of_workflow(workflow: Any) -> tuple[dict, ...]:
+    """The trigger nodes of a workflow graph, each with its data as JSON text (what Dify's trigger,
+    webhook, plugin-trigger and schedule receivers read from the graph)."""
+    return tuple({"node_id": str(node.get("id")), "node_type": data["type"], "data": json.dumps(data, default=str)}
+                 for node in _graph_nodes(workflow)
+                 if (data := node.get("data") or {}).get("type") in TRIGGER_NODE_TYPES)
 
 
 def tool_nodes_of_workflow(workflow: Any) -> tuple[dict, ...] | None:
@@ -129,27 +158,38 @@ def _app_fields(app: Any) -> Fields:
 
 
 def _app_was_created(app, kw) -> Fields:
+    """Dify 1.x sends the App with ``account=``; main sends an ``AppEvent(app_id, tenant_id,
+    mode)`` with ``created_records_initialized=True`` when its transaction made the records."""
+    account = kw.get("account")
     return {**_app_fields(app), "mode": attr(app, "mode"), "name": attr(app, "name"),
-            "created_by": attr(app, "created_by") or attr(kw.get("account"), "id"),
+            "created_by": attr(app, "created_by") or attr(account, "id"),
             "icon_type": attr(app, "icon_type"), "icon": attr(app, "icon"),
-            "icon_background": attr(app, "icon_background"), "description": attr(app, "description")}
+            "icon_background": attr(app, "icon_background"), "description": attr(app, "description"),
+            "updated_by": attr(app, "updated_by"), "has_account": account is not None,
+            "default_language": attr(account, "interface_language"),
+            "records_initialized": bool(kw.get("created_records_initialized"))}
 
 
 def _app_model_config_was_updated(app, kw) -> Fields:
     config = kw.get("app_model_config")
     return {**_app_fields(app), "app_model_config_id": attr(config, "id") or attr(app, "app_model_config_id"),
-            "dataset_ids": dataset_ids_of_model_config(config)}
+            "dataset_ids": dataset_ids_of_model_config(config), "config_given": config is not None}
+
+
+def _workflow_fields(app, workflow) -> Fields:
+    return {**_app_fields(app), "app_mode": attr(app, "mode"), "trigger_nodes": trigger_nodes_of_workflow(workflow)}
 
 
 def _app_published_workflow_was_updated(app, kw) -> Fields:
     workflow = kw.get("published_workflow")
-    return {**_app_fields(app), "workflow_id": attr(workflow, "id") or attr(app, "workflow_id"),
+    return {**_workflow_fields(app, workflow), "workflow_id": attr(workflow, "id") or attr(app, "workflow_id"),
             "dataset_ids": dataset_ids_of_workflow(workflow)}
 
 
 def _app_draft_workflow_was_synced(app, kw) -> Fields:
     workflow = kw.get("synced_draft_workflow")
-    return {**_app_fields(app), "workflow_id": attr(workflow, "id"), "tool_nodes": tool_nodes_of_workflow(workflow),
+    return {**_workflow_fields(app, workflow), "workflow_id": attr(workflow, "id"),
+            "tool_nodes": tool_nodes_of_workflow(workflow),
             "synced_by": attr(workflow, "updated_by") or attr(kw.get("account"), "id")}
 
 
@@ -158,11 +198,12 @@ def _dataset_was_deleted(dataset, kw) -> Fields:
     return {"dataset_id": attr(dataset, "id"), "tenant_id": attr(dataset, "tenant_id"),
             "indexing_technique": attr(dataset, "indexing_technique"), "doc_form": attr(dataset, "doc_form"),
             "index_struct": index_struct if index_struct is None or isinstance(index_struct, str)
-            else json.dumps(index_struct), "collection_binding_id": attr(dataset, "collection_binding_id")}
+            else json.dumps(index_struct), "collection_binding_id": attr(dataset, "collection_binding_id"),
+            "pipeline_id": attr(dataset, "pipeline_id")}
 
 
 def _document_was_deleted(document, kw) -> Fields:
-    if isinstance(document, str):  # Dify sends the document id, the rest as keywords
+    if isinstance(document, str):  # Dify sends the document id, the rest as keywords (no tenant: see the event)
         return {"document_id": document}
     return {"document_id": attr(document, "id"), "dataset_id": attr(document, "dataset_id"),
             "tenant_id": attr(document, "tenant_id"), "doc_form": attr(document, "doc_form")}
@@ -189,12 +230,36 @@ def _message_was_created(message, kw) -> Fields:
             "message_tokens": message_tokens, "answer_tokens": answer_tokens,
             "total_tokens": (message_tokens + answer_tokens) if None not in (message_tokens, answer_tokens) else None,
             "latency_ms": round(latency_s * 1000) if isinstance(latency_s, int | float) else None,
-            "invoke_from": attr(message, "invoke_from") or attr(entity, "invoke_from")}
+            "invoke_from": attr(message, "invoke_from") or attr(entity, "invoke_from"),
+            "app_mode": attr(attr(entity, "app_config"), "app_mode"), **_hosted_quota(model_conf)}
+
+
+def _hosted_quota(model_conf: Any) -> Fields:
+    """The quota Dify's update_provider_when_message_created charges, read as it reads it: the
+    provider configuration's current quota type when it is used as a system (hosted) provider, and
+    that quota's unit. Empty when the entity carries no provider configuration."""
+    configuration = attr(attr(model_conf, "provider_model_bundle"), "configuration")
+    system = attr(configuration, "system_configuration")
+    quota_type = attr(system, "current_quota_type")
+    if attr(configuration, "using_provider_type") != SYSTEM or not system or quota_type is None:
+        return {}
+    unit = next((attr(q, "quota_unit") for q in attr(system, "quota_configurations") or ()
+                 if attr(q, "quota_type") == quota_type), None)
+    return {"quota_type": quota_type, "quota_unit": unit}
 
 
 def _tenant_was_created(tenant, kw) -> Fields:
     return {"tenant_id": attr(tenant, "id"), "tenant_name": attr(tenant, "name"), "plan": attr(tenant, "plan"),
             "created_by": attr(kw.get("account"), "id")}
+
+
+def _feedback_was_created(feedback, kw) -> Fields:
+    """Dify sends the MessageFeedback row, the tenant as a keyword."""
+    return {"feedback_id": attr(feedback, "id"), "message_id": attr(feedback, "message_id"),
+            "app_id": attr(feedback, "app_id"), "conversation_id": attr(feedback, "conversation_id"),
+            "rating": attr(feedback, "rating"), "from_source": attr(feedback, "from_source"),
+            "from_end_user_id": attr(feedback, "from_end_user_id"),
+            "from_account_id": attr(feedback, "from_account_id")}
 
 
 def _tenant_was_updated(tenant, kw) -> Fields:
@@ -236,16 +301,18 @@ class Signal:
                               "keyword arguments (for example tenant_id=...).") from exc
 
     def send(self, sender: Any = None, /, *, session: Any = None, producer: EventProducer | None = None,
-             key: str | None = None, idempotency_key: str | None = None, wait: bool = False, **kwargs: Any) -> Event:
+             key: str | None = None, idempotency_key: str | None = None, wait: bool = False,
+             topic_prefix: str | None = None, **kwargs: Any) -> Event:
         """Publishes the event made of ``sender`` and ``kwargs`` and returns it. With
-        ``session``, adds it to the outbox in that session's transaction instead."""
+        ``session`` (Dify's own ``session=`` keyword too), adds it to the outbox in that session's
+        transaction instead (under ``topic_prefix``, else the settings' prefix)."""
         event = self.event(sender, **kwargs)
         if session is not None:
             if wait:
                 raise ValueError("wait=True has no meaning with session=: the outbox relay publishes after commit")
             from .outbox import add_to_outbox
 
-            add_to_outbox(session, event, key=key, idempotency_key=idempotency_key)
+            add_to_outbox(session, event, key=key, idempotency_key=idempotency_key, topic_prefix=topic_prefix)
         else:
             (producer if producer is not None else default_producer()).publish(
                 event, key=key, idempotency_key=idempotency_key, wait=wait)
@@ -261,13 +328,40 @@ class Signal:
         return f"<Signal {self.name} -> {self.event_class.__name__}>"
 
 
+class Bridge:
+    """A Dify signal while its receivers move to consumer groups one at a time: ``send`` publishes
+    the event (as ``signal`` does; Dify's ``session=`` puts it in that transaction's outbox) and
+    then calls the blinker receivers still connected to ``blinker_signal``, with Dify's own
+    arguments; ``connect`` connects to ``blinker_signal``, so Dify's ``@signal.connect`` receivers
+    keep working until their import is removed (see docs/adopting-in-dify.md)."""
+
+    def __init__(self, signal: Signal, blinker_signal: Any):
+        self.signal, self.blinker_signal = signal, blinker_signal
+        self.name = signal.name
+
+    def send(self, sender: Any = None, /, **kwargs: Any) -> list[tuple[Any, Any]]:
+        """Publishes, then returns what blinker's ``send`` returns: ``[(receiver, result), ...]``."""
+        self.signal.send(sender, **kwargs)
+        return self.blinker_signal.send(sender, **kwargs)
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        return self.blinker_signal.connect(*args, **kwargs)
+
+    def connect_via(self, *args: Any, **kwargs: Any) -> Any:
+        return self.blinker_signal.connect_via(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        receivers = len(self.blinker_signal.receivers)
+        return f"<Bridge {self.name} -> {self.signal.event_class.__name__} and {receivers} receivers>"
+
+
 def _short(sender: Any) -> str:
     text = repr(sender)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-app_was_created = Signal("app_was_created", AppWasCreated, _app_was_created, ("account",),
-                         "sender: app; kwargs: account")
+app_was_created = Signal("app_was_created", AppWasCreated, _app_was_created, ("account", "created_records_initialized"),
+                         "sender: app (or main's AppEvent); kwargs: account, created_records_initialized")
 app_model_config_was_updated = Signal("app_model_config_was_updated", AppModelConfigWasUpdated,
                                       _app_model_config_was_updated, ("app_model_config", "account"),
                                       "sender: app; kwargs: app_model_config")
@@ -275,8 +369,9 @@ app_published_workflow_was_updated = Signal("app_published_workflow_was_updated"
                                             _app_published_workflow_was_updated, ("published_workflow", "account"),
                                             "sender: app; kwargs: published_workflow")
 app_draft_workflow_was_synced = Signal("app_draft_workflow_was_synced", AppDraftWorkflowWasSynced,
-                                       _app_draft_workflow_was_synced, ("synced_draft_workflow", "account"),
-                                       "sender: app; kwargs: synced_draft_workflow")
+                                       _app_draft_workflow_was_synced,
+                                       ("synced_draft_workflow", "account", "session_factory"),
+                                       "sender: app; kwargs: synced_draft_workflow (main: session_factory, unused)")
 dataset_was_deleted = Signal("dataset_was_deleted", DatasetWasDeleted, _dataset_was_deleted, (),
                              "sender: dataset")
 document_was_deleted = Signal("document_was_deleted", DocumentWasDeleted, _document_was_deleted, (),
@@ -287,14 +382,16 @@ message_was_created = Signal("message_was_created", MessageWasCreated, _message_
                              ("application_generate_entity", "conversation", "is_first_message", "extras"),
                              "sender: message; kwargs: application_generate_entity, conversation")
 tenant_was_created = Signal("tenant_was_created", TenantWasCreated, _tenant_was_created, ("account",),
-                            "sender: tenant")
+                            "sender: tenant; kwargs: source")
 tenant_was_updated = Signal("tenant_was_updated", TenantWasUpdated, _tenant_was_updated, ("account",),
                             "sender: tenant")
+feedback_was_created = Signal("feedback_was_created", FeedbackWasCreated, _feedback_was_created, (),
+                              "sender: MessageFeedback; kwargs: tenant_id")
 
 SIGNALS: dict[str, Signal] = {s.name: s for s in (
     app_was_created, app_model_config_was_updated, app_published_workflow_was_updated, app_draft_workflow_was_synced,
     dataset_was_deleted, document_was_deleted, document_index_created, message_was_created, tenant_was_created,
-    tenant_was_updated)}
+    tenant_was_updated, feedback_was_created)}
 
 
 # -- the producer the signals publish through -------------------------------------------------

@@ -120,12 +120,16 @@ class AppWasCreated(Event):
 
     app_id: Id
     mode: AppMode
-    name: Text
-    created_by: Id
+    name: str = ""
+    created_by: str = ""
     icon_type: str | None = None
     icon: str | None = None
     icon_background: str | None = None
     description: str = ""
+    updated_by: str | None = None  # since v2
+    has_account: bool = True  # since v2: Dify creates the site record only when the signal had an account
+    default_language: str | None = None  # since v2: the account's interface_language
+    records_initialized: bool = False  # since v2: Dify's created_records_initialized=True
 
 
 class AppModelConfigWasUpdated(Event):
@@ -136,8 +140,19 @@ class AppModelConfigWasUpdated(Event):
     key_field: ClassVar[str] = "app_id"
 
     app_id: Id
-    app_model_config_id: Id
+    app_model_config_id: str = ""
     dataset_ids: tuple[Id, ...] = ()
+    config_given: bool = True  # since v2: False when the signal had no model config (the joins stay)
+
+
+class TriggerNode(BaseModel):
+    """A trigger node of a workflow graph; ``data`` is the node's data object as JSON text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: Id
+    node_type: Text
+    data: str
 
 
 class AppPublishedWorkflowWasUpdated(Event):
@@ -150,6 +165,8 @@ class AppPublishedWorkflowWasUpdated(Event):
     app_id: Id
     workflow_id: Id
     dataset_ids: tuple[Id, ...] = ()
+    app_mode: str | None = None  # since v2
+    trigger_nodes: tuple[TriggerNode, ...] = ()  # since v2
 
 
 class ToolNode(BaseModel):
@@ -174,6 +191,8 @@ class AppDraftWorkflowWasSynced(Event):
     workflow_id: Id
     tool_nodes: tuple[ToolNode, ...] = ()
     synced_by: str | None = None
+    app_mode: str | None = None  # since v2
+    trigger_nodes: tuple[TriggerNode, ...] = ()  # since v2
 
 
 # -- dataset ----------------------------------------------------------------------------------
@@ -189,6 +208,7 @@ class DatasetWasDeleted(Event):
     doc_form: str | None = None
     index_struct: str | None = None
     collection_binding_id: str | None = None
+    pipeline_id: str | None = None  # since v2
 
 
 # -- document ---------------------------------------------------------------------------------
@@ -199,6 +219,7 @@ class DocumentWasDeleted(Event):
     domain: ClassVar[str] = "document"
     key_field: ClassVar[str] = "dataset_id"
 
+    tenant_id: str = ""  # since v2 empty when the sender did not say (Dify does not): the dataset row knows it
     document_id: Id
     dataset_id: Id
     doc_form: str | None = None
@@ -234,6 +255,26 @@ class MessageWasCreated(Event):
     total_tokens: Count
     latency_ms: Count | None = None  # since v2
     invoke_from: str = "unknown"  # since v2
+    app_mode: str | None = None  # since v3
+    quota_type: str | None = None  # since v3: the hosted quota to charge; None: the tenant's own key
+    quota_unit: str | None = None  # since v3: tokens, credits or times
+
+
+class FeedbackWasCreated(Event):
+    """A message was rated: count the feedback for telemetry (Dify's enterprise telemetry receiver)."""
+
+    event_type: ClassVar[str] = "feedback_was_created"
+    domain: ClassVar[str] = "message"
+    key_field: ClassVar[str] = "message_id"
+
+    feedback_id: Id
+    message_id: Id
+    app_id: Id
+    conversation_id: str | None = None
+    rating: str | None = None
+    from_source: str | None = None
+    from_end_user_id: str | None = None
+    from_account_id: str | None = None
 
 
 # -- tenant -----------------------------------------------------------------------------------
@@ -247,6 +288,7 @@ class TenantWasCreated(Event):
     tenant_name: Text
     plan: Text = "basic"
     created_by: str | None = None
+    source: str = "tenant_created"  # since v2: Dify's tenant_was_created.send(tenant, source=...)
 
 
 class TenantWasUpdated(Event):
@@ -265,5 +307,5 @@ class TenantWasUpdated(Event):
 ALL_EVENTS: tuple[type[Event], ...] = (
     AppWasCreated, AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, AppDraftWorkflowWasSynced,
     DatasetWasDeleted, DocumentWasDeleted, DocumentIndexCreated, MessageWasCreated,
-    TenantWasCreated, TenantWasUpdated,
+    TenantWasCreated, TenantWasUpdated, FeedbackWasCreated,
 )

@@ -1,10 +1,12 @@
 """Plays a workload as Dify's application would, against a real database and Kafka.
 
 A ``Change`` via the outbox: its rows and one ``event_outbox`` row per event in one transaction
-(``producers.outbox.add_to_outbox``); the ``Relay`` thread (an ``OutboxRelay``) publishes them
-after the commit. A ``Change`` via the SDK: its rows in one transaction, then, once it committed,
-``EventProducer.publish`` per event. A ``Poison``: its bytes produced straight onto the domain
-topic by a plain confluent_kafka ``Producer``, past the SDK and its schemas.
+(Dify's calls through ``producers.signals`` with ``session=``, other events with
+``add_to_outbox``); the ``Relay`` thread (an ``OutboxRelay``) publishes them after the commit. A
+``Change`` via the SDK: its rows in one transaction, then, once it committed, Dify's calls through
+the signals (other events with ``EventProducer.publish``). A ``Poison``: its bytes produced
+straight onto the domain topic by a plain confluent_kafka ``Producer``, past the SDK and its
+schemas.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from producers import EventProducer, OutboxRelay, PublishError, add_to_outbox
 from producers.outbox import event_outbox
+from producers.signals import SIGNALS
 
 from .workload import OUTBOX, SDK, Change, Poison
 
@@ -62,10 +65,15 @@ class Application:
             for gone in step.deletes:
                 session.execute(delete(gone.model).where(gone.model.id == gone.id))
             if step.via == OUTBOX:
-                for event in step.events:
+                for call in step.calls:  # Dify's call, into the outbox in this transaction
+                    SIGNALS[call.site.signal].send(call.sender, session=session, topic_prefix=self.topic_prefix,
+                                                   **call.kwargs)
+                for event in step.direct_events:
                     add_to_outbox(session, event, topic_prefix=self.topic_prefix)
         if step.via == SDK:
-            for event in step.events:
+            for call in step.calls:  # Dify's call, after the commit, as Dify sends it
+                SIGNALS[call.site.signal].send(call.sender, producer=self.producer, **call.kwargs)
+            for event in step.direct_events:
                 self.producer.publish(event)
         for event in step.events:
             self.published[(event.event_type, step.via)] += 1

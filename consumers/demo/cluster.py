@@ -160,5 +160,5 @@ def group_env(settings: Settings, *, bootstrap: str, prefix: str, database_url: 
     env = {k: v for k, v in os.environ.items() if k not in ("EVENTS_BOOTSTRAP_SERVERS", "EVENTS_HEALTH_PORT")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, EVENTS_TOPIC_PREFIX=prefix, EVENTS_DATABASE_URL=database_url,
                EVENTS_DRAIN_TIMEOUT_S=str(min(settings.drain_timeout_s, 20.0)), PYTHONUNBUFFERED="1",
-               EVENTS_METRICS_PORT="0")  # nine processes on one machine: no /metrics (the demo reads /healthz)
+               EVENTS_METRICS_PORT="0")  # fifteen processes on one machine: no /metrics (the demo reads /healthz)
     return env

@@ -4,7 +4,11 @@
 is one application transaction: the rows it inserts, updates and deletes (the rows the domain's
 docstrings say the application writes), and the events it publishes, either through the
 transactional outbox (``OUTBOX``: in that same transaction) or through the producer SDK after the
-commit (``SDK``). A ``Poison`` is bytes produced straight onto a domain topic, past the SDK.
+commit (``SDK``). Where Dify has a call site for an event, the change holds Dify's call
+(``SignalCall``: a call site of ``producers.dify_calls`` with Dify-shaped objects), which the
+application plays through the signals; the other events (tenant updates and index requests, which
+Dify never sends) are built directly. A ``Poison`` is bytes produced straight onto a domain topic,
+past the SDK.
 
 The channels follow what each kind of write is: configuration changes (tenants, apps, model
 configs, workflows, new documents with their index request) go through the outbox, so the event
@@ -18,6 +22,7 @@ bits from the seed. Nothing here touches a database or Kafka (``application.py``
 
 from __future__ import annotations
 
+import json
 import random
 import string
 import uuid
@@ -29,21 +34,10 @@ from functools import partial
 from itertools import pairwise
 from typing import Any, Final, Literal
 
+from producers import dify_calls as dify
+from producers.signals import SIGNALS
 from schemas import headers as H
-from schemas.events import (
-    AppDraftWorkflowWasSynced,
-    AppModelConfigWasUpdated,
-    AppPublishedWorkflowWasUpdated,
-    AppWasCreated,
-    DatasetWasDeleted,
-    DocumentIndexCreated,
-    DocumentWasDeleted,
-    Event,
-    MessageWasCreated,
-    TenantWasCreated,
-    TenantWasUpdated,
-    ToolNode,
-)
+from schemas.events import DocumentIndexCreated, Event, TenantWasCreated, TenantWasUpdated
 
 from ..domain import (
     App,
@@ -52,14 +46,27 @@ from ..domain import (
     Dataset,
     Document,
     Message,
+    Provider,
     Tenant,
     ToolParameterCache,
     Workflow,
 )
 from ..domain.app import DRAFT, WORKFLOW_MODES
+from ..domain.provider import HOSTED_PROVIDERS, SYSTEM, plan_quota
 
 OUTBOX: Final = "outbox"
 SDK: Final = "sdk"
+# Dify's call sites the demo's application makes (producers.dify_calls)
+CREATE_TENANT = dify.site("api/services/account_service.py", "tenant_was_created")
+CREATE_APP = dify.site("api/services/app_service.py", "app_was_created")
+UPDATE_MODEL_CONFIG = dify.site("api/controllers/console/app/model_config.py", "app_model_config_was_updated")
+PUBLISH_WORKFLOW = dify.site("api/services/workflow_service.py", "app_published_workflow_was_updated")
+SYNC_DRAFT = dify.site("api/services/workflow_service.py", "app_draft_workflow_was_synced")
+SAVE_MESSAGE = dify.site("api/core/app/task_pipeline/easy_ui_based", "message_was_created")
+SAVE_ADVANCED_CHAT_MESSAGE = dify.site("api/core/app/apps/advanced_chat", "message_was_created")
+CREATE_FEEDBACK = dify.site("api/events/feedback_event.py", "feedback_was_created")
+DELETE_DATASET = dify.site("api/services/dataset_service.py", "dataset_was_deleted")
+DELETE_DOCUMENT = dify.site("api/services/dataset_service.py", "document_was_deleted")
 Via = Literal["outbox", "sdk"]
 START = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
 DEFAULT_SEED = 2025
@@ -108,8 +115,19 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class SignalCall:
+    """Dify's call at ``site``: ``<site.signal>.send(sender, **kwargs)``; ``kwargs`` add only the
+    demo's ``event_id`` and ``occurred_at`` to Dify's. ``event`` is what the call publishes."""
+
+    site: dify.CallSite
+    sender: Any
+    kwargs: dict[str, Any]
+    event: Event
+
+
+@dataclass(frozen=True)
 class Change:
-    """One application transaction and the events it publishes."""
+    """One application transaction and the events it publishes (``calls``' events among them)."""
 
     what: str
     via: Via
@@ -117,6 +135,13 @@ class Change:
     updates: tuple[Update, ...] = ()
     deletes: tuple[Delete, ...] = ()
     events: tuple[Event, ...] = ()
+    calls: tuple[SignalCall, ...] = ()
+
+    @property
+    def direct_events(self) -> list[Event]:
+        """The events no Dify call makes, built as they are."""
+        made = {call.event.event_id for call in self.calls}
+        return [event for event in self.events if event.event_id not in made]
 
 
 @dataclass(frozen=True)
@@ -246,10 +271,17 @@ class _Generator:
     def event(self, cls: type[Event], at: datetime, **fields: Any) -> Event:
         return cls(event_id=_event_id(self.rng, at), occurred_at=at, **fields)
 
-    def change(self, what: str, via: Via, *, inserts=(), updates=(), deletes=(), events=()) -> Change:
-        step = Change(what, via, tuple(inserts), tuple(updates), tuple(deletes), tuple(events))
+    def change(self, what: str, via: Via, *, inserts=(), updates=(), deletes=(), events=(), calls=()) -> Change:
+        step = Change(what, via, tuple(inserts), tuple(updates), tuple(deletes),
+                      tuple(events) + tuple(call.event for call in calls), tuple(calls))
         self.steps.append(step)
         return step
+
+    def call(self, site: dify.CallSite, world: dify.World, at: datetime) -> SignalCall:
+        """Dify's call at ``site`` on ``world``'s objects, with a reproducible event id and time."""
+        sender, kwargs = site.call(world)
+        kwargs = {**kwargs, "event_id": _event_id(self.rng, at), "occurred_at": at}
+        return SignalCall(site, sender, kwargs, SIGNALS[site.signal].event(sender, **kwargs))
 
     def sentence(self) -> str:
         r = self.rng
@@ -290,9 +322,15 @@ class _Generator:
             self.tenants.append(tenant)
             self.accounts[tenant["id"]] = account
             self.datasets[tenant["id"]] = []
-            self.change(f"tenant {name} created", OUTBOX, inserts=[Insert(Tenant, tenant)], events=[self.event(
-                TenantWasCreated, at, tenant_id=tenant["id"], tenant_name=name, plan=tenant["plan"],
-                created_by=account)])
+            # Dify's application (its ProviderManager) makes the hosted providers' trial records; the
+            # provider-usage group only charges existing rows, as Dify's receiver does
+            providers = [Insert(Provider, dict(id=_id(self.rng), tenant_id=tenant["id"], provider_name=name_,
+                                               provider_type=SYSTEM, quota_type="trial",
+                                               quota_limit=plan_quota(tenant["plan"]), quota_used=0, created_at=at,
+                                               updated_at=at)) for name_ in HOSTED_PROVIDERS]
+            self.change(f"tenant {name} created", OUTBOX, inserts=[Insert(Tenant, tenant), *providers],
+                        calls=[self.call(CREATE_TENANT, dify.World(tenant=dify.Tenant(tenant["id"], name,
+                                                                                      tenant["plan"])), at)])
 
     def create_datasets(self) -> None:
         """Datasets are rows only: the seed has no event for a new dataset."""
@@ -376,7 +414,7 @@ class _Generator:
         inserts = []
         if mode in WORKFLOW_MODES:
             draft_id = _id(r)
-            graph = self.graph(provider, model, [], self.tool_nodes())
+            graph = self.graph(provider, model, [], self.tool_nodes(), triggers=mode == "workflow")
             inserts.append(Insert(Workflow, dict(id=draft_id, tenant_id=tenant_id, app_id=app_id, version=DRAFT,
                                                  type="workflow" if mode == "workflow" else "chat", graph=graph,
                                                  created_by=app["created_by"], created_at=at, updated_at=at)))
@@ -389,10 +427,17 @@ class _Generator:
         self.apps.append(dict(id=app_id, tenant_id=tenant_id, mode=mode, **state))
         self.app_model[app_id] = (provider, model)
         self.conversations[app_id] = [_id(r) for _ in range(r.randint(2, 6))]
-        self.change(f"app {name} ({mode}) created", OUTBOX, inserts=[Insert(App, app), *inserts], events=[self.event(
-            AppWasCreated, at, tenant_id=tenant_id, app_id=app_id, mode=mode, name=name,
-            created_by=app["created_by"], icon_type=app["icon_type"], icon=app["icon"],
-            icon_background=app["icon_background"], description=app["description"])])
+        account = dify.Account(self.accounts[tenant_id], interface_language=r.choice(["en-US", "zh-Hans", "ja-JP"]))
+        self.change(f"app {name} ({mode}) created", OUTBOX, inserts=[Insert(App, app), *inserts], calls=[self.call(
+            CREATE_APP, dify.World(app=self.dify_app(app), account=account), at)])
+
+    @staticmethod
+    def dify_app(app: dict[str, Any]) -> dify.App:
+        """The app as Dify's ``App`` model passes it to a signal."""
+        return dify.App(app["id"], app["tenant_id"], app["mode"], app.get("name", ""),
+                        created_by=app.get("created_by"), updated_by=app.get("created_by"),
+                        icon_type=app.get("icon_type"), icon=app.get("icon"),
+                        icon_background=app.get("icon_background"), description=app.get("description", ""))
 
     def model_config(self, config_id: str, app_id: str, provider: str, model: str, dataset_ids: list[str],
                      at: datetime) -> dict[str, Any]:
@@ -410,8 +455,14 @@ class _Generator:
                                                   "provider_id": pid, "tool_name": name}}
                 for n, (ptype, pid, name) in enumerate(chosen)]
 
-    def graph(self, provider: str, model: str, dataset_ids: list[str], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    def graph(self, provider: str, model: str, dataset_ids: list[str], tools: list[dict[str, Any]],
+              *, triggers: bool = False) -> dict[str, Any]:
         nodes: list[dict[str, Any]] = [{"id": "start", "data": {"type": "start", "title": "Start"}}]
+        if triggers:  # a workflow app's trigger nodes: a webhook and a weekday-morning schedule
+            nodes += [{"id": "webhook", "data": {"type": "trigger-webhook", "title": "Incoming webhook"}},
+                      {"id": "schedule", "data": {"type": "trigger-schedule", "title": "Weekday mornings",
+                                                  "mode": "cron", "cron_expression": "0 9 * * 1-5",
+                                                  "timezone": "Europe/Berlin"}}]
         for n, chunk in enumerate(_chunks(dataset_ids, 2)):
             nodes.append({"id": f"knowledge-{n + 1}", "data": {"type": "knowledge-retrieval", "title": "Knowledge",
                                                                "dataset_ids": chunk, "retrieval_mode": "multiple"}})
@@ -459,20 +510,22 @@ class _Generator:
         config_id = _id(self.rng)
         datasets = self.pick_datasets(app["tenant_id"])
         self.app_model[app["id"]] = (provider, model)
-        self.change(f"model config of app {app['id']} updated", OUTBOX,
-                    inserts=[Insert(AppModelConfig, self.model_config(config_id, app["id"], provider, model,
-                                                                      datasets, at))],
+        config = self.model_config(config_id, app["id"], provider, model, datasets, at)
+        dify_config = dify.AppModelConfig(config_id, app["id"], agent_mode=json.dumps({"enabled": False, "tools": []}),
+                                          dataset_configs=json.dumps(config["dataset_configs"]))
+        self.change(f"model config of app {app['id']} updated", OUTBOX, inserts=[Insert(AppModelConfig, config)],
                     updates=[Update(App, app["id"], dict(app_model_config_id=config_id, updated_at=at))],
-                    events=[self.event(AppModelConfigWasUpdated, at, tenant_id=app["tenant_id"], app_id=app["id"],
-                                       app_model_config_id=config_id, dataset_ids=tuple(datasets))])
+                    calls=[self.call(UPDATE_MODEL_CONFIG, dify.World(app=self.dify_app(app),
+                                                                     app_model_config=dify_config), at)])
 
     def publish_workflow(self, app: dict[str, Any]) -> None:
         at = self.tick()
         provider, model = self.rng.choice(MODELS)
         datasets = self.pick_datasets(app["tenant_id"])
         workflow_id = _id(self.rng)
-        graph = self.graph(provider, model, datasets, self.tool_nodes())
+        graph = self.graph(provider, model, datasets, self.tool_nodes(), triggers=app["mode"] == "workflow")
         self.app_model[app["id"]] = (provider, model)
+        workflow = dify.Workflow(workflow_id, app["tenant_id"], app["id"], json.dumps(graph), version=str(at))
         self.change(f"workflow of app {app['id']} published", OUTBOX,
                     inserts=[Insert(Workflow, dict(
                         id=workflow_id, tenant_id=app["tenant_id"], app_id=app["id"],
@@ -480,8 +533,7 @@ class _Generator:
                         type="workflow" if app["mode"] == "workflow" else "chat", graph=graph,
                         created_by=self.accounts[app["tenant_id"]], created_at=at, updated_at=at))],
                     updates=[Update(App, app["id"], dict(workflow_id=workflow_id, updated_at=at))],
-                    events=[self.event(AppPublishedWorkflowWasUpdated, at, tenant_id=app["tenant_id"],
-                                       app_id=app["id"], workflow_id=workflow_id, dataset_ids=tuple(datasets))])
+                    calls=[self.call(PUBLISH_WORKFLOW, dify.World(app=self.dify_app(app), workflow=workflow), at)])
 
     def fill_tool_cache(self, app: dict[str, Any]) -> None:
         """The app runtime ran the draft: it cached each tool node's decrypted parameters."""
@@ -498,14 +550,14 @@ class _Generator:
         at = self.tick()
         provider, model = self.app_model[app["id"]]
         tools = [n for n in app["graph"]["nodes"] if n["data"]["type"] == "tool"]
-        graph = self.graph(provider, model, self.pick_datasets(app["tenant_id"]), tools)
+        graph = self.graph(provider, model, self.pick_datasets(app["tenant_id"]), tools,
+                           triggers=app["mode"] == "workflow")
         app["graph"] = graph
+        draft = dify.Workflow(app["draft_id"], app["tenant_id"], app["id"], json.dumps(graph),
+                              updated_by=self.accounts[app["tenant_id"]])
         self.change(f"draft workflow of app {app['id']} synced", OUTBOX,
                     updates=[Update(Workflow, app["draft_id"], dict(graph=graph, updated_at=at))],
-                    events=[self.event(AppDraftWorkflowWasSynced, at, tenant_id=app["tenant_id"], app_id=app["id"],
-                                       workflow_id=app["draft_id"], synced_by=self.accounts[app["tenant_id"]],
-                                       tool_nodes=tuple(ToolNode(node_id=n["id"], **{k: n["data"][k] for k in (
-                                           "provider_type", "provider_id", "tool_name")}) for n in tools))])
+                    calls=[self.call(SYNC_DRAFT, dify.World(app=self.dify_app(app), workflow=draft), at)])
 
     def update_tenant(self, tenant: dict[str, Any]) -> None:
         at = self.tick()
@@ -534,11 +586,15 @@ class _Generator:
 
     def messages(self, count: int) -> None:
         """Answers in conversations of busy apps: the rows, then the events (SDK, after the commit)."""
-        inserts, events = [], []
-        weights = [1 + (i % 5) for i in range(len(self.apps))]
-        for app in self.rng.choices(self.apps, weights, k=count):
+        inserts, calls = [], []
+        talking = [app for app in self.apps if app["mode"] != "workflow"]  # a workflow app makes no messages
+        if not talking:
+            return
+        weights = [1 + (i % 5) for i in range(len(talking))]
+        for app in self.rng.choices(talking, weights, k=count):
             at = self.tick(0.0, 0.05)
-            provider, model = self.app_model[app["id"]]
+            short, model = self.app_model[app["id"]]
+            provider = f"langgenius/{short}/{short}"  # Dify 1.x names providers by their plugin id
             message_tokens, answer_tokens = self.rng.randint(20, 2400), self.rng.randint(5, 900)
             latency_ms = self.rng.randint(300, 9000)
             conversation = self.rng.choice(self.conversations[app["id"]])
@@ -549,12 +605,19 @@ class _Generator:
                 model_provider=provider, model_id=model, message_tokens=message_tokens, answer_tokens=answer_tokens,
                 total_tokens=message_tokens + answer_tokens, currency="USD",
                 provider_response_latency=latency_ms / 1000, invoke_from=invoke_from, created_at=at)))
-            events.append(self.event(
-                MessageWasCreated, at, tenant_id=app["tenant_id"], message_id=message_id, conversation_id=conversation,
-                app_id=app["id"], provider_name=provider, model_name=model, message_tokens=message_tokens,
-                answer_tokens=answer_tokens, total_tokens=message_tokens + answer_tokens, latency_ms=latency_ms,
-                invoke_from=invoke_from))
-        self.change(f"{count} messages answered", SDK, inserts=inserts, events=events)
+            message = dify.Message(message_id, conversation, app["id"], provider, model, message_tokens,
+                                   answer_tokens, latency_ms / 1000, invoke_from)
+            entity = dify.generate_entity(tenant_id=app["tenant_id"], app_id=app["id"], app_mode=app["mode"],
+                                          provider=provider, model=model, quota_unit="credits",
+                                          provider_type="system" if short in HOSTED_PROVIDERS else "custom")
+            site = SAVE_ADVANCED_CHAT_MESSAGE if app["mode"] == "advanced-chat" else SAVE_MESSAGE
+            calls.append(self.call(site, dify.World(message=message, entity=entity), at))
+            if self.rng.random() < 0.04:  # a user rates the answer
+                feedback = dify.MessageFeedback(_id(self.rng), app["id"], conversation, message_id,
+                                                self.rng.choice(["like", "dislike"]), from_end_user_id=_id(self.rng))
+                calls.append(self.call(CREATE_FEEDBACK, dify.World(feedback=feedback,
+                                                                   tenant=dify.Tenant(app["tenant_id"], "")), at))
+        self.change(f"{count} messages answered", SDK, inserts=inserts, calls=calls)
 
     # -- deletions, among the last messages -------------------------------------------------
     def deletions(self) -> None:
@@ -574,17 +637,17 @@ class _Generator:
     def delete_document(self, document_id: str) -> None:
         at = self.tick(0.1, 1.0)
         dataset_id = self.document_dataset[document_id]
-        self.change(f"document {document_id} deleted", SDK, deletes=[Delete(Document, document_id)], events=[
-            self.event(DocumentWasDeleted, at, tenant_id=self.dataset_tenant[dataset_id], document_id=document_id,
-                       dataset_id=dataset_id, doc_form="text_model")])
+        document = dify.Document(document_id, dataset_id, doc_form="text_model")
+        self.change(f"document {document_id} deleted", SDK, deletes=[Delete(Document, document_id)],
+                    calls=[self.call(DELETE_DOCUMENT, dify.World(document=document), at)])
 
     def delete_dataset(self, dataset_id: str) -> None:
         at = self.tick(0.1, 1.0)
         tenant_id = self.dataset_tenant[dataset_id]
         self.datasets[tenant_id].remove(dataset_id)
-        self.change(f"dataset {dataset_id} deleted", SDK, deletes=[Delete(Dataset, dataset_id)], events=[
-            self.event(DatasetWasDeleted, at, tenant_id=tenant_id, dataset_id=dataset_id,
-                       indexing_technique="economy", doc_form="text_model")])
+        dataset = dify.Dataset(dataset_id, tenant_id, indexing_technique="economy", doc_form="text_model")
+        self.change(f"dataset {dataset_id} deleted", SDK, deletes=[Delete(Dataset, dataset_id)],
+                    calls=[self.call(DELETE_DATASET, dify.World(dataset=dataset), at)])
 
     # -- poison -----------------------------------------------------------------------------
     def poison_bytes(self) -> None:
@@ -592,7 +655,8 @@ class _Generator:
         garbage = bytes(self.rng.getrandbits(8) for _ in range(48))
         tenant = self.tenants[0]
         self.steps.append(Poison("garbage bytes without headers", "message", b"poison-1", garbage))
-        self.expected.append(ExpectedDeadLetter("provider-usage", "BadHeader", "garbage bytes without headers"))
+        for group in ("provider-usage", "feedback-telemetry"):  # both read the message topic
+            self.expected.append(ExpectedDeadLetter(group, "BadHeader", "garbage bytes without headers"))
         self.steps.append(Poison("garbage bytes labelled message_was_created", "message", b"poison-2", garbage,
                                  ((H.EVENT_TYPE, b"message_was_created"),)))
         self.expected.append(ExpectedDeadLetter("provider-usage", "NotSingleObjectEncoded",

@@ -3,8 +3,9 @@
 ``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore``, ``rowcount``
 ``tenant``    tenants, tenant settings, default models
 ``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache
-``dataset``   datasets, documents, segments, the keyword index table
-``provider``  providers (quota, last use), usage totals, counted messages, messages
+``dataset``   datasets, documents, segments, the keyword index table, files, metadata, pipelines
+``provider``  providers (quota, last use), usage totals, counted messages, messages, feedback counts
+``trigger``   a workflow app's triggers, schedule plan, plugin triggers and webhooks
 ``search``    text -> segments and keywords; ``search(session, dataset_id, query)``
 ``invariants`` the database's invariants, checked by ``events demo``
 """
@@ -20,15 +21,31 @@ from .app import (
     Workflow,
 )
 from .base import Base, UTCDateTime, create_all, insert_ignore, new_id, rowcount, utcnow
-from .dataset import Dataset, Document, DocumentKeyword, DocumentSegment
-from .provider import Message, MessageUsage, Provider, ProviderUsage
+from .dataset import (
+    Dataset,
+    DatasetMetadata,
+    DatasetMetadataBinding,
+    DatasetProcessRule,
+    DatasetQuery,
+    Document,
+    DocumentKeyword,
+    DocumentSegment,
+    Pipeline,
+    SegmentAttachmentBinding,
+    UploadFile,
+)
+from .provider import FeedbackTelemetry, Message, MessageUsage, Provider, ProviderUsage
 from .search import keywords, search, split_segments, unindex
-from .tenant import Tenant, TenantDefaultModel, TenantSetting
+from .tenant import Tenant, TenantDefaultModel, TenantSetting, WorkspaceSyncTask
+from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, WorkflowWebhookTrigger
 
 __all__ = [
-    "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "Base", "Dataset", "Document",
-    "DocumentKeyword", "DocumentSegment", "InstalledApp", "Message", "MessageUsage", "Provider", "ProviderUsage",
-    "Site", "Tenant", "TenantDefaultModel", "TenantSetting", "ToolParameterCache", "UTCDateTime", "Workflow",
-    "create_all", "insert_ignore", "keywords", "new_id", "rowcount", "search", "split_segments", "unindex",
-    "utcnow",
+    "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
+    "DatasetMetadata", "DatasetMetadataBinding", "DatasetProcessRule", "DatasetQuery", "Document", "DocumentKeyword",
+    "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
+    "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantDefaultModel", "TenantSetting",
+    "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger", "WorkflowSchedulePlan",
+    "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords", "new_id", "rowcount",
+    "search",
+    "split_segments", "unindex", "utcnow",
 ]

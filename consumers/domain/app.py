@@ -21,6 +21,8 @@ WORKFLOW_MODES = frozenset({"workflow", "advanced-chat"})
 """App modes whose datasets come from the published workflow; the others' from the model config."""
 DRAFT = "draft"
 """``workflows.version`` of an app's draft; a published workflow's version is its publication time."""
+RAG_PIPELINE = "rag-pipeline"
+"""``workflows.type`` of a knowledge pipeline's workflows (``app_id`` is then the pipeline's id)."""
 
 
 class App(Base):
@@ -62,6 +64,7 @@ class Site(Base):
     customize_token_strategy: Mapped[str] = mapped_column(String(32), default="not_allow")
     status: Mapped[str] = mapped_column(String(32), default="normal")
     created_by: Mapped[str | None] = mapped_column(String(36))
+    updated_by: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -75,7 +75,7 @@ class Base(DeclarativeBase):
 
 def create_all(engine: Engine) -> None:
     """Creates every domain table and index that does not exist yet (SQLite and PostgreSQL)."""
-    from . import app, dataset, provider, tenant  # noqa: F401 - registers the models on Base.metadata
+    from . import app, dataset, provider, tenant, trigger  # noqa: F401 - registers the models on Base.metadata
 
     Base.metadata.create_all(engine)
 

@@ -8,6 +8,7 @@ makes counting a message twice impossible, whatever the event id).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from decimal import Decimal
 
@@ -19,24 +20,49 @@ from .base import Base, insert_ignore, new_id, utcnow
 SYSTEM, CUSTOM = "system", "custom"
 HOSTED_PROVIDERS = ("openai", "anthropic")
 """Providers the platform hosts: every tenant gets a trial quota of tokens on each."""
-PLAN_QUOTAS: dict[str, int | None] = {
+UNLIMITED = -1
+"""``quota_limit`` of an unlimited quota, as Dify writes it."""
+CHARGED_APP_MODES = frozenset({"chat", "agent-chat"})
+"""App modes whose messages Dify's provider-usage receiver charges (the others are charged elsewhere)."""
+
+
+CREDIT_CONFIG_ENV = "HOSTED_MODEL_CREDIT_CONFIG"
+
+
+def model_credits(model_name: str, config: str | None = None) -> int:
+    """Credits one message of ``model_name`` costs: Dify's ``get_model_credits`` over its
+    ``HOSTED_MODEL_CREDIT_CONFIG`` (``gpt-4:20,gpt-4o:10``); 1 for a model not listed."""
+    config = os.environ.get(CREDIT_CONFIG_ENV, "") if config is None else config
+    for item in config.split(","):
+        pattern, _, credits = item.partition(":")
+        if credits and pattern.strip() == model_name:
+            return int(credits)
+    return 1
+
+
+def short_provider_name(provider: str) -> str:
+    """``langgenius/openai/openai`` -> ``openai``: Dify's ``ModelProviderID(provider).provider_name``
+    (a bare name is ``langgenius/<name>/<name>``, so it stays itself)."""
+    return provider.rsplit("/", 1)[-1]
+PLAN_QUOTAS: dict[str, int] = {
     "sandbox": 200_000,
     "basic": 1_000_000,
     "professional": 10_000_000,
     "team": 50_000_000,
-    "enterprise": None,  # unlimited
+    "enterprise": UNLIMITED,
 }
 """Tokens of hosted trial quota per plan; a plan not listed gets the basic quota."""
 DEFAULT_MODELS = {"llm": ("openai", "gpt-4o-mini"), "text-embedding": ("openai", "text-embedding-3-small")}
 
 
-def plan_quota(plan: str) -> int | None:
+def plan_quota(plan: str) -> int:
     return PLAN_QUOTAS.get(plan, PLAN_QUOTAS["basic"])
 
 
 class Provider(Base):
-    """A tenant's model provider: hosted (``system``, with a trial quota in tokens; null limit
-    means unlimited) or the tenant's own key (``custom``, no limit)."""
+    """A tenant's model provider: hosted (``system``, with a quota; a limit of -1 is unlimited) or
+    the tenant's own key (``custom``, no quota). Dify names hosted rows by the short provider name
+    (``openai``) and rows of the 1.x plugin era by the full id (``langgenius/openai/openai``)."""
 
     __tablename__ = "providers"
     __table_args__ = (UniqueConstraint("tenant_id", "provider_name"),)
@@ -55,8 +81,8 @@ class Provider(Base):
 
     @property
     def quota_remaining(self) -> int | None:
-        """Tokens left; negative when the last messages overdrew it; None when unlimited."""
-        return None if self.quota_limit is None else self.quota_limit - self.quota_used
+        """Units left; negative when the last message overdrew it; None when unlimited."""
+        return None if self.quota_limit in (None, UNLIMITED) else self.quota_limit - self.quota_used
 
 
 class ProviderUsage(Base):
@@ -111,6 +137,23 @@ class Message(Base):
     provider_response_latency: Mapped[float | None]
     invoke_from: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FeedbackTelemetry(Base):
+    """One counted feedback (Dify's ``dify.feedback.created`` telemetry event): the enterprise
+    telemetry counter ``FEEDBACK`` per tenant, app and rating is the count of these rows. A row per
+    event, so counting one twice is impossible."""
+
+    __tablename__ = "feedback_telemetry"
+    __table_args__ = (Index(None, "tenant_id", "app_id", "rating"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    app_id: Mapped[str] = mapped_column(String(36))
+    message_id: Mapped[str] = mapped_column(String(36))
+    rating: Mapped[str | None] = mapped_column(String(16))
+    from_source: Mapped[str | None] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
 
 
 def ensure_provider(session: Session, tenant_id: str, provider_name: str, plan: str) -> None:

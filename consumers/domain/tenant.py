@@ -63,6 +63,19 @@ class TenantDefaultModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WorkspaceSyncTask(Base):
+    """A credential-sync task for the enterprise plugin manager: Dify pushes it onto the Redis list
+    ``enterprise:workspace:sync:queue``; here the queue is this table."""
+
+    __tablename__ = "workspace_sync_tasks"
+
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(36))
+    source: Mapped[str] = mapped_column(String(64))
+    retry_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def tenant_plan(session: Session, tenant_id: str) -> str:
     """The tenant's plan: its settings' if the tenant-provisioner has run, else the tenants
     row's (written by the application), else the default."""

@@ -1,17 +1,21 @@
 """``app-dataset-joins``: an app's dataset joins follow its current config.
 
-Seed: ``update_app_dataset_join_when_app_model_config_updated`` and
+Dify: ``update_app_dataset_join_when_app_model_config_updated`` and
 ``update_app_dataset_join_when_app_published_workflow_updated``. Both events carry the complete
-set of datasets the config (or the published workflow's knowledge-retrieval nodes) references;
-the handler makes the joins equal to it: adds the missing, removes the stale.
+set of datasets the config (or the published workflow's knowledge-retrieval nodes that pass
+Dify's node validation: the signal skips the others, as Dify's receiver does) references; the
+handler makes the joins equal to it: adds the missing, removes the stale. A model-config update
+sent without a config (``app_model_config=None``) changes nothing, as in Dify.
 
 Order: both events are keyed by ``app_id``, so Kafka delivers one app's updates in order. An older
 update can still arrive after a newer one (a replay, a re-driven dead letter); the app's
 ``app_dataset_join_versions`` row records the version (``occurred_at``, ``event_id``) the joins
 were last made equal to, and an older update is ignored.
 
-Deleted datasets: a dataset the application has deleted (no ``datasets`` row) or that belongs to
-another tenant is not joined; ``dataset-cleaner`` removes the joins of a dataset deleted later.
+Deleted datasets (a difference kept on purpose: Dify joins whatever id the config names): a
+dataset the application has deleted (no ``datasets`` row) or that belongs to another tenant is not
+joined, so no join outlives its dataset; ``dataset-cleaner`` removes the joins of a dataset
+deleted later.
 The datasets read are locked (``FOR SHARE`` on PostgreSQL) so a dataset cannot be deleted between
 this check and this transaction's commit; SQLite's single writer gives the same.
 """
@@ -35,6 +39,9 @@ group = register(ConsumerGroup("app-dataset-joins"))
 
 @group.handler(AppModelConfigWasUpdated)
 def sync_joins_with_model_config(event: AppModelConfigWasUpdated, ctx: HandlerContext) -> None:
+    if not event.config_given:
+        ctx.log.info("app %s: model config update without a config: joins unchanged (as in Dify)", event.app_id)
+        return
     sync_app_dataset_joins(event, ctx, event.dataset_ids, source_type="app_model_config",
                            source_id=event.app_model_config_id)
 
@@ -49,7 +56,6 @@ def sync_app_dataset_joins(event: AppModelConfigWasUpdated | AppPublishedWorkflo
     """Makes the app's joins equal to ``dataset_ids`` (those that exist in the event's tenant),
     unless a newer update was applied already. Naturally idempotent (set equality)."""
     session, app_id, version = ctx.session, event.app_id, version_of(event)
-    assert session is not None  # idempotent: it runs in the runtime's transaction
     insert_ignore(session, AppDatasetJoinVersion, dict(
         app_id=app_id, version="", occurred_at=event.occurred_at, event_id=event.event_id,
         source_type=source_type, source_id=source_id, dataset_ids=[]), conflict=("app_id",))

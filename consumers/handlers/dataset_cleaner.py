@@ -1,32 +1,67 @@
 """``dataset-cleaner``: a deleted dataset leaves nothing behind.
 
-Seed: ``clean_when_dataset_deleted`` (on ``dataset_was_deleted``), which queues Dify's
-``clean_dataset_task``. A heavy job, so a group of its own: a slow clean-up never delays another
-group.
+Dify: ``clean_when_dataset_deleted`` (on ``dataset_was_deleted``), which queues
+``clean_dataset_task``. As they do: a dataset without a ``doc_form`` or an
+``indexing_technique`` is skipped; otherwise its index entries, segments, documents, the images
+shown in its segments, its segment attachments, its documents' uploaded files, process rules,
+queries, app joins, metadata and metadata bindings go, and with a knowledge pipeline
+(``pipeline_id``) the pipeline and its RAG-pipeline workflows. The dataset row is the
+application's to delete (Dify deletes it right after sending the signal): the handler leaves it.
+
+A heavy job, so a group of its own: a slow clean-up never delays another group. Naturally
+idempotent (deletes of what is there).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
-from consumers.domain import AppDatasetJoin, Dataset, Document, rowcount, unindex
+from consumers.domain import (
+    AppDatasetJoin,
+    DatasetMetadata,
+    DatasetMetadataBinding,
+    DatasetProcessRule,
+    DatasetQuery,
+    Document,
+    DocumentSegment,
+    Pipeline,
+    SegmentAttachmentBinding,
+    Workflow,
+    rowcount,
+    unindex,
+)
+from consumers.domain.app import RAG_PIPELINE
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import DatasetWasDeleted
+
+from .cleanup import delete_attachments, delete_files, delete_segment_images
 
 group = register(ConsumerGroup("dataset-cleaner"))
 
 
 @group.handler(DatasetWasDeleted)
 def clean_dataset(event: DatasetWasDeleted, ctx: HandlerContext) -> None:
-    """Deletes the dataset's keyword entries, segments, documents and app joins, and the dataset
-    row if the application left it (the event says it was deleted). Naturally idempotent."""
     session, dataset_id = ctx.session, event.dataset_id
-    assert session is not None  # idempotent: it runs in the runtime's transaction
+    if not event.doc_form or not event.indexing_technique:
+        ctx.log.info("dataset %s has no doc_form or indexing_technique: nothing to clean (as in Dify)", dataset_id)
+        return
+    images = delete_segment_images(session, DocumentSegment.dataset_id == dataset_id)
+    attachments = delete_attachments(session, SegmentAttachmentBinding.tenant_id == event.tenant_id,
+                                     SegmentAttachmentBinding.dataset_id == dataset_id)
+    sources = session.execute(select(Document.data_source_type, Document.data_source_info)
+                              .where(Document.dataset_id == dataset_id)).all()
+    files = delete_files(session, [(info or {}).get("upload_file_id") for kind, info in sources
+                                   if kind == "upload_file"])
     segments, keywords = unindex(session, dataset_id=dataset_id)
     documents = rowcount(session.execute(delete(Document).where(Document.dataset_id == dataset_id)))
-    joins = rowcount(session.execute(delete(AppDatasetJoin).where(AppDatasetJoin.dataset_id == dataset_id)))
-    rows = rowcount(session.execute(delete(Dataset).where(Dataset.id == dataset_id)))
-    ctx.log.info("cleaned dataset %s: %d documents, %d segments, %d keyword entries, %d app joins%s", dataset_id,
-                 documents, segments, keywords, joins, " and its row" if rows else "")
+    for model in (DatasetProcessRule, DatasetQuery, AppDatasetJoin, DatasetMetadata, DatasetMetadataBinding):
+        session.execute(delete(model).where(model.dataset_id == dataset_id))
+    if event.pipeline_id:
+        session.execute(delete(Pipeline).where(Pipeline.id == event.pipeline_id))
+        session.execute(delete(Workflow).where(Workflow.tenant_id == event.tenant_id,
+                                               Workflow.app_id == event.pipeline_id, Workflow.type == RAG_PIPELINE))
+    ctx.log.info("cleaned dataset %s: %d documents, %d segments, %d keyword entries, %d files, %d images, "
+                 "%d attachments%s", dataset_id, documents, segments, keywords, files, images, attachments,
+                 f", pipeline {event.pipeline_id}" if event.pipeline_id else "")

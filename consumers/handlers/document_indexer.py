@@ -46,7 +46,6 @@ NO_WORDS = "the document has no words to index (only punctuation, symbols or com
 @group.handler(DocumentIndexCreated)
 def index_documents(event: DocumentIndexCreated, ctx: HandlerContext) -> None:
     session = ctx.session
-    assert session is not None  # idempotent: it runs in the runtime's transaction
     dataset = session.scalars(select(Dataset).where(Dataset.id == event.dataset_id).with_for_update(read=True)).first()
     if dataset is None:
         ctx.log.info("dataset %s is gone: %d documents not indexed", event.dataset_id, len(event.document_ids))

@@ -1,6 +1,8 @@
 """``installed-app-provisioner``: a new app appears in its owner's workspace.
 
-Seed: ``create_installed_app_when_app_created`` (on ``app_was_created``).
+Dify: ``create_installed_app_when_app_created`` (on ``app_was_created``). Dify main's receiver
+writes in the caller's session and skips when the caller says ``created_records_initialized=True``
+(its transaction made the records); here the event carries that flag and the handler skips too.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ group = register(ConsumerGroup("installed-app-provisioner"))
 @group.handler(AppWasCreated)
 def create_installed_app(event: AppWasCreated, ctx: HandlerContext) -> None:
     """Creates the owning tenant's installed-app record, unless it exists (naturally idempotent:
-    the unique (tenant_id, app_id) makes a second insert do nothing)."""
-    assert ctx.session is not None  # idempotent: it runs in the runtime's transaction
+    the unique (tenant_id, app_id) makes a second insert do nothing, as Dify main skips an existing one)."""
+    if event.records_initialized:
+        ctx.log.info("app %s: the application created its installed-app record itself", event.app_id)
+        return
     created = insert_ignore(ctx.session, InstalledApp, dict(
         tenant_id=event.tenant_id, app_id=event.app_id, app_owner_tenant_id=event.tenant_id,
         created_at=event.occurred_at), conflict=("tenant_id", "app_id"))

@@ -1,40 +1,68 @@
-"""``provider-usage``: a model's answer counts against its provider.
+"""``provider-usage``: a model's answer counts against its provider, the way Dify charges it.
 
-Seed: ``update_provider_when_message_created`` (on ``message_was_created``): add the message's
-tokens to the provider's usage, deduct them from a hosted provider's quota, stamp its last use.
+Dify: ``update_provider_when_message_created`` (on ``message_was_created``). As it does:
 
-Missing provider record: created on the spot (a hosted provider with the tenant's plan's trial
-quota, any other as the tenant's own key), exactly as ``tenant-provisioner`` would. Tenants and
-messages travel on different topics and are handled by different groups, so a new tenant's first
-messages may well be counted before its ``tenant_was_created``; dropping their usage would lose it.
+- only messages of chat and agent-chat apps are charged here (Dify returns unless the generate
+  entity is a ``ChatAppGenerateEntity`` or ``AgentChatAppGenerateEntity``: completion, workflow
+  and advanced-chat apps are charged by their own code paths);
+- the provider's ``last_used`` is stamped on the row named by the full provider id
+  (``langgenius/openai/openai``), and the quota is charged on the hosted row named by the short
+  name (``openai``, Dify's ``ModelProviderID(...).provider_name``) with ``provider_type = system``
+  and the message's ``quota_type``;
+- the charge is in the quota's unit: tokens (message + answer tokens), credits (the model's
+  credits, ``HOSTED_MODEL_CREDIT_CONFIG``) or times (1); a quota whose limit is -1 is unlimited
+  and is not charged; a charge applies only while ``quota_limit > quota_used`` (so the last
+  message may overdraw it, and none after it is charged);
+- no provider row is ever created: a missing row changes nothing (Dify logs a warning).
 
-Idempotent by nature, not only by the runtime's key: the first step claims the message id in
-``message_usage``; a message already counted (say, published twice under two event ids) changes
-nothing. Counts are added in SQL (``quota_used = quota_used + n``), never read-modified-written,
-and ``last_used`` only moves forward, so the order messages are counted in does not matter.
+Differences kept on purpose:
+
+- ``last_used`` is throttled in the row itself (it moves only when it is null or older than
+  ``LAST_USED_WINDOW``), where Dify keeps the window in a Redis key per tenant and provider; the
+  time written is the message's ``occurred_at``, not the handling time, so a replay or a late
+  delivery never moves it to the time of the replay;
+- the seed's usage statistics (``provider_usage``, token totals per tenant and provider, every
+  message counted) and the claim of each message id (``message_usage``, so a message published
+  twice under two event ids is charged once) are this platform's additions: Dify has neither.
+
+Idempotent by nature: the first step claims the message id; counts are added in SQL, never
+read-modified-written.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, case, literal, update
+from sqlalchemy import ColumnElement, case, literal, or_, update
 
 from consumers.context import HandlerContext
-from consumers.domain import MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore
-from consumers.domain.provider import SYSTEM, ensure_provider
-from consumers.domain.tenant import tenant_plan
+from consumers.domain import MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore, rowcount
+from consumers.domain.provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, model_credits, short_provider_name
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import MessageWasCreated
 
 group = register(ConsumerGroup("provider-usage"))
 
+LAST_USED_WINDOW = timedelta(minutes=5)  # Dify's LAST_USED_UPDATE_WINDOW_SECONDS
+
+
+def quota_charge(event: MessageWasCreated) -> int | None:
+    """The units Dify charges for the message; None when it charges nothing."""
+    if event.quota_type is None:
+        return None
+    if event.quota_unit == "tokens":
+        return event.message_tokens + event.answer_tokens
+    if event.quota_unit == "credits":
+        return model_credits(event.model_name)
+    if event.quota_unit == "times":
+        return 1
+    return None
+
 
 @group.handler(MessageWasCreated)
 def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None:
     session, tenant_id, provider = ctx.session, event.tenant_id, event.provider_name
-    assert session is not None  # idempotent: it runs in the runtime's transaction
     counted = insert_ignore(session, MessageUsage, dict(
         message_id=event.message_id, tenant_id=tenant_id, provider_name=provider, model_name=event.model_name,
         total_tokens=event.total_tokens, event_id=event.event_id, occurred_at=event.occurred_at),
@@ -42,26 +70,52 @@ def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None
     if not counted:
         ctx.log.info("message %s was counted already", event.message_id)
         return
-    ensure_provider(session, tenant_id, provider, tenant_plan(session, tenant_id))
-    tokens, at = event.total_tokens, event.occurred_at
+    _add_statistics(ctx, event)
+    if event.app_mode is not None and event.app_mode not in CHARGED_APP_MODES:  # a v2 event has no mode
+        ctx.log.info("message %s of a %s app: not charged here (as in Dify)", event.message_id, event.app_mode)
+        return
+    at = event.occurred_at
     session.execute(update(Provider)
-                    .where(Provider.tenant_id == tenant_id, Provider.provider_name == provider)
-                    .values(quota_used=case((Provider.provider_type == SYSTEM, Provider.quota_used + tokens),
-                                            else_=Provider.quota_used),
-                            last_used=_later(Provider.last_used, at))
-                    .execution_options(synchronize_session=False))
-    insert_ignore(session, ProviderUsage, dict(tenant_id=tenant_id, provider_name=provider),
-                  conflict=("tenant_id", "provider_name"))
+                    .where(Provider.tenant_id == tenant_id, Provider.provider_name == provider, _due(at))
+                    .values(last_used=at).execution_options(synchronize_session=False))
+    charge = quota_charge(event)
+    if charge is None:
+        return
+    charged = rowcount(session.execute(
+        update(Provider)
+        .where(Provider.tenant_id == tenant_id, Provider.provider_name == short_provider_name(provider),
+               Provider.provider_type == SYSTEM, Provider.quota_type == event.quota_type,
+               Provider.quota_limit != UNLIMITED, Provider.quota_limit > Provider.quota_used)
+        .values(quota_used=Provider.quota_used + charge, last_used=case((_due(at), literal(at, UTCDateTime())),
+                                                                         else_=Provider.last_used))
+        .execution_options(synchronize_session=False, preserve_rowcount=True)))
+    hosted = short_provider_name(provider)
+    if not charged:
+        ctx.log.warning("no %s quota of %s charged for message %s: no such hosted provider row, the quota is "
+                        "unlimited, or it is used up", event.quota_type, hosted, event.message_id)
+    else:
+        ctx.log.info("charged %d %s of %s's %s quota for message %s", charge, event.quota_unit, hosted,
+                     event.quota_type, event.message_id)
+
+
+def _due(at: datetime) -> ColumnElement[bool]:
+    """``last_used`` may move to ``at``: it is null, or older than the window before ``at``."""
+    return or_(Provider.last_used.is_(None), Provider.last_used < literal(at - LAST_USED_WINDOW, UTCDateTime()))
+
+
+def _add_statistics(ctx: HandlerContext, event: MessageWasCreated) -> None:
+    """The seed's usage statistics: every message's tokens, per tenant and provider."""
+    session, key = ctx.session, dict(tenant_id=event.tenant_id, provider_name=event.provider_name)
+    insert_ignore(session, ProviderUsage, key, conflict=("tenant_id", "provider_name"))
     session.execute(update(ProviderUsage)
-                    .where(ProviderUsage.tenant_id == tenant_id, ProviderUsage.provider_name == provider)
+                    .where(ProviderUsage.tenant_id == event.tenant_id,
+                           ProviderUsage.provider_name == event.provider_name)
                     .values(message_count=ProviderUsage.message_count + 1,
                             message_tokens=ProviderUsage.message_tokens + event.message_tokens,
                             answer_tokens=ProviderUsage.answer_tokens + event.answer_tokens,
-                            total_tokens=ProviderUsage.total_tokens + tokens,
-                            last_used=_later(ProviderUsage.last_used, at))
+                            total_tokens=ProviderUsage.total_tokens + event.total_tokens,
+                            last_used=_later(ProviderUsage.last_used, event.occurred_at))
                     .execution_options(synchronize_session=False))
-    ctx.log.info("counted %d tokens of message %s against %s of tenant %s", tokens, event.message_id, provider,
-                 tenant_id)
 
 
 def _later(column, at: datetime) -> ColumnElement:

@@ -46,7 +46,6 @@ def sync_tenant_settings(event: TenantWasUpdated, ctx: HandlerContext) -> None:
 def apply_settings(ctx: HandlerContext, event: Event, changes: dict[str, Any]) -> None:
     """Applies each changed field the event is not older than, then brings the resources in step."""
     session, tenant_id = ctx.session, event.tenant_id
-    assert session is not None  # idempotent: it runs in the runtime's transaction
     if session.scalar(select(TenantSetting.tenant_id).where(TenantSetting.tenant_id == tenant_id)) is None:
         name = session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
         insert_ignore(session, TenantSetting, dict(

@@ -26,7 +26,6 @@ def clear_tool_parameter_cache(event: AppDraftWorkflowWasSynced, ctx: HandlerCon
     if not node_ids:
         ctx.log.info("draft workflow %s of app %s has no tool nodes", event.workflow_id, event.app_id)
         return
-    assert ctx.session is not None  # idempotent: it runs in the runtime's transaction
     deleted = rowcount(ctx.session.execute(delete(ToolParameterCache).where(
         ToolParameterCache.tenant_id == event.tenant_id, ToolParameterCache.app_id == event.app_id,
         ToolParameterCache.node_id.in_(node_ids))))

@@ -8,7 +8,8 @@ locks and a connection) through a backoff. A key claimed before means the event 
 the handler is skipped (outcome ``duplicate``). A replay's ``events-reprocess: 1`` header runs the
 handler again and stamps the claim anew.
 
-Handlers declared ``idempotent=False`` run without a transaction (``ctx.session`` is ``None``):
+Handlers declared ``idempotent=False`` run without a transaction (``ctx.session`` raises
+``NoTransaction``):
 they must be idempotent on their own, since at-least-once delivery may run them twice.
 """
 

@@ -49,5 +49,4 @@ def record(event: AppWasCreated, ctx: HandlerContext) -> None:
     fixed = {name.strip() for name in os.environ.get("CONSOLE_SAMPLE_FIXED", "").split(",")}
     if event.app_id.startswith("poison") and event.app_id not in fixed:
         raise MessageRejected(f"cannot provision {event.app_id}: its tenant has no plan")
-    assert ctx.session is not None  # an idempotent handler runs in the claim's transaction
     ctx.session.execute(insert(console_effects).values(event_id=event.event_id, app_id=event.app_id))

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from consumers.demo.workload import SIZES, build
+from consumers.handlers import GROUPS
 from tests.handlers.kafka import wait_until
 
 SMALL = build(SIZES["small"])
@@ -186,14 +187,14 @@ def group_processes(prefix: str) -> list[int]:
 
 
 def test_killing_the_demo_leaves_no_group_process_behind(tmp_path, kafka_bootstrap, admin):
-    # Given a demo whose nine group processes are running
+    # Given a demo whose group processes (one per registered group) are running
     prefix = f"tdemo{uuid.uuid4().hex[:10]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTS_")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, EVENTS_HOME=str(tmp_path / "home"))
     demo_process = subprocess.Popen([sys.executable, "-m", "consumers", "demo", "--size", "small", "--prefix", prefix],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: len(group_processes(prefix)) == 9, 60, "the nine group processes")
+        wait_until(lambda: len(group_processes(prefix)) == len(GROUPS), 60, f"the {len(GROUPS)} group processes")
     finally:
         # When the demo's process dies without a chance to clean up
         demo_process.kill()

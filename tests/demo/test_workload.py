@@ -56,17 +56,33 @@ def test_messages_rows_match_their_events():
     for step in build(SMALL).steps:
         if isinstance(step, Change) and step.events and isinstance(step.events[0], MessageWasCreated):
             rows = {i.values["id"]: i.values for i in step.inserts}
-            for event in step.events:
+            for event in (e for e in step.events if isinstance(e, MessageWasCreated)):
                 row = rows[event.message_id]
                 assert (row["tenant_id"], row["model_provider"], row["total_tokens"]) == \
                     (event.tenant_id, event.provider_name, event.total_tokens)
+
+
+def test_dify_call_sites_make_the_events_dify_sends():
+    # Every event Dify has a call site for comes from Dify's call through the signals; the others
+    # (tenant updates and index requests, which Dify never sends) are built directly
+    changes = [s for s in build(SMALL).steps if isinstance(s, Change)]
+    called = {c.event.event_type for s in changes for c in s.calls}
+    direct = {e.event_type for s in changes for e in s.direct_events}
+    assert called == {"tenant_was_created", "app_was_created", "app_model_config_was_updated",
+                      "app_published_workflow_was_updated", "message_was_created", "feedback_was_created",
+                      "dataset_was_deleted", "document_was_deleted"} | (called & {"app_draft_workflow_was_synced"})
+    assert direct == {"tenant_was_updated", "document_index_created"}
+    for step in changes:
+        for call in step.calls:
+            assert call.kwargs.keys() >= {"event_id", "occurred_at"}
 
 
 def test_only_the_poison_can_dead_letter():
     workload = build(replace(SMALL, documents=200))
     # the poison: three undecodable messages and one index request for documents that never existed
     assert len(workload.poison()) == 3 and all(isinstance(p, Poison) for p in workload.poison())
-    assert Counter(e.group for e in workload.expected_dead_letters) == {"provider-usage": 3, "document-indexer": 1}
+    assert Counter(e.group for e in workload.expected_dead_letters) == {"provider-usage": 3, "document-indexer": 1,
+                                                                         "feedback-telemetry": 1}
     created = {i.values["id"] for s in workload.steps if isinstance(s, Change) for i in s.inserts
                if i.model is Document}
     deleted_documents = {d.id for s in workload.steps if isinstance(s, Change) for d in s.deletes

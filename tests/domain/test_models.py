@@ -23,6 +23,9 @@ SLICE = {
     "tenants", "tenant_settings", "tenant_default_models", "apps", "sites", "installed_apps", "app_model_configs",
     "workflows", "app_dataset_joins", "app_dataset_join_versions", "tool_parameter_cache", "datasets", "documents",
     "document_segments", "document_keywords", "providers", "provider_usage", "message_usage", "messages",
+    "upload_files", "segment_attachment_bindings", "dataset_process_rules", "dataset_queries", "dataset_metadatas",
+    "dataset_metadata_bindings", "pipelines", "app_triggers", "workflow_schedule_plans", "workflow_plugin_triggers",
+    "workflow_webhook_triggers", "workspace_sync_tasks", "feedback_telemetry",
 }
 
 

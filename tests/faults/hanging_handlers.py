@@ -41,7 +41,6 @@ def hang_kind(app_id: str) -> str:
 @group.handler(AppWasCreated, time_limit_s=TIME_LIMIT_S)
 def record_then_maybe_hang(event: AppWasCreated, ctx: HandlerContext) -> None:
     attempt = ctx.message.attempt
-    assert ctx.session is not None  # idempotent: it runs in the runtime's transaction
     ctx.session.execute(insert(hang_effects).values(event_id=event.event_id, app_id=event.app_id, attempt=attempt))
     kind = hang_kind(event.app_id)
     if kind == ALWAYS or (kind == FIRST and attempt == 1):

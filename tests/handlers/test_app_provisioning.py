@@ -33,13 +33,14 @@ def test_the_app_gets_one_site_with_a_code_even_when_run_twice(handle, db):
     with db() as s:
         first_code = s.scalar(select(Site.code))
     handle(create_site_record, event)
-    # Then the app has one site, titled and decorated like the app, whose code did not change
+    # Then the app has one site, titled and decorated like the app (without its description, as
+    # Dify's receiver leaves it), whose code did not change
     with db() as s:
         sites = s.scalars(select(Site)).all()
     assert len(sites) == 1
     site = sites[0]
     assert (site.app_id, site.title, site.icon, site.icon_background, site.description) == (
-        "a1", "App a1", "🤖", "#FFEAD5", "Answers questions")
+        "a1", "App a1", "🤖", "#FFEAD5", "")
     assert site.code == first_code and len(site.code) == CODE_LENGTH and set(site.code) <= set(CODE_ALPHABET)
     assert site.customize_token_strategy == "not_allow" and site.created_by == "acc1"
 

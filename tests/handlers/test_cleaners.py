@@ -33,7 +33,7 @@ def test_a_deleted_dataset_leaves_nothing_and_is_not_found(handle, add, db):
     # When the application deletes ds1 and its dataset_was_deleted is handled twice
     with db() as s, s.begin():
         s.execute(delete(Dataset).where(Dataset.id == "ds1"))
-    event = DatasetWasDeleted(tenant_id="t1", dataset_id="ds1", indexing_technique="economy")
+    event = DatasetWasDeleted(tenant_id="t1", dataset_id="ds1", indexing_technique="economy", doc_form="text_model")
     handle(clean_dataset, event, event)
     # Then no document, segment, keyword entry or join of ds1 remains, and search finds only ds2's
     with db() as s:
@@ -46,14 +46,17 @@ def test_a_deleted_dataset_leaves_nothing_and_is_not_found(handle, add, db):
         assert count(s, DocumentKeyword, DocumentKeyword.dataset_id == "ds2") > 0
 
 
-def test_a_dataset_row_left_by_the_application_is_deleted_too(handle, add, db):
-    # Given a dataset whose row the application did not delete before publishing
-    add(dataset("ds1"), document("doc1"))
-    # When its deletion is handled
-    handle(clean_dataset, DatasetWasDeleted(tenant_id="t1", dataset_id="ds1"))
-    # Then the row is gone with its documents
+def test_a_dataset_row_is_the_applications_and_one_without_doc_form_is_skipped(handle, add, db):
+    # Given a dataset whose row the application did not delete (yet), and one without a doc_form
+    add(dataset("ds1"), document("doc1"), dataset("ds2"), document("doc2", "ds2"))
+    # When their deletions are handled
+    handle(clean_dataset, DatasetWasDeleted(tenant_id="t1", dataset_id="ds1", indexing_technique="economy",
+                                            doc_form="text_model"),
+           DatasetWasDeleted(tenant_id="t1", dataset_id="ds2", indexing_technique="economy"))
+    # Then ds1's documents are gone and its row is left (Dify's task leaves it), ds2 is untouched
     with db() as s:
-        assert (s.get(Dataset, "ds1"), count(s, Document)) == (None, 0)
+        assert s.get(Dataset, "ds1") is not None and count(s, Document, Document.dataset_id == "ds1") == 0
+        assert count(s, Document, Document.dataset_id == "ds2") == 1
 
 
 def test_a_deleted_document_leaves_the_index(handle, add, db):

@@ -104,10 +104,12 @@ def test_every_group_is_registered_under_its_name():
     # Given the platform's handler package
     # When the registry discovers groups
     names = {g.name for g in discover()}
-    # Then all nine of the seed's jobs are there, as GROUPS lists them
+    # Then the seed's nine jobs and Dify's other receivers are there, as GROUPS lists them
     assert {g.name for g in GROUPS} == {
         "installed-app-provisioner", "site-provisioner", "app-dataset-joins", "tool-cache-cleaner",
-        "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner"} <= names
+        "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner",
+        "plugin-trigger-sync", "webhook-sync", "workflow-schedule-sync", "app-trigger-sync", "credential-sync",
+        "feedback-telemetry"} <= names
 
 
 def test_new_apps_get_installed_and_a_site_and_a_duplicate_changes_nothing(through_kafka, db):
@@ -200,7 +202,8 @@ def test_deleted_datasets_and_documents_leave_the_index(through_kafka, add, hand
         s.execute(delete(Dataset).where(Dataset.id == "ds1"))
         s.execute(delete(Document).where(Document.id == "doc3"))
     # When the dataset-cleaner and the document-cleaner consume the deletions
-    through_kafka(dataset_cleaner.group, [DatasetWasDeleted(tenant_id="t1", dataset_id="ds1")])
+    through_kafka(dataset_cleaner.group, [DatasetWasDeleted(tenant_id="t1", dataset_id="ds1",
+                                                            indexing_technique="economy", doc_form="text_model")])
     through_kafka(document_cleaner.group, [DocumentWasDeleted(tenant_id="t1", dataset_id="ds2", document_id="doc3")])
     # Then nothing of ds1 or doc3 is left or found; doc2 still is
     with db() as s:
@@ -211,11 +214,15 @@ def test_deleted_datasets_and_documents_leave_the_index(through_kafka, add, hand
         assert search(s, None, "avro") == []
 
 
-def test_provider_usage_is_the_sum_of_message_tokens(through_kafka, db):
-    # Given 40 messages of 4 conversations on two providers, the first five published twice
+def test_provider_usage_is_the_sum_of_message_tokens(through_kafka, add, db):
+    # Given two hosted providers' trial rows, and 40 chat messages of 4 conversations on them (named the
+    # way Dify 1.x names them), the first five published twice
+    add(*(Provider(tenant_id="t1", provider_name=p, provider_type="system", quota_type="trial", quota_limit=10**6,
+                   quota_used=0) for p in ("openai", "anthropic")))
     events = [MessageWasCreated(tenant_id="t1", message_id=f"m{i}", conversation_id=f"c{i % 4}", app_id="a1",
-                                provider_name="openai" if i % 3 else "anthropic", model_name="m",
-                                message_tokens=i, answer_tokens=2 * i, total_tokens=3 * i) for i in range(40)]
+                                provider_name="langgenius/openai/openai" if i % 3 else "anthropic", model_name="m",
+                                message_tokens=i, answer_tokens=2 * i, total_tokens=3 * i, app_mode="chat",
+                                quota_type="trial", quota_unit="tokens") for i in range(40)]
     events += events[:5]
     # When the provider-usage group consumes them
     stats = through_kafka(provider_usage.group, events, partitions=3)
@@ -224,7 +231,8 @@ def test_provider_usage_is_the_sum_of_message_tokens(through_kafka, db):
     with db() as s:
         usage = dict(s.execute(select(ProviderUsage.provider_name, ProviderUsage.total_tokens)).all())
         used = dict(s.execute(select(Provider.provider_name, Provider.quota_used)).all())
-    assert usage == used == want
+    assert used == want
+    assert usage == {"langgenius/openai/openai": want["openai"], "anthropic": want["anthropic"]}
     assert (stats["handled"], stats["duplicates"]) == (40, 5)
 
 

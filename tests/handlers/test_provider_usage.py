@@ -1,97 +1,107 @@
-"""``provider-usage``: each message's tokens counted once against its provider."""
+"""``provider-usage``: Dify's way of charging a hosted provider's quota, and the seed's statistics."""
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import func, select
 
-from consumers.domain import MessageUsage, Provider, ProviderUsage, Tenant
-from consumers.domain.provider import PLAN_QUOTAS
+from consumers.domain import MessageUsage, Provider, ProviderUsage
+from consumers.domain.provider import model_credits, short_provider_name
 from consumers.handlers.provider_usage import record_provider_usage
 from schemas.events import MessageWasCreated
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+FULL = "langgenius/openai/openai"
 
 
-def message(n, tokens=(100, 50), provider="openai", tenant_id="t1", at=None, message_id=None) -> MessageWasCreated:
+def message(n, tokens=(100, 50), provider=FULL, tenant_id="t1", at=None, message_id=None, app_mode="chat",
+            quota_type="trial", quota_unit="tokens") -> MessageWasCreated:
     prompt, answer = tokens
     return MessageWasCreated(tenant_id=tenant_id, message_id=message_id or f"m{n}", conversation_id="conv1",
                              app_id="a1", provider_name=provider, model_name="gpt-4o", message_tokens=prompt,
-                             answer_tokens=answer, total_tokens=prompt + answer,
-                             occurred_at=at or T0 + timedelta(seconds=n))
+                             answer_tokens=answer, total_tokens=prompt + answer, app_mode=app_mode,
+                             quota_type=quota_type, quota_unit=quota_unit, occurred_at=at or T0 + timedelta(seconds=n))
 
 
-def provider(db, name="openai", tenant_id="t1") -> Provider:
+def hosted(limit=10_000, used=0, name="openai", quota_type="trial", tenant_id="t1") -> Provider:
+    return Provider(tenant_id=tenant_id, provider_name=name, provider_type="system", quota_type=quota_type,
+                    quota_limit=limit, quota_used=used)
+
+
+def row(db, name="openai", tenant_id="t1") -> Provider:
     with db() as s:
         return s.scalars(select(Provider).where(Provider.tenant_id == tenant_id, Provider.provider_name == name)).one()
 
 
-def usage(db, name="openai", tenant_id="t1") -> ProviderUsage:
-    with db() as s:
-        return s.scalars(select(ProviderUsage).where(ProviderUsage.tenant_id == tenant_id,
-                                                     ProviderUsage.provider_name == name)).one()
-
-
-def test_usage_is_the_sum_of_tokens_and_the_quota_is_deducted(handle, add, db):
-    # Given a tenant on the sandbox plan whose hosted provider has no record yet
-    add(Tenant(id="t1", name="Acme", plan="sandbox"))
+def test_the_short_name_is_charged_in_tokens_and_usage_counts_every_message(handle, add, db):
+    # Given a hosted openai row (Dify's short name) and the tenant's own-key row under the full id
+    add(hosted(), Provider(tenant_id="t1", provider_name=FULL, provider_type="custom"))
     events = [message(n, (10 * n, n)) for n in range(1, 21)]
-    # When twenty messages are counted, out of order
-    handle(record_provider_usage, *reversed(events))
-    # Then the usage is the sum of their tokens, split as given
-    total = sum(e.total_tokens for e in events)
-    u = usage(db)
-    assert (u.message_count, u.total_tokens) == (20, total)
-    assert u.message_tokens == sum(e.message_tokens for e in events)
-    assert u.answer_tokens == sum(e.answer_tokens for e in events)
-    # and the provider's record was created with the sandbox quota, deducted by the same tokens
-    p = provider(db)
-    assert (p.provider_type, p.quota_type, p.quota_limit, p.quota_used) == (
-        "system", "trial", PLAN_QUOTAS["sandbox"], total)
-    assert p.quota_remaining == PLAN_QUOTAS["sandbox"] - total
-    # and its last use is the latest message's time, though that one was counted first
-    assert p.last_used == u.last_used == events[-1].occurred_at
-
-
-def test_a_message_is_counted_once_even_under_two_event_ids(handle, db):
-    # Given a message, and the same message published again under a new event id
-    first = message(1)
-    again = message(1, at=first.occurred_at)
-    assert again.event_id != first.event_id
-    # When both (and the first twice) are handled
-    handle(record_provider_usage, first, again, first)
-    # Then its tokens are counted once
-    assert (usage(db).message_count, usage(db).total_tokens, provider(db).quota_used) == (1, 150, 150)
+    # When twenty messages of a chat app are handled, out of order, each twice
+    handle(record_provider_usage, *reversed(events), *events)
+    # Then the hosted quota is charged message + answer tokens, once each, and the statistics add up
+    tokens = sum(11 * n for n in range(1, 21))
+    assert row(db).quota_used == tokens and row(db, FULL).quota_used == 0
     with db() as s:
-        assert s.scalars(select(MessageUsage.event_id)).all() == [first.event_id]
+        usage = s.scalars(select(ProviderUsage)).one()
+        assert (usage.provider_name, usage.message_count, usage.total_tokens) == (FULL, 20, tokens)
+        assert s.scalar(select(func.count()).select_from(MessageUsage)) == 20
 
 
-def test_the_tenants_own_provider_is_created_unlimited_and_not_deducted(handle, db):
-    # Given no record of a provider the platform does not host
-    # When a message served by it is counted
-    handle(record_provider_usage, message(1, provider="my-vllm"), message(2, provider="my-vllm"))
-    # Then it is recorded as the tenant's own (custom, no limit), its usage counted, no quota deducted
-    p = provider(db, "my-vllm")
-    assert (p.provider_type, p.quota_limit, p.quota_used, p.quota_remaining) == ("custom", None, 0, None)
-    assert usage(db, "my-vllm").total_tokens == 300
+@pytest.mark.parametrize(("unit", "expected"), [("tokens", 150), ("credits", 1), ("times", 1)])
+def test_the_charge_is_in_the_quotas_unit(handle, add, db, unit, expected):
+    add(hosted())
+    handle(record_provider_usage, message(1, quota_unit=unit))
+    assert row(db).quota_used == expected
 
 
-def test_providers_and_tenants_are_counted_apart(handle, db):
-    # Given messages of two providers in two tenants
-    # When they are counted
-    handle(record_provider_usage, message(1, (1, 1)), message(2, (2, 2), provider="anthropic"),
-           message(3, (3, 3), tenant_id="t2"), message(4, (4, 4), tenant_id="t2"))
-    # Then each (tenant, provider) has its own totals
-    assert usage(db).total_tokens == 2
-    assert usage(db, "anthropic").total_tokens == 4
-    assert usage(db, tenant_id="t2").total_tokens == 14
-    assert provider(db, tenant_id="t2").quota_used == 14
+def test_credits_come_from_difys_credit_config(monkeypatch):
+    assert model_credits("gpt-4o", "gpt-4:20, gpt-4o:10") == 10
+    assert model_credits("claude", "gpt-4:20") == 1 and model_credits("gpt-4o", "") == 1
+    monkeypatch.setenv("HOSTED_MODEL_CREDIT_CONFIG", "gpt-4o:7")
+    assert model_credits("gpt-4o") == 7
 
 
-def test_a_quota_can_be_overdrawn_by_the_last_messages(handle, add, db):
-    # Given an existing provider record with 100 tokens left
-    add(Provider(tenant_id="t1", provider_name="openai", provider_type="system", quota_type="trial",
-                 quota_limit=1000, quota_used=900))
-    # When a message of 150 tokens is counted (it was answered: its tokens were spent)
-    handle(record_provider_usage, message(1))
-    # Then the quota is overdrawn by 50
-    assert (provider(db).quota_used, provider(db).quota_remaining) == (1050, -50)
+@pytest.mark.parametrize("mode", ["completion", "advanced-chat", "workflow"])
+def test_messages_of_other_app_modes_are_not_charged_here(handle, add, db, mode):
+    add(hosted(), Provider(tenant_id="t1", provider_name=FULL, provider_type="custom"))
+    handle(record_provider_usage, message(1, app_mode=mode))
+    assert row(db).quota_used == 0 and row(db, FULL).last_used is None
+    with db() as s:  # the seed's statistics still count it
+        assert s.scalars(select(ProviderUsage)).one().message_count == 1
+
+
+def test_an_unlimited_quota_is_not_charged_and_no_row_is_ever_created(handle, add, db):
+    add(hosted(limit=-1))
+    handle(record_provider_usage, message(1), message(2, provider="anthropic"), message(3, quota_type=None))
+    assert row(db).quota_used == 0
+    with db() as s:
+        assert s.scalar(select(func.count()).select_from(Provider)) == 1
+
+
+def test_charges_stop_once_the_quota_is_used_up_and_only_the_quota_type_is_charged(handle, add, db):
+    # Given a trial quota of 200 tokens, and a paid row of the same provider
+    add(hosted(limit=200), hosted(limit=1000, quota_type="paid", name="openai-paid"))
+    # When five trial messages of 150 tokens come
+    handle(record_provider_usage, *(message(n) for n in range(1, 6)))
+    # Then the first two are charged (the second overdraws it, as in Dify), none after
+    assert row(db).quota_used == 300 and row(db, "openai-paid").quota_used == 0
+
+
+def test_last_used_moves_at_most_once_per_window(handle, add, db):
+    add(hosted(), Provider(tenant_id="t1", provider_name=FULL, provider_type="custom"))
+    handle(record_provider_usage, message(1, at=T0), message(2, at=T0 + timedelta(minutes=3)))
+    assert row(db, FULL).last_used == T0 and row(db).last_used == T0
+    handle(record_provider_usage, message(3, at=T0 + timedelta(minutes=6)))
+    assert row(db, FULL).last_used == T0 + timedelta(minutes=6)
+
+
+def test_a_message_is_charged_once_even_under_two_event_ids(handle, add, db):
+    add(hosted())
+    handle(record_provider_usage, message(1), message(1, message_id="m1"))
+    assert row(db).quota_used == 150
+
+
+def test_difys_provider_ids_strip_to_their_last_part():
+    assert short_provider_name(FULL) == "openai" and short_provider_name("openai") == "openai"
+    assert short_provider_name("acme/plugin/llm") == "llm"

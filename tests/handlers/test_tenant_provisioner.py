@@ -52,7 +52,8 @@ def test_a_plan_change_sets_the_quotas_and_keeps_what_was_used(handle, db):
     handle(provision_tenant, created("basic"))
     handle(record_provider_usage, MessageWasCreated(
         tenant_id="t1", message_id="m1", conversation_id="c1", app_id="a1", provider_name="openai",
-        model_name="gpt-4o", message_tokens=400, answer_tokens=100, total_tokens=500))
+        model_name="gpt-4o", message_tokens=400, answer_tokens=100, total_tokens=500, app_mode="chat",
+        quota_type="trial", quota_unit="tokens"))
     # When it moves to the team plan
     handle(sync_tenant_settings, updated(1, plan="team"))
     # Then its hosted quotas are the team plan's, with the used tokens still used

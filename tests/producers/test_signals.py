@@ -46,7 +46,8 @@ model_config = Obj(id="cfg-7", agent_mode=json.dumps({"tools": [{"dataset": {"en
                    dataset_configs=json.dumps({"datasets": {"datasets": [{"dataset": {"id": "ds-2"}},
                                                                          {"dataset": {"id": "ds-1"}}]}}))
 graph = {"nodes": [
-    {"id": "n1", "data": {"type": "knowledge-retrieval", "dataset_ids": ["ds-3", "ds-4"]}},
+    {"id": "n1", "data": {"type": "knowledge-retrieval", "title": "Knowledge", "dataset_ids": ["ds-3", "ds-4"],
+                          "retrieval_mode": "multiple"}},
     {"id": "n2", "data": {"type": "tool", "provider_type": "builtin", "provider_id": "google",
                           "tool_name": "google_search"}},
     {"id": "n3", "data": {"type": "llm"}},
@@ -173,3 +174,34 @@ def test_the_default_producer_is_made_from_the_settings(domain_topics, read_mess
     # Then it was published with the settings' cluster and prefix
     [msg] = read_messages([f"{domain_topics}.tenant"], 1)
     assert headers_of(msg)[names.EVENT_ID] == event.event_id.encode()
+
+
+def test_a_bridge_publishes_and_runs_the_receivers_not_yet_cut_over(tmp_path):
+    # Given Dify's blinker signal with one receiver still in-process, bridged to ours
+    import blinker
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from producers import dify_calls as dify
+    from producers.outbox import create_outbox_table, event_outbox
+    from producers.signals import Bridge, app_was_created
+
+    dify_signal = blinker.Namespace().signal("app-was-created")
+    bridge = Bridge(app_was_created, dify_signal)
+    received = []
+
+    @bridge.connect
+    def create_site_record(sender, **kwargs):  # a receiver of Dify's, connected the way Dify connects it
+        received.append((sender.id, sorted(kwargs)))
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'dify.db'}")
+    create_outbox_table(engine)
+    app, account = dify.App("app-1", "t1", "chat", "Bot", created_by="acc-1"), dify.Account("acc-1")
+    # When Dify's call runs with its session (main passes one)
+    with Session(engine) as session, session.begin():
+        results = bridge.send(app, account=account, session=session)
+    # Then the event is in the outbox, and the remaining receiver ran with Dify's own arguments
+    with engine.connect() as conn:
+        assert conn.execute(select(event_outbox.c.event_type)).scalars().all() == ["app_was_created"]
+    assert received == [("app-1", ["account", "session"])]
+    assert [receiver for receiver, _ in results] == [create_site_record]

@@ -119,7 +119,7 @@ def v1_message() -> MessageWasCreatedV1:
 
 def test_a_model_pinned_to_v1_agrees_with_v1_and_writes_v1(v1_codec):
     spec = v1_codec.catalogue.get("message_was_created")
-    assert spec.current.version == 1 and spec.latest.version == 2 and spec.pinned == 1
+    assert spec.current.version == 1 and spec.latest.version == 3 and spec.pinned == 1
     assert mismatches(MessageWasCreatedV1, spec.current.raw) == []
     assert v1_codec.fingerprint("message_was_created") == spec.version(1).fingerprint
 
@@ -134,18 +134,19 @@ def test_v1_written_is_read_by_a_v2_consumer_through_kafka(kafka_env, topic_fact
     producer = producer_factory()
     produce(producer, topic, old.conversation_id, data, old.event_type)
     assert producer.flush(30) == 0
-    # When today's consumer (latest: v2) reads it
+    # When today's consumer (latest: v3) reads it
     (msg,) = consume(consumer_factory(group_factory(), [topic]), 1)
     event = codec.decode(msg.value(), "message_was_created")
     # Then it gets a v2 event: v1's values, and v2's defaults for the fields v1 did not have
     assert isinstance(event, MessageWasCreated)
-    assert event.model_dump(exclude={"latency_ms", "invoke_from"}) == old.model_dump()
-    assert event.latency_ms is None and event.invoke_from == "unknown"
+    newer = {"latency_ms", "invoke_from", "app_mode", "quota_type", "quota_unit"}
+    assert event.model_dump(exclude=newer) == old.model_dump()
+    assert event.latency_ms is None and event.invoke_from == "unknown" and event.quota_type is None
 
 
 def test_v2_written_is_read_by_a_v1_consumer_through_kafka(kafka_env, topic_factory, producer_factory,
                                                            consumer_factory, group_factory, v1_codec):
-    # Given today's producer writing message_was_created with schema v2, new fields set
+    # Given today's producer writing message_was_created with schema v3, new fields set
     topic = topic_factory(f"{kafka_env}.message")
     new = [e for e in sample_events() if isinstance(e, MessageWasCreated)][0]
     assert new.latency_ms is not None
@@ -157,14 +158,16 @@ def test_v2_written_is_read_by_a_v1_consumer_through_kafka(kafka_env, topic_fact
     event = v1_codec.decode(msg.value(), "message_was_created")
     # Then it gets its own v1 model, v2's new fields skipped
     assert type(event) is MessageWasCreatedV1
-    assert event.model_dump() == new.model_dump(exclude={"latency_ms", "invoke_from"})
+    newer = {"latency_ms", "invoke_from", "app_mode", "quota_type", "quota_unit"}
+    assert event.model_dump() == new.model_dump(exclude=newer)
 
 
 def test_a_process_without_the_v2_file_cannot_read_v2_bytes(tmp_path):
     # Given a process deployed before v2's file existed (its folder stops at v1)
     root = tmp_path / "avro"
     shutil.copytree(AVRO_ROOT, root)
-    (root / "message" / "message_was_created.v2.avsc").unlink()
+    for version in (2, 3):
+        (root / "message" / f"message_was_created.v{version}.avsc").unlink()
     old = AvroCodec(Catalogue.load(root, models_with(MessageWasCreatedV1)))
     # When it meets bytes written with v2
     data = codec.encode(sample_events()[7])

@@ -52,11 +52,12 @@ def test_the_agreement_check_notices_each_kind_of_difference():
     assert any("latency_ms" in m for m in mismatches(MessageWasCreated, v1))
 
 
-def test_there_is_one_model_per_event_type_of_the_seed():
+def test_there_is_one_model_per_event_type_of_the_seed_and_of_dify():
     assert sorted(m.event_type for m in ALL_EVENTS) == sorted([
         "app_was_created", "app_model_config_was_updated", "app_published_workflow_was_updated",
         "app_draft_workflow_was_synced", "dataset_was_deleted", "document_was_deleted",
-        "document_index_created", "message_was_created", "tenant_was_created", "tenant_was_updated"])
+        "document_index_created", "message_was_created", "tenant_was_created", "tenant_was_updated",
+        "feedback_was_created"])
     assert [type(e) for e in sample_events()] == list(ALL_EVENTS)
 
 
