@@ -16,7 +16,7 @@ from pathlib import Path
 from consumers.broker import LocalBroker
 from schemas.settings import cache_dir
 
-DOCKER_IMAGE = "confluentinc/cp-kafka:8.1.0"
+DOCKER_IMAGE = "confluentinc/cp-kafka:8.4.1"
 
 
 def docker_engine_answers() -> bool:
@@ -39,7 +39,7 @@ def kafka_cluster() -> Iterator[str]:
     if docker_engine_answers():
         from testcontainers.community.kafka import KafkaContainer
 
-        # Confluent Platform 8.1 is Apache Kafka 4.1; testcontainers' KafkaContainer drives the
+        # Confluent Platform 8.4 is Apache Kafka 4.4; testcontainers' KafkaContainer drives the
         # cp-kafka image's start script (KRaft from CP 7.0), which the apache/kafka image lacks
         with KafkaContainer(DOCKER_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
