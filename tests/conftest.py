@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support.kafka import kafka_cluster
 from tests.support.postgres import postgres_server
+from tests.support.waiting import wait_until
 
 
 def unique(prefix: str) -> str:
@@ -67,6 +68,9 @@ def topic_factory(admin) -> Iterator[Callable[..., str]]:
         futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
         futures[name].result(timeout=30)
         created.append(name)
+        # Kafka 4.4 answers once the controller has the topic; the brokers' metadata follows a moment later
+        wait_until(lambda: (t := admin.list_topics(name, timeout=10).topics.get(name)) and t.error is None,
+                   30, f"the metadata to show {name}")
         return name
 
     yield create
