@@ -5,7 +5,8 @@ poison), and at the end a count of every event's effects against what was publis
 Built from the demo's own parts (``consumers.demo``): the workload, ``Application`` (plays it),
 ``Relay``, ``GroupProcesses`` (one ``python -m consumers run --group`` per group), ``Probe`` (lag),
 ``read_dead_letters``. A scenario injects its faults while ``stream()`` runs, then ``settle()``
-waits for the groups to drain and ``figures()`` counts lost and doubled effects.
+waits for the groups to drain and ``figures()`` counts lost and doubled effects, and checks the run's
+history (``tests.faults.checker``: acknowledged, applied, per-key order).
 """
 
 from __future__ import annotations
@@ -29,19 +30,37 @@ from sqlalchemy.orm import Session
 
 from consumers import registry
 from consumers.demo.application import Application, Relay
-from consumers.demo.cluster import LIBRDKAFKA_LOG, GroupProcesses, _terminate_with_parent, apply_topics, group_env
+from consumers.demo.cluster import (
+    LIBRDKAFKA_LOG,
+    GroupProcesses,
+    _terminate_with_parent,
+    apply_topics,
+    group_env,
+)
 from consumers.demo.progress import Probe, read_dead_letters
 from consumers.demo.run import _prepare_database
 from consumers.demo.workload import SDK, Change, Size, build
-from consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
+from consumers.domain import (
+    App,
+    InstalledApp,
+    Message,
+    MessageUsage,
+    ProviderUsage,
+    Site,
+)
 from consumers.domain.invariants import (
-    every_app_has_one_installed_app, every_app_has_one_site, provider_usage_equals_message_tokens,
+    every_app_has_one_installed_app,
+    every_app_has_one_site,
+    provider_usage_equals_message_tokens,
 )
 from consumers.idempotency import processed_events
 from producers import EventProducer
 from producers.config import producer_config
+from producers.outbox import event_outbox
+from schemas.catalogue import CATALOGUE
 from schemas.settings import Settings
 from schemas.topics import admin_client
+from tests.faults.checker import History, Verdict, check, read_log
 from tests.support.waiting import wait_until
 
 QUIET = logging.getLogger("tests.faults.librdkafka")  # librdkafka's lines of the test's own clients, not stderr
@@ -74,13 +93,30 @@ class Figures:
     unexpected_dead_letters: int = 0
     recover_s: float = 0.0
     not_acknowledged: int = 0
+    order_violations: int = 0
+    verdict: Verdict | None = None
     notes: list[str] = field(default_factory=list)
 
     def print(self) -> None:
         print(f"\n[faults] {self.scenario}: events={self.events} faults={self.faults} lost={self.lost} "
               f"duplicated={self.duplicated} dead-lettered={self.dead_lettered} "
-              f"(unexpected {self.unexpected_dead_letters}, copies {self.dead_letter_copies}) not-acknowledged={self.not_acknowledged} "
+              f"(unexpected {self.unexpected_dead_letters}, copies {self.dead_letter_copies}) "
+              f"not-acknowledged={self.not_acknowledged} order-violations={self.order_violations} "
               f"time-to-recover={self.recover_s:.1f}s" + "".join(f"\n    {n}" for n in self.notes), flush=True)
+        if self.verdict is not None:
+            print(self.verdict.table(), flush=True)
+
+
+class RecordingProducer(EventProducer):
+    """The SDK's producer, keeping each event it was handed (the history's publish operations)."""
+
+    def __init__(self, *args, **kwargs):
+        self.handed: dict[str, object] = {}
+        super().__init__(*args, **kwargs)
+
+    def publish(self, event, **kwargs):
+        self.handed[event.event_id] = event
+        return super().publish(event, **kwargs)
 
 
 class World:
@@ -88,7 +124,10 @@ class World:
 
     def __init__(self, *, bootstrap: str, prefix: str, database_url: str, run_dir: Path,
                  groups: list[str] = GROUPS, size: Size = SIZE, seed: int = 7, concurrency: int = 2,
-                 extra_env: dict[str, str] | None = None, in_process_relay: bool = True):
+                 extra_env: dict[str, str] | None = None, in_process_relay: bool = True,
+                 producer_overrides: dict[str, str] | None = None):
+        """``producer_overrides``: librdkafka properties of the SDK's producer (the application's and
+        the in-process relay's), such as a shorter ``delivery.timeout.ms``."""
         self.settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, database_url=database_url)
         self.prefix, self.database_url, self.run_dir = prefix, database_url, run_dir
         self.names = groups
@@ -100,7 +139,8 @@ class World:
         env.update(FAST_FAILOVER, **(extra_env or {}))
         self.env = env
         self.processes = GroupProcesses(groups, log_dir=run_dir / "logs", env=env, concurrency=concurrency)
-        self.producer = EventProducer(settings=self.settings, topic_prefix=prefix, on_error=self._on_error)
+        self.producer = RecordingProducer(producer_overrides, settings=self.settings, topic_prefix=prefix,
+                                          on_error=self._on_error)
         self.raw = Producer(producer_config({"client.id": "faults-poison", "logger": QUIET}, self.settings))
         self.application = Application(self.engine, self.producer, self.raw, topic_prefix=prefix)
         self.relay = Relay(self.engine, self.producer) if in_process_relay else None
@@ -249,15 +289,13 @@ class World:
     # -- counting -----------------------------------------------------------------------------
     def figures(self, scenario: str, *, faults: int, recover_s: float,
                 expected_dead: dict[str, int] | None = None) -> tuple[Figures, list]:
-        """Lost: an event a group handles with no claimed idempotency key and no dead letter.
-        Duplicated: an effect beyond one per event (usage counts, usage rows, sites, installed apps)."""
+        """Lost: an acknowledged event a group handles with no claimed idempotency key and no dead
+        letter. Duplicated: an effect beyond one per event (usage counts, usage rows, sites, installed
+        apps). Order violations: one key's events applied in another order than the log's."""
         fig = Figures(scenario, faults=faults, recover_s=recover_s)
-        failed_ids = {e.event_id for e in self.application.errors if getattr(e, "event_id", None)}
         fig.not_acknowledged = len(self.application.errors)
-        events = [e for e in self.workload.events() if e.event_id not in failed_ids]
-        fig.events = len(events)
         letters = read_dead_letters(self.settings, self.admin, {g.name: g.dlq_topic(self.prefix) for g in self.groups})
-        dead_ids = {g: {(l.named.get("event-id") or b"").decode() for l in found} for g, found in letters.items()}
+        dead_ids = {g: {(d.named.get("event-id") or b"").decode() for d in found} for g, found in letters.items()}
         origins = {g: {letter.origin for letter in found} for g, found in letters.items()}
         fig.dead_lettered = sum(len(v) for v in origins.values())
         fig.dead_letter_copies = sum(len(v) for v in letters.values()) - fig.dead_lettered
@@ -265,16 +303,39 @@ class World:
             expected_dead = Counter(e.group for e in self.workload.expected_dead_letters if e.group in self.names)
         expected_dead = Counter(expected_dead)
         fig.unexpected_dead_letters = sum(max(0, len(origins[g]) - expected_dead[g]) for g in origins)
+        doubled, checks = self._doubled_effects(fig)
+        fig.verdict = check(self.history(dead_ids, doubled))
+        fig.events, fig.lost = fig.verdict.acknowledged, fig.verdict.lost
+        fig.duplicated, fig.order_violations = fig.verdict.doubled, fig.verdict.order_violations
+        return fig, checks
+
+    def acknowledged(self) -> dict[str, object]:
+        """The events acknowledged to the application: handed to the SDK and never reported failed
+        (once flushed), and relayed from the outbox (a row is marked sent after the acknowledgement)."""
+        failed = {e.event_id for e in self.application.errors if getattr(e, "event_id", None)}
         with self.engine.connect() as conn:
-            claimed = {(g, i) for g, i in conn.execute(select(processed_events.c.group_name,
-                                                              processed_events.c.event_id))}
-        for group in self.groups:
-            wanted = {e.event_id for e in events if e.event_type in group.handlers}
-            got = {i for g, i in claimed if g == group.name}
-            missing = wanted - got - dead_ids[group.name]
-            if missing:
-                fig.notes.append(f"{group.name} lost {len(missing)}: {sorted(missing)[:3]}")
-            fig.lost += len(missing)
+            relayed = set(conn.execute(select(event_outbox.c.event_id).where(event_outbox.c.sent_at.is_not(None)))
+                          .scalars())
+        events = {e.event_id: e for e in self.workload.events()}
+        acknowledged = {i: e for i, e in self.producer.handed.items() if i not in failed}
+        acknowledged.update({i: events[i] for i in relayed if i in events})
+        return acknowledged
+
+    def history(self, dead_ids: dict[str, set[str]], doubled: dict[str, int]) -> History:
+        with self.engine.connect() as conn:
+            claims = conn.execute(select(processed_events.c.group_name, processed_events.c.event_id,
+                                         processed_events.c.processed_at)
+                                  .order_by(processed_events.c.processed_at)).all()
+        applied: dict[str, list] = {g.name: [] for g in self.groups}
+        for group, event_id, at in claims:
+            applied.setdefault(group, []).append((event_id, at))
+        log = read_log(self.settings, self.admin, CATALOGUE.topics(self.prefix))
+        return History(acknowledged=self.acknowledged(), log=log,
+                       handles={g.name: frozenset(g.handlers) for g in self.groups},
+                       applied=applied, dead_lettered=dead_ids, doubled=doubled)
+
+    def _doubled_effects(self, fig: Figures) -> tuple[dict[str, int], list]:
+        """Per group, the effects in the domain tables beyond one per event; and the invariants."""
         with Session(self.engine) as s:
             messages = s.scalar(select(func.count()).select_from(Message))
             counted = s.scalar(select(func.coalesce(func.sum(ProviderUsage.message_count), 0)))
@@ -282,16 +343,16 @@ class World:
             sites = s.scalar(select(func.count()).select_from(Site))
             installed = s.scalar(select(func.count()).select_from(InstalledApp))
             apps = s.scalar(select(func.count()).select_from(App))
-            checks = [check(s) for group, check in (("site-provisioner", every_app_has_one_site),
-                                                    ("installed-app-provisioner", every_app_has_one_installed_app),
-                                                    ("provider-usage", provider_usage_equals_message_tokens))
-                      if group in self.names]
-        fig.duplicated = max(0, counted - messages) + max(0, usage_rows - messages) + max(0, sites - apps) \
-            + max(0, installed - apps)
+            checks = [invariant(s) for group, invariant in (
+                ("site-provisioner", every_app_has_one_site),
+                ("installed-app-provisioner", every_app_has_one_installed_app),
+                ("provider-usage", provider_usage_equals_message_tokens)) if group in self.names]
         fig.notes.append(f"messages {messages}, usage counted {counted}, usage rows {usage_rows}; apps {apps}, "
                          f"sites {sites}, installed apps {installed}")
         fig.notes += [f"{'ok ' if c.ok else 'FAILED '}{c.name}: {c.detail}" for c in checks]
-        return fig, checks
+        doubled = {"provider-usage": max(0, counted - messages) + max(0, usage_rows - messages),
+                   "site-provisioner": max(0, sites - apps), "installed-app-provisioner": max(0, installed - apps)}
+        return {g: n for g, n in doubled.items() if g in self.names}, checks
 
 
 def topic_messages(w: World, domains: tuple[str, ...] = ("app", "message", "tenant", "dataset", "document")) -> int:
@@ -326,7 +387,8 @@ def wait_for(condition, timeout_s: float, what: str, processes: GroupProcesses |
 
 def assert_exactly_once(fig: Figures, checks: list) -> None:
     fig.print()
-    assert fig.lost == 0 and fig.duplicated == 0, fig
+    assert fig.lost == 0 and fig.duplicated == 0 and fig.order_violations == 0, fig
+    assert fig.verdict is None or not fig.verdict.missing_from_log, fig.verdict.table()
     assert fig.unexpected_dead_letters == 0, fig
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
 
