@@ -4,13 +4,17 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test faults-cluster bench install clean
 
 demo: $(STAMP)
 	$(VENV)/bin/events demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# every fault scenario of the local three-broker cluster (`make test` runs a bounded subset of them)
+faults-cluster: $(STAMP)
+	$(VENV)/bin/python -m pytest -m cluster
 
 # `make bench BENCH_ARGS=--quick` for a one-minute smoke run; `python -m bench --help` for the rest
 bench: $(STAMP)

@@ -150,6 +150,10 @@ class World:
         self.stream_error: BaseException | None = None
         self.db_waits = 0
         self.deferred: list = []
+        self.extra_members: list[subprocess.Popen] = []
+        self._running = threading.Event()
+        self._running.set()
+        self._hold_at: int | None = None
 
     def _on_error(self, error) -> None:
         self.application.on_error(error)
@@ -169,6 +173,9 @@ class World:
         def play():
             try:
                 for step in steps:
+                    if self.played == self._hold_at:
+                        self._running.clear()
+                    self._running.wait()
                     self._play(step)
                     self.played += 1
                     time.sleep(pause)
@@ -183,6 +190,17 @@ class World:
         self._stream = threading.Thread(target=play, name="faults-stream", daemon=True)
         self._stream.start()
         return self
+
+    def hold(self, *, at_step: int) -> None:
+        """Holds the stream before the workload's step ``at_step`` (the application waits), until ``go_on``."""
+        self._hold_at = at_step
+
+    @property
+    def held(self) -> bool:
+        return self.streaming and not self._running.is_set()
+
+    def go_on(self) -> None:
+        self._running.set()
 
     def _play(self, step) -> None:
         """One step as the application plays it. While the database is down (the PostgreSQL outage
@@ -240,13 +258,20 @@ class World:
     def restart(self, names: list[str]) -> None:
         """Starts the named groups' processes again, as the Deployment would."""
         for name in names:
-            group = self.processes.groups[name]
-            with open(group.log_file, "ab") as log_file:
-                group.process = subprocess.Popen(
-                    [sys.executable, "-m", "consumers", "run", "--group", name, "--concurrency",
-                     str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    preexec_fn=_terminate_with_parent)
+            self.processes.groups[name].process = self._spawn(name)
+
+    def add_member(self, name: str) -> subprocess.Popen:
+        """One more process of the named group (a scale-up: the group rebalances); stopped by ``stop``."""
+        process = self._spawn(name)
+        self.extra_members.append(process)
+        return process
+
+    def _spawn(self, name: str) -> subprocess.Popen:
+        with open(self.processes.groups[name].log_file, "ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "consumers", "run", "--group", name, "--concurrency",
+                 str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)
 
     def log_count(self, needle: str) -> int:
         return sum(p.read_text(errors="replace").count(needle) for p in (self.run_dir / "logs").glob("*.log"))
@@ -281,7 +306,11 @@ class World:
     def stop(self) -> dict[str, int | None]:
         if self.relay is not None:
             self.relay.stop()
+        for member in self.extra_members:
+            member.terminate()
         codes = self.processes.stop(30)
+        for member in self.extra_members:
+            member.wait(30)
         self.producer.close()
         self.raw.flush(10)
         return codes

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from consumers.broker import LocalBroker
+from consumers.broker.cluster import LocalCluster
+from consumers.broker.local import free_port
 from schemas.settings import cache_dir
 
 DOCKER_IMAGE = "confluentinc/cp-kafka:8.4.1"
@@ -51,3 +53,15 @@ def kafka_cluster() -> Iterator[str]:
             yield state.bootstrap
         finally:
             broker.stop()
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[LocalCluster]:
+    """A local cluster of three nodes in a throwaway home, started, and stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix="events-test-cluster-") as home:
+        cluster = LocalCluster(Path(home) / "cluster", cache_dir(), port=free_port())
+        try:
+            cluster.start(timeout_s=180)
+            yield cluster
+        finally:
+            cluster.stop()
