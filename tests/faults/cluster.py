@@ -6,6 +6,7 @@ resumed, and the conditions of a recovery: leaders elected away from a node, eve
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ from consumers.broker.local import wait_for_exit
 from tests.faults.harness import wait_for
 
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+QUIET = logging.getLogger("tests.faults.cluster.librdkafka")
 
 
 def pid_of(cluster: LocalCluster, node_id: int) -> int:
@@ -61,9 +63,9 @@ def led_elsewhere(admin: AdminClient, topics: Iterable[str], node_id: int) -> bo
     return counts[node_id] == 0 and counts[-1] == 0
 
 
-def fully_replicated(admin: AdminClient, topics: Iterable[str], replicas: int = 3) -> bool:
+def fully_replicated(admin: AdminClient, topics: Iterable[str]) -> bool:
     """Every partition of ``topics`` (and of the internal topics that exist) has a leader and all its
-    replicas in sync."""
+    replicas in sync (three, for the topics of the topics file)."""
     metadata = admin.list_topics(timeout=10)
     names = [*topics, *(t for t in INTERNAL_TOPICS if t in metadata.topics)]
     for name in names:
@@ -71,15 +73,24 @@ def fully_replicated(admin: AdminClient, topics: Iterable[str], replicas: int = 
         if topic is None or topic.error is not None:
             return False
         for partition in topic.partitions.values():
-            if partition.leader < 0 or len(partition.replicas) != replicas or len(partition.isrs) != replicas:
+            if partition.leader < 0 or len(partition.isrs) < len(partition.replicas):
                 return False
     return True
 
 
-def group_coordinator(admin: AdminClient, group_id: str) -> tuple[int, str]:
-    """The node coordinating ``group_id``, and the group's state (``STABLE``, ``PREPARING_REBALANCING``...)."""
-    description = admin.describe_consumer_groups([group_id], request_timeout=10)[group_id].result(timeout=10)
-    return description.coordinator.id, description.state.name
+def group_coordinator(admin: AdminClient, group_id: str) -> int:
+    """The node coordinating ``group_id``: the leader of its ``__consumer_offsets`` partition (Kafka's
+    ``abs(hashCode) % partitions``). Read from the metadata: librdkafka 2.16's DescribeConsumerGroups
+    aborts the process (an assertion in its request bookkeeping) when asked while the coordinator dies."""
+    return _leader_for(admin, "__consumer_offsets", group_id)
+
+
+def group_state(bootstrap: str, group_id: str) -> tuple[str, int, int]:
+    """The group's state (``STABLE``, ``PREPARING_REBALANCING``, ...), member count and coordinator,
+    asked by a client of its own (see ``group_coordinator``: ask only while the coordinator is alive)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": QUIET})
+    description = admin.describe_consumer_groups([group_id], request_timeout=10)[group_id].result(timeout=15)
+    return description.state.name, len(description.members), description.coordinator.id
 
 
 def java_hash(text: str) -> int:
@@ -92,10 +103,15 @@ def java_hash(text: str) -> int:
 
 def transaction_coordinator(admin: AdminClient, transactional_id: str) -> int:
     """The node coordinating ``transactional_id``: the leader of its ``__transaction_state`` partition
-    (Kafka's ``abs(hashCode) % partitions``)."""
-    topic = admin.list_topics("__transaction_state", timeout=10).topics["__transaction_state"]
-    partition = (java_hash(transactional_id) & 0x7FFFFFFF) % len(topic.partitions)
-    return topic.partitions[partition].leader
+    (placed as a group id is: ``group_coordinator`` is checked against Kafka's own answer)."""
+    return _leader_for(admin, "__transaction_state", transactional_id)
+
+
+def _leader_for(admin: AdminClient, topic: str, key: str) -> int:
+    """The leader of ``key``'s partition of an internal topic: Kafka's ``Utils.abs(key.hashCode()) % n``."""
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    h = java_hash(key)
+    return partitions[(0 if h == -(1 << 31) else abs(h)) % len(partitions)].leader
 
 
 def new_controller(cluster: LocalCluster, old: int, timeout_s: float = 60) -> int:

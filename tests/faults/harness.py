@@ -284,15 +284,16 @@ class World:
         wait_for(lambda: self.played >= fraction * len(self.workload.steps) or not self.streaming, timeout_s,
                  f"{fraction:.0%} of the stream")
 
-    def settle(self, timeout_s: float = 150) -> float:
+    def settle(self, timeout_s: float = 150, *, groups: list[str] | None = None) -> float:
         """Waits until the stream ended, everything was acknowledged, the outbox is empty and every
-        group's lag is 0. Returns the seconds it took."""
+        group's lag (or the named groups') is 0. Returns the seconds it took."""
         began = time.monotonic()
         if self._stream is not None:
             self._stream.join(timeout_s)
         assert self.stream_error is None, f"the stream failed: {self.stream_error!r}"
         self.application.flush(60)
-        probe = Probe(self.admin, self.engine, self.settings, self.groups, {})
+        watched = [g for g in self.groups if g.name in (groups or self.names)]
+        probe = Probe(self.admin, self.engine, self.settings, watched, {})
         try:
             def drained():
                 if self.application.outbox_pending():
