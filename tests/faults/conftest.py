@@ -62,12 +62,18 @@ def three_brokers():
 
 
 @pytest.fixture
-def cluster_world_args(three_brokers, fault_db, tmp_path, monkeypatch):
-    """``world_args`` on the three-node cluster, with a topic prefix of the test's own."""
+def cluster_env(three_brokers, tmp_path, monkeypatch) -> str:
+    """Points the platform's settings at the three-node cluster, with a topic prefix of the test's own."""
     prefix = unique("c").replace("-", "")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", three_brokers.bootstrap)
     monkeypatch.setenv("EVENTS_TOPIC_PREFIX", prefix)
     monkeypatch.setenv("EVENTS_HOME", str(tmp_path / "events-home"))
     get_settings.cache_clear()
-    yield dict(bootstrap=three_brokers.bootstrap, prefix=prefix, database_url=fault_db, run_dir=tmp_path / "run")
+    yield prefix
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def cluster_world_args(three_brokers, cluster_env, fault_db, tmp_path):
+    """``world_args`` on the three-node cluster."""
+    return dict(bootstrap=three_brokers.bootstrap, prefix=cluster_env, database_url=fault_db, run_dir=tmp_path / "run")
