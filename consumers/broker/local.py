@@ -182,7 +182,7 @@ class LocalBroker:
         self.wait_until_ready(state, timeout_s, proc)
         if previous is not None and previous.version != KAFKA_VERSION:
             on_progress(f"upgrading the cluster's features from Kafka {previous.version}'s to {KAFKA_VERSION}'s")
-            self.upgrade_features(state.bootstrap)
+            self.upgrade_features(state)
         return state
 
     def launch(self, *, on_progress=lambda message: None) -> tuple[subprocess.Popen, BrokerState]:
@@ -222,23 +222,15 @@ class LocalBroker:
         return [java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                 "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", cp]
 
-    def upgrade_features(self, bootstrap: str) -> None:
+    def upgrade_features(self, state: BrokerState) -> None:
         """Finalizes this Kafka's feature levels (``metadata.version``, ``share.version``, ...) on
         storage formatted by an older Kafka, which keeps its old levels until told: without it, a
-        home made by Kafka 4.1 would run 4.4 without share groups. Kafka's own FeatureCommand."""
+        home made by Kafka 4.1 would run 4.4 without share groups. Kafka's own FeatureCommand, through
+        the controller's listener (PLAINTEXT, also when the broker's is SASL_SSL)."""
         major_minor = ".".join(KAFKA_VERSION.split(".")[:2])
-        command = [*self._jvm(), "org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", bootstrap]
-        if self.secure:
-            creds, ca = self.credentials(), ensure_certificates(self.home / "tls").ca_cert
-            config = self.home / "admin.properties"
-            config.write_text(
-                f"security.protocol=SASL_SSL\nsasl.mechanism={SCRAM}\nssl.truststore.type=PEM\n"
-                f"ssl.truststore.location={ca}\nsasl.jaas.config=org.apache.kafka.common.security.scram."
-                f'ScramLoginModule required username="{creds["username"]}" password="{creds["password"]}";\n')
-            config.chmod(0o600)
-            command += ["--command-config", str(config)]
-        result = subprocess.run([*command, "upgrade", "--release-version", major_minor], capture_output=True,
-                                text=True)
+        result = subprocess.run([*self._jvm(), "org.apache.kafka.tools.FeatureCommand", "--bootstrap-controller",
+                                 f"127.0.0.1:{state.controller_port}", "upgrade", "--release-version", major_minor],
+                                capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-10:])
             raise BrokerError(f"upgrading the features of {self.data_dir} to Kafka {major_minor}'s failed:\n{tail}")
@@ -360,7 +352,7 @@ class LocalBroker:
         self.client_config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.client_config_file.chmod(0o600)
 
-    def wait_until_ready(self, state: BrokerState, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    def wait_until_ready(self, state: BrokerState, timeout_s: float, proc: subprocess.Popen) -> None:
         """Waits until the broker answers metadata listing itself (a cluster's node: once it has
         joined); stops it and raises after ``timeout_s``."""
         from confluent_kafka.admin import AdminClient
@@ -368,9 +360,9 @@ class LocalBroker:
         admin = AdminClient({"bootstrap.servers": state.bootstrap, "logger": _QUIET, **self.client_properties()})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if (proc.poll() is not None) if proc is not None else not pid_alive(state.pid):
-                raise BrokerError(f"the broker exited while starting; the end of {self.log_file}:\n"
-                                  f"{self.failure_excerpt()}")
+            if proc.poll() is not None:
+                raise BrokerError(f"the broker exited with code {proc.returncode} while starting; "
+                                  f"the end of {self.log_file}:\n{self.failure_excerpt()}")
             try:
                 metadata = admin.list_topics(timeout=1)
                 if self.node_id in metadata.brokers:
