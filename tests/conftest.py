@@ -47,10 +47,15 @@ def admin(kafka_client_config) -> AdminClient:
 def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> str:
     """Points the platform's settings (and any `events` subprocess) at the test cluster, with a
     unique topic prefix so tests never see each other's topics. Returns the prefix."""
+    yield from settings_pointed_at(kafka_bootstrap, monkeypatch, tmp_path)
+
+
+def settings_pointed_at(bootstrap: str, monkeypatch, tmp_path) -> Iterator[str]:
+    """The body of ``kafka_env`` for any cluster: yields the unique prefix, then clears the settings."""
     from schemas.settings import get_settings
 
     prefix = unique("t").replace("-", "")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.setenv("EVENTS_TOPIC_PREFIX", prefix)
     monkeypatch.setenv("EVENTS_HOME", str(tmp_path / "events-home"))
     get_settings.cache_clear()

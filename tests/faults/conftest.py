@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import consumers.handlers  # noqa: F401 - registers the seed's groups
-from schemas.settings import get_settings
-from tests.conftest import unique
+from tests.conftest import settings_pointed_at, unique
 from tests.support.kafka import local_cluster
 
 FAULT_TIMEOUT_S = 300  # one scenario takes 20-90 s on 2 cores; a hang fails it, not the suite
@@ -63,14 +62,8 @@ def three_brokers():
 
 @pytest.fixture
 def cluster_env(three_brokers, tmp_path, monkeypatch) -> str:
-    """Points the platform's settings at the three-node cluster, with a topic prefix of the test's own."""
-    prefix = unique("c").replace("-", "")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", three_brokers.bootstrap)
-    monkeypatch.setenv("EVENTS_TOPIC_PREFIX", prefix)
-    monkeypatch.setenv("EVENTS_HOME", str(tmp_path / "events-home"))
-    get_settings.cache_clear()
-    yield prefix
-    get_settings.cache_clear()
+    """``kafka_env`` on the three-node cluster: its address, a topic prefix of the test's own."""
+    yield from settings_pointed_at(three_brokers.bootstrap, monkeypatch, tmp_path)
 
 
 @pytest.fixture

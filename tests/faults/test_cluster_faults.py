@@ -47,6 +47,22 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = (1, 2, 3)
 
 
+def bursts(w) -> list[int]:
+    """The stream's steps that publish a burst of messages through the SDK: the busiest topic's traffic.
+    A scenario lets the first be acknowledged before its fault, holds the stream before the last until
+    the fault is over, and so has messages published before, during and after it."""
+    return [i for i, s in enumerate(w.workload.steps) if isinstance(s, Change) and s.via == SDK and len(s.events) > 10]
+
+
+def stream_around_a_fault(w, seconds: float = 14) -> None:
+    """Starts the stream, held before its last burst, and returns once its first burst was acknowledged."""
+    steps = bursts(w)
+    w.hold(at_step=steps[-1])
+    w.start().stream(seconds=seconds)
+    w.wait_played((steps[0] + 1) / len(w.workload.steps))
+    w.application.flush(60)
+
+
 def rejoin(cluster, w, node: int, clock: Clock, notes: list[str]) -> float:
     """Starts ``node`` again and waits until every replica of the run's topics is in sync; returns when
     it was started (seconds on ``clock``)."""
@@ -62,8 +78,7 @@ def test_the_leader_of_busy_partitions_killed_then_restarted_loses_no_acknowledg
         three_brokers, cluster_world_args):
     notes: list[str] = []
     with world(**cluster_world_args) as w:
-        w.start().stream(seconds=14)
-        w.wait_played(0.25)
+        stream_around_a_fault(w)
         # When the node leading most of the busiest topic's partitions is SIGKILLed
         victim = busiest_leader(w.admin, [f"{w.prefix}.message"])
         topics = run_topics(w.admin, w.prefix)
@@ -71,9 +86,10 @@ def test_the_leader_of_busy_partitions_killed_then_restarted_loses_no_acknowledg
         kill(three_brokers, victim)
         wait_for(lambda: led_elsewhere(w.admin, topics, victim), 60, f"new leaders of node {victim}'s partitions")
         notes.append(f"new leaders of node {victim}'s partitions {clock():.1f}s after the kill")
-        w.wait_played(0.6)  # the stream goes on with two nodes
-        # And started again
+        wait_for(lambda: w.held, 60, "the stream's bursts with two nodes")
+        # And started again (the last burst after it)
         rejoin(three_brokers, w, victim, clock, notes)
+        w.go_on()
         w.settle(timeout_s=180)
         fig, checks = w.figures(f"node {victim}, leader of the busiest partitions, SIGKILLed then restarted",
                                 faults=1, recover_s=clock())
@@ -86,8 +102,7 @@ def test_the_leader_of_busy_partitions_killed_then_restarted_loses_no_acknowledg
 def test_the_active_controller_killed_is_replaced_and_metadata_changes_go_on(three_brokers, cluster_world_args):
     notes: list[str] = []
     with world(**cluster_world_args) as w:
-        w.start().stream(seconds=14)
-        w.wait_played(0.25)
+        stream_around_a_fault(w)
         # When the active controller (a broker too: every node is both) is SIGKILLed
         old = three_brokers.active_controller()
         topics = run_topics(w.admin, w.prefix)
@@ -100,8 +115,9 @@ def test_the_active_controller_killed_is_replaced_and_metadata_changes_go_on(thr
         # Then metadata changes go on under the new controller: a topic is created, replicated on the two left
         extra = f"{w.prefix}.after-failover"
         w.admin.create_topics([NewTopic(extra, 3, 2)])[extra].result(60)
-        w.wait_played(0.6)
+        wait_for(lambda: w.held, 60, "the stream's bursts with two nodes")
         rejoin(three_brokers, w, old, clock, notes)
+        w.go_on()
         w.settle(timeout_s=180)
         fig, checks = w.figures(f"the active controller (node {old}) SIGKILLed", faults=1, recover_s=clock())
     fig.notes += notes
@@ -114,8 +130,7 @@ def test_the_group_coordinator_killed_during_a_rebalance_loses_and_doubles_nothi
     notes: list[str] = []
     with world(**cluster_world_args) as w:
         gid = group_id(w.prefix, "provider-usage")
-        w.start().stream(seconds=16)
-        w.wait_played(0.25)
+        stream_around_a_fault(w)
         _, _, coordinator = wait_for(lambda: (s := group_state(w.settings.bootstrap(), gid))[:2] == ("STABLE", 1)
                                      and s, 60, "provider-usage stable")
         assert group_coordinator(w.admin, gid) == coordinator  # the placement of internal keys, as Kafka does it
@@ -133,8 +148,9 @@ def test_the_group_coordinator_killed_during_a_rebalance_loses_and_doubles_nothi
                  "the group stable with two members")
         notes.append(f"node {moved} coordinates the group, stable again with two members {clock():.1f}s after "
                      "the kill")
-        w.wait_played(0.6)
+        wait_for(lambda: w.held, 60, "the stream's bursts with two nodes")
         rejoin(three_brokers, w, coordinator, clock, notes)
+        w.go_on()
         w.settle(timeout_s=180)
         fig, checks = w.figures(f"the group coordinator (node {coordinator}) SIGKILLed during a rebalance",
                                 faults=1, recover_s=clock())
@@ -243,12 +259,7 @@ def test_two_brokers_down_make_producers_fail_not_lose_and_they_catch_up_when_on
     # Given producers that give up on an event after 6 s (the SDK's on_error; the outbox keeps its row),
     # and a stream whose messages come in bursts: one before the fault, two during, the last after
     with world(**cluster_world_args, producer_overrides={"delivery.timeout.ms": "6000"}) as w:
-        steps = w.workload.steps
-        bursts = [i for i, s in enumerate(steps) if isinstance(s, Change) and s.via == SDK and len(s.events) > 10]
-        w.hold(at_step=bursts[-1])
-        w.start().stream(seconds=16)
-        w.wait_played((bursts[0] + 1) / len(steps))
-        w.application.flush(60)
+        stream_around_a_fault(w)
         # When two of the three nodes are SIGKILLed (two brokers, and the controller quorum's majority)
         survivor = three_brokers.active_controller()
         first, second = [n for n in NODES if n != survivor]
@@ -282,7 +293,7 @@ def test_two_brokers_down_make_producers_fail_not_lose_and_they_catch_up_when_on
     # failed have no usage, as the application was told; it is left out here.)
     assert_exactly_once(fig, [c for c in checks if "usage equals" not in c.name])
     assert fig.not_acknowledged == len(w.application.errors) > 0
-    assert delivered == len(steps[bursts[-1]].events)
+    assert delivered == len(w.workload.steps[bursts(w)[-1]].events)
 
 
 def _start(cluster, node: int, clock: Clock, notes: list[str]) -> float:
@@ -300,8 +311,7 @@ def _failing_rows(w) -> int:
 def test_a_broker_cut_off_from_the_others_then_healed_loses_nothing(three_brokers, cluster_world_args):
     notes: list[str] = []
     with world(**cluster_world_args) as w:
-        w.start().stream(seconds=14)
-        w.wait_played(0.25)
+        stream_around_a_fault(w)
         # When the busiest leader stops answering anyone (SIGSTOP: as cut off by a network partition)
         victim = busiest_leader(w.admin, [f"{w.prefix}.message"])
         topics = run_topics(w.admin, w.prefix)
@@ -311,13 +321,14 @@ def test_a_broker_cut_off_from_the_others_then_healed_loses_nothing(three_broker
             wait_for(lambda: led_elsewhere(w.admin, topics, victim), 90,
                      f"node {victim} fenced, its partitions led elsewhere")
             notes.append(f"node {victim}'s partitions led elsewhere {clock():.1f}s after it was cut off")
-            w.wait_played(0.6)
+            wait_for(lambda: w.held, 60, "the stream's bursts with the node cut off")
         finally:
             # And the partition heals (SIGCONT): it finds itself fenced, follows the new leaders and catches up
             resume(pid)
         healed = clock()
         wait_for(lambda: fully_replicated(w.admin, topics), 180, "every replica back in sync")
         notes.append(f"healed at {healed:.1f}s; every replica in sync again at {clock():.1f}s")
+        w.go_on()
         w.settle(timeout_s=180)
         fig, checks = w.figures(f"node {victim} cut off (SIGSTOP) and healed (SIGCONT)", faults=1,
                                 recover_s=clock() - healed)

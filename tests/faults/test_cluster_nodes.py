@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from consumers.demo.cluster import find_cluster
+from schemas.settings import Settings
 from schemas.topics import admin_client, list_topics, load_topics_file
 from tests.conftest import unique
 from tests.faults.cluster import fully_replicated
@@ -31,7 +33,7 @@ def events(cluster, *args: str, check: bool = True, prefix: str = "events") -> s
 
 
 @pytest.mark.cluster_quick
-def test_status_logs_and_the_topics_file_applied_as_written(three_brokers, cluster_env):
+def test_status_logs_and_the_topics_file_applied_as_written(three_brokers, cluster_env, monkeypatch):
     # When the operator looks at the cluster
     status = events(three_brokers, "broker", "status").stdout
     # Then every node is listed running, one of them the active controller
@@ -40,6 +42,11 @@ def test_status_logs_and_the_topics_file_applied_as_written(three_brokers, clust
     assert "INFO" in events(three_brokers, "broker", "logs", "--node", "2", "-n", "5").stdout
     unknown = events(three_brokers, "broker", "logs", "--node", "7", check=False)
     assert unknown.returncode != 0 and "has no node 7 (its nodes: 1, 2, 3)" in unknown.stderr + unknown.stdout
+
+    # And the demo (as every command) finds the running cluster when no other is configured
+    monkeypatch.setenv("EVENTS_HOME", str(three_brokers.home.parent))
+    found = find_cluster(Settings(bootstrap_servers=None))
+    assert (found.bootstrap, found.what) == (three_brokers.bootstrap, "the local three-broker cluster")
 
     # When the topics are applied, found through the running cluster (no KAFKA_BOOTSTRAP_SERVERS)
     applied = events(three_brokers, "topics", "apply", "--no-groups", prefix=cluster_env)
