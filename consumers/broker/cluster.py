@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BrokerError
-from .jars import KAFKA_VERSION
 from .local import BrokerState, LocalBroker, Quorum, free_port, new_cluster_id, port_is_free, wait_for_exit
 
 DEFAULT_PORT = 9092
@@ -71,7 +70,7 @@ class LocalCluster:
             nodes.append({"node_id": node_id, "port": port, "controller_port": free_port()})
             port += 1
         self.home.mkdir(parents=True, exist_ok=True)
-        self.layout_file.write_text(json.dumps({"version": KAFKA_VERSION, "nodes": nodes}, indent=2))
+        self.layout_file.write_text(json.dumps({"nodes": nodes}, indent=2))
 
     @property
     def exists(self) -> bool:
@@ -98,7 +97,11 @@ class LocalCluster:
         if not self.exists:
             return []
         active = self.active_controller()
-        return [NodeState(n.node_id, n.quorum.port, n.home, n.status(), n.node_id == active) for n in self.nodes()]
+        states = []
+        for quorum in self.quorums():
+            node = self.node(quorum.node_id)
+            states.append(NodeState(quorum.node_id, quorum.port, node.home, node.status(), quorum.node_id == active))
+        return states
 
     def running(self) -> bool:
         return any(node.running for node in self.status())

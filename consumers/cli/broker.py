@@ -3,8 +3,11 @@ a cluster of three (``--brokers 3``) whose nodes start, stop and log one by one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 
 from schemas.settings import cache_dir, local_broker_home, local_cluster_home
@@ -60,7 +63,7 @@ def start(port: int | None, brokers: str, node: int | None, timeout: float, secu
         out.print(f"already running at [bold]{running.bootstrap}[/] (pid {running.pid})")
         return
     with out.status("starting") as status:
-        state = broker.start(timeout_s=timeout, on_progress=lambda m: (status.update(m), out.print(f"[dim]{m}[/]")))
+        state = broker.start(timeout_s=timeout, on_progress=_reporter(status))
     out.print(f"Apache Kafka {state.version} is up at [bold green]{state.bootstrap}[/] (pid {state.pid})")
     if state.secure:
         out.print(f"  SASL_SSL: clients need the CA and the SCRAM user in {broker.client_config_file}")
@@ -69,13 +72,21 @@ def start(port: int | None, brokers: str, node: int | None, timeout: float, secu
         out.print(f"  export KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}")
 
 
+def _reporter(status: Status) -> Callable[[str], None]:
+    """Shows each step of a start in the spinner and keeps it on the screen."""
+    def report(message: str) -> None:
+        status.update(message)
+        out.print(f"[dim]{message}[/]")
+    return report
+
+
 def _start_cluster(port: int | None, node: int | None, timeout: float) -> None:
     cluster = existing_cluster() if node is not None else local_cluster(port)
     with out.status("starting") as status:
         if node is not None:
             cluster.start_node(node, timeout_s=timeout)
         else:
-            cluster.start(timeout_s=timeout, on_progress=lambda m: (status.update(m), out.print(f"[dim]{m}[/]")))
+            cluster.start(timeout_s=timeout, on_progress=_reporter(status))
     _print_cluster(cluster)
     out.print(f"  export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
 
@@ -90,9 +101,9 @@ def stop(node: int | None) -> None:
         out.print(f"node {node} stopped" if stopped else f"node {node} was not running")
         return
     with out.status("stopping"):
-        stopped = [what for what, done in (("the broker", local_broker().stop()), ("the cluster", local_cluster().stop()))
-                   if done]
-    out.print(f"{' and '.join(stopped)} stopped" if stopped else "the broker was not running")
+        done = [what for what, was_running in (("the broker", local_broker().stop()),
+                                               ("the cluster", local_cluster().stop())) if was_running]
+    out.print(f"{' and '.join(done)} stopped" if done else "the broker was not running")
 
 
 @command.command()
@@ -116,9 +127,9 @@ def status() -> None:
 
 def _print_cluster(cluster: LocalCluster) -> None:
     nodes = cluster.status()
-    running = [n for n in nodes if n.running]
-    version = running[0].running.version if running else "?"
-    table = Table(title=f"Apache Kafka {version}: a cluster of {len(nodes)} nodes in {cluster.home}", title_justify="left")
+    version = next((n.running.version for n in nodes if n.running), "?")
+    table = Table(title=f"Apache Kafka {version}: a cluster of {len(nodes)} nodes in {cluster.home}",
+                  title_justify="left")
     for column in ("node", "address", "state", "pid", "controller"):
         table.add_column(column)
     for n in nodes:

@@ -47,8 +47,8 @@ def read_log(settings: Settings, admin, topics: Iterable[str]) -> dict[str, Posi
     try:
         for msg in read_ranges(consumer, [(t, p, low, high) for (t, p), (low, high) in sorted(marks.items())]):
             event_id = dict(msg.headers() or []).get(H.EVENT_ID)
-            if event_id is not None:
-                first.setdefault(event_id.decode(), Position(msg.topic(), msg.partition(), msg.offset()))
+            if isinstance(event_id, bytes):
+                first.setdefault(event_id.decode(), Position(str(msg.topic()), msg.partition() or 0, msg.offset() or 0))
     finally:
         consumer.close()
     return first

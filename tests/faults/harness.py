@@ -30,34 +30,20 @@ from sqlalchemy.orm import Session
 
 from consumers import registry
 from consumers.demo.application import Application, Relay
-from consumers.demo.cluster import (
-    LIBRDKAFKA_LOG,
-    GroupProcesses,
-    _terminate_with_parent,
-    apply_topics,
-    group_env,
-)
+from consumers.demo.cluster import LIBRDKAFKA_LOG, GroupProcesses, _terminate_with_parent, apply_topics, group_env
 from consumers.demo.progress import Probe, read_dead_letters
 from consumers.demo.run import _prepare_database
 from consumers.demo.workload import SDK, Change, Size, build
-from consumers.domain import (
-    App,
-    InstalledApp,
-    Message,
-    MessageUsage,
-    ProviderUsage,
-    Site,
-)
+from consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
 from consumers.domain.invariants import (
-    every_app_has_one_installed_app,
-    every_app_has_one_site,
-    provider_usage_equals_message_tokens,
+    every_app_has_one_installed_app, every_app_has_one_site, provider_usage_equals_message_tokens,
 )
 from consumers.idempotency import processed_events
 from producers import EventProducer
 from producers.config import producer_config
 from producers.outbox import event_outbox
 from schemas.catalogue import CATALOGUE
+from schemas.events import Event
 from schemas.settings import Settings
 from schemas.topics import admin_client
 from tests.faults.checker import History, Verdict, check, read_log
@@ -111,7 +97,7 @@ class RecordingProducer(EventProducer):
     """The SDK's producer, keeping each event it was handed (the history's publish operations)."""
 
     def __init__(self, *args, **kwargs):
-        self.handed: dict[str, object] = {}
+        self.handed: dict[str, Event] = {}
         super().__init__(*args, **kwargs)
 
     def publish(self, event, **kwargs):
@@ -339,7 +325,7 @@ class World:
         fig.duplicated, fig.order_violations = fig.verdict.doubled, fig.verdict.order_violations
         return fig, checks
 
-    def acknowledged(self) -> dict[str, object]:
+    def acknowledged(self) -> dict[str, Event]:
         """The events acknowledged to the application: handed to the SDK and never reported failed
         (once flushed), and relayed from the outbox (a row is marked sent after the acknowledgement)."""
         failed = {e.event_id for e in self.application.errors if getattr(e, "event_id", None)}
@@ -367,12 +353,12 @@ class World:
     def _doubled_effects(self, fig: Figures) -> tuple[dict[str, int], list]:
         """Per group, the effects in the domain tables beyond one per event; and the invariants."""
         with Session(self.engine) as s:
-            messages = s.scalar(select(func.count()).select_from(Message))
-            counted = s.scalar(select(func.coalesce(func.sum(ProviderUsage.message_count), 0)))
-            usage_rows = s.scalar(select(func.count()).select_from(MessageUsage))
-            sites = s.scalar(select(func.count()).select_from(Site))
-            installed = s.scalar(select(func.count()).select_from(InstalledApp))
-            apps = s.scalar(select(func.count()).select_from(App))
+            messages = s.scalar(select(func.count()).select_from(Message)) or 0
+            counted = s.scalar(select(func.coalesce(func.sum(ProviderUsage.message_count), 0))) or 0
+            usage_rows = s.scalar(select(func.count()).select_from(MessageUsage)) or 0
+            sites = s.scalar(select(func.count()).select_from(Site)) or 0
+            installed = s.scalar(select(func.count()).select_from(InstalledApp)) or 0
+            apps = s.scalar(select(func.count()).select_from(App)) or 0
             checks = [invariant(s) for group, invariant in (
                 ("site-provisioner", every_app_has_one_site),
                 ("installed-app-provisioner", every_app_has_one_installed_app),
