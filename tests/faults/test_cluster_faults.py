@@ -3,7 +3,8 @@ the outbox), each with its figures and the history check: every acknowledged eve
 exactly once, in its key's order. The topics are as the topics file declares them: 3 replicas,
 min.insync.replicas 2, no unclean leader election; producers use acks=all with idempotence.
 
-`make test` runs the two marked ``cluster_quick``; `-m cluster` (`make faults-cluster`) runs them all.
+`make test` runs the one marked ``cluster_quick`` (two brokers down: it loses leaders, the controller
+quorum and in-sync replicas at once); `-m cluster` (`make faults-cluster`) runs them all.
 Every wait is for a condition (leaders elected, replicas in sync, the group stable, the stream on)."""
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ def rejoin(cluster, w, node: int, clock: Clock, notes: list[str]) -> float:
     return back
 
 
-@pytest.mark.cluster_quick
 def test_the_leader_of_busy_partitions_killed_then_restarted_loses_no_acknowledged_event(
         three_brokers, cluster_world_args):
     notes: list[str] = []
