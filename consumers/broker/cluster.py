@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BrokerError
-from .local import BrokerState, LocalBroker, Quorum, free_port, new_cluster_id, port_is_free, wait_for_exit
+from .local import (
+    BrokerState,
+    LocalBroker,
+    Quorum,
+    free_port,
+    new_cluster_id,
+    port_is_free,
+    reserve,
+    wait_for_exit,
+)
 
 DEFAULT_PORT = 9092
 
@@ -60,7 +69,7 @@ class LocalCluster:
             self._make_layout()
         nodes = json.loads(self.layout_file.read_text())["nodes"]
         voters = ",".join(f"{n['node_id']}@127.0.0.1:{n['controller_port']}" for n in nodes)
-        return [Quorum(n["node_id"], n["port"], n["controller_port"], voters) for n in nodes]
+        return [Quorum(n["node_id"], reserve(n["port"]), reserve(n["controller_port"]), voters) for n in nodes]
 
     def _make_layout(self) -> None:
         port, nodes = self.requested_port or DEFAULT_PORT, []

@@ -113,6 +113,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def reserve(port: int) -> int:
+    """Keeps ``free_port`` from handing ``port`` out in this process: a cluster node's, free while the
+    node is down, must not become, say, a consumer's health port."""
+    _handed_out.add(port)
+    return port
+
+
 def pid_alive(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from consumers.broker import LocalBroker
+from consumers.broker import BrokerError, LocalBroker
 from consumers.broker.cluster import LocalCluster
 from consumers.broker.local import free_port
 from schemas.settings import cache_dir
@@ -57,11 +57,21 @@ def kafka_cluster() -> Iterator[str]:
 
 @contextlib.contextmanager
 def local_cluster() -> Iterator[LocalCluster]:
-    """A local cluster of three nodes in a throwaway home, started, and stopped at the end."""
-    with tempfile.TemporaryDirectory(prefix="events-test-cluster-") as home:
-        cluster = LocalCluster(Path(home) / "cluster", cache_dir(), port=free_port())
-        try:
-            cluster.start(timeout_s=180)
-            yield cluster
-        finally:
-            cluster.stop()
+    """A local cluster of three nodes in a throwaway home, started, and stopped at the end. Made again
+    once, on other ports, if a port it chose was taken before its node bound it (on a shared machine,
+    other processes pick ports too)."""
+    for attempt in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="events-test-cluster-") as home:
+            cluster = LocalCluster(Path(home) / "cluster", cache_dir(), port=free_port())
+            try:
+                cluster.start(timeout_s=180)
+            except BrokerError as exc:
+                cluster.stop()
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                continue
+            try:
+                yield cluster
+            finally:
+                cluster.stop()
+            return
