@@ -6,7 +6,7 @@ VENV   := .venv
 TEST_WORKERS ?= 3
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint faults-cluster bench install clean
 
 demo: $(STAMP)
 	$(VENV)/bin/events demo
@@ -18,6 +18,10 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# every fault scenario of the local three-broker cluster (`make test` runs a bounded subset of them)
+faults-cluster: $(STAMP)
+	$(VENV)/bin/python -m pytest -m cluster
 
 # `make bench BENCH_ARGS=--quick` for a one-minute smoke run; `python -m bench --help` for the rest
 bench: $(STAMP)

@@ -60,6 +60,11 @@ class HandlerContext:
         self._log: logging.LoggerAdapter | None = None
 
     @property
+    def in_transaction(self) -> bool:
+        """Whether the handler runs in the runtime's transaction (then ``session`` is its session)."""
+        return self._session is not None
+
+    @property
     def session(self) -> Session:
         if self._session is None:
             raise NoTransaction(f"handler {self.handler} of group {self.group} is declared idempotent=False, so it "

@@ -36,6 +36,27 @@ def local_broker_home() -> Path:
     return default_home() / "broker"
 
 
+def local_cluster_home() -> Path:
+    """The local three-broker cluster's (``events broker start --brokers 3``)."""
+    return default_home() / "cluster"
+
+
+def local_bootstrap() -> str | None:
+    """The running local broker's address, else the running nodes' of the local cluster, else None."""
+    for homes in ([local_broker_home()], sorted(local_cluster_home().glob("node-*"))):
+        ports = []
+        for home in homes:
+            try:
+                state = json.loads((home / "broker.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if Path(f"/proc/{state.get('pid')}").exists():
+                ports.append(state["port"])
+        if ports:
+            return ",".join(f"127.0.0.1:{port}" for port in ports)
+    return None
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the file named by ``EVENTS_CONFIG_FILE`` (or ``./events.yaml`` when present)."""
 
@@ -90,17 +111,14 @@ class Settings(BaseSettings):
         return props
 
     def bootstrap(self) -> str:
-        """The configured cluster, else the local broker that `events broker start` left running."""
+        """The configured cluster, else the local broker (or cluster) that `events broker start` left running."""
         if self.bootstrap_servers:
             return self.bootstrap_servers
-        try:
-            state = json.loads((local_broker_home() / "broker.json").read_text())
-        except (OSError, ValueError):
-            state = None
-        if not state or not Path(f"/proc/{state.get('pid')}").exists():
+        found = local_bootstrap()
+        if not found:
             raise ValueError("no Kafka cluster is configured and no local broker is running: "
                              "set KAFKA_BOOTSTRAP_SERVERS, or run `events broker start`")
-        return f"127.0.0.1:{state['port']}"
+        return found
 
     def database(self) -> str:
         return self.database_url or f"sqlite:///{default_home() / 'events.db'}"

@@ -4,7 +4,8 @@
 consumer group's dead-letter and retry topics) with the cluster and says, per topic: ``create``,
 ``alter`` (configuration keys to set, partitions to add) or ``ok``. ``apply`` carries a plan out.
 Run twice, the second run finds everything ``ok``. ``create_missing`` only creates what is missing
-(a consumer group's runner uses it for its own topics, from ``group_topics``).
+(a consumer group's runner uses it for its own topics, from ``group_topics``). ``configure_share_group``
+sets the file's ``share_group`` configuration on a share group (KIP-932), which Kafka keeps per group.
 
 What apply never does, and reports instead: lower a partition count (Kafka cannot; a new count
 also moves keys to other partitions, breaking per-key order), change a replication factor (that
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from confluent_kafka import KafkaError, KafkaException
@@ -32,7 +33,7 @@ from confluent_kafka.admin import (
     NewTopic,
     ResourceType,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import TopicsError
 from .settings import Settings, get_settings
@@ -52,6 +53,16 @@ def _config_text(value: Any) -> str:
     return str(value)
 
 
+def _config_mapping(value: Any) -> Any:
+    """A mapping of configuration keys with its values as Kafka's text (``true``, ``a,b``)."""
+    if isinstance(value, Mapping):
+        return {str(k): _config_text(v) for k, v in value.items()}
+    return value
+
+
+ConfigMapping = Annotated[dict[str, str], BeforeValidator(_config_mapping)]
+
+
 class TopicTemplate(BaseModel):
     """Overrides for one topic or kind of topic; unset values come from the defaults."""
 
@@ -59,14 +70,8 @@ class TopicTemplate(BaseModel):
 
     partitions: int | None = Field(default=None, ge=1)
     replication_factor: int | None = Field(default=None, ge=1)
-    config: dict[str, str] = Field(default_factory=dict)
+    config: ConfigMapping = Field(default_factory=dict)
 
-    @field_validator("config", mode="before")
-    @classmethod
-    def _as_text(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): _config_text(v) for k, v in value.items()}
-        return value
 
 
 class TopicDefaults(TopicTemplate):
@@ -81,6 +86,8 @@ class TopicsFile(BaseModel):
     domains: dict[str, TopicTemplate] = Field(default_factory=dict)
     dead_letter: TopicTemplate = Field(default_factory=TopicTemplate)
     retry: TopicTemplate = Field(default_factory=TopicTemplate)
+    share_group: ConfigMapping = Field(default_factory=dict)
+
 
     def resolve(self, name: str, role: Role, template: TopicTemplate | None) -> TopicSpec:
         template = template or TopicTemplate()
@@ -412,6 +419,20 @@ def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: f
         # existence only: a topic someone else created meanwhile may have another partition count
         _await_metadata(admin, {s.name: 1 for s in missing}, timeout)
     return Plan(tuple(TopicAction(s, "create") for s in missing), brokers, tuple(warnings))
+
+
+def configure_share_group(admin: AdminClient, group_id: str, *, topics_file: TopicsFile | None = None,
+                          timeout: float = 30.0) -> dict[str, str]:
+    """Sets the topics file's ``share_group`` configuration on the share group ``group_id`` (it may
+    not exist yet: the configuration waits for it). Returns what was set. Call it before the group's
+    first member joins: ``share.auto.offset.reset`` only applies to a group that has no position yet."""
+    config = (topics_file or load_topics_file()).share_group
+    if config:
+        resource = ConfigResource(ResourceType.GROUP, group_id, incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in sorted(config.items())])
+        _wait(admin.incremental_alter_configs([resource], request_timeout=timeout), "configure the share group",
+              timeout)
+    return dict(config)
 
 
 def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], timeout: float) -> None:

@@ -56,10 +56,15 @@ def admin(kafka_client_config) -> AdminClient:
 def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> Iterator[str]:
     """Points the platform's settings (and any `events` subprocess) at the test cluster, with a
     unique topic prefix so tests never see each other's topics. Returns the prefix."""
+    yield from settings_pointed_at(kafka_bootstrap, monkeypatch, tmp_path)
+
+
+def settings_pointed_at(bootstrap: str, monkeypatch, tmp_path) -> Iterator[str]:
+    """The body of ``kafka_env`` for any cluster: yields the unique prefix, then clears the settings."""
     from schemas.settings import get_settings
 
     prefix = unique("t").replace("-", "")
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)
     monkeypatch.setenv("EVENTS_TOPIC_PREFIX", prefix)
     monkeypatch.setenv("EVENTS_HOME", str(tmp_path / "events-home"))
     get_settings.cache_clear()
@@ -77,9 +82,9 @@ def topic_factory(admin) -> Iterator[Callable[..., str]]:
         futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
         futures[name].result(timeout=30)
         created.append(name)
-        # the broker's metadata shows a new topic a moment after the controller created it
-        wait_until(lambda: len(getattr(admin.list_topics(name, timeout=10).topics.get(name), "partitions", ())) ==
-                   partitions, 30, f"topic {name} in the cluster's metadata")
+        # the broker's metadata shows a new topic a moment after the controller created it (Kafka 4.4)
+        wait_until(lambda: (t := admin.list_topics(name, timeout=10).topics.get(name)) is not None and t.error is None
+                   and len(t.partitions) == partitions, 30, f"the metadata to show {name}")
         return name
 
     yield create

@@ -4,6 +4,10 @@ For development, the demo and the tests on machines without Docker. One home dir
 everything: ``server.properties``, ``data/`` (the log dirs, formatted once with a stable cluster
 id, so topics and committed offsets survive a restart), ``server.log`` and ``broker.json`` (pid,
 ports, version), which :func:`schemas.settings` reads to find the broker.
+
+A node of a local cluster (``consumers.broker.cluster``) is the same broker given a ``Quorum``:
+its node id, fixed ports, the controller quorum's voters, and Kafka's replicated defaults for the
+internal topics instead of a single node's replication factor 1.
 """
 
 from __future__ import annotations
@@ -32,6 +36,37 @@ DEFAULT_PORT = 9092
 OFFSETS_PARTITIONS = 10  # of __consumer_offsets: fewer than Kafka's 50, so a fresh broker is ready sooner
 SCRAM = "SCRAM-SHA-512"
 LOG4J_CONFIG = files(__package__) / "log4j2.properties"
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """A node's place in a local cluster whose every node is both broker and controller."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    voters: str  # controller.quorum.voters: "1@127.0.0.1:<port>,2@..."
+
+
+# The internal topics of one node (replication 1) and of a cluster (Kafka's defaults, written out):
+# __consumer_offsets, __transaction_state and __share_group_state.
+SINGLE_NODE_REPLICATION = {
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+}
+CLUSTER_REPLICATION = {
+    "offsets.topic.replication.factor": "3",
+    "transaction.state.log.replication.factor": "3",
+    "transaction.state.log.min.isr": "2",
+    "share.coordinator.state.topic.replication.factor": "3",
+    "share.coordinator.state.topic.min.isr": "2",
+    "default.replication.factor": "3",
+    "min.insync.replicas": "2",
+    "unclean.leader.election.enable": "false",
+}
 
 
 @dataclass
@@ -80,6 +115,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def reserve(port: int) -> int:
+    """Keeps ``free_port`` from handing ``port`` out in this process: a cluster node's, free while the
+    node is down, must not become, say, a consumer's health port."""
+    _handed_out.add(port)
+    return port
+
+
 def pid_alive(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -88,14 +130,24 @@ def pid_alive(pid: int) -> bool:
     return b"kafka.Kafka" in cmdline
 
 
+def new_cluster_id() -> str:
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):  # the storage tool would read it as an option (as Kafka's Uuid avoids)
+            return cluster_id
+
+
 class LocalBroker:
     """``start``/``stop``/``status``/``logs`` of the broker living in ``home``."""
 
     def __init__(self, home: Path, cache_dir: Path, *, port: int | None = None, heap: str = "1g",
-                 secure: bool = False):
-        """``secure``: one SASL_SSL listener (TLS with a local CA, SCRAM-SHA-512 users) instead of PLAINTEXT."""
+                 secure: bool = False, quorum: Quorum | None = None):
+        """``secure``: one SASL_SSL listener (TLS with a local CA, SCRAM-SHA-512 users) instead of PLAINTEXT.
+        ``quorum``: this broker is a node of a local cluster (its ports are the quorum's)."""
         self.home = Path(home)
         self.secure = secure
+        self.quorum = quorum
+        self.node_id = quorum.node_id if quorum else 1
         self.cache_dir = Path(cache_dir)
         self.requested_port = port
         self.heap = heap
@@ -134,17 +186,25 @@ class LocalBroker:
         running = self.status()
         if running:
             return running
-        java = require_tool("java", "Install a JDK 17 or newer (apt-get install openjdk-17-jre-headless).")
+        previous = self._previous_state()
+        proc, state = self.launch(on_progress=on_progress)
+        self.wait_until_ready(state, timeout_s, proc)
+        self.wait_for_coordinators(state.bootstrap, timeout_s)
+        if previous is not None and previous.version != KAFKA_VERSION:
+            on_progress(f"upgrading the cluster's features from Kafka {previous.version}'s to {KAFKA_VERSION}'s")
+            self.upgrade_features(state)
+        return state
+
+    def launch(self, *, on_progress=lambda message: None) -> tuple[subprocess.Popen, BrokerState]:
+        """Starts the broker's process and returns at once (a cluster's nodes start together: none
+        answers before a majority of the controller quorum is up)."""
         on_progress(f"resolving Apache Kafka {KAFKA_VERSION}'s jars")
-        jars = classpath(self.cache_dir)
+        jvm = self._jvm()
         port, controller_port = self._choose_ports(on_progress)
         self.home.mkdir(parents=True, exist_ok=True)
         cluster_id = self._cluster_id()
         self._check_security_mode()
         properties = self._write_properties(port, controller_port)
-        cp = os.pathsep.join(str(j) for j in jars)
-        jvm = [java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-               "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", cp]
         if not (self.data_dir / "meta.properties").exists():
             on_progress(f"formatting the storage in {self.data_dir} (cluster id {cluster_id})")
             users = []
@@ -163,10 +223,35 @@ class LocalBroker:
                             data_dir=str(self.data_dir), cluster_id=cluster_id, secure=self.secure)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         self._write_client_config(state)
-        self._wait_until_ready(proc, state, timeout_s)
-        return state
+        return proc, state
+
+    def _jvm(self) -> list[str]:
+        """The ``java`` command line up to the main class: heap, logging, Kafka's class path."""
+        java = require_tool("java", "Install a JDK 17 or newer (apt-get install openjdk-17-jre-headless).")
+        cp = os.pathsep.join(str(j) for j in classpath(self.cache_dir))
+        return [java, "-Xms256m", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", cp]
+
+    def upgrade_features(self, state: BrokerState) -> None:
+        """Finalizes this Kafka's feature levels (``metadata.version``, ``share.version``, ...) on
+        storage formatted by an older Kafka, which keeps its old levels until told: without it, a
+        home made by Kafka 4.1 would run 4.4 without share groups. Kafka's own FeatureCommand, through
+        the controller's listener (PLAINTEXT, also when the broker's is SASL_SSL)."""
+        major_minor = ".".join(KAFKA_VERSION.split(".")[:2])
+        result = subprocess.run([*self._jvm(), "org.apache.kafka.tools.FeatureCommand", "--bootstrap-controller",
+                                 f"127.0.0.1:{state.controller_port}", "upgrade", "--release-version", major_minor],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-10:])
+            raise BrokerError(f"upgrading the features of {self.data_dir} to Kafka {major_minor}'s failed:\n{tail}")
 
     def _choose_ports(self, on_progress) -> tuple[int, int]:
+        if self.quorum is not None:  # a cluster's ports are fixed: the voters name the controller ports
+            taken = [p for p in (self.quorum.port, self.quorum.controller_port) if not port_is_free(p)]
+            if taken:
+                raise BrokerError(f"port {taken[0]} of node {self.node_id} is taken by another process; stop it "
+                                  "(or use another EVENTS_HOME)")
+            return self.quorum.port, self.quorum.controller_port
         previous = self._previous_state()
         wanted = self.requested_port or (previous.port if previous else DEFAULT_PORT)
         port = wanted
@@ -189,17 +274,15 @@ class LocalBroker:
         """Made once per home and kept, so the formatted storage stays valid across restarts."""
         path = self.home / "cluster.id"
         self.home.mkdir(parents=True, exist_ok=True)
-        while not path.exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            if not cluster_id.startswith("-"):  # the storage tool would read it as an option (as Kafka's Uuid avoids)
-                path.write_text(cluster_id)
+        if not path.exists():
+            path.write_text(new_cluster_id())
         return path.read_text().strip()
 
     def _write_properties(self, port: int, controller_port: int) -> Path:
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum.voters if self.quorum else f"1@127.0.0.1:{controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -208,14 +291,12 @@ class LocalBroker:
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": str(OFFSETS_PARTITIONS),
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            **(CLUSTER_REPLICATION if self.quorum else SINGLE_NODE_REPLICATION),
             "group.initial.rebalance.delay.ms": "0",
-            "group.coordinator.rebalance.protocols": "classic,consumer",
+            # a share group's members get their first records after one heartbeat: 1 s, not 5
+            "group.share.min.heartbeat.interval.ms": "1000",
+            "group.share.heartbeat.interval.ms": "1000",
             "log.flush.interval.messages": "9223372036854775807",
             "message.max.bytes": "1048588",
         }
@@ -241,9 +322,9 @@ class LocalBroker:
         if not self.secure:
             return {}
         creds = self.credentials()
+        ca = ensure_certificates(self.home / "tls").ca_cert
         return {"security.protocol": "SASL_SSL", "sasl.mechanism": SCRAM, "sasl.username": creds["username"],
-                "sasl.password": creds["password"],
-                "ssl.ca.location": str(ensure_certificates(self.home / "tls").ca_cert)}
+                "sasl.password": creds["password"], "ssl.ca.location": str(ca)}
 
     def _check_security_mode(self) -> None:
         marker = self.home / "security"
@@ -281,9 +362,9 @@ class LocalBroker:
         self.client_config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         self.client_config_file.chmod(0o600)
 
-    def _wait_until_ready(self, proc: subprocess.Popen, state: BrokerState, timeout_s: float) -> None:
-        """Until the broker answers metadata and its group coordinators are loaded (a commit made
-        right after ``start`` would otherwise fail with NOT_COORDINATOR)."""
+    def wait_until_ready(self, state: BrokerState, timeout_s: float, proc: subprocess.Popen) -> None:
+        """Waits until the broker answers metadata listing itself (a cluster's node: once it has
+        joined); stops it and raises after ``timeout_s``."""
         from confluent_kafka.admin import AdminClient
 
         # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes a logger
@@ -296,9 +377,8 @@ class LocalBroker:
                                   f"the end of {self.log_file}:\n{self.failure_excerpt()}")
             try:
                 metadata = admin.list_topics(timeout=1)
-                # another broker may answer on this port while ours fails to bind it: ours has our cluster id
-                if metadata.cluster_id == state.cluster_id and metadata.brokers and \
-                        wait_for_group_coordinators(client, OFFSETS_PARTITIONS, deadline):
+                # ours, not another broker answering on this port while ours failed to bind it
+                if metadata.cluster_id == state.cluster_id and self.node_id in metadata.brokers:
                     return
             except Exception:  # noqa: BLE001 - not up yet; the deadline decides
                 pass
@@ -307,6 +387,14 @@ class LocalBroker:
         raise BrokerError(f"the broker did not answer within {timeout_s:.0f} s; the end of {self.log_file}:\n"
                           f"{self.failure_excerpt()}")
 
+    def wait_for_coordinators(self, bootstrap: str, timeout_s: float) -> None:
+        """Waits until every group coordinator answers: a broker answers metadata seconds before they
+        are loaded, and a commit made meanwhile fails with NOT_COORDINATOR."""
+        client = {"bootstrap.servers": bootstrap, **self.client_properties()}
+        if not wait_for_group_coordinators(client, OFFSETS_PARTITIONS, time.monotonic() + timeout_s):
+            raise BrokerError(f"the broker at {bootstrap} answers, but its group coordinators did not load within "
+                              f"{timeout_s:.0f} s; the end of {self.log_file}:\n{self.failure_excerpt()}")
+
     # -- stop --------------------------------------------------------------------------
     def stop(self, *, timeout_s: float = 30.0) -> bool:
         """Controlled shutdown (SIGTERM), then SIGKILL after ``timeout_s``; False if it was not running."""
@@ -314,16 +402,20 @@ class LocalBroker:
         if not state:
             return False
         os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while pid_alive(state.pid) and time.monotonic() < deadline:
-            _reap(state.pid)
-            time.sleep(0.1)
-        if pid_alive(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
-            while pid_alive(state.pid):
-                _reap(state.pid)
-                time.sleep(0.05)
+        wait_for_exit(state.pid, time.monotonic() + timeout_s)
         return True
+
+
+def wait_for_exit(pid: int, deadline: float) -> None:
+    """Waits until the process ``pid`` has exited; SIGKILL once ``deadline`` (monotonic) passed."""
+    while pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
 
 
 def _reap(pid: int) -> None:

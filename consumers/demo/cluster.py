@@ -22,10 +22,11 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from schemas.settings import Settings, cache_dir, local_broker_home
+from schemas.settings import Settings, cache_dir, local_broker_home, local_cluster_home
 from schemas.topics import Plan, apply, plan
 
 from ..broker import LocalBroker
+from ..broker.cluster import LocalCluster
 from ..broker.local import free_port
 
 LIBRDKAFKA_LOG = logging.getLogger("consumers.demo.librdkafka")
@@ -37,14 +38,19 @@ class Cluster:
     bootstrap: str
     local: LocalBroker | None = None  # the local broker, when that is the cluster
     started: bool = False             # whether this run started it
+    what: str = "the configured cluster"
 
 
 def find_cluster(settings: Settings, *, on_progress: Callable[[str], None] = lambda message: None) -> Cluster:
-    """The configured cluster, else the running local broker, else the local broker started now."""
+    """The configured cluster, else the running local broker (or three-broker cluster), else the local
+    broker started now."""
     if settings.bootstrap_servers:
         return Cluster(settings.bootstrap_servers)
     broker = LocalBroker(local_broker_home(), cache_dir())
     state = broker.status()
+    three = LocalCluster(local_cluster_home(), cache_dir())
+    if state is None and three.running():
+        return Cluster(three.bootstrap, what="the local three-broker cluster")
     if state is not None:
         if state.secure and not settings.kafka_properties():
             raise ValueError(f"the local broker runs with --secure: point the demo at its client settings with "

@@ -251,7 +251,7 @@ class Demo:
     def _introduce(self, cluster: Cluster, settings: Settings, workload: Workload, the_plan, run_dir: Path) -> None:
         c, size = self.console, workload.size
         where = ("the local broker, started now" if cluster.started else "the local broker") if cluster.local \
-            else "the configured cluster"
+            else cluster.what
         created = sum(1 for a in the_plan.actions if a.action == "create")
         c.print(f"[bold]events demo[/] · Kafka at [bold]{cluster.bootstrap}[/] ({where}) · topic prefix "
                 f"[bold]{settings.topic_prefix}[/]", highlight=False)

@@ -1,17 +1,21 @@
 """`events broker`: the local KRaft broker started from Kafka's own jars."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.broker import BrokerError, LocalBroker
+from consumers.broker import KAFKA_VERSION, BrokerError, BrokerState, LocalBroker
 from consumers.broker.local import free_port
 from schemas.settings import cache_dir
+from tests.support.waiting import wait_until
 
 EVENTS = [sys.executable, "-m", "consumers.cli"]
 
@@ -43,7 +47,7 @@ def test_stop_and_start_keep_topics_and_committed_offsets(tmp_path):
     consumer.commit(offsets=committed, asynchronous=False)
     consumer.close()
     status = events(tmp_path, "status")
-    assert "4.1.1" in status.stdout and str(tmp_path) in "".join(status.stdout.split())  # a long path is folded
+    assert KAFKA_VERSION in status.stdout and str(tmp_path) in "".join(status.stdout.split())  # a long path folds
 
     # When it is stopped and started again
     assert "stopped" in events(tmp_path, "stop").stdout
@@ -126,3 +130,28 @@ def test_cluster_ids_never_start_with_a_dash(tmp_path):
     # Then none would be read as an option by Kafka's storage tool, and each home keeps its own
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == 400
+
+
+@pytest.mark.kafka
+def test_a_home_formatted_by_an_older_kafka_is_given_share_groups_at_its_next_start(tmp_path):
+    # Given a home formatted at Kafka 4.1's feature levels (no share.version), as 4.1.1 left it
+    broker = LocalBroker(tmp_path, cache_dir(), port=free_port())
+    controller_port = free_port()
+    properties = broker._write_properties(broker.requested_port, controller_port)
+    formatted = subprocess.run([*broker._jvm(), "kafka.tools.StorageTool", "format", "-t", broker._cluster_id(),
+                                "-c", str(properties), "--release-version", "4.1"], capture_output=True, text=True)
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+    old = BrokerState(pid=0, port=broker.requested_port, controller_port=controller_port, version="4.1.1",
+                      data_dir=str(broker.data_dir), cluster_id=broker._cluster_id())
+    broker.state_file.write_text(json.dumps(asdict(old)))
+    # When this Kafka starts it
+    progress: list[str] = []
+    broker.start(on_progress=progress.append)
+    try:
+        # Then it upgrades the features: the controller finalizes share.version 2 (share groups and their
+        # dead-letter topics)
+        assert any("upgrading the cluster's features from Kafka 4.1.1's" in m for m in progress)
+        wait_until(lambda: re.search(r"FinalizedFeatures.*share\.version=2", broker.log_file.read_text()), 30,
+                   "share.version 2 in the broker's log")
+    finally:
+        broker.stop()

@@ -94,7 +94,7 @@ class Behaviour:
                     self.fail[app_id] = left - 1 if left > 0 else left
             if left:
                 raise self.error(f"told to fail on {app_id} (attempt {ctx.message.attempt})")
-            if ctx.session is not None:
+            if ctx.in_transaction:
                 ctx.session.execute(insert(sample_effects).values(
                     event_id=event.event_id, app_id=app_id, seq=int(event.name.rsplit("-", 1)[-1]),
                     attempt=ctx.message.attempt, group_name=ctx.group))

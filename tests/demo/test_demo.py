@@ -97,6 +97,7 @@ def test_on_a_machine_with_nothing_configured_the_demo_starts_and_stops_its_own_
                            "--delete-topics", "--report-json", str(report)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
     # Then it started the local broker in that home, ran clean, and stopped it again
+    assert report.exists(), failure(done, None)
     assert_clean_run(done, json.loads(report.read_text()))
     flat = " ".join(done.stdout.split())
     assert "the local broker, started now" in flat

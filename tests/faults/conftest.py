@@ -1,13 +1,21 @@
 """Fixtures of the fault suite: every test here carries the ``faults`` marker, gets a fresh topic
-prefix (``kafka_env``), a fresh database on the shared throwaway PostgreSQL, and a run directory."""
+prefix (``kafka_env``), a fresh database on the shared throwaway PostgreSQL, and a run directory.
+
+The cluster scenarios (``test_cluster_*.py``) run on ``three_brokers``, a local cluster of three
+nodes started once for them and stopped after them; they carry the ``cluster`` marker. A plain run
+(``make test``) takes only those also marked ``cluster_quick``; ``-m cluster`` (``make
+faults-cluster``) takes them all."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
 import consumers.handlers  # noqa: F401 - registers the seed's groups
-from tests.conftest import unique
+from tests.conftest import settings_pointed_at, unique
+from tests.support.kafka import local_cluster
 
 FAULT_TIMEOUT_S = 300  # one scenario takes 20-90 s on 2 cores; a hang fails it, not the suite
 
@@ -19,6 +27,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.postgres)
             item.add_marker(pytest.mark.kafka)
             item.add_marker(pytest.mark.timeout(FAULT_TIMEOUT_S))
+        if "three_brokers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+    if "cluster" not in (config.option.markexpr or ""):  # the long cluster scenarios need -m cluster
+        left_out = [i for i in items if i.get_closest_marker("cluster") and not i.get_closest_marker("cluster_quick")]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [i for i in items if i not in left_out]
 
 
 @pytest.fixture
@@ -38,3 +53,22 @@ def fault_db(postgres_url):
 @pytest.fixture
 def world_args(kafka_env, kafka_bootstrap, fault_db, tmp_path):
     return dict(bootstrap=kafka_bootstrap, prefix=kafka_env, database_url=fault_db, run_dir=tmp_path / "run")
+
+
+@pytest.fixture(scope="package")
+def three_brokers():
+    """The local three-node cluster, started for the first cluster scenario, stopped after the last."""
+    with local_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_env(three_brokers, tmp_path, monkeypatch) -> Iterator[str]:
+    """``kafka_env`` on the three-node cluster: its address, a topic prefix of the test's own."""
+    yield from settings_pointed_at(three_brokers.bootstrap, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def cluster_world_args(three_brokers, cluster_env, fault_db, tmp_path):
+    """``world_args`` on the three-node cluster."""
+    return dict(bootstrap=three_brokers.bootstrap, prefix=cluster_env, database_url=fault_db, run_dir=tmp_path / "run")

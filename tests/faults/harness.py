@@ -5,7 +5,8 @@ poison), and at the end a count of every event's effects against what was publis
 Built from the demo's own parts (``consumers.demo``): the workload, ``Application`` (plays it),
 ``Relay``, ``GroupProcesses`` (one ``python -m consumers run --group`` per group), ``Probe`` (lag),
 ``read_dead_letters``. A scenario injects its faults while ``stream()`` runs, then ``settle()``
-waits for the groups to drain and ``figures()`` counts lost and doubled effects.
+waits for the groups to drain and ``figures()`` counts lost and doubled effects, and checks the run's
+history (``tests.faults.checker``: acknowledged, applied, per-key order).
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ from consumers.domain.invariants import (
 from consumers.idempotency import processed_events
 from producers import EventProducer
 from producers.config import producer_config
+from producers.outbox import event_outbox
+from schemas.catalogue import CATALOGUE
+from schemas.events import Event
 from schemas.settings import Settings
 from schemas.topics import admin_client
+from tests.faults.checker import History, Verdict, check, read_log
 from tests.support.waiting import wait_until
 
 QUIET = logging.getLogger("tests.faults.librdkafka")  # librdkafka's lines of the test's own clients, not stderr
@@ -76,14 +81,30 @@ class Figures:
     unexpected_dead_letters: int = 0
     recover_s: float = 0.0
     not_acknowledged: int = 0
+    order_violations: int = 0
+    verdict: Verdict | None = None
     notes: list[str] = field(default_factory=list)
 
     def print(self) -> None:
         print(f"\n[faults] {self.scenario}: events={self.events} faults={self.faults} lost={self.lost} "
               f"duplicated={self.duplicated} dead-lettered={self.dead_lettered} "
               f"(unexpected {self.unexpected_dead_letters}, copies {self.dead_letter_copies}) "
-              f"not-acknowledged={self.not_acknowledged} "
+              f"not-acknowledged={self.not_acknowledged} order-violations={self.order_violations} "
               f"time-to-recover={self.recover_s:.1f}s" + "".join(f"\n    {n}" for n in self.notes), flush=True)
+        if self.verdict is not None:
+            print(self.verdict.table(), flush=True)
+
+
+class RecordingProducer(EventProducer):
+    """The SDK's producer, keeping each event it was handed (the history's publish operations)."""
+
+    def __init__(self, *args, **kwargs):
+        self.handed: dict[str, Event] = {}
+        super().__init__(*args, **kwargs)
+
+    def publish(self, event, **kwargs):
+        self.handed[event.event_id] = event
+        return super().publish(event, **kwargs)
 
 
 class World:
@@ -91,7 +112,10 @@ class World:
 
     def __init__(self, *, bootstrap: str, prefix: str, database_url: str, run_dir: Path,
                  groups: list[str] = GROUPS, size: Size = SIZE, seed: int = 7, concurrency: int = 2,
-                 extra_env: dict[str, str] | None = None, in_process_relay: bool = True):
+                 extra_env: dict[str, str] | None = None, in_process_relay: bool = True,
+                 producer_overrides: dict[str, str] | None = None):
+        """``producer_overrides``: librdkafka properties of the SDK's producer (the application's and
+        the in-process relay's), such as a shorter ``delivery.timeout.ms``."""
         self.settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, database_url=database_url)
         self.prefix, self.database_url, self.run_dir = prefix, database_url, run_dir
         self.names = groups
@@ -103,7 +127,8 @@ class World:
         env.update(FAST_FAILOVER, **(extra_env or {}))
         self.env = env
         self.processes = GroupProcesses(groups, log_dir=run_dir / "logs", env=env, concurrency=concurrency)
-        self.producer = EventProducer(settings=self.settings, topic_prefix=prefix, on_error=self._on_error)
+        self.producer = RecordingProducer(producer_overrides, settings=self.settings, topic_prefix=prefix,
+                                          on_error=self._on_error)
         self.raw = Producer(producer_config({"client.id": "faults-poison", "logger": QUIET}, self.settings))
         self.application = Application(self.engine, self.producer, self.raw, topic_prefix=prefix)
         self.relay = Relay(self.engine, self.producer) if in_process_relay else None
@@ -113,6 +138,10 @@ class World:
         self.stream_error: BaseException | None = None
         self.db_waits = 0
         self.deferred: list = []
+        self.extra_members: list[subprocess.Popen] = []
+        self._running = threading.Event()
+        self._running.set()
+        self._hold_at: int | None = None
 
     def _on_error(self, error) -> None:
         self.application.on_error(error)
@@ -132,6 +161,9 @@ class World:
         def play():
             try:
                 for step in steps:
+                    if self.played == self._hold_at:
+                        self._running.clear()
+                    self._running.wait()
                     self._play(step)
                     self.played += 1
                     time.sleep(pause)
@@ -146,6 +178,17 @@ class World:
         self._stream = threading.Thread(target=play, name="faults-stream", daemon=True)
         self._stream.start()
         return self
+
+    def hold(self, *, at_step: int) -> None:
+        """Holds the stream before the workload's step ``at_step`` (the application waits), until ``go_on``."""
+        self._hold_at = at_step
+
+    @property
+    def held(self) -> bool:
+        return self.streaming and not self._running.is_set()
+
+    def go_on(self) -> None:
+        self._running.set()
 
     def _play(self, step) -> None:
         """One step as the application plays it. While the database is down (the PostgreSQL outage
@@ -204,13 +247,20 @@ class World:
     def restart(self, names: list[str]) -> None:
         """Starts the named groups' processes again, as the Deployment would."""
         for name in names:
-            group = self.processes.groups[name]
-            with open(group.log_file, "ab") as log_file:
-                group.process = subprocess.Popen(
-                    [sys.executable, "-m", "consumers", "run", "--group", name, "--concurrency",
-                     str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
-                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    preexec_fn=_terminate_with_parent)
+            self.processes.groups[name].process = self._spawn(name)
+
+    def add_member(self, name: str) -> subprocess.Popen:
+        """One more process of the named group (a scale-up: the group rebalances); stopped by ``stop``."""
+        process = self._spawn(name)
+        self.extra_members.append(process)
+        return process
+
+    def _spawn(self, name: str) -> subprocess.Popen:
+        with open(self.processes.groups[name].log_file, "ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "consumers", "run", "--group", name, "--concurrency",
+                 str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)
 
     def log_count(self, needle: str) -> int:
         return sum(p.read_text(errors="replace").count(needle) for p in (self.run_dir / "logs").glob("*.log"))
@@ -223,15 +273,16 @@ class World:
         wait_for(lambda: self.played >= fraction * len(self.workload.steps) or not self.streaming, timeout_s,
                  f"{fraction:.0%} of the stream")
 
-    def settle(self, timeout_s: float = 150) -> float:
+    def settle(self, timeout_s: float = 150, *, groups: list[str] | None = None) -> float:
         """Waits until the stream ended, everything was acknowledged, the outbox is empty and every
-        group's lag is 0. Returns the seconds it took."""
+        group's lag (or the named groups') is 0. Returns the seconds it took."""
         began = time.monotonic()
         if self._stream is not None:
             self._stream.join(timeout_s)
         assert self.stream_error is None, f"the stream failed: {self.stream_error!r}"
         self.application.flush(60)
-        probe = Probe(self.admin, self.engine, self.settings, self.groups, {})
+        watched = [g for g in self.groups if g.name in (groups or self.names)]
+        probe = Probe(self.admin, self.engine, self.settings, watched, {})
         try:
             def drained():
                 if self.application.outbox_pending():
@@ -245,7 +296,11 @@ class World:
     def stop(self) -> dict[str, int | None]:
         if self.relay is not None:
             self.relay.stop()
+        for member in self.extra_members:
+            member.terminate()
         codes = self.processes.stop(30)
+        for member in self.extra_members:
+            member.wait(30)
         self.producer.close()
         self.raw.flush(10)
         return codes
@@ -253,16 +308,13 @@ class World:
     # -- counting -----------------------------------------------------------------------------
     def figures(self, scenario: str, *, faults: int, recover_s: float,
                 expected_dead: dict[str, int] | None = None) -> tuple[Figures, list]:
-        """Lost: an event a group handles with no claimed idempotency key and no dead letter.
-        Duplicated: an effect beyond one per event (usage counts, usage rows, sites, installed apps)."""
+        """Lost: an acknowledged event a group handles with no claimed idempotency key and no dead
+        letter. Duplicated: an effect beyond one per event (usage counts, usage rows, sites, installed
+        apps). Order violations: one key's events applied in another order than the log's."""
         fig = Figures(scenario, faults=faults, recover_s=recover_s)
-        failed_ids = {e.event_id for e in self.application.errors if getattr(e, "event_id", None)}
         fig.not_acknowledged = len(self.application.errors)
-        events = [e for e in self.workload.events() if e.event_id not in failed_ids]
-        fig.events = len(events)
         letters = read_dead_letters(self.settings, self.admin, {g.name: g.dlq_topic(self.prefix) for g in self.groups})
-        dead_ids = {g: {(letter.named.get("event-id") or b"").decode() for letter in found}
-                    for g, found in letters.items()}
+        dead_ids = {g: {(d.named.get("event-id") or b"").decode() for d in found} for g, found in letters.items()}
         origins = {g: {letter.origin for letter in found} for g, found in letters.items()}
         fig.dead_lettered = sum(len(v) for v in origins.values())
         fig.dead_letter_copies = sum(len(v) for v in letters.values()) - fig.dead_lettered
@@ -270,33 +322,56 @@ class World:
             expected_dead = Counter(e.group for e in self.workload.expected_dead_letters if e.group in self.names)
         expected_dead = Counter(expected_dead)
         fig.unexpected_dead_letters = sum(max(0, len(origins[g]) - expected_dead[g]) for g in origins)
+        doubled, checks = self._doubled_effects(fig)
+        fig.verdict = check(self.history(dead_ids, doubled))
+        fig.events, fig.lost = fig.verdict.acknowledged, fig.verdict.lost
+        fig.duplicated, fig.order_violations = fig.verdict.doubled, fig.verdict.order_violations
+        return fig, checks
+
+    def acknowledged(self) -> dict[str, Event]:
+        """The events acknowledged to the application: handed to the SDK and never reported failed
+        (once flushed), and relayed from the outbox (a row is marked sent after the acknowledgement)."""
+        failed = {e.event_id for e in self.application.errors if getattr(e, "event_id", None)}
         with self.engine.connect() as conn:
-            claimed = {(g, i) for g, i in conn.execute(select(processed_events.c.group_name,
-                                                              processed_events.c.event_id))}
-        for group in self.groups:
-            wanted = {e.event_id for e in events if e.event_type in group.handlers}
-            got = {i for g, i in claimed if g == group.name}
-            missing = wanted - got - dead_ids[group.name]
-            if missing:
-                fig.notes.append(f"{group.name} lost {len(missing)}: {sorted(missing)[:3]}")
-            fig.lost += len(missing)
+            relayed = set(conn.execute(select(event_outbox.c.event_id).where(event_outbox.c.sent_at.is_not(None)))
+                          .scalars())
+        events = {e.event_id: e for e in self.workload.events()}
+        acknowledged = {i: e for i, e in self.producer.handed.items() if i not in failed}
+        acknowledged.update({i: events[i] for i in relayed if i in events})
+        return acknowledged
+
+    def history(self, dead_ids: dict[str, set[str]], doubled: dict[str, int]) -> History:
+        with self.engine.connect() as conn:
+            claims = conn.execute(select(processed_events.c.group_name, processed_events.c.event_id,
+                                         processed_events.c.processed_at)
+                                  .order_by(processed_events.c.processed_at)).all()
+        applied: dict[str, list] = {g.name: [] for g in self.groups}
+        for group, event_id, at in claims:
+            applied.setdefault(group, []).append((event_id, at))
+        log = read_log(self.settings, self.admin, CATALOGUE.topics(self.prefix))
+        return History(acknowledged=self.acknowledged(), log=log,
+                       handles={g.name: frozenset(g.handlers) for g in self.groups},
+                       applied=applied, dead_lettered=dead_ids, doubled=doubled)
+
+    def _doubled_effects(self, fig: Figures) -> tuple[dict[str, int], list]:
+        """Per group, the effects in the domain tables beyond one per event; and the invariants."""
         with Session(self.engine) as s:
-            messages = s.execute(select(func.count()).select_from(Message)).scalar_one()
-            counted = s.execute(select(func.coalesce(func.sum(ProviderUsage.message_count), 0))).scalar_one()
-            usage_rows = s.execute(select(func.count()).select_from(MessageUsage)).scalar_one()
-            sites = s.execute(select(func.count()).select_from(Site)).scalar_one()
-            installed = s.execute(select(func.count()).select_from(InstalledApp)).scalar_one()
-            apps = s.execute(select(func.count()).select_from(App)).scalar_one()
-            checks = [check(s) for group, check in (("site-provisioner", every_app_has_one_site),
-                                                    ("installed-app-provisioner", every_app_has_one_installed_app),
-                                                    ("provider-usage", provider_usage_equals_message_tokens))
-                      if group in self.names]
-        fig.duplicated = max(0, counted - messages) + max(0, usage_rows - messages) + max(0, sites - apps) \
-            + max(0, installed - apps)
+            messages = s.scalar(select(func.count()).select_from(Message)) or 0
+            counted = s.scalar(select(func.coalesce(func.sum(ProviderUsage.message_count), 0))) or 0
+            usage_rows = s.scalar(select(func.count()).select_from(MessageUsage)) or 0
+            sites = s.scalar(select(func.count()).select_from(Site)) or 0
+            installed = s.scalar(select(func.count()).select_from(InstalledApp)) or 0
+            apps = s.scalar(select(func.count()).select_from(App)) or 0
+            checks = [invariant(s) for group, invariant in (
+                ("site-provisioner", every_app_has_one_site),
+                ("installed-app-provisioner", every_app_has_one_installed_app),
+                ("provider-usage", provider_usage_equals_message_tokens)) if group in self.names]
         fig.notes.append(f"messages {messages}, usage counted {counted}, usage rows {usage_rows}; apps {apps}, "
                          f"sites {sites}, installed apps {installed}")
         fig.notes += [f"{'ok ' if c.ok else 'FAILED '}{c.name}: {c.detail}" for c in checks]
-        return fig, checks
+        doubled = {"provider-usage": max(0, counted - messages) + max(0, usage_rows - messages),
+                   "site-provisioner": max(0, sites - apps), "installed-app-provisioner": max(0, installed - apps)}
+        return {g: n for g, n in doubled.items() if g in self.names}, checks
 
 
 def topic_messages(w: World, domains: tuple[str, ...] = ("app", "message", "tenant", "dataset", "document")) -> int:
@@ -331,7 +406,8 @@ def wait_for(condition, timeout_s: float, what: str, processes: GroupProcesses |
 
 def assert_exactly_once(fig: Figures, checks: list) -> None:
     fig.print()
-    assert fig.lost == 0 and fig.duplicated == 0, fig
+    assert fig.lost == 0 and fig.duplicated == 0 and fig.order_violations == 0, fig
+    assert fig.verdict is None or not fig.verdict.missing_from_log, fig.verdict.table()
     assert fig.unexpected_dead_letters == 0, fig
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
 

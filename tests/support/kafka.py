@@ -14,11 +14,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from consumers.broker import LocalBroker
+from consumers.broker import BrokerError, LocalBroker
+from consumers.broker.cluster import LocalCluster
 from consumers.broker.local import free_port
 from schemas.settings import cache_dir
 
-DOCKER_IMAGE = "confluentinc/cp-kafka:8.1.0"
+DOCKER_IMAGE = "confluentinc/cp-kafka:8.4.1"
 
 
 def docker_engine_answers() -> bool:
@@ -41,7 +42,7 @@ def kafka_cluster() -> Iterator[str]:
     if docker_engine_answers():
         from testcontainers.community.kafka import KafkaContainer
 
-        # Confluent Platform 8.1 is Apache Kafka 4.1; testcontainers' KafkaContainer drives the
+        # Confluent Platform 8.4 is Apache Kafka 4.4; testcontainers' KafkaContainer drives the
         # cp-kafka image's start script (KRaft from CP 7.0), which the apache/kafka image lacks
         with KafkaContainer(DOCKER_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
@@ -53,3 +54,25 @@ def kafka_cluster() -> Iterator[str]:
             yield state.bootstrap
         finally:
             broker.stop()
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[LocalCluster]:
+    """A local cluster of three nodes in a throwaway home, started, and stopped at the end. Made again
+    once, on other ports, if a port it chose was taken before its node bound it (on a shared machine,
+    other processes pick ports too)."""
+    for attempt in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="events-test-cluster-") as home:
+            cluster = LocalCluster(Path(home) / "cluster", cache_dir(), port=free_port())
+            try:
+                cluster.start(timeout_s=180)
+            except BrokerError as exc:
+                cluster.stop()
+                if attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                continue
+            try:
+                yield cluster
+            finally:
+                cluster.stop()
+            return
