@@ -35,7 +35,7 @@ from confluent_kafka.admin import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import TopicsError
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, librdkafka_value
 
 TOPICS_FILE = Path(__file__).with_name("topics.yaml")
 Role = Literal["domain", "dead-letter", "retry"]
@@ -44,14 +44,6 @@ _TOPIC_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 # -- the file ---------------------------------------------------------------------------------
-def _config_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(_config_text(v) for v in value)
-    return str(value)
-
-
 class TopicTemplate(BaseModel):
     """Overrides for one topic or kind of topic; unset values come from the defaults."""
 
@@ -65,7 +57,7 @@ class TopicTemplate(BaseModel):
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {str(k): _config_text(v) for k, v in value.items()}
+            return {str(k): librdkafka_value(v) for k, v in value.items()}
         return value
 
 
