@@ -44,9 +44,12 @@ def assert_clear_failure(result, *words: str) -> str:
     ("app_was_created", ["--json", json.dumps({**APP, "mode": "spreadsheet"})], ["mode"]),
     ("app_was_created", ["--json", json.dumps({**APP, "app_id": ""})], ["app_id"]),
     ("app_was_created", ["-", json.dumps({**APP, "name": "x" * 1_200_000})],  # on standard input
-     ["not published", "message.max.bytes"]),
+     ["nothing was published", "message.max.bytes"]),
+    ("app_was_created", ["-", '{"name": ' + "[" * 100_000 + "]" * 100_000 + "}"], ["line 1", "nested too deeply"]),
+    ("app_was_created", ["--json", json.dumps(APP), "--idempotency-key", "k" * 256],
+     ["--idempotency-key", "1 to 255 characters"]),
 ], ids=["malformed-json", "not-an-object", "unknown-type", "negative-count", "count-over-64-bits", "unknown-enum",
-        "empty-id", "oversize"])
+        "empty-id", "oversize", "deeply-nested", "idempotency-key-too-long"])
 def test_publish_refuses_bad_input_clearly_and_publishes_nothing(domain_topics, topic_messages, event_type,
                                                                  args, words):
     # Given the domain topics, empty
@@ -65,6 +68,11 @@ def test_one_bad_line_among_good_ones_publishes_none_of_them(domain_topics, topi
     lines = "\n".join([json.dumps(MESSAGE), json.dumps({**MESSAGE, "answer_tokens": -1})])
     result = run_events("publish", "message_was_created", "-", input=lines)
     assert_clear_failure(result, "nothing was published", "line 2")
+    # a line that is valid but too large to send, after a good one: encoded and measured before any is sent
+    lines = "\n".join([json.dumps(MESSAGE), json.dumps({**MESSAGE, "model_name": "m" * 1_100_000}),
+                       json.dumps({**MESSAGE, "message_id": "m3"})])
+    result = run_events("publish", "message_was_created", "-", input=lines)
+    assert_clear_failure(result, "nothing was published", "line 2", "message.max.bytes")
     assert topic_messages(domain_topics) == 0
 
 
