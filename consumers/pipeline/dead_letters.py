@@ -31,7 +31,7 @@ from schemas import headers as H
 
 from ..errors import DeadLetterFailed
 from ..job import DEAD_LETTERED, Job
-from ..redact import error_message, error_traceback, redact
+from ..redact import error_message, error_traceback, fqcn, redact
 from ..telemetry.fields import event_type_of, message_fields
 from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
@@ -89,11 +89,6 @@ def bounded(text: str, limit: int, *, keep: str = "head") -> bytes:
     if keep == "tail":
         return marker + data[len(data) - room:].decode("utf-8", "ignore").encode()
     return data[:room].decode("utf-8", "ignore").encode() + marker
-
-
-def fqcn(exc: BaseException) -> str:
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def dead_letter_headers(job: Job, exc: BaseException, *, group: str, attempts: int,

@@ -165,7 +165,7 @@ def test_error_text_redaction_keeps_the_error_and_drops_data():
     assert BODY_VALUE not in error_traceback(exc) and "ValidationError: 1 error: mode:" in error_traceback(exc)
     assert BODY_VALUE not in redact(str(exc))  # pydantic's own text, embedded in another message
     assert redact(f"could not connect to {SECRET_URL}") == "could not connect to postgresql://user:***@db/x"
-    assert redact("host=db user=u password='p w' dbname=x") == "host=db user=u password=*** dbname=x"
+    assert redact("host=db user=u password='p w' dbname=x") == "host=db user=u password='***' dbname=x"
     assert redact("password authentication failed for user x") == "password authentication failed for user x"
 
 
