@@ -34,7 +34,7 @@ class Lane:
     """One assigned partition. A new ``Lane`` per assignment, so completions of jobs fetched under
     an earlier assignment are recognised and ignored."""
 
-    __slots__ = ("topic", "partition", "revoked", "stop_waiting", "outstanding", "offsets")
+    __slots__ = ("topic", "partition", "revoked", "stop_waiting", "outstanding", "offsets", "committed")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -43,6 +43,7 @@ class Lane:
         self.stop_waiting = threading.Event()    # backoff and pause waits end early (revoke, shutdown)
         self.outstanding = 0                     # jobs dispatched and not yet reported (poll thread only)
         self.offsets: PartitionOffsets = PartitionOffsets()  # the runner gives it the tracker's
+        self.committed: int | None = None        # the group's committed offset at assignment, once asked (lag)
 
     def sleep(self, seconds: float) -> None:
         """Waits ``seconds`` unless told to stop waiting, which abandons the message."""
