@@ -28,6 +28,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from schemas.settings import Settings
+from schemas.topics import list_offsets
 
 from ..config import PRODUCER_ONLY, group_id
 from ..group import ConsumerGroup
@@ -107,9 +108,7 @@ class Probe:
 
     # -- the sources --------------------------------------------------------------------------
     def _offsets(self, spec: OffsetSpec) -> dict[TP, int]:
-        futures = self.admin.list_offsets({TopicPartition(t, p): spec for t, p in self._every},
-                                          request_timeout=TIMEOUT_S)
-        return {(tp.topic, tp.partition): f.result(timeout=TIMEOUT_S).offset for tp, f in futures.items()}
+        return list_offsets(self.admin, dict.fromkeys(self._every, spec), timeout=TIMEOUT_S)
 
     def _committed(self) -> dict[str, dict[TP, int]]:
         out: dict[str, dict[TP, int]] = {}
