@@ -18,8 +18,10 @@ from .provider import Message, MessageUsage, Provider, ProviderUsage
 from .search import keywords, search, split_segments, unindex
 from .tenant import Tenant, TenantDefaultModel, TenantSetting
 
+DOMAIN = Base.metadata  # every table of the slice (each model module is imported above)
+
 __all__ = [
-    "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "Base", "Dataset", "Document",
+    "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "Base", "Dataset", "Document",
     "DocumentKeyword", "DocumentSegment", "InstalledApp", "Message", "MessageUsage", "Provider", "ProviderUsage",
     "Site", "Tenant", "TenantDefaultModel", "TenantSetting", "ToolParameterCache", "UTCDateTime", "Workflow",
     "create_all", "insert_ignore", "keywords", "new_id", "search", "split_segments", "unindex", "utcnow",

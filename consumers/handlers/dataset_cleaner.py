@@ -10,12 +10,12 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from consumers.context import HandlerContext
-from consumers.domain import AppDatasetJoin, Dataset, Document, unindex
+from consumers.domain import DOMAIN, AppDatasetJoin, Dataset, Document, unindex
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import DatasetWasDeleted
 
-group = register(ConsumerGroup("dataset-cleaner"))
+group = register(ConsumerGroup("dataset-cleaner", tables=DOMAIN))
 
 
 @group.handler(DatasetWasDeleted)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from consumers.context import HandlerContext
-from consumers.domain import Document, unindex
+from consumers.domain import DOMAIN, Document, unindex
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import DocumentWasDeleted
 
-group = register(ConsumerGroup("document-cleaner"))
+group = register(ConsumerGroup("document-cleaner", tables=DOMAIN))
 
 
 @group.handler(DocumentWasDeleted)

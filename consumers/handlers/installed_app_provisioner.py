@@ -6,12 +6,12 @@ Seed: ``create_installed_app_when_app_created`` (on ``app_was_created``).
 from __future__ import annotations
 
 from consumers.context import HandlerContext
-from consumers.domain import InstalledApp, insert_ignore
+from consumers.domain import DOMAIN, InstalledApp, insert_ignore
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import AppWasCreated
 
-group = register(ConsumerGroup("installed-app-provisioner"))
+group = register(ConsumerGroup("installed-app-provisioner", tables=DOMAIN))
 
 
 @group.handler(AppWasCreated)

@@ -21,14 +21,14 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, case, literal, update
 
 from consumers.context import HandlerContext
-from consumers.domain import MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore
+from consumers.domain import DOMAIN, MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore
 from consumers.domain.provider import SYSTEM, ensure_provider
 from consumers.domain.tenant import tenant_plan
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import MessageWasCreated
 
-group = register(ConsumerGroup("provider-usage"))
+group = register(ConsumerGroup("provider-usage", tables=DOMAIN))
 
 
 @group.handler(MessageWasCreated)
