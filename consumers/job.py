@@ -21,6 +21,7 @@ DUPLICATE = "duplicate"          # the idempotency key was claimed before: skipp
 DEAD_LETTERED = "dead_lettered"  # published to the dead-letter topic, and the broker acknowledged it
 PASSED = "passed"                # an event type the group does not handle: passed over by header
 ABANDONED = "abandoned"          # the partition was revoked or the consumer stopped first: not done
+NOT_DEAD_LETTERED = "not_dead_lettered"  # failed for good, and no dead letter of it fits the topic: passed over
 
 
 class Abandoned(BaseException):
