@@ -491,7 +491,7 @@ def _log_client_error(err: KafkaError) -> None:
     if err.fatal():
         log.critical("the Kafka producer hit a fatal error and cannot publish any more: %s", err.str())
     else:
-        log.warning("Kafka client: %s", err.str())
+        logging.getLogger("producers.librdkafka").warning("Kafka client: %s", err.str())
 
 
 _codec: AvroCodec | None = None

@@ -122,3 +122,19 @@ def test_the_outbox_relay_with_a_database_without_the_outbox_says_what_to_do(dom
     assert "event_outbox" not in inspect(engine).get_table_names()  # nothing half-made
     engine.dispose()
     assert topic_messages(domain_topics) == 0
+
+
+@pytest.mark.parametrize("setting, words", [
+    ({"EVENTS_KAFKA_NO_SUCH_THING": "1"}, ["no.such.thing"]),
+    ({"EVENTS_KAFKA_ENABLE_IDEMPOTENCE": "maybe"}, ["enable.idempotence"]),  # the dead-letter producer's only
+], ids=["unknown-property", "wrong-producer-value"])
+def test_events_run_refuses_a_wrong_librdkafka_setting_before_it_creates_anything(kafka_env, admin, tmp_path,
+                                                                                   setting, words):
+    env = {"EVENTS_DATABASE_URL": f"sqlite:///{tmp_path / 'events.db'}", "EVENTS_METRICS_PORT": "0",
+           "EVENTS_HEALTH_PORT": "0"}
+    assert run_events("db", "init", env=env).returncode == 0
+    result = run_events("run", "--group", "provider-usage", env={**env, **setting})
+    assert_clear_failure(result, *words)
+    # and it made nothing: no retry or dead-letter topic, no consumer group
+    assert not [t for t in admin.list_topics(timeout=15).topics if t.startswith(f"{kafka_env}.")]
+    assert not [g for g in admin.list_consumer_groups().result(15).valid if g.group_id.startswith(kafka_env)]

@@ -3,11 +3,19 @@ prefix (``kafka_env``), a fresh database on the shared throwaway PostgreSQL, and
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 from sqlalchemy import create_engine, text
 
 import consumers.handlers  # noqa: F401 - registers the seed's groups
+from consumers.broker import LocalBroker
+from consumers.broker.local import free_port, pid_alive, port_is_free
+from schemas.settings import cache_dir
 from tests.conftest import unique
+from tests.support.waiting import wait_until
 
 FAULT_TIMEOUT_S = 300  # one scenario takes 20-90 s on 2 cores; a hang fails it, not the suite
 
@@ -38,3 +46,28 @@ def fault_db(postgres_url):
 @pytest.fixture
 def world_args(kafka_env, kafka_bootstrap, fault_db, tmp_path):
     return dict(bootstrap=kafka_bootstrap, prefix=kafka_env, database_url=fault_db, run_dir=tmp_path / "run")
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of this test alone (a LocalBroker in a temporary home), never the shared one: the test
+    may stop it, kill it (``kill_broker``) and start it again, on the same port."""
+    broker = LocalBroker(tmp_path / "broker-home", cache_dir(), port=free_port())
+    broker.start(timeout_s=120)
+    yield broker
+    broker.stop()
+
+
+def kill_broker(broker: LocalBroker) -> None:
+    """SIGKILL, as a node failure ends it: no controlled shutdown. Returns once the process is gone and
+    its port can be bound again (its connections' last states cleared), so it starts again on that port,
+    as a restarted node comes back at its address."""
+    state = broker.status()
+    os.kill(state.pid, signal.SIGKILL)
+    while pid_alive(state.pid):
+        try:
+            os.waitpid(state.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    wait_until(lambda: port_is_free(state.port), 90, f"port {state.port} to be free after the kill")
