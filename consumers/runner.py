@@ -528,11 +528,8 @@ class GroupRunner:
                 if admin.refusal is not None:
                     raise
                 attempt += 1
-                cause = exc.__cause__
-                reason = cause.args[0].str() if isinstance(cause, KafkaException) and isinstance(
-                    cause.args[0], KafkaError) else str(exc)
-                log.warning("group %s is waiting for the Kafka cluster at %s: %s; trying again in %.0fs "
-                            "(attempt %d)", self.group.name, self.settings.bootstrap(), reason, delay, attempt,
+                log.warning("group %s is waiting for the Kafka cluster at %s (%s); trying again in %.0fs "
+                            "(attempt %d)", self.group.name, self.settings.bootstrap(), exc, delay, attempt,
                             extra={"group": self.group.name})
             resume = time.monotonic() + delay
             while (left := resume - time.monotonic()) > 0:

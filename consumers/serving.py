@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import selectors
 import socket
+import socketserver
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -23,21 +25,21 @@ READ_TIMEOUT_S = 5.0
 SWEEP_S = 0.5  # how often connections that sent nothing are looked over
 
 
-class PoolingMixIn:
+class PoolingMixIn(socketserver.BaseServer):
     """Like ``socketserver.ThreadingMixIn``: connections wait in a selector until readable, then a
     pool of ``WORKERS`` threads serves them."""
 
     workers = WORKERS
     request_queue_size = 128  # connections the kernel holds before the server accepts them
 
-    def process_request(self, request: socket.socket, client_address) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         if not hasattr(self, "_selector"):
             self._selector = selectors.DefaultSelector()
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"http-{self.server_address[1]}")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="events-http")
             self._lock = threading.Lock()
             self._waiting: dict[socket.socket, float] = {}  # connection -> when it was accepted
             self._closed = False
-            threading.Thread(target=self._hand_over, name=f"http-{self.server_address[1]}-wait", daemon=True).start()
+            threading.Thread(target=self._hand_over, name="events-http-wait", daemon=True).start()
         with self._lock:
             self._waiting[request] = time.monotonic()
             self._selector.register(request, selectors.EVENT_READ, client_address)
@@ -51,9 +53,10 @@ class PoolingMixIn:
                 return
             with self._lock:
                 for key, _ in ready:
-                    self._selector.unregister(key.fileobj)
-                    del self._waiting[key.fileobj]
-                    self._pool.submit(self._serve, key.fileobj, key.data)
+                    connection = cast(socket.socket, key.fileobj)
+                    self._selector.unregister(connection)
+                    del self._waiting[connection]
+                    self._pool.submit(self._serve, connection, key.data)
                 idle = [c for c, since in self._waiting.items() if time.monotonic() - since > READ_TIMEOUT_S]
                 for connection in idle:
                     self._selector.unregister(connection)
@@ -61,7 +64,7 @@ class PoolingMixIn:
             for connection in idle:
                 self.shutdown_request(connection)
 
-    def _serve(self, request: socket.socket, client_address) -> None:
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
         request.settimeout(READ_TIMEOUT_S)
         try:
             self.finish_request(request, client_address)

@@ -208,7 +208,9 @@ def cluster_metadata(admin: AdminClient, timeout: float):
             if refusal is not None:
                 raise TopicsError(f"cannot read the cluster's metadata: {refusal.str()}") from KafkaException(refusal)
             if time.monotonic() >= deadline:
-                raise TopicsError(f"cannot read the cluster's metadata: {exc.args[0]}") from exc
+                error = exc.args[0] if exc.args else exc
+                raise TopicsError(f"cannot read the cluster's metadata: "
+                                  f"{error.str() if isinstance(error, KafkaError) else error}") from exc
 
 
 def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,

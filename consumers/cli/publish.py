@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.table import Table
 
 from schemas.errors import EventsError
 from schemas.headers import idempotency_key_problem
+
+if TYPE_CHECKING:
+    from producers.producer import EventProducer
 
 out = Console()
 
@@ -124,7 +127,8 @@ def _validate(spec, records: list[tuple[str, dict]]) -> list:
     return events
 
 
-def _check_sendable(producer, wheres: list[str], events: list, key: str | None, idempotency_key: str | None) -> None:
+def _check_sendable(producer: EventProducer, wheres: list[str], events: list, key: str | None,
+                    idempotency_key: str | None) -> None:
     """Encodes every event and checks its size with its headers before the first is sent: one that
     cannot go means none goes."""
     from producers.errors import PublishError

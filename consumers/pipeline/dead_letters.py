@@ -194,9 +194,10 @@ def fit_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, 
             (ORIGINAL_OMITTED, f"key, value and headers too large; still at {origin}".encode())]),
     ]
     for letter in candidates:
-        room = limit - letter.size - len(DLT_EXCEPTION_STACKTRACE) - 4  # the header's name and two varints
-        if room < -len(DLT_EXCEPTION_STACKTRACE) - 4:
-            continue  # not even without the stack trace
+        room = limit - letter.size
+        if room < 0:
+            continue
+        room -= len(DLT_EXCEPTION_STACKTRACE) + 4  # the stack trace header's name and its two varints
         if stack and room >= min(len(stack[0]), STACKTRACE_MIN_BYTES):
             cut = stack[0] if len(stack[0]) <= room else bounded(stack[0].decode("utf-8", "replace"), room,
                                                                  keep="tail")
@@ -240,9 +241,10 @@ class DeadLetters(Step):
             while True:
                 letter = fit_letter(job.message.key(), job.message.value(), headers, limit, origin=job.where())
                 if letter is None:
-                    log.error("%s of group %s is not dead-lettered: no letter of it fits %s (%d bytes at most); it "
-                              "is passed over and is still at %s", job.where(), self.group.name, self.topic, limit,
-                              job.where(), extra=message_fields(job, self.group.name))
+                    log.error("%s of group %s is passed over without a dead letter: not even its smallest letter "
+                              "fits %s (%d bytes at most); it stays in its partition until its retention ends",
+                              job.where(), self.group.name, self.topic, limit,
+                              extra=message_fields(job, self.group.name))
                     if span is not None:
                         span.set_status(Status(StatusCode.ERROR, "no dead letter fits the topic"))
                     return False

@@ -245,7 +245,8 @@ def test_a_dead_letter_too_large_for_its_topic_still_goes_and_holds_up_nothing(
     headers = dict(omitted.headers())
     assert omitted.value() is None
     assert headers["dlq-original-omitted"] == f"value too large (1500000 bytes); still at {topic}[0]@1".encode()
-    assert headers["dlq-origin-offset"] == b"1" and headers["dlq-error-class"] == b"schemas.errors.NotSingleObjectEncoded"
+    assert headers["dlq-origin-offset"] == b"1"
+    assert headers["dlq-error-class"] == b"schemas.errors.NotSingleObjectEncoded"
     # And a redrive leaves that one out (re-driven, it would only fail as an empty message), and takes the other
     plan = Redrive(get_settings(), group).prepare(Selection(), execute=False)
     assert [letter.key for letter in plan.omitted] == [b"app-poison"]
