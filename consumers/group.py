@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from sqlalchemy import MetaData, Table
+
 from schemas.catalogue import CATALOGUE, Catalogue
 from schemas.events import Event
 
@@ -67,11 +69,14 @@ class ConsumerGroup:
 
     ``options`` are defaults for every handler of the group (``max_attempts=3``, ...); the pipeline
     defaults to ``consumers.pipeline.DEFAULT_PIPELINE``. ``database_url`` overrides the settings'
-    database for this group's idempotency table and handler sessions.
+    database for this group's idempotency table and handler sessions. ``tables`` (a ``MetaData``
+    or ``Table`` objects) are the tables its handlers use: ``events run`` refuses to start while
+    one is missing, rather than fail every message on it.
     """
 
     def __init__(self, name: str, *, pipeline: Sequence[type[Step]] | None = None,
-                 database_url: str | None = None, catalogue: Catalogue = CATALOGUE, **options: Any):
+                 database_url: str | None = None, catalogue: Catalogue = CATALOGUE,
+                 tables: MetaData | Iterable[Table] = (), **options: Any):
         if not GROUP_NAME.match(name):
             raise GroupDefinitionError(
                 f"group name {name!r} is not valid: use 1-200 lowercase letters, digits, '.', '_' or '-', "
@@ -82,6 +87,7 @@ class ConsumerGroup:
         self.pipeline: tuple[type[Step], ...] = tuple(DEFAULT_PIPELINE if pipeline is None else pipeline)
         self.database_url = database_url
         self.catalogue = catalogue
+        self.tables: tuple[Table, ...] = tuple(tables.sorted_tables if isinstance(tables, MetaData) else tables)
         self.handlers: dict[str, Handler] = {}
         self._defaults: dict[str, Any] = dict(GROUP_OPTIONS)
         for step in self.pipeline:

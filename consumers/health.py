@@ -1,4 +1,4 @@
-"""Liveness and readiness over HTTP for Kubernetes probes (stdlib ``http.server`` on a thread).
+"""Liveness and readiness over HTTP for Kubernetes probes (``consumers.serving``: a few threads).
 
 ``GET /healthz``: 200 while the poll loop has looped recently (a wedged loop fails the probe and
 the pod is restarted). ``GET /readyz``: 200 once the consumer has joined its group (it received
@@ -12,9 +12,9 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .errors import ConsumerError
+from .serving import PooledHTTPServer, QuietHandler
 
 log = logging.getLogger("consumers.health")
 
@@ -25,7 +25,7 @@ class HealthServer:
         checks = {"/healthz": live, "/livez": live, "/readyz": ready}
         status_of = status or (lambda: {})
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):  # noqa: N802 - the stdlib's name
                 check = checks.get(self.path.split("?", 1)[0])
                 if check is None:
@@ -39,15 +39,11 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *_args):  # probes every few seconds: keep them out of the logs
-                pass
-
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = PooledHTTPServer((host, port), Handler)
         except OSError as exc:
             raise ConsumerError(f"cannot serve the health endpoints on port {port}: {exc.strerror}; give a free "
                                 "port with --health-port (`events run`: or EVENTS_HEALTH_PORT), or 0 for none") from exc
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="events-health", daemon=True)
 

@@ -32,12 +32,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from schemas.headers import IDEMPOTENCY_KEY_MAX_LENGTH
+
 metadata = MetaData()
 
 processed_events = Table(
     "processed_events", metadata,
     Column("group_name", String(200), primary_key=True),
-    Column("idempotency_key", String(255), primary_key=True),
+    Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX_LENGTH), primary_key=True),
     Column("event_id", String(64), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, index=True),
 )

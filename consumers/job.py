@@ -21,6 +21,7 @@ DUPLICATE = "duplicate"          # the idempotency key was claimed before: skipp
 DEAD_LETTERED = "dead_lettered"  # published to the dead-letter topic, and the broker acknowledged it
 PASSED = "passed"                # an event type the group does not handle: passed over by header
 ABANDONED = "abandoned"          # the partition was revoked or the consumer stopped first: not done
+NOT_DEAD_LETTERED = "not_dead_lettered"  # failed for good, and no dead letter of it fits the topic: passed over
 
 
 class Abandoned(BaseException):
@@ -34,7 +35,7 @@ class Lane:
     """One assigned partition. A new ``Lane`` per assignment, so completions of jobs fetched under
     an earlier assignment are recognised and ignored."""
 
-    __slots__ = ("topic", "partition", "revoked", "stop_waiting", "outstanding", "offsets")
+    __slots__ = ("topic", "partition", "revoked", "stop_waiting", "outstanding", "offsets", "committed")
 
     def __init__(self, topic: str, partition: int):
         self.topic = topic
@@ -43,6 +44,7 @@ class Lane:
         self.stop_waiting = threading.Event()    # backoff and pause waits end early (revoke, shutdown)
         self.outstanding = 0                     # jobs dispatched and not yet reported (poll thread only)
         self.offsets: PartitionOffsets = PartitionOffsets()  # the runner gives it the tracker's
+        self.committed: int | None = None        # the group's committed offset at assignment, once asked (lag)
 
     def sleep(self, seconds: float) -> None:
         """Waits ``seconds`` unless told to stop waiting, which abandons the message."""

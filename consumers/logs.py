@@ -11,13 +11,20 @@ Text lines end with the record's message ids, compactly: ``... [group=g event_id
 trace_id=...]`` (only those present). Every record goes through ``RedactingFilter`` on the way
 out: credentials in its message and in its traceback are masked, and the traceback holds no
 pydantic input values or SQL parameters (``consumers.redact``).
+
+Kafka clients repeat themselves while a broker is unreachable (each client, each reconnection:
+dozens of lines a second): ``RepeatedLines`` lets one line per cause through every
+``REPEAT_INTERVAL_S``, and the next one says how many it stood for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -84,10 +91,53 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+REPEAT_INTERVAL_S = 10.0
+# what differs between two lines of one cause: librdkafka's timings and its own suppression counts
+_VOLATILE = re.compile(r"\(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)"
+                       r"|\d+ identical error\(s\) suppressed")
+
+
+class RepeatedLines(logging.Filter):
+    """Warnings and errors of Kafka clients (loggers named ``*.librdkafka``): the first of a cause
+    passes, the same cause (its text, timings aside) is held back for ``interval_s``, and the first
+    one after that passes saying how many were held back. Other records pass untouched."""
+
+    def __init__(self, interval_s: float = REPEAT_INTERVAL_S, clock=time.monotonic):
+        super().__init__()
+        self.interval_s = interval_s
+        self.clock = clock
+        self._causes: dict[tuple[str, int, str], list] = {}  # cause -> [when it last passed, held back since]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.endswith("librdkafka"):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: logging reports it when formatting
+            return True
+        cause = (record.name, record.levelno, _VOLATILE.sub("", message))
+        now = self.clock()
+        with self._lock:
+            seen = self._causes.get(cause)
+            if seen is not None and now - seen[0] < self.interval_s:
+                seen[1] += 1
+                return False
+            if len(self._causes) > 1000:  # causes that stopped long ago
+                self._causes = {c: s for c, s in self._causes.items() if now - s[0] < self.interval_s}
+            self._causes[cause] = [now, 0]
+        if seen is not None and seen[1]:
+            record.msg, record.args = (f"{message} (repeated {seen[1]} times in the last {now - seen[0]:.0f} s)",
+                                       None)
+        return True
+
+
 def configure_logging(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
-    """One handler on the root logger, writing to ``stream`` (stderr): JSON lines or text, redacted."""
+    """One handler on the root logger, writing to ``stream`` (stderr): JSON lines or text, Kafka
+    clients' repeated lines held back, redacted."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RepeatedLines())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -17,37 +17,69 @@ import traceback
 
 from schemas.errors import describe_validation_error
 
-__all__ = ["error_message", "error_traceback", "mask_credentials", "redact"]
+__all__ = ["error_message", "error_traceback", "fqcn", "mask_credentials", "redact"]
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-
-# key=value / key: value / "key": "value" where the key names a password or a secret
+MASK = "***"
+# scheme://user:secret@host: the secret runs to the last '@' before a space (a raw password may hold
+# '@', ':', ',' or '/'; masking too much beats showing a tail of it)
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)\S*@")
+# name=value / name: value / "name": "value" where the name says it holds a secret. A quoted value
+# ends at its closing quote when a delimiter follows; any other value runs to the next space.
+_SECRET_NAME = (r"[\w.-]*(?:passw(?:or)?d|pwd|secret|api[_.-]?key|access[_.-]?key|private[_.-]?key|token"
+                r"|credentials?|authorization)")
 _SECRET_VALUE = re.compile(
-    r"""(?i)([\w.-]*(?:password|passwd|secret)["']?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,;&'"})\]]+)""")
+    rf"""(?i)({_SECRET_NAME}["']?\s*[=:]\s*)((?:bearer|basic)\s+)?"""
+    r"""("(?:[^"\\\n]|\\.)*"(?=[\s,;&)\]}]|$)|'(?:[^'\\\n]|\\.)*'(?=[\s,;&)\]}]|$)|[^\s"']\S*|["']\S*)""")
+# an HTTP Authorization header's credentials, wherever they appear
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"'\\]{8,}")
+# model providers' API keys: OpenAI/Anthropic/DeepSeek sk-..., Stripe sk_..., Groq gsk_..., xAI xai-...,
+# Hugging Face hf_..., Google AIza...
+_PROVIDER_KEY = re.compile(r"\b(sk-|sk_|gsk_|xai-|hf_|AIza)[A-Za-z0-9_-]{16,}")
+_MARKERS = ("://", "passw", "pwd", "secret", "key", "token", "credential", "authorization", "bearer", "basic",
+            "sk-", "sk_", "xai-", "hf_", "aiza")
+
 # pydantic's "[type=..., input_value=..., input_type=...]" (one line; pydantic cuts long values)
 _INPUT_VALUE = re.compile(r"input_value=[^\n]*?, (input_type=)")
 # SQLAlchemy's "[parameters: ...]" line of a StatementError
 _SQL_PARAMETERS = re.compile(r"\[parameters: [^\n]*\]")
 
 
+def _masked_value(match: re.Match) -> str:
+    name, scheme, value = match.group(1), match.group(2) or "", match.group(3)
+    quote = value[0] if value[0] in "\"'" and len(value) > 1 and value[-1] == value[0] else ""
+    return f"{name}{scheme}{quote}{MASK}{quote}"
+
+
 def mask_credentials(text: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` anywhere in ``text``."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
+    """``text`` with every credential shape masked: a URL's password (``scheme://user:***@host``),
+    the value of a name that says it is secret (``sasl.password=***``, ``"api_key": "***"``,
+    ``token=***``, ``Authorization: Bearer ***``), HTTP ``Bearer``/``Basic`` credentials, and
+    model providers' API keys (``sk-***``). Cheap when there is nothing to do."""
+    lowered = text.lower()
+    if not any(marker in lowered for marker in _MARKERS):
+        return text
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+    text = _SECRET_VALUE.sub(_masked_value, text)
+    text = _AUTH_SCHEME.sub(rf"\1\2{MASK}", text)
+    return _PROVIDER_KEY.sub(rf"\1{MASK}", text)
 
 
 def redact(text: str) -> str:
-    """``text`` with credentials masked and embedded event data (pydantic input values, SQL
-    parameters) removed. Cheap when there is nothing to do (substring checks first)."""
-    if "://" in text:
-        text = mask_credentials(text)
-    lowered = text.lower()
-    if "passw" in lowered or "secret" in lowered:
-        text = _SECRET_VALUE.sub(r"\1***", text)
+    """``text`` with credentials masked (``mask_credentials``) and embedded event data (pydantic
+    input values, SQL parameters) removed. Cheap when there is nothing to do (substring checks first)."""
+    text = mask_credentials(text)
     if "input_value=" in text:
         text = _INPUT_VALUE.sub(r"\1", text)
     if "[parameters: " in text:
         text = _SQL_PARAMETERS.sub("[SQL parameters hidden]", text)
     return text
+
+
+def fqcn(exc: BaseException) -> str:
+    """The error's class as Java tooling names one: ``module.Class`` (``Class`` for builtins)."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _is_validation_error(exc: BaseException) -> bool:

@@ -25,12 +25,14 @@ from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from producers.config import producer_config
+from producers.sizes import DEFAULT_MESSAGE_MAX_BYTES, largest_record
 from schemas import headers as H
 from schemas.codec import AvroCodec
+from schemas.errors import TopicsError
 from schemas.settings import Settings, get_settings
+from schemas.topics import Admin, cluster_metadata, topic_config
 
 from .breaker import OutageBreaker
 from .config import LIBRDKAFKA_LOG, consumer_config, group_id
@@ -41,6 +43,7 @@ from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
 from .pipeline import Resources, build
+from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry.fields import event_type_of, message_fields
 from .telemetry.metrics import OUTCOMES, ConsumerMetrics, meter_provider_configured
@@ -51,6 +54,9 @@ log = logging.getLogger("consumers.runner")
 EVENT_TYPE_NAME = re.compile(rb"^[a-z][a-z0-9_]{0,99}$")
 LIVENESS_WINDOW_S = 60.0
 BUFFER_WAIT_S = 1.0  # how long a full buffer may keep the loop from polling before partitions pause
+CLUSTER_PROBE_S = 5.0     # how long one attempt to reach the cluster at start waits for an answer
+CLUSTER_WAIT_MIN_S = 1.0  # the pause after the first failed attempt; it doubles up to the max
+CLUSTER_WAIT_MAX_S = 30.0
 
 
 class GroupRunner:
@@ -144,15 +150,18 @@ class GroupRunner:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self._start()
-            self._loop()
+            if self._start():
+                self._loop()
         finally:
             try:
                 self._shutdown()
             finally:
                 self.finished.set()
 
-    def _start(self) -> None:
+    def _start(self) -> bool:
+        """Everything up to the subscription; False when stopped while waiting for the cluster.
+        What can be refused (a librdkafka property, the database, a missing table) is refused before
+        anything is created on the cluster."""
         group = self.group
         # no more messages can fail at once than there are workers, so a higher threshold could never be
         # met; never below 2 on that account, so that one deadlock on one worker does not pause the group
@@ -162,14 +171,21 @@ class GroupRunner:
                                 max_backoff_s=group.option("outage_max_backoff_s"))
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,
                               producer=self._dead_letter_producer, tracer_provider=self.tracer_provider)
-        if any(h.option("idempotent") for h in group.handlers.values()):
+        idempotent = any(h.option("idempotent") for h in group.handlers.values())
+        if idempotent or group.tables:
             url = group.database_url or self.settings.database()
             if url.startswith("sqlite:///"):
                 from pathlib import Path
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             resources.engine = make_engine(url, pool_size=self.concurrency + 2)
-            resources.store = IdempotencyStore(resources.engine, group.name)
-            resources.store.create()
+            if idempotent:
+                resources.store = IdempotencyStore(resources.engine, group.name)
+                resources.store.create()
+            require_tables(resources.engine, group.tables, group=group.name)
+        # librdkafka refuses a wrong property when a client is made: both clients, before any topic
+        conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
+        self._consumer = Consumer(conf)
+        self._dead_letter_producer()
         provider = self.meter_provider
         if provider is None and meter_provider_configured():
             from opentelemetry import metrics
@@ -178,18 +194,21 @@ class GroupRunner:
             self.metrics = resources.metrics = ConsumerMetrics.of(provider)
             self.metrics.watch(self)
         self.resources = resources
-        if resources.store is not None:
-            threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
         self._chain, self._steps = build(resources, group.pipeline)
-        if self.create_topics:
-            self._ensure_topics()
         self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
         self._dispatcher.start()
-        if self.health_port:
+        self.last_loop = time.monotonic()
+        if self.health_port:  # live while it waits for the cluster, ready once it joined
             self.health = HealthServer(self.health_port, live=self.is_live, ready=self.is_ready,
                                        status=self.status).start()
-        conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
-        self._consumer = Consumer(conf)
+        admin = self._admin()
+        if not self._await_cluster(admin):
+            return False
+        if self.create_topics:
+            self._ensure_topics(admin)
+        resources.dead_letter_max_bytes = self._dead_letter_limit(admin)
+        if resources.store is not None:
+            threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
         topics = group.topics(self.prefix)
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
@@ -197,6 +216,7 @@ class GroupRunner:
         log.info("group %s (consumer group %s) subscribed to %s with %d workers", group.name, self.group_id,
                  ", ".join(topics), self.concurrency)
         self.started.set()
+        return True
 
     def _loop(self) -> None:
         consumer = self._consumer
@@ -208,6 +228,7 @@ class GroupRunner:
         stop = self._stop
         measure_lag = self.metrics is not None
         next_lag = 0.0
+        dead_letters = self._dead_letter_producer()
         while not stop.is_set():
             first = poll(timeout)
             if first is not None:
@@ -217,6 +238,7 @@ class GroupRunner:
             self.last_loop = now = time.monotonic()
             drain()  # also stores the positions that passing over moved
             reconcile()
+            dead_letters.poll(0)  # its log lines and delivery reports, when they happen
             if measure_lag and now >= next_lag:
                 next_lag = now + lag_of.LAG_INTERVAL_S
                 self.lag = lag_of.measure(consumer, self._lanes)
@@ -434,7 +456,9 @@ class GroupRunner:
     def _shutdown(self) -> None:
         self._stopping = True
         consumer = self._consumer
-        if consumer is not None:
+        if consumer is not None and not self.started.is_set():  # refused or stopped before subscribing
+            consumer.close()
+        elif consumer is not None:
             log.info("group %s stopping: fetching stopped, %d message(s) in flight get up to %.1fs to finish",
                      self.group.name, self._dispatcher.pending, self.settings.drain_timeout_s)
             self._reconcile()  # stop fetching
@@ -486,19 +510,51 @@ class GroupRunner:
                          "logger": LIBRDKAFKA_LOG}, settings=self.settings))
         return self._producer
 
-    def _ensure_topics(self) -> None:
+    def _admin(self) -> Admin:
+        """An admin client on the group's cluster, with its security settings only (the consumer's
+        other properties would be warned about as unknown to it)."""
+        return Admin({"bootstrap.servers": self.settings.bootstrap(), "logger": LIBRDKAFKA_LOG,
+                      "client.id": f"events-admin-{self.group.name}",
+                      **{k: v for k, v in self.settings.kafka_properties().items()
+                         if k.startswith(("security.", "sasl.", "ssl."))}})
+
+    def _await_cluster(self, admin: Admin) -> bool:
+        """Waits until the cluster answers, as a pod must after a node failure: one line per
+        attempt, with growing pauses (up to ``CLUSTER_WAIT_MAX_S``). A refusal (credentials, an
+        untrusted certificate) is fatal at once. False when stopped while waiting."""
+        delay, attempt = CLUSTER_WAIT_MIN_S, 0
+        while True:
+            try:
+                cluster_metadata(admin, CLUSTER_PROBE_S)
+                if attempt:
+                    log.info("group %s: the Kafka cluster answers now, after %d attempt(s)", self.group.name,
+                             attempt + 1)
+                return True
+            except TopicsError as exc:
+                if admin.refusal is not None:
+                    raise
+                attempt += 1
+                log.warning("group %s is waiting for the Kafka cluster at %s (%s); trying again in %.0fs "
+                            "(attempt %d)", self.group.name, self.settings.bootstrap(), exc, delay, attempt,
+                            extra={"group": self.group.name})
+            resume = time.monotonic() + delay
+            while (left := resume - time.monotonic()) > 0:
+                if self._stop.wait(min(left, 0.5)):
+                    return False
+                self.last_loop = time.monotonic()
+                for client in (admin, self._consumer, self._producer):  # their log lines, as they happen
+                    if client is not None:
+                        client.poll(0)
+            delay = min(CLUSTER_WAIT_MAX_S, delay * 2)
+
+    def _ensure_topics(self, admin: Admin) -> None:
         """Creates the group's retry and dead-letter topics when missing, as the topics file
         declares them (``schemas/topics.yaml``: partitions, replication clamped to the brokers,
         retention and the other keys); never alters a topic that exists (``events topics apply``
         does). Warns about missing domain topics, which are ``events topics apply``'s to create."""
         from schemas.topics import create_missing, group_topics
 
-        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes a logger
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap(),
-                             "logger": LIBRDKAFKA_LOG,  # type: ignore[dict-item]
-                             **{k: v for k, v in self.settings.kafka_properties().items()
-                                if k.startswith(("security.", "sasl.", "ssl."))}})
-        metadata = admin.list_topics(timeout=15)
+        metadata = cluster_metadata(admin, 15.0)
         for topic in self.group.domain_topics(self.prefix):
             if topic not in metadata.topics:
                 log.warning("group %s subscribes to %s, which does not exist yet (create it with `events topics "
@@ -511,6 +567,20 @@ class GroupRunner:
             log.warning("group %s: %s", self.group.name, warning)
         for action in created.actions:
             log.info("created %s (%s)", action.topic, action.details())
+
+    def _dead_letter_limit(self, admin: Admin) -> int:
+        """The largest dead letter both the dead-letter producer (``message.max.bytes``) and the
+        dead-letter topic (``max.message.bytes``, when it can be read) take."""
+        producer_max = int(str(producer_config(settings=self.settings).get("message.max.bytes",
+                                                                            DEFAULT_MESSAGE_MAX_BYTES)))
+        topic = self.group.dlq_topic(self.prefix)
+        try:
+            topic_max: int | None = int(topic_config(admin, topic, timeout=10.0)["max.message.bytes"])
+        except (TopicsError, KeyError, ValueError) as exc:
+            log.info("group %s: cannot read max.message.bytes of %s (%s); dead letters are fitted to the producer's "
+                     "message.max.bytes (%d) alone", self.group.name, topic, exc, producer_max)
+            topic_max = None
+        return largest_record(producer_max, topic_max)
 
     def _purge_loop(self) -> None:
         assert self.resources is not None and self.resources.store is not None  # _start runs it only then
@@ -531,7 +601,7 @@ class GroupRunner:
             log.error("fatal Kafka error in group %s: %s; stopping", self.group.name, err)
             self.stop()
         else:
-            log.warning("Kafka: %s", err)
+            LIBRDKAFKA_LOG.warning("Kafka: %s", err)  # held back when repeated (``logs.RepeatedLines``)
 
     def _on_message_error(self, msg) -> None:
         err = msg.error()

@@ -65,9 +65,12 @@ def build_headers(spec: EventSpec, event: Event, *, idempotency_key: str | None 
 def event_headers(static: tuple[tuple[str, bytes], tuple[str, bytes]], event: Event,
                   idempotency_key: str | None = None,
                   extra: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None = None) -> Headers:
-    """``build_headers`` with the type's ``static_headers`` already looked up (the producer's path)."""
+    """``build_headers`` with the type's ``static_headers`` already looked up (the producer's path).
+    A business idempotency key consumers would refuse raises ``ValueError``."""
     event_type, content_type = static
     event_id = event.event_id.encode()
+    if idempotency_key and (problem := names.idempotency_key_problem(idempotency_key)):
+        raise ValueError(problem)
     headers = [event_type, (names.EVENT_ID, event_id),
                (names.IDEMPOTENCY_KEY, idempotency_key.encode() if idempotency_key else event_id),
                (names.OCCURRED_AT, b"%d" % ((event.occurred_at - _EPOCH) // _MS)),

@@ -115,8 +115,11 @@ def add_to_outbox(session, event: Event, *, key: str | None = None, idempotency_
     except Exception as exc:  # noqa: BLE001 - fastavro raises several types
         raise UnpublishableEvent(f"it does not encode with its schema: {exc}", event_id=event.event_id,
                                  event_type=spec.event_type, topic=topic) from exc
-    stored = [[name, _text(name, value)] for name, value in
-              build_headers(spec, event, idempotency_key=idempotency_key, extra=headers)]
+    try:
+        stored = [[name, _text(name, value)] for name, value in
+                  build_headers(spec, event, idempotency_key=idempotency_key, extra=headers)]
+    except ValueError as exc:  # a business idempotency key consumers would refuse, a reserved header
+        raise UnpublishableEvent(str(exc), event_id=event.event_id, event_type=spec.event_type, topic=topic) from exc
     session.execute(_INSERT, {"event_id": event.event_id, "event_type": spec.event_type, "topic": topic,
                               "key": key if key is not None else spec.key_of(event), "payload": payload,
                               "headers": stored, "created_at": utcnow()})

@@ -39,6 +39,7 @@ from schemas.settings import Settings, get_settings
 from .config import producer_config
 from .errors import DeliveryFailed, MessageTooLarge, PublishError, QueueFull, UnpublishableEvent
 from .headers import Headers, event_headers, static_headers
+from .sizes import DEFAULT_MESSAGE_MAX_BYTES, record_size
 from .telemetry import ProducerTelemetry
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,19 @@ class EventProducer:
                 results.append(exc)
         return results
 
+    def check(self, event: Event, *, key: str | None = None, idempotency_key: str | None = None,
+              headers: ExtraHeaders = None) -> None:
+        """Raises what ``publish()`` would raise before sending anything (``UnpublishableEvent``,
+        ``MessageTooLarge`` over the producer's ``message.max.bytes``), and sends nothing: for a
+        caller that must know every event of a batch can go before the first one does."""
+        topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
+        size = record_size(key, value, hdrs)
+        limit = int(str(self.config.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)))
+        if size > limit:
+            raise MessageTooLarge(f"{size} bytes with its key and headers, over the producer's message.max.bytes "
+                                  f"({limit})", event_id=event.event_id, event_type=event.event_type, topic=topic,
+                                  code="MSG_SIZE_TOO_LARGE")
+
     def publish_encoded(self, topic: str, value: bytes, *, key: str | bytes | None, headers: Headers,
                         event_id: str, on_result: ResultCallback | None = None) -> None:
         """Sends bytes that are already an encoded event (the outbox relay's path). ``on_result``
@@ -280,8 +294,12 @@ class EventProducer:
         except Exception as exc:  # noqa: BLE001 - fastavro raises several types for values a schema cannot hold
             raise UnpublishableEvent(f"it does not encode with its schema: {exc}", event_id=event.event_id,
                                      event_type=route.spec.event_type, topic=route.topic) from exc
-        return (route.topic, value, getattr(event, route.key_field) if key is None else key,
-                event_headers(route.static_headers, event, idempotency_key, headers))
+        try:
+            hdrs = event_headers(route.static_headers, event, idempotency_key, headers)
+        except ValueError as exc:  # a business idempotency key consumers would refuse, a reserved header
+            raise UnpublishableEvent(str(exc), event_id=event.event_id, event_type=route.spec.event_type,
+                                     topic=route.topic) from exc
+        return route.topic, value, getattr(event, route.key_field) if key is None else key, hdrs
 
     def _route(self, event: Event) -> _Route:
         if not isinstance(event, Event):
@@ -477,7 +495,7 @@ def _log_client_error(err: KafkaError) -> None:
     if err.fatal():
         log.critical("the Kafka producer hit a fatal error and cannot publish any more: %s", err.str())
     else:
-        log.warning("Kafka client: %s", err.str())
+        logging.getLogger("producers.librdkafka").warning("Kafka client: %s", err.str())
 
 
 _codec: AvroCodec | None = None

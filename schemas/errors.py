@@ -42,6 +42,10 @@ class InvalidEvent(CodecError):
     """The body decoded, but its values break the event model's rules (pydantic's message says which)."""
 
 
+class SettingsError(EventsError, ValueError):
+    """The configuration (``EVENTS_*`` variables, the config file) cannot be read or is not valid."""
+
+
 class TopicsError(EventsError):
     """The topics file is wrong, or the cluster refused a topic change (the message says which topic)."""
 

@@ -16,6 +16,23 @@ ATTEMPT = "events-attempt"           # attempts already made (on messages in a g
 
 AVRO_CONTENT_TYPE = "application/vnd.apache.avro+binary"
 
+# What a consumer accepts as an idempotency key (its processed_events column holds no more), and
+# so what a producer may send: the SDK, the outbox and `events publish` refuse a longer one.
+IDEMPOTENCY_KEY_MAX_LENGTH = 255  # characters of UTF-8 text
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an idempotency key, or None when it can (1 to
+    ``IDEMPOTENCY_KEY_MAX_LENGTH`` characters of text that UTF-8 can encode)."""
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        return (f"an idempotency key has 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters, this one {len(key)} "
+                "(consumers refuse a longer one; a hash of a long business key fits)")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "an idempotency key is text that UTF-8 can encode (this one holds a lone surrogate)"
+    return None
+
 
 def content_type(fingerprint: bytes) -> str:
     """The content-type header for a single-object-encoded body with this 8-byte fingerprint."""

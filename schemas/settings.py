@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import SettingsError, describe_validation_error
 
 KAFKA_ENV_PREFIX = "EVENTS_KAFKA_"
 BOOTSTRAP_ENV = ("EVENTS_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
 SECRET_MARKERS = ("password", "secret", "key.password", "key.pem", "sasl.oauthbearer.config", "token")
+MAX_RETENTION_DAYS = 36_500  # a century: beyond it, "now minus the retention" leaves the calendar
+MAX_DRAIN_TIMEOUT_S = 86_400.0
 
 
 def cache_dir() -> Path:
@@ -57,6 +61,14 @@ def local_bootstrap() -> str | None:
     return None
 
 
+def config_file() -> Path | None:
+    """The config file in use: ``EVENTS_CONFIG_FILE``, else ``./events.yaml`` when present."""
+    named = os.environ.get("EVENTS_CONFIG_FILE")
+    if named:
+        return Path(named)
+    return Path("events.yaml") if Path("events.yaml").is_file() else None
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the file named by ``EVENTS_CONFIG_FILE`` (or ``./events.yaml`` when present)."""
 
@@ -64,18 +76,54 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("EVENTS_CONFIG_FILE") or ("events.yaml" if Path("events.yaml").is_file() else None)
-        if not path:
+        path = config_file()
+        if path is None:
             return {}
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"cannot read the config file {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"the config file {path} must hold a YAML mapping, not {type(data).__name__}")
+        data = read_config_file(path)
         if any(os.environ.get(name) for name in BOOTSTRAP_ENV):
             data.pop("bootstrap_servers", None)  # the environment wins (both at once would be an "extra" input)
         return data
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's mapping. Its errors name the file and the place, never quote its text (it may
+    hold a password): not PyYAML's snippet of the line, not the bytes that are not UTF-8."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SettingsError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"the config file {path} is not UTF-8 text (an undecodable byte at position "
+                            f"{exc.start}): save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"the config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"the config file {path} must hold a YAML mapping, not {type(data).__name__}")
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's explanation with its places, without the snippet of the file it quotes."""
+    parts = []
+    for text, mark in ((getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+                       (getattr(exc, "problem", None), getattr(exc, "problem_mark", None))):
+        if text:
+            parts.append(f"{text} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else text)
+    return ": ".join(parts) or type(exc).__name__
+
+
+def librdkafka_value(value: Any) -> Any:
+    """A YAML scalar as librdkafka's text (``10`` -> ``"10"``, ``true`` -> ``"true"``, a list ->
+    comma-separated); anything else is returned as it is, for validation to refuse."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, bool | int | float | str) for v in value):
+        return ",".join(librdkafka_value(v) for v in value)
+    return value
 
 
 class Settings(BaseSettings):
@@ -90,12 +138,21 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; unset means SQLite under EVENTS_HOME.")
     kafka: dict[str, str] = Field(default_factory=dict, description="librdkafka properties, passed through.")
     concurrency: int = Field(default=8, ge=1, le=1024)
-    drain_timeout_s: float = Field(default=30.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, gt=0, le=MAX_DRAIN_TIMEOUT_S, allow_inf_nan=False)
     health_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
-    idempotency_retention_days: float = Field(default=7.0, gt=0, description="How long processed keys are kept.")
+    idempotency_retention_days: float = Field(default=7.0, gt=0, le=MAX_RETENTION_DAYS, allow_inf_nan=False,
+                                              description="How long processed keys are kept.")
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _kafka_as_text(cls, value: Any) -> Any:
+        """YAML writes numbers and booleans (``linger.ms: 10``); librdkafka takes every value as text."""
+        if isinstance(value, dict):
+            return {k: librdkafka_value(v) for k, v in value.items()}
+        return value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -134,4 +191,11 @@ def masked(props: dict[str, Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings. An invalid setting is a ``SettingsError`` that names it without its
+    value (pydantic's own message shows the value, which may be a password)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        path = config_file()
+        raise SettingsError(f"the configuration is not valid: {describe_validation_error(exc)} (check the EVENTS_* "
+                            f"environment variables{f' and the config file {path}' if path else ''})") from None

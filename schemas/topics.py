@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -36,7 +36,7 @@ from confluent_kafka.admin import (
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import TopicsError
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, librdkafka_value
 
 TOPICS_FILE = Path(__file__).with_name("topics.yaml")
 Role = Literal["domain", "dead-letter", "retry"]
@@ -45,18 +45,10 @@ _TOPIC_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 # -- the file ---------------------------------------------------------------------------------
-def _config_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(_config_text(v) for v in value)
-    return str(value)
-
-
 def _config_mapping(value: Any) -> Any:
     """A mapping of configuration keys with its values as Kafka's text (``true``, ``a,b``)."""
     if isinstance(value, Mapping):
-        return {str(k): _config_text(v) for k, v in value.items()}
+        return {str(k): librdkafka_value(v) for k, v in value.items()}
     return value
 
 
@@ -224,7 +216,9 @@ def cluster_metadata(admin: AdminClient, timeout: float):
             if refusal is not None:
                 raise TopicsError(f"cannot read the cluster's metadata: {refusal.str()}") from KafkaException(refusal)
             if time.monotonic() >= deadline:
-                raise TopicsError(f"cannot read the cluster's metadata: {exc.args[0]}") from exc
+                error = exc.args[0] if exc.args else exc
+                raise TopicsError(f"cannot read the cluster's metadata: "
+                                  f"{error.str() if isinstance(error, KafkaError) else error}") from exc
 
 
 def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,
@@ -244,6 +238,49 @@ def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,
             if e.value is not None and (not only_set or e.source == _SET_ON_TOPIC)
         }
     return result
+
+
+# ListOffsets answers that mean the admin client's view of a partition's leader is out of date: after a
+# broker restart librdkafka goes on asking with the leader epoch it cached (FENCED_LEADER_EPOCH) until
+# its metadata is refreshed
+_STALE_LEADER = frozenset({KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+                           KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._NOENT})
+
+
+def list_offsets(admin: AdminClient, wanted: Mapping[tuple[str, int], Any], *,
+                 timeout: float = 30.0) -> dict[tuple[str, int], int]:
+    """The offset of each ``(topic, partition)`` for its ``OffsetSpec``. A partition whose answer
+    says the client's metadata is stale, or is retriable, is asked again after a metadata refresh,
+    until ``timeout``; other errors raise ``KafkaException``, as librdkafka's futures do."""
+    deadline = time.monotonic() + timeout
+    pending, found = dict(wanted), {}
+    while pending:
+        left = max(1.0, deadline - time.monotonic())
+        futures = admin.list_offsets({TopicPartition(t, p): spec for (t, p), spec in pending.items()},
+                                     request_timeout=left)
+        again = {}
+        for tp, future in futures.items():
+            key = (tp.topic, tp.partition)
+            try:
+                found[key] = future.result(timeout=left).offset
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                stale = isinstance(error, KafkaError) and (error.code() in _STALE_LEADER or error.retriable())
+                if not stale or time.monotonic() >= deadline:
+                    raise
+                again[key] = pending[key]
+        pending = again
+        if pending:
+            try:
+                admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))  # refreshes leaders and epochs
+            except KafkaException:
+                time.sleep(0.2)  # the cluster is on its way back: ask again
+    return found
+
+
+def topic_config(admin: AdminClient, topic: str, *, timeout: float = 10.0) -> dict[str, str]:
+    """Every configuration value of ``topic`` (set on it, or the broker's default)."""
+    return _describe_configs(admin, [topic], timeout).get(topic, {})
 
 
 def list_topics(admin: AdminClient, prefix: str | None, *, timeout: float = 10.0) -> list[TopicState]:

@@ -4,13 +4,12 @@ librdkafka properties each kind of client gets, with every secret masked."""
 from __future__ import annotations
 
 import json
-import os
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.settings import get_settings, is_secret, masked
+from schemas.settings import config_file, get_settings, is_secret, masked
 
 out = Console()
 
@@ -49,8 +48,7 @@ def effective(group: str) -> dict:
         clients["producer"] = producer_config(settings=settings)
         clients["consumer"] = consumer_config(settings, group)
     return {
-        "config_file": os.environ.get("EVENTS_CONFIG_FILE")
-        or ("events.yaml" if os.path.isfile("events.yaml") else None),
+        "config_file": str(path) if (path := config_file()) else None,
         "settings": values,
         "kafka": masked(settings.kafka_properties()),
         "clients": {name: masked({k: v for k, v in conf.items() if not callable(v) and k != "logger"})

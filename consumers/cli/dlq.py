@@ -155,6 +155,10 @@ def redrive(group_name: str, selection: Selection, positions: tuple[str, ...], l
         tail.append(f"{len(plan.already)} selected were re-driven before (ledger {plan.ledger}) and are not sent again")
     if plan.over_limit:
         tail.append(f"{plan.over_limit} more are left for a later run (--limit)")
+    if plan.omitted:
+        tail.append(f"{len(plan.omitted)} selected carry no value (it was too large for {plan.dlq_topic}) and are not "
+                    "re-driven: `events dlq show` says where each original still is, to replay it from there "
+                    "(`events replay --from-offsets`)")
     if dry_run or not plan.pending:
         out.print(f"{len(plan.pending)} dead letter(s) {'would be' if dry_run else 'to be'} re-driven "
                   f"of {plan.held} held" + "".join(f"; {t}" for t in tail) + "."

@@ -49,9 +49,10 @@ def _logging() -> None:
 
         configure_logging("json", settings.log_level)
     elif not root.handlers:
-        from ..logs import RedactingFilter
+        from ..logs import RedactingFilter, RepeatedLines
 
         handler = RichHandler(console=err, show_path=False)
+        handler.addFilter(RepeatedLines())
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)
         root.setLevel(settings.log_level.upper())

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from schemas.errors import EventsError
+from schemas.headers import idempotency_key_problem
+
+if TYPE_CHECKING:
+    from producers.producer import EventProducer
 
 out = Console()
 
@@ -27,7 +31,8 @@ class PublishInputError(EventsError):
 @click.option("--file", "file_", type=click.File("r"), metavar="FILE",
               help="Events as JSON objects, one a line ('-' is standard input).")
 @click.option("--key", help="Message key for every event (default: the event's aggregate id).")
-@click.option("--idempotency-key", help="Business idempotency key (one event only; default: the event id).")
+@click.option("--idempotency-key", callback=lambda _ctx, _param, key: _checked_key(key),
+              help="Business idempotency key (one event only; default: the event id).")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Seconds to wait for the broker's acknowledgements, in all.")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -67,6 +72,7 @@ def command(event_type: str, stdin: str | None, json_text: str | None, file_: IO
 
     outcomes: Sequence[Delivery | PublishError | None]  # publish(wait=True) gives a Delivery, never None
     with EventProducer(poll_thread=True) as producer:
+        _check_sendable(producer, [where for where, _ in records], events, key, idempotency_key)
         topic = producer.topic_of(spec.event_type)
         if producer.missing_topics([topic], timeout=min(timeout, 10.0)):
             raise EventsError(f"nothing was published: the topic {topic} does not exist "
@@ -85,11 +91,20 @@ def command(event_type: str, stdin: str | None, json_text: str | None, file_: IO
         raise EventsError(f"{len(failed)} of {len(events)} events were not published; first: {failed[0]}")
 
 
+def _checked_key(key: str | None) -> str | None:
+    problem = idempotency_key_problem(key) if key is not None else None
+    if problem:
+        raise click.BadParameter(problem)
+    return key
+
+
 def _parse(text: str, where: str) -> dict:
     try:
         value = json.loads(text)
     except ValueError as exc:
         raise PublishInputError(f"{where}: not JSON: {exc}") from None
+    except RecursionError:
+        raise PublishInputError(f"{where}: the JSON is nested too deeply to be an event") from None
     if not isinstance(value, dict):
         raise PublishInputError(f"{where}: an event is a JSON object, not {type(value).__name__}")
     return value
@@ -112,6 +127,23 @@ def _validate(spec, records: list[tuple[str, dict]]) -> list:
         raise PublishInputError(f"nothing was published; {len(problems)} of {len(records)} events are invalid:\n"
                                 + "\n".join(problems))
     return events
+
+
+def _check_sendable(producer: EventProducer, wheres: list[str], events: list, key: str | None,
+                    idempotency_key: str | None) -> None:
+    """Encodes every event and checks its size with its headers before the first is sent: one that
+    cannot go means none goes."""
+    from producers.errors import PublishError
+
+    problems = []
+    for where, event in zip(wheres, events, strict=True):
+        try:
+            producer.check(event, key=key, idempotency_key=idempotency_key)
+        except PublishError as exc:
+            problems.append(f"{where}: {exc.reason}")
+    if problems:
+        raise PublishInputError(f"nothing was published; {len(problems)} of {len(events)} events cannot be sent:\n"
+                                + "\n".join(problems))
 
 
 def _show(events, outcomes, output: str) -> None:

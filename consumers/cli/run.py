@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.settings import get_settings
+from schemas.settings import MAX_RETENTION_DAYS, get_settings
 
 from ..errors import ConsumerError
 from ..logs import configure_logging
@@ -34,6 +35,19 @@ class NoGroups(ConsumerError):
     """``events run`` found nothing to run."""
 
 
+class Days(click.FloatRange):
+    """A number of days above 0 and at most ``MAX_RETENTION_DAYS`` (not NaN, which every range admits)."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0, min_open=True, max=MAX_RETENTION_DAYS)
+
+    def convert(self, value, param, ctx) -> float:
+        days = super().convert(value, param, ctx)
+        if math.isnan(days):
+            self.fail(f"{value!r} is not a number of days", param, ctx)
+        return days
+
+
 @click.command("run")
 @click.option("--group", "group_name", metavar="NAME",
               help="Run this consumer group in this process (what a pod runs).")
@@ -46,7 +60,7 @@ class NoGroups(ConsumerError):
               help="Port of /healthz and /readyz (default: EVENTS_HEALTH_PORT; 0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Port of the Prometheus endpoint /metrics (default: EVENTS_METRICS_PORT; 0: none).")
-@click.option("--idempotency-retention-days", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--idempotency-retention-days", type=Days(), default=None,
               help="How long processed idempotency keys are kept, older ones purged hourly "
                    "(default: EVENTS_IDEMPOTENCY_RETENTION_DAYS, 7).")
 def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,

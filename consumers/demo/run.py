@@ -40,6 +40,7 @@ from schemas.topics import admin_client
 from .. import idempotency, registry
 from ..domain import App, create_all
 from ..domain.invariants import Check
+from ..logs import RedactingFilter, RepeatedLines
 from . import checks as C
 from .application import AGAIN, Application, Relay
 from .cluster import LIBRDKAFKA_LOG, Cluster, GroupProcesses, apply_topics, delete_run, find_cluster, group_env
@@ -392,6 +393,8 @@ def _log_to(path: Path) -> None:
     """The demo's own logs (and librdkafka's) go to a file: the console is for the tables."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RepeatedLines())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

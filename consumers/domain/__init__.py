@@ -39,8 +39,10 @@ from .search import keywords, search, split_segments, unindex
 from .tenant import Tenant, TenantDefaultModel, TenantSetting, WorkspaceSyncTask
 from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, WorkflowWebhookTrigger
 
+DOMAIN = Base.metadata  # every table of the slice (each model module is imported above)
+
 __all__ = [
-    "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
+    "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
     "DatasetMetadata", "DatasetMetadataBinding", "DatasetProcessRule", "DatasetQuery", "Document", "DocumentKeyword",
     "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
     "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantDefaultModel", "TenantSetting",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
-from consumers.domain import AppTrigger, insert_ignore
+from consumers.domain import DOMAIN, AppTrigger, insert_ignore
 from consumers.domain.trigger import ENABLED, PLUGIN, SCHEDULE, WEBHOOK
 from consumers.group import ConsumerGroup
 from consumers.registry import register
@@ -20,7 +20,7 @@ from schemas.events import AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import nodes, of_workflow_app
 
-group = register(ConsumerGroup("app-trigger-sync"))
+group = register(ConsumerGroup("app-trigger-sync", tables=DOMAIN))
 
 
 @group.handler(AppPublishedWorkflowWasUpdated)

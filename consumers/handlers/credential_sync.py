@@ -15,12 +15,12 @@ from __future__ import annotations
 import uuid
 
 from consumers.context import HandlerContext
-from consumers.domain import WorkspaceSyncTask, insert_ignore
+from consumers.domain import DOMAIN, WorkspaceSyncTask, insert_ignore
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import TenantWasCreated
 
-group = register(ConsumerGroup("credential-sync"))
+group = register(ConsumerGroup("credential-sync", tables=DOMAIN))
 TASK_IDS = uuid.UUID("0c6d3f1a-6b7e-4f0a-9d4c-2e8b5a7f1c39")
 
 

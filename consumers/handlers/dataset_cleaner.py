@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
 from consumers.domain import (
+    DOMAIN,
     AppDatasetJoin,
     DatasetMetadata,
     DatasetMetadataBinding,
@@ -38,7 +39,7 @@ from schemas.events import DatasetWasDeleted
 
 from .cleanup import delete_attachments, delete_files, delete_segment_images
 
-group = register(ConsumerGroup("dataset-cleaner"))
+group = register(ConsumerGroup("dataset-cleaner", tables=DOMAIN))
 
 
 @group.handler(DatasetWasDeleted)

@@ -17,14 +17,14 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
-from consumers.domain import Dataset, DatasetMetadataBinding, DocumentSegment, SegmentAttachmentBinding, unindex
+from consumers.domain import DOMAIN, Dataset, DatasetMetadataBinding, DocumentSegment, SegmentAttachmentBinding, unindex
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import DocumentWasDeleted
 
 from .cleanup import delete_attachments, delete_files, delete_segment_images
 
-group = register(ConsumerGroup("document-cleaner"))
+group = register(ConsumerGroup("document-cleaner", tables=DOMAIN))
 
 
 @group.handler(DocumentWasDeleted)

@@ -26,7 +26,16 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from consumers.context import HandlerContext
-from consumers.domain import Dataset, Document, DocumentKeyword, DocumentSegment, keywords, split_segments, unindex
+from consumers.domain import (
+    DOMAIN,
+    Dataset,
+    Document,
+    DocumentKeyword,
+    DocumentSegment,
+    keywords,
+    split_segments,
+    unindex,
+)
 from consumers.domain.dataset import COMPLETED, ERROR, INDEXING
 from consumers.domain.search import word_count
 from consumers.group import ConsumerGroup
@@ -35,7 +44,7 @@ from schemas.events import DocumentIndexCreated
 
 from .errors import DocumentNotFound, TenantMismatch
 
-group = register(ConsumerGroup("document-indexer"))
+group = register(ConsumerGroup("document-indexer", tables=DOMAIN))
 
 SEGMENT_IDS = uuid.UUID("5c1d7a52-8f0e-4e43-9a57-3d0f6b1c2e90")
 """Namespace of segment ids: uuid5(document id : position), so indexing twice writes the same ids."""

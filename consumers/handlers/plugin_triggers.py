@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
-from consumers.domain import WorkflowPluginTrigger, insert_ignore
+from consumers.domain import DOMAIN, WorkflowPluginTrigger, insert_ignore
 from consumers.domain.trigger import PLUGIN
 from consumers.errors import MessageRejected
 from consumers.group import ConsumerGroup
@@ -25,7 +25,7 @@ from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpd
 
 from .trigger_nodes import WorkflowEvent, nodes, of_workflow_app
 
-group = register(ConsumerGroup("plugin-trigger-sync"))
+group = register(ConsumerGroup("plugin-trigger-sync", tables=DOMAIN))
 MAX_PLUGIN_TRIGGER_NODES = 5  # Dify's MAX_PLUGIN_TRIGGER_NODES_PER_WORKFLOW
 FIELDS = ("provider_id", "event_name", "subscription_id")
 

@@ -36,13 +36,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, case, literal, or_, update
 
 from consumers.context import HandlerContext
-from consumers.domain import MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore, rowcount
+from consumers.domain import DOMAIN, MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore, rowcount
 from consumers.domain.provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, model_credits, short_provider_name
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import MessageWasCreated
 
-group = register(ConsumerGroup("provider-usage"))
+group = register(ConsumerGroup("provider-usage", tables=DOMAIN))
 
 LAST_USED_WINDOW = timedelta(minutes=5)  # Dify's LAST_USED_UPDATE_WINDOW_SECONDS
 

@@ -15,12 +15,12 @@ import string
 from sqlalchemy import select
 
 from consumers.context import HandlerContext
-from consumers.domain import Site, insert_ignore
+from consumers.domain import DOMAIN, Site, insert_ignore
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import AppWasCreated
 
-group = register(ConsumerGroup("site-provisioner"))
+group = register(ConsumerGroup("site-provisioner", tables=DOMAIN))
 
 CODE_ALPHABET = string.ascii_letters + string.digits
 CODE_LENGTH = 16  # as Dify's Site.generate_code(16): 62**16 codes, a clash is astronomically rare

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consumers.context import HandlerContext
-from consumers.domain import Provider, Tenant, TenantDefaultModel, TenantSetting, insert_ignore
+from consumers.domain import DOMAIN, Provider, Tenant, TenantDefaultModel, TenantSetting, insert_ignore
 from consumers.domain.provider import DEFAULT_MODELS, HOSTED_PROVIDERS, SYSTEM, ensure_provider, plan_quota
 from consumers.domain.tenant import tenant_plan
 from consumers.group import ConsumerGroup
@@ -29,7 +29,7 @@ from schemas.events import Event, TenantWasCreated, TenantWasUpdated
 
 from .versions import is_stale, version_of
 
-group = register(ConsumerGroup("tenant-provisioner"))
+group = register(ConsumerGroup("tenant-provisioner", tables=DOMAIN))
 
 
 @group.handler(TenantWasCreated)

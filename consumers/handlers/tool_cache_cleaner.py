@@ -11,12 +11,12 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from consumers.context import HandlerContext
-from consumers.domain import ToolParameterCache, rowcount
+from consumers.domain import DOMAIN, ToolParameterCache, rowcount
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import AppDraftWorkflowWasSynced
 
-group = register(ConsumerGroup("tool-cache-cleaner"))
+group = register(ConsumerGroup("tool-cache-cleaner", tables=DOMAIN))
 
 
 @group.handler(AppDraftWorkflowWasSynced)

@@ -18,7 +18,7 @@ import secrets
 from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
-from consumers.domain import App, WorkflowWebhookTrigger, insert_ignore
+from consumers.domain import DOMAIN, App, WorkflowWebhookTrigger, insert_ignore
 from consumers.domain.trigger import WEBHOOK
 from consumers.group import ConsumerGroup
 from consumers.registry import register
@@ -27,7 +27,7 @@ from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpd
 from .plugin_triggers import TooManyTriggers
 from .trigger_nodes import WorkflowEvent, nodes, of_workflow_app
 
-group = register(ConsumerGroup("webhook-sync"))
+group = register(ConsumerGroup("webhook-sync", tables=DOMAIN))
 MAX_WEBHOOK_NODES = 5  # Dify's MAX_WEBHOOK_NODES_PER_WORKFLOW
 
 

@@ -21,7 +21,7 @@ from croniter import croniter
 from sqlalchemy import delete, select
 
 from consumers.context import HandlerContext
-from consumers.domain import WorkflowSchedulePlan, insert_ignore, rowcount
+from consumers.domain import DOMAIN, WorkflowSchedulePlan, insert_ignore, rowcount
 from consumers.domain.trigger import SCHEDULE
 from consumers.errors import MessageRejected
 from consumers.group import ConsumerGroup
@@ -30,7 +30,7 @@ from schemas.events import AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import nodes, of_workflow_app
 
-group = register(ConsumerGroup("workflow-schedule-sync"))
+group = register(ConsumerGroup("workflow-schedule-sync", tables=DOMAIN))
 WEEKDAYS = {"sun": "0", "mon": "1", "tue": "2", "wed": "3", "thu": "4", "fri": "5", "sat": "6"}
 
 

@@ -29,7 +29,7 @@ from .idempotency import Idempotency
 from .retries import Retries
 from .step import CallNext, Counters, Resources, Step
 from .time_limit import TimeLimit
-from .tracing import Tracing
+from .tracing import Tracing, record_error
 
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
@@ -67,8 +67,13 @@ def observed_handler(resources: Resources, job: Job) -> str:
             with tracer.start_as_current_span(f"handle {handler.event_type}", context=set_span_in_context(job.span),
                                               kind=SpanKind.INTERNAL,
                                               attributes={"events.handler": handler.name,
-                                                          "events.attempt": job.attempts}):
-                return call_handler(job)
+                                                          "events.attempt": job.attempts},
+                                              record_exception=False, set_status_on_exception=False) as span:
+                try:
+                    return call_handler(job)
+                except Exception as exc:
+                    record_error(span, exc)
+                    raise
         return call_handler(job)
     except BaseException as exc:
         outcome = "error"

@@ -17,8 +17,6 @@ from ..errors import BadHeader, EmptyValue
 from ..job import Job
 from .step import CallNext, Step
 
-MAX_KEY_LENGTH = 255  # the processed_events column
-
 
 class Decode(Step):
     options = {}
@@ -49,9 +47,9 @@ class Decode(Step):
                 text = key.decode("utf-8") if key is not None else ""
             except UnicodeDecodeError:
                 text = ""
-            if not text or len(text) > MAX_KEY_LENGTH:
+            if not text or len(text) > H.IDEMPOTENCY_KEY_MAX_LENGTH:
                 raise BadHeader(f"the '{H.IDEMPOTENCY_KEY}' header is malformed: {key[:100]!r} (expected 1 to "
-                                f"{MAX_KEY_LENGTH} characters of UTF-8 text)")
+                                f"{H.IDEMPOTENCY_KEY_MAX_LENGTH} characters of UTF-8 text)")
             job.idempotency_key = text
         job.reprocess = headers.get(H.REPROCESS) == b"1"
         attempt = headers.get(H.ATTEMPT)

@@ -27,10 +27,9 @@ from schemas.errors import CodecError
 
 from ..errors import MessageRejected
 from ..job import HANDLED, Job
-from ..redact import error_message
+from ..redact import error_message, fqcn
 from ..telemetry.fields import message_fields
 from ..telemetry.metrics import key as metric_key
-from .dead_letters import fqcn
 from .step import CallNext, Step
 
 log = logging.getLogger("consumers.retries")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
+
 if TYPE_CHECKING:
     from confluent_kafka import Producer
     from sqlalchemy import Engine
@@ -57,6 +59,7 @@ class Resources:
     engine: Engine | None = None
     store: IdempotencyStore | None = None
     producer: Callable[[], Producer] | None = None  # the dead-letter producer, made on first use
+    dead_letter_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the largest letter the producer and the topic take
     tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
     counters: Counters = field(default_factory=Counters)
     tracer: Any = None    # set by ``Tracing`` when it is active: the steps' spans (handler, dead letter)

@@ -24,6 +24,7 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKin
 from schemas import headers as H
 
 from ..job import Job
+from ..redact import error_message, error_traceback, fqcn
 from ..telemetry.fields import event_id_of, event_type_of
 from .step import CallNext, Step
 
@@ -52,9 +53,13 @@ class Tracing(Step):
         assert self.tracer is not None  # the step is in the chain only when active
         with self.tracer.start_as_current_span(f"process {job.topic}", context=parent_context(job),
                                                kind=SpanKind.CONSUMER, attributes=span_attributes(job, self.group.name),
-                                               record_exception=True, set_status_on_exception=True) as span:
+                                               record_exception=False, set_status_on_exception=False) as span:
             job.span = span
-            outcome = call_next(job)
+            try:
+                outcome = call_next(job)
+            except Exception as exc:
+                record_error(span, exc)
+                raise
             span.set_attribute("events.outcome", outcome)
             span.set_attribute("events.attempts", job.attempts)
             if outcome != "handled" and outcome != "duplicate":
@@ -95,13 +100,21 @@ def span_attributes(job: Job, group: str) -> dict:
     return attributes
 
 
+def record_error(span, exc: BaseException) -> None:
+    """OpenTelemetry's ``exception`` event and an ERROR status, with the message and stack trace
+    redacted (``consumers.redact``), where ``record_exception`` would write them as they are."""
+    message = error_message(exc)
+    span.add_event("exception", {"exception.type": fqcn(exc), "exception.message": message,
+                                 "exception.stacktrace": error_traceback(exc)})
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
+
+
 def failed_span(tracer, job: Job, group: str, exc: BaseException):
     """The CONSUMER span of a message that failed before ``Tracing`` opened one, already ended:
     the exception recorded, status ERROR, outcome ``dead_lettered``."""
     span = tracer.start_span(f"process {job.topic}", context=parent_context(job), kind=SpanKind.CONSUMER,
                              attributes={**span_attributes(job, group), "events.outcome": "dead_lettered",
                                          "events.attempts": 0})
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    record_error(span, exc)
     span.end()
     return span

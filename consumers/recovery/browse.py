@@ -75,6 +75,8 @@ def key_text(key: bytes | None) -> str:
 
 def decoded(letter: DeadLetter) -> object:
     """The event as JSON, or why it does not decode (the reason it may have been dead-lettered)."""
+    if letter.omitted:
+        return {"undecodable": f"the dead letter does not carry the original value: {letter.omitted}"}
     if not letter.value:
         return {"undecodable": "the dead letter has no value (a tombstone)"}
     try:

@@ -31,6 +31,7 @@ BATCH_MESSAGES = 500      # copies per transaction
 BATCH_SECONDS = 1.0       # and at most this long between commits (slow --rate)
 TIMEOUT_S = 60.0
 TRANSACTION_TIMEOUT_MS = 180_000
+FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Copier:
         self.rate = rate
         self.result = Copied()
         self.transactional = transactional_id is not None
-        overrides: dict[str, object] = {"client.id": client_id, "logger": log}
+        self._fatal: KafkaError | None = None  # the error that ended the producer (a fence), from error_cb
+        overrides: dict[str, object] = {"client.id": client_id, "logger": log, "error_cb": self._on_error}
         if transactional_id is not None:
             overrides["transactional.id"] = transactional_id
             # must be at least the producer's delivery.timeout.ms (120 s); the broker allows up to 15 min
@@ -82,13 +84,18 @@ class Copier:
              also: Sequence[tuple[str, bytes, bytes]] = ()) -> None:
         """Copies one message; ``also``: ``(topic, key, value)`` records that go in the same
         transaction (transactional copiers only)."""
-        self._pace()
-        if self.transactional and self._in_batch == 0:
-            self._producer.begin_transaction()
-            self._batch_started = time.monotonic()
-        self._produce(self.target, key, value, headers, counted=True)
-        for topic, k, v in also:
-            self._produce(topic, k, v, None, counted=False)
+        try:
+            self._pace()
+            if self.transactional and self._in_batch == 0:
+                self._producer.begin_transaction()
+                self._batch_started = time.monotonic()
+            self._produce(self.target, key, value, headers, counted=True)
+            for topic, k, v in also:
+                self._produce(topic, k, v, None, counted=False)
+        except KafkaException as exc:  # a transactional producer fenced meanwhile fails any call
+            self.result.failed += self._in_batch
+            self._in_batch = 0
+            raise self._failure(exc.args[0], "copying") from exc
         self._in_batch += 1
         self._count += 1
         if self.transactional and (self._in_batch >= BATCH_MESSAGES
@@ -147,16 +154,34 @@ class Copier:
             error: KafkaError = exc.args[0]
             if error.txn_requires_abort():
                 self._producer.abort_transaction(TIMEOUT_S)
-            fenced = error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
             self.result.failed += self._in_batch
             self._in_batch = 0
-            if fenced:
-                raise CopyFailed(f"another redrive of this group started and took over (fenced: {error.str()}); "
-                                 f"{self.result.sent} copies were committed before it did") from exc
-            raise CopyFailed(f"committing {self.result.failed} copies to {self.target} failed: {error.str()}; "
-                             f"{self.result.sent} were committed before. Run the command again") from exc
+            raise self._failure(error, f"committing {self.result.failed} copies to {self.target}") from exc
         self.result.sent += self._in_batch
         self._in_batch = 0
+
+    def _failure(self, error: KafkaError, doing: str) -> CopyFailed:
+        """What to say when a call failed: a fence means another copier with our transactional id
+        (another redrive of the group) started after this one, whichever call met it first (later
+        calls fail with librdkafka's bare ``Local: Fatal error``)."""
+        if error.code() == KafkaError._FATAL and self._fatal is None:
+            try:
+                self._producer.poll(0)  # serves the error callback, which names the fatal error ...
+            except KafkaException as exc:  # ... or raises it
+                self._fatal = exc.args[0]
+        cause = self._fatal if error.code() == KafkaError._FATAL and self._fatal is not None else error
+        if cause.code() in FENCED:
+            return CopyFailed(f"another redrive holds the group's ledger: one started after this one, and Kafka "
+                              f"fenced this one out ({cause.str()}); {self.result.sent} copies were committed before, "
+                              "none is sent twice. Run `events dlq redrive` again once the other has finished")
+        return CopyFailed(f"{doing} failed: {cause.str()}; {self.result.sent} were committed before. Run the "
+                          "command again")
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.warning("Kafka: %s", error.str())
 
     def _pace(self) -> None:
         if not self.rate:

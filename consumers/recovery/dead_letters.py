@@ -117,6 +117,12 @@ class DeadLetter:
         return _text(self._get(DL.ERROR_STACKTRACE, DL.DLT_EXCEPTION_STACKTRACE)) or ""
 
     @property
+    def omitted(self) -> str | None:
+        """Why the letter lacks the original value (too large for the dead-letter topic), and where
+        the original still is; None for a letter that carries it."""
+        return _text(self.named.get(DL.ORIGINAL_OMITTED))
+
+    @property
     def attempts(self) -> int | None:
         return _int(self.named.get(DL.ATTEMPTS))
 

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, 
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from schemas.settings import Settings, get_settings
-from schemas.topics import admin_client
+from schemas.topics import admin_client, list_offsets
 
 from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY
 from .errors import MissingTopic, RecoveryError
@@ -89,9 +89,12 @@ def exists(client: AdminClient, topic: str) -> bool:
 def _list_offsets(client: AdminClient, tps: list[TP], spec: OffsetSpec, what: str) -> dict[TP, int]:
     if not tps:
         return {}
-    futures = client.list_offsets({TopicPartition(t, p): spec for t, p in tps}, request_timeout=TIMEOUT_S)
-    return {(tp.topic, tp.partition): _result(f, f"{what} of {tp.topic}[{tp.partition}]").offset
-            for tp, f in futures.items()}
+    try:
+        return list_offsets(client, dict.fromkeys(tps, spec), timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        raise RecoveryError(f"{what} failed: {exc.args[0].str() if exc.args else exc}") from exc
+    except TimeoutError as exc:
+        raise RecoveryError(f"{what}: no answer from the cluster within {TIMEOUT_S:.0f}s") from exc
 
 
 def watermarks(client: AdminClient, tps: list[TP]) -> dict[TP, tuple[int, int]]:

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from schemas.settings import Settings
+from schemas.topics import list_offsets
 
 from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY, group_id
 from ..group import ConsumerGroup
@@ -93,11 +94,8 @@ class LagReader:
             consumer.close()
 
     def _offsets(self, spec: OffsetSpec) -> dict[TP, int]:
-        if not self._every:
-            return {}
-        futures = self.admin.list_offsets({TopicPartition(t, p): spec for t, p in self._every},
-                                          request_timeout=TIMEOUT_S)
-        return {(tp.topic, tp.partition): f.result(timeout=TIMEOUT_S).offset for tp, f in futures.items()}
+        # asked again after a metadata refresh where a broker restart left the client's leaders stale
+        return list_offsets(self.admin, dict.fromkeys(self._every, spec), timeout=TIMEOUT_S) if self._every else {}
 
     @staticmethod
     def _committed(consumer: Consumer, tps: list[TP]) -> dict[TP, int]:

@@ -55,6 +55,7 @@ class RedrivePlan:
     pending: list[DeadLetter] = field(default_factory=list)   # selected, not re-driven yet: to send
     already: list[tuple[DeadLetter, Entry]] = field(default_factory=list)  # selected, re-driven before
     over_limit: int = 0                            # selected and pending, left for a later run by --limit
+    omitted: list[DeadLetter] = field(default_factory=list)  # selected, without the original value: not sent
 
 
 @dataclass
@@ -89,6 +90,9 @@ class Redrive:
         for letter in dead_letters.read(self.settings, self.dlq_topic, positions=selection.positions):
             plan.held += 1
             if not selection.matches(letter):
+                continue
+            if letter.omitted:  # re-driven, it would only fail again as an empty message
+                plan.omitted.append(letter)
                 continue
             entry = self.ledger.redriven(letter)
             if entry is not None:

@@ -63,6 +63,21 @@ def _otlp(signal: str) -> bool:
     return True
 
 
+def _serve_metrics(host: str, port: int, registry: Any):
+    """``/metrics`` of ``registry`` on a bounded pool of threads (``consumers.serving``), as
+    prometheus_client's ``start_http_server`` serves it on a thread per connection."""
+    import threading
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import make_wsgi_app
+
+    from ..serving import PooledWSGIServer, QuietWSGIHandler
+
+    server = make_server(host, port, make_wsgi_app(registry), PooledWSGIServer, handler_class=QuietWSGIHandler)
+    threading.Thread(target=server.serve_forever, name="events-metrics", daemon=True).start()
+    return server
+
+
 def configure(metrics_port: int, *, group: str | None = None, set_global: bool = True,
               host: str = "0.0.0.0") -> Telemetry:
     """Builds the providers this environment asks for (see the module's doc)."""
@@ -82,11 +97,11 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
     prometheus_registry = None
     if metrics_port:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
         try:
-            server, _thread = start_http_server(metrics_port, addr=host, registry=registry)
+            server = _serve_metrics(host, metrics_port, registry)
         except OSError as exc:  # e.g. several `events run` on one machine: the group runs on without it
             log.error("cannot serve Prometheus metrics on :%d (%s); set EVENTS_METRICS_PORT (or --metrics-port) "
                       "to a free port, or 0 for none", metrics_port, exc)

@@ -44,9 +44,12 @@ def assert_clear_failure(result, *words: str) -> str:
     ("app_was_created", ["--json", json.dumps({**APP, "mode": "spreadsheet"})], ["mode"]),
     ("app_was_created", ["--json", json.dumps({**APP, "app_id": ""})], ["app_id"]),
     ("app_was_created", ["-", json.dumps({**APP, "name": "x" * 1_200_000})],  # on standard input
-     ["not published", "message.max.bytes"]),
+     ["nothing was published", "message.max.bytes"]),
+    ("app_was_created", ["-", '{"name": ' + "[" * 100_000 + "]" * 100_000 + "}"], ["line 1", "nested too deeply"]),
+    ("app_was_created", ["--json", json.dumps(APP), "--idempotency-key", "k" * 256],
+     ["--idempotency-key", "1 to 255 characters"]),
 ], ids=["malformed-json", "not-an-object", "unknown-type", "negative-count", "count-over-64-bits", "unknown-enum",
-        "empty-id", "oversize"])
+        "empty-id", "oversize", "deeply-nested", "idempotency-key-too-long"])
 def test_publish_refuses_bad_input_clearly_and_publishes_nothing(domain_topics, topic_messages, event_type,
                                                                  args, words):
     # Given the domain topics, empty
@@ -65,6 +68,11 @@ def test_one_bad_line_among_good_ones_publishes_none_of_them(domain_topics, topi
     lines = "\n".join([json.dumps(MESSAGE), json.dumps({**MESSAGE, "answer_tokens": -1})])
     result = run_events("publish", "message_was_created", "-", input=lines)
     assert_clear_failure(result, "nothing was published", "line 2")
+    # a line that is valid but too large to send, after a good one: encoded and measured before any is sent
+    lines = "\n".join([json.dumps(MESSAGE), json.dumps({**MESSAGE, "model_name": "m" * 1_100_000}),
+                       json.dumps({**MESSAGE, "message_id": "m3"})])
+    result = run_events("publish", "message_was_created", "-", input=lines)
+    assert_clear_failure(result, "nothing was published", "line 2", "message.max.bytes")
     assert topic_messages(domain_topics) == 0
 
 
@@ -114,3 +122,19 @@ def test_the_outbox_relay_with_a_database_without_the_outbox_says_what_to_do(dom
     assert "event_outbox" not in inspect(engine).get_table_names()  # nothing half-made
     engine.dispose()
     assert topic_messages(domain_topics) == 0
+
+
+@pytest.mark.parametrize("setting, words", [
+    ({"EVENTS_KAFKA_NO_SUCH_THING": "1"}, ["no.such.thing"]),
+    ({"EVENTS_KAFKA_ENABLE_IDEMPOTENCE": "maybe"}, ["enable.idempotence"]),  # the dead-letter producer's only
+], ids=["unknown-property", "wrong-producer-value"])
+def test_events_run_refuses_a_wrong_librdkafka_setting_before_it_creates_anything(kafka_env, admin, tmp_path,
+                                                                                   setting, words):
+    env = {"EVENTS_DATABASE_URL": f"sqlite:///{tmp_path / 'events.db'}", "EVENTS_METRICS_PORT": "0",
+           "EVENTS_HEALTH_PORT": "0"}
+    assert run_events("db", "init", env=env).returncode == 0
+    result = run_events("run", "--group", "provider-usage", env={**env, **setting})
+    assert_clear_failure(result, *words)
+    # and it made nothing: no retry or dead-letter topic, no consumer group
+    assert not [t for t in admin.list_topics(timeout=15).topics if t.startswith(f"{kafka_env}.")]
+    assert not [g for g in admin.list_consumer_groups().result(15).valid if g.group_id.startswith(kafka_env)]

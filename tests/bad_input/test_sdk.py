@@ -10,11 +10,21 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
+from consumers.breaker import OutageBreaker
+from consumers.errors import BadHeader
+from consumers.job import Job, Lane
+from consumers.pipeline import Decode, Resources
+from consumers.registry import get
 from producers import EventProducer, add_to_outbox, create_outbox_table
 from producers.errors import DeliveryFailed, MessageTooLarge, UnpublishableEvent
+from producers.headers import build_headers
 from producers.outbox import event_outbox
+from schemas import headers as H
+from schemas.catalogue import CATALOGUE
+from schemas.codec import AvroCodec
 from schemas.events import AppWasCreated, MessageWasCreated
 from schemas.settings import Settings
+from tests.bad_input.test_decoder_fuzz import FakeMessage
 
 APP = dict(tenant_id="t1", app_id="a1", mode="chat", name="Support bot", created_by="u1")
 BAD_VALUES = dict(tenant_id="t1", app_id="a1", conversation_id="c1", message_id="m1", provider_name="openai",
@@ -77,3 +87,59 @@ def test_add_to_outbox_refuses_bad_events_and_the_transaction_writes_nothing(tmp
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(event_outbox)).scalar_one() == 0
     engine.dispose()
+
+
+KEYS = {"255-ascii": "k" * 255, "256-ascii": "k" * 256, "255-accented": "é" * 255, "256-accented": "é" * 256,
+        "255-emoji": "\U0001F600" * 255, "lone-surrogate": "ab\ud800"}
+
+
+def consumer_accepts(key: str) -> bool:
+    """Whether a group's Decode step takes the idempotency-key header of this key as written."""
+    import consumers.handlers  # noqa: F401 - registers the seed's groups
+
+    group = get("site-provisioner")
+    event = AppWasCreated(**APP)
+    headers = [(n, v) for n, v in build_headers(CATALOGUE.for_event(event), event) if n != H.IDEMPOTENCY_KEY]
+    headers.append((H.IDEMPOTENCY_KEY, key.encode("utf-8", "surrogatepass")))
+    step = Decode(Resources(group=group, prefix="p", codec=AvroCodec(), breaker=OutageBreaker(group.name)))
+    message = FakeMessage("p.app", 0, 0, b"a1", AvroCodec().encode(event), headers)
+    job = Job(message, Lane("p.app", 0), 0, headers, b"app_was_created", group.handlers["app_was_created"])
+    try:
+        step.process(job, call_next=lambda _job: "handled")
+    except BadHeader:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("key", list(KEYS.values()), ids=list(KEYS))
+def test_the_sdk_and_the_outbox_refuse_exactly_the_idempotency_keys_consumers_refuse(tmp_path, key):
+    # Given an event and a business idempotency key
+    event = AppWasCreated(**APP)
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}")
+    create_outbox_table(engine)
+    # When the SDK and the outbox are given it
+    with EventProducer(settings=Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="p")) as producer:
+        try:
+            producer.check(event, idempotency_key=key)
+            sdk_accepts = True
+        except UnpublishableEvent as exc:
+            sdk_accepts = False
+            assert "idempotency key" in str(exc)
+        producer.close(timeout=0.5)
+    try:
+        with Session(engine) as session, session.begin():
+            add_to_outbox(session, event, idempotency_key=key, topic_prefix="p")
+        outbox_accepts = True
+    except UnpublishableEvent:
+        outbox_accepts = False
+    engine.dispose()
+    # Then both take it exactly when every consumer does
+    assert sdk_accepts == outbox_accepts == consumer_accepts(key), (sdk_accepts, outbox_accepts)
+
+
+def test_an_idempotency_key_consumers_would_refuse_is_never_published(producer, domain_topics, topic_messages):
+    for wait in (False, True):
+        with pytest.raises(UnpublishableEvent, match="1 to 255 characters"):
+            producer.publish(AppWasCreated(**APP), idempotency_key="k" * 300, wait=wait, timeout=5)
+    assert producer.flush(10) == 0
+    assert topic_messages(domain_topics) == 0

@@ -8,14 +8,11 @@ faults-cluster``) takes them all."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import create_engine, text
 
 import consumers.handlers  # noqa: F401 - registers the seed's groups
-from tests.conftest import settings_pointed_at, unique
-from tests.support.kafka import local_cluster
+from tests.conftest import unique
 
 FAULT_TIMEOUT_S = 300  # one scenario takes 20-90 s on 2 cores; a hang fails it, not the suite
 
@@ -55,20 +52,3 @@ def world_args(kafka_env, kafka_bootstrap, fault_db, tmp_path):
     return dict(bootstrap=kafka_bootstrap, prefix=kafka_env, database_url=fault_db, run_dir=tmp_path / "run")
 
 
-@pytest.fixture(scope="package")
-def three_brokers():
-    """The local three-node cluster, started for the first cluster scenario, stopped after the last."""
-    with local_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def cluster_env(three_brokers, tmp_path, monkeypatch) -> Iterator[str]:
-    """``kafka_env`` on the three-node cluster: its address, a topic prefix of the test's own."""
-    yield from settings_pointed_at(three_brokers.bootstrap, monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def cluster_world_args(three_brokers, cluster_env, fault_db, tmp_path):
-    """``world_args`` on the three-node cluster."""
-    return dict(bootstrap=three_brokers.bootstrap, prefix=cluster_env, database_url=fault_db, run_dir=tmp_path / "run")

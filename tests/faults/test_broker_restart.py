@@ -6,22 +6,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from consumers.broker import LocalBroker
-from consumers.broker.local import free_port
-from schemas.settings import cache_dir
 from tests.faults.harness import assert_exactly_once, world
 
 DOWN_S = 6.0
-
-
-@pytest.fixture
-def own_broker(tmp_path):
-    broker = LocalBroker(tmp_path / "broker-home", cache_dir(), port=free_port())
-    broker.start(timeout_s=120)
-    yield broker
-    broker.stop()
 
 
 def test_a_broker_restart_mid_stream_loses_no_acknowledged_event(world_args, own_broker):

@@ -7,12 +7,17 @@ import json
 import time
 from collections import Counter
 
+import pytest
 from sqlalchemy import create_engine, select
 
 from consumers.config import group_id
+from consumers.recovery.dead_letters import Selection
+from consumers.recovery.errors import CopyFailed
 from consumers.recovery.ledger import ledger_topic
+from consumers.recovery.redrive import Redrive
+from schemas.settings import get_settings
 from tests.consumers import sample_handlers
-from tests.consumers.support import app_event, publish, running, wait_until
+from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
 
 from .support import end_offsets
 
@@ -138,3 +143,29 @@ def test_redrive_selects_by_error_class_limits_and_paces(
         stats = cli("dlq", "stats", "--group", group_name).text
         assert "KeyError │ 2 │ 1 │" in stats and "BugError │ 5 │ 0 │" in stats
     assert sum(end_offsets(admin, retry_topic, 1)) > 0
+
+
+def test_a_redrive_fenced_by_a_later_one_says_another_holds_the_groups_ledger(
+        kafka_env, topics_of, producer_factory, registered, group_name):
+    # Given three dead letters of a group, and a redrive that has started (its transactional producer)
+    group, _ = sample_handlers.recording_group(group_name)
+    registered(group)
+    topics_of(group)
+    producer = producer_factory()
+    for i in range(3):
+        event = app_event(f"app-{i}", i)
+        producer.produce(group.dlq_topic(kafka_env), codec.encode(event), event.app_id.encode(),
+                         headers=event_headers(event) + [("dlq-attempts", b"2")])
+    assert producer.flush(10) == 0
+    first = Redrive(get_settings(), group)
+    plan = first.prepare(Selection())
+    # When a second redrive of the group starts (Kafka fences the first one's transactional id)
+    second = Redrive(get_settings(), group)
+    later = second.prepare(Selection())
+    # Then the first, going on slowly (so that the fence reaches it between copies), stops with a
+    # sentence that says why, whichever of its calls meets the fence first
+    with pytest.raises(CopyFailed, match="another redrive holds the group's ledger") as lost:
+        first.run(plan, advance=lambda _n: time.sleep(0.5))
+    assert "Fatal error" not in str(lost.value).split("(")[0]
+    # And the second re-drives all three
+    assert second.run(later).sent == 3

@@ -14,7 +14,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy.exc import IntegrityError
 
 from consumers.idempotency import make_engine
-from consumers.logs import JsonFormatter, TextFormatter, configure_logging
+from consumers.logs import JsonFormatter, RepeatedLines, TextFormatter, configure_logging
 from consumers.redact import error_message, error_traceback, redact
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, publish, running, wait_until
@@ -165,7 +165,7 @@ def test_error_text_redaction_keeps_the_error_and_drops_data():
     assert BODY_VALUE not in error_traceback(exc) and "ValidationError: 1 error: mode:" in error_traceback(exc)
     assert BODY_VALUE not in redact(str(exc))  # pydantic's own text, embedded in another message
     assert redact(f"could not connect to {SECRET_URL}") == "could not connect to postgresql://user:***@db/x"
-    assert redact("host=db user=u password='p w' dbname=x") == "host=db user=u password=*** dbname=x"
+    assert redact("host=db user=u password='p w' dbname=x") == "host=db user=u password='***' dbname=x"
     assert redact("password authentication failed for user x") == "password authentication failed for user x"
 
 
@@ -232,3 +232,28 @@ def test_the_record_of_an_outage_pause_names_the_message_that_tripped_it(caplog)
     assert (record.event_id, record.partition, record.offset, record.trace_id) == \
         ("evt-1", 2, 41, "0af7651916cd43dd8448eb211c80319c")
     assert record.reason == "outage" and "s3cret" not in record.getMessage()
+
+
+def test_repeated_kafka_client_lines_pass_once_per_cause_and_interval_with_a_count():
+    now = [0.0]
+    lines = RepeatedLines(interval_s=10.0, clock=lambda: now[0])
+
+    def passes(message: str, logger: str = "consumers.librdkafka", level: int = logging.ERROR):
+        rec = logging.LogRecord(logger, level, __file__, 1, "%s", (message,), None)
+        return rec.getMessage() if lines.filter(rec) else None
+
+    refused = ("FAIL [c#consumer-1] 127.0.0.1:9092/bootstrap: Connect failed: Connection refused "
+               "(after {}ms in state CONNECT)")
+    # When one cause repeats 40 times a second (its timings differing), Then its first line passes ...
+    assert passes(refused.format(0)) == refused.format(0)
+    held = [passes(refused.format(n % 7)) for n in range(399)]
+    assert held == [None] * 399
+    # ... and another cause, another client's, or another logger's line is not held back by it
+    assert passes("Kafka: 1/1 brokers are down") is not None
+    assert passes(refused.replace("c#consumer-1", "events-dlq-g#producer-2").format(0)) is not None
+    assert all(passes("group g paused 3 partition(s): outage", logger="consumers.runner", level=logging.WARNING)
+               for _ in range(5))
+    # When the interval has passed, Then the next line of the cause passes, saying how many it stands for
+    now[0] = 10.5
+    assert passes(refused.format(3)) == refused.format(3) + " (repeated 399 times in the last 10 s)"
+    assert passes(refused.format(1)) is None

@@ -45,9 +45,10 @@ def test_group_and_all_are_exclusive():
 
 
 def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, topic_factory, group_topics, tmp_path):
-    # Given the sample group's topics and database
+    # Given the sample group's topics, and a database with its table and every seed group's (`events db init`)
     db = f"sqlite:///{tmp_path / 'effects.db'}"
     sample_handlers.create_tables(db)
+    assert CliRunner().invoke(main, ["db", "init", "--database-url", db]).exit_code == 0
     topic_factory(f"{kafka_env}.app")
     group_topics("sample-recorder")
     log = tmp_path / "run-all.log"

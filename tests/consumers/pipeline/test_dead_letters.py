@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import struct
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from consumers.logs import JsonFormatter, TextFormatter
+from consumers.pipeline.dead_letters import fit_letter
+from consumers.recovery.dead_letters import Selection
+from consumers.recovery.redrive import Redrive
+from producers import EventProducer
+from producers.sizes import record_size
 from schemas import headers as H
+from schemas.settings import Settings, get_settings
 from tests.consumers import sample_handlers
 from tests.consumers.pipeline.test_decode import avro_body_with
 from tests.consumers.support import (
@@ -57,8 +66,9 @@ def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, 
     assert headers["dlq-handler"] == b"tests.consumers.sample_handlers.Behaviour.handle"
     assert headers["dlq-error-class"] == b"RuntimeError"
     assert headers["dlq-error-message"] == b"told to fail on app-bad (attempt 3)"
-    stack = headers["dlq-error-stacktrace"].decode()
+    stack = headers["kafka_dlt-exception-stacktrace"].decode()  # once, under Spring's name
     assert "Traceback" in stack and "RuntimeError: told to fail on app-bad" in stack and len(stack) <= 8192
+    assert "dlq-error-stacktrace" not in headers
     assert headers["dlq-attempts"] == b"3"
     failed_at = datetime.fromisoformat(headers["dlq-failed-at"].decode().replace("Z", "+00:00"))
     assert before - timedelta(seconds=1) <= failed_at <= datetime.now(UTC)
@@ -68,10 +78,9 @@ def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, 
     assert headers["kafka_dlt-original-offset"] == struct.pack(">q", 0)
     assert headers["kafka_dlt-original-timestamp"] == struct.pack(">q", original_ts)
     assert headers["kafka_dlt-original-timestamp-type"] == b"CreateTime"
-    assert headers["kafka_dlt-original-consumer-group"] == group.name.encode()
+    assert headers["kafka_dlt-original-consumer-group"] == f"{kafka_env}.{group.name}".encode()  # the group id
     assert headers["kafka_dlt-exception-fqcn"] == b"RuntimeError"
     assert headers["kafka_dlt-exception-message"] == headers["dlq-error-message"]
-    assert headers["kafka_dlt-exception-stacktrace"] == headers["dlq-error-stacktrace"]
     # And the partition moved on: the next event of the same key and the other key were handled
     assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted([after.event_id, other.event_id])
 
@@ -161,13 +170,12 @@ def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
     assert leaky_headers["dlq-error-message"] == (b"told to fail on app-leaky (attempt 2): could not connect to "
                                                   b"postgresql://user:***@db/x")
     assert leaky_headers["kafka_dlt-exception-message"] == leaky_headers["dlq-error-message"]
-    stack = leaky_headers["dlq-error-stacktrace"].decode()
+    stack = leaky_headers["kafka_dlt-exception-stacktrace"].decode()
     assert "Traceback" in stack and "LeakyError: told to fail on app-leaky" in stack and "user:***@db/x" in stack
-    assert leaky_headers["kafka_dlt-exception-stacktrace"] == leaky_headers["dlq-error-stacktrace"]
     assert invalid_headers["dlq-error-class"] == b"schemas.errors.InvalidEvent"
     message = invalid_headers["dlq-error-message"].decode()
     assert "app_was_created event" in message and "1 error: mode: Input should be" in message, message
-    stack = invalid_headers["dlq-error-stacktrace"].decode()
+    stack = invalid_headers["kafka_dlt-exception-stacktrace"].decode()
     assert "ValidationError: 1 error: mode: Input should be" in stack and "input_value" not in stack, stack
     assert invalid_headers["kafka_dlt-exception-cause-fqcn"] == b"pydantic_core._pydantic_core.ValidationError"
     # And no log record at INFO or above holds them either, as text or as JSON, yet each names the error
@@ -186,3 +194,96 @@ def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
     text = TextFormatter().format(dead_lettered[0])
     assert f"group={group.name} " in text and "event_id=" in text and "offset=" in text
     assert json.loads(JsonFormatter().format(dead_lettered[0]))["group"] == group.name
+
+
+class VerboseError(RuntimeError):
+    """A failure that says a lot: a full dead letter of it carries kilobytes of our own headers."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message}: " + "the upstream service answered 503 Service Unavailable; " * 70)
+
+
+def test_a_dead_letter_too_large_for_its_topic_still_goes_and_holds_up_nothing(
+        kafka_env, topic_factory, group_topics, producer_factory, sqlite_db, dlq_reader, committed_offsets):
+    # Given a topic that takes messages up to 2 MB, and on it, in this order: an event of ~990 KB the SDK
+    # published (lz4), raw poison of 1.5 MB, then a small event of the first one's key and one of another key
+    topic = topic_factory(f"{kafka_env}.app", config={"max.message.bytes": "2000000"})
+    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
+    group_topics(group.name)  # its dead-letter topic takes the broker's default, ~1 MB
+    behaviour.fail["app-big"] = 2
+    behaviour.error = VerboseError
+    big = app_event("app-big", 1, description="d" * 990_000)
+    with EventProducer(settings=Settings(bootstrap_servers=get_settings().bootstrap(), topic_prefix=kafka_env),
+                       topic_prefix=kafka_env) as sdk:
+        sdk.publish(big, wait=True)
+        poison = bytes(random.Random(16).getrandbits(8) for _ in range(1_500_000))
+        raw = producer_factory(**{"message.max.bytes": 2_000_000})
+        raw.produce(topic, value=poison, key=b"app-poison", headers=[(H.EVENT_TYPE, b"app_was_created")])
+        assert raw.flush(30) == 0
+        after, other = app_event("app-big", 2), app_event("app-other", 3)
+        sdk.publish(after, wait=True)
+        sdk.publish(other, wait=True)
+    # When the group runs
+    with running(group) as runner:
+        # Then both are dead-lettered and everything after them is handled, ...
+        wait_until(lambda: runner.stats()["dead_lettered"] == 2 and runner.stats()["handled"] == 2, 60,
+                   "both dead letters and both later events")
+        # ... and the partition's offset moves past them all
+        wait_until(lambda: committed_offsets(runner.group_id, topic) == [4], 30, "the commit past the end")
+    assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted([after.event_id, other.event_id])
+    letters = {m.key(): m for m in read_messages(dlq_reader(group.name), 2)}
+    # And the SDK's event keeps its bytes: our stack trace (written once) is what was cut to fit
+    kept = letters[b"app-big"]
+    [original] = peek(topic, 0, 0, 1)
+    headers = dict(kept.headers())
+    assert kept.value() == original.value() and "dlq-original-omitted" not in headers
+    assert "dlq-error-stacktrace" not in headers and b"cut]..." in headers["kafka_dlt-exception-stacktrace"]
+    assert headers["kafka_dlt-exception-stacktrace"].rstrip().endswith(b"Service Unavailable;")
+    assert record_size(kept.key(), kept.value(), kept.headers()) <= 1_000_000
+    # And the poison's letter goes without its value, saying so and where the original still is
+    omitted = letters[b"app-poison"]
+    headers = dict(omitted.headers())
+    assert omitted.value() is None
+    assert headers["dlq-original-omitted"] == f"value too large (1500000 bytes); still at {topic}[0]@1".encode()
+    assert headers["dlq-origin-offset"] == b"1"
+    assert headers["dlq-error-class"] == b"schemas.errors.NotSingleObjectEncoded"
+    # And a redrive leaves that one out (re-driven, it would only fail as an empty message), and takes the other
+    plan = Redrive(get_settings(), group).prepare(Selection(), execute=False)
+    assert [letter.key for letter in plan.omitted] == [b"app-poison"]
+    assert [letter.key for letter in plan.pending] == [b"app-big"]
+
+
+ORIGIN = "events.app[0]@7"
+SDK = [(H.EVENT_TYPE, b"app_was_created"), (H.EVENT_ID, b"e" * 36)]
+OURS = [("dlq-origin-topic", b"events.app"), ("dlq-error-class", b"RuntimeError"), ("dlq-error-message", b"m" * 100)]
+STACK = ("kafka_dlt-exception-stacktrace", b"Traceback (most recent call last):\n" + b"  frame\n" * 900 + b"Error: x")
+
+
+@pytest.mark.parametrize("value_size, extra_size, limit, expect", [
+    (1_000, 0, 100_000, "whole"),
+    (95_000, 0, 100_000, "stack cut"),
+    (99_500, 0, 100_000, "no stack"),
+    (100_000, 0, 100_000, "no value"),
+    (100_000, 150_000, 100_000, "no original headers"),
+    (100_000, 0, 150, None),
+], ids=["whole", "stack-cut", "no-stack", "no-value", "no-original-headers", "nothing-fits"])
+def test_a_letter_is_fitted_to_the_limit_dropping_ours_first_then_the_value_then_the_original_headers(
+        value_size, extra_size, limit, expect):
+    extra = [("x-app-context", b"c" * extra_size)] if extra_size else []
+    letter = fit_letter(b"app-1", b"v" * value_size, SDK + extra + OURS + [STACK], limit, origin=ORIGIN)
+    if expect is None:
+        assert letter is None
+        return
+    names = [name for name, _ in letter.headers]
+    stack = dict(letter.headers).get(STACK[0])
+    assert letter.size <= limit and names.count(STACK[0]) <= 1
+    assert (letter.value is not None) == (expect in ("whole", "stack cut", "no stack"))
+    assert (stack == STACK[1]) == (expect in ("whole", "no value", "no original headers"))
+    assert (stack is None) == (expect == "no stack")
+    assert ("x-app-context" in names) == (extra_size > 0 and expect != "no original headers")
+    if expect == "stack cut":
+        assert stack.endswith(b"Error: x") and b"bytes cut]" in stack
+    if expect in ("no value", "no original headers"):
+        note = dict(letter.headers)["dlq-original-omitted"].decode()
+        assert note.endswith(f"still at {ORIGIN}") and f"({value_size} bytes" in note
+        assert {H.EVENT_TYPE, H.EVENT_ID, "dlq-origin-topic"} <= set(names)
