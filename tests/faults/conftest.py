@@ -8,11 +8,21 @@ faults-cluster``) takes them all."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import create_engine, text
 
 import consumers.handlers  # noqa: F401 - registers the seed's groups
-from tests.conftest import unique
+from consumers.broker import LocalBroker
+from consumers.broker.local import free_port, pid_alive, port_is_free
+from schemas.settings import cache_dir
+from tests.conftest import settings_pointed_at, unique
+from tests.support.kafka import local_cluster
+from tests.support.waiting import wait_until
 
 FAULT_TIMEOUT_S = 300  # one scenario takes 20-90 s on 2 cores; a hang fails it, not the suite
 
@@ -52,3 +62,46 @@ def world_args(kafka_env, kafka_bootstrap, fault_db, tmp_path):
     return dict(bootstrap=kafka_bootstrap, prefix=kafka_env, database_url=fault_db, run_dir=tmp_path / "run")
 
 
+@pytest.fixture(scope="package")
+def three_brokers():
+    """The local three-node cluster, started for the first cluster scenario, stopped after the last."""
+    with local_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_env(three_brokers, tmp_path, monkeypatch) -> Iterator[str]:
+    """``kafka_env`` on the three-node cluster: its address, a topic prefix of the test's own."""
+    yield from settings_pointed_at(three_brokers.bootstrap, monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def cluster_world_args(three_brokers, cluster_env, fault_db, tmp_path):
+    """``world_args`` on the three-node cluster."""
+    return dict(bootstrap=three_brokers.bootstrap, prefix=cluster_env, database_url=fault_db, run_dir=tmp_path / "run")
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of this test alone (a LocalBroker in a temporary home), never the shared one: the test
+    may stop it, kill it (``kill_broker``) and start it again, on the same port."""
+    broker = LocalBroker(tmp_path / "broker-home", cache_dir(), port=free_port())
+    broker.start(timeout_s=120)
+    yield broker
+    broker.stop()
+
+
+def kill_broker(broker: LocalBroker) -> None:
+    """SIGKILL, as a node failure ends it: no controlled shutdown. Returns once the process is gone and
+    its port can be bound again (its connections' last states cleared), so it starts again on that port,
+    as a restarted node comes back at its address."""
+    state = broker.status()
+    assert state is not None, "the broker to kill is not running"
+    os.kill(state.pid, signal.SIGKILL)
+    while pid_alive(state.pid):
+        try:
+            os.waitpid(state.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    wait_until(lambda: port_is_free(state.port), 90, f"port {state.port} to be free after the kill")

@@ -238,7 +238,7 @@ def test_the_runner_creates_its_group_topics_from_the_topics_file(prefix, admin,
     runner = GroupRunner(group, health_port=0)
     # When the runner ensures its topics
     with caplog.at_level(logging.INFO, logger="consumers.runner"):
-        runner._ensure_topics()
+        runner._ensure_topics(runner._admin())
     # Then it warns about the domain topic, which is `events topics apply`'s to create ...
     assert f"subscribes to {prefix}.app, which does not exist yet" in caplog.text
     assert f"{prefix}.app" not in _states(admin, prefix)
@@ -261,7 +261,7 @@ def test_the_runner_creates_its_group_topics_from_the_topics_file(prefix, admin,
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
     wait_until(lambda: _states(admin, prefix)[retry].config["retention.ms"] == "1000")
-    runner._ensure_topics()
+    runner._ensure_topics(runner._admin())
     # Then the runner leaves it alone (aligning is `events topics apply`'s job)
     assert _states(admin, prefix)[retry].config["retention.ms"] == "1000"
 
