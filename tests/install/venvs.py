@@ -4,8 +4,9 @@ source as a build sees it.
 ``compat_venv`` builds one once per machine, in ``~/.cache/dify-events/compat/<name>-<hash>``: the
 hash covers the interpreter, the constraints, the project's requirements and the test tools, so a
 change of any of them builds a new one, and a second run reuses it (a lock file makes a concurrent
-run wait for the one building it). The project itself is not left installed there: the tests run
-from the checkout (``PYTHONPATH``) against the virtualenv's dependencies.
+run wait for the one building it); one unused for a fortnight goes when another is built. The
+project itself is not left installed there: the tests run from the checkout (``PYTHONPATH``)
+against the virtualenv's dependencies.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,6 +77,12 @@ def run(command: Sequence[str | Path], *, timeout_s: float = 600, **options) -> 
     return done
 
 
+def _remove_unused(root: Path, name: str, days: float = 14) -> None:
+    for marker in root.glob(f"{name}-*/built"):
+        if time.time() - marker.stat().st_mtime > days * 86400:
+            shutil.rmtree(marker.parent, ignore_errors=True)
+
+
 def compat_venv(name: str, python: str, constraints: Path, extras: Sequence[str]) -> Path:
     """A virtualenv of ``python`` with the project's dependencies (and ``extras``) as pip resolves
     them under ``constraints``, and the test tools at the versions of constraints.txt unless
@@ -91,7 +99,9 @@ def compat_venv(name: str, python: str, constraints: Path, extras: Sequence[str]
     with open(root / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (venv / "built").exists():
+            (venv / "built").touch()  # when it was last used
             return venv
+        _remove_unused(root, name)
         shutil.rmtree(venv, ignore_errors=True)  # half built by a run that died
         run([python, "-m", "venv", venv])
         pip: list[str | Path] = [venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
