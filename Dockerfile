@@ -7,7 +7,18 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- build: a virtual environment with the project and its dependencies --------------------
+# --- wheel: the project as a wheel, the artefact `python -m build` publishes --------------------
+FROM ${PYTHON_IMAGE} AS wheel
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY producers ./producers
+COPY consumers ./consumers
+RUN pip wheel --no-deps --wheel-dir /dist .
+
+# --- build: a virtual environment with that wheel, at the exact versions of constraints.txt ---
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -15,19 +26,19 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml changes.
-# (Every dependency ships wheels, librdkafka and libpq included: no compiler is needed.)
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+# Dependencies first, in a layer of their own that is rebuilt only when pyproject.toml or the
+# constraints change: the ranges of pyproject.toml (with both PostgreSQL drivers, so the database
+# URL may name either), pinned by constraints.txt. (Every dependency ships wheels, librdkafka and
+# libpq included: no compiler is needed.)
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+        print(*p['dependencies'], *p['optional-dependencies']['psycopg'], *p['optional-dependencies']['psycopg2'], sep='\n')" \
         > requirements.txt \
-    && pip install -r requirements.txt
+    && pip install -c constraints.txt -r requirements.txt
 
-# Then the project itself; pip compiles its bytecode here, as the running image cannot write it.
-COPY README.md ./
-COPY schemas ./schemas
-COPY producers ./producers
-COPY consumers ./consumers
-RUN pip install --no-deps . \
+# Then the wheel itself; pip compiles its bytecode here, as the running image cannot write it.
+COPY --from=wheel /dist /dist
+RUN pip install -c constraints.txt "$(ls /dist/dify_events-*.whl)[psycopg,psycopg2]" \
     && events --help > /dev/null
 
 # --- runtime: the virtual environment alone, a non-root user --------------------------------

@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 # pytest-xdist workers: most tests wait on Kafka, PostgreSQL or a subprocess, so several run at once
 TEST_WORKERS ?= 3
-STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+# the exact versions installed (pyproject.toml has the ranges); `make lock` refreshes them
+CONSTRAINTS := constraints.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint faults-cluster bench install clean
+.PHONY: demo test lint faults-cluster bench install lock clean
 
 demo: $(STAMP)
 	$(VENV)/bin/events demo
@@ -29,12 +31,20 @@ bench: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	$(VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# the newest versions pyproject.toml allows, resolved in a scratch virtualenv, become the constraints
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q '.[test]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); .lock-venv/bin/python -m pip freeze --exclude dify-events; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -15,12 +15,18 @@ Delivery reports are served where it is cheap: ``publish()`` serves them itself 
 so failures surface and futures resolve even when the application publishes nothing more. It
 stays out of the way during bursts: a second Python thread serving reports then would fight the
 publishing thread for the GIL once per report (measured: a third of the throughput).
+
+Under gevent's monkey-patching (Dify's gunicorn workers and Celery's gevent pool) threads are
+greenlets, and a call that blocks inside librdkafka blocks every greenlet of the process. A
+producer made after patching notices, and never blocks there: it serves what is ready, then
+sleeps cooperatively (the poll thread, ``wait=True``, ``flush()``, ``close()``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 
 POLL_EVERY = 64     # publish() serves delivery reports every this many events
 IDLE_POLL_S = 0.02  # the poll thread serves them when nobody else has for this long
+GREENLET_SLICE_S = 0.005  # under gevent: the longest cooperative sleep between two looks at librdkafka
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 _HINTS = {
     KafkaError.UNKNOWN_TOPIC_OR_PART: "the topic does not exist and the cluster does not create topics on use "
@@ -123,6 +130,7 @@ class EventProducer:
         self._closed = False
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._cooperative = _gevent_patched()
         if poll_thread:
             self._start_poller()
 
@@ -240,14 +248,14 @@ class EventProducer:
     def poll(self, timeout: float = 0.0) -> int:
         """Serves delivery reports for up to ``timeout`` seconds; returns how many were served."""
         self._last_poll = time.monotonic() + timeout
-        return self._producer.poll(timeout)
+        return self._serve(timeout)
 
     def flush(self, timeout: float = 30.0) -> int:
         """Waits up to ``timeout`` seconds for every queued event's answer; returns how many are
         still without one (0: everything was acknowledged or reported)."""
         self._last_poll = time.monotonic() + timeout
         try:
-            return self._producer.flush(timeout)
+            return self._flush(timeout)
         finally:
             self._last_poll = time.monotonic()
 
@@ -263,12 +271,12 @@ class EventProducer:
         (``DeliveryFailed``, to ``on_error`` and the log) and stops. Returns that count."""
         if self._closed:
             return 0
-        remaining = self._producer.flush(timeout)
+        remaining = self._flush(timeout)
         if remaining:
             log.error("%d events were not acknowledged within %.1f s of closing the producer; "
                       "they are reported as failed", remaining, timeout)
             self._producer.purge(in_queue=True, in_flight=True)
-            self._producer.flush(min(timeout, 5.0))
+            self._flush(min(timeout, 5.0))
         self._closed = True
         self._stop.set()
         if self._poller is not None and self._poller is not threading.current_thread():
@@ -336,7 +344,7 @@ class EventProducer:
     def _produce_when_room(self, topic, value, key, headers, event_id, on_delivery, wait_s: float) -> None:
         deadline = time.monotonic() + wait_s
         while True:
-            self._producer.poll(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._serve(min(0.05, max(0.0, deadline - time.monotonic())))
             try:
                 if on_delivery is None:
                     self._producer.produce(topic, value, key, headers=headers)
@@ -418,6 +426,25 @@ class EventProducer:
         except Exception:  # noqa: BLE001
             log.exception("a delivery result callback raised (event %s)", event_id)
 
+    def _serve(self, timeout: float) -> int:
+        """Serves delivery reports for up to ``timeout`` s; returns how many. Under gevent it serves
+        what is ready, then yields to the other greenlets (a short sleep if nothing was ready)."""
+        if not self._cooperative:
+            return self._producer.poll(timeout)
+        served = self._producer.poll(0)
+        if timeout > 0:  # gevent's sleep: the other greenlets run meanwhile (sleep(0) just yields)
+            time.sleep(0 if served else min(timeout, GREENLET_SLICE_S))
+        return served
+
+    def _flush(self, timeout: float) -> int:
+        """librdkafka's flush; under gevent, the same as a cooperative loop."""
+        if not self._cooperative:
+            return self._producer.flush(timeout)
+        deadline = time.monotonic() + timeout
+        while len(self._producer) and (left := deadline - time.monotonic()) > 0:
+            self._serve(left)
+        return len(self._producer)
+
     def _start_poller(self) -> None:
         self._poller = threading.Thread(target=self._poll_loop, name="events-producer-poll", daemon=True)
         self._poller.start()
@@ -429,7 +456,7 @@ class EventProducer:
                 self._stop.wait(IDLE_POLL_S - quiet)
                 continue
             try:
-                self._producer.poll(IDLE_POLL_S)
+                self._serve(IDLE_POLL_S)
             except Exception:  # noqa: BLE001 - a callback's error must not end delivery reports
                 log.exception("serving delivery reports failed")
 
@@ -466,7 +493,7 @@ class _Waiter:
         deadline = time.monotonic() + timeout
         while not self.done.is_set() and (left := deadline - time.monotonic()) > 0:
             producer._last_poll = time.monotonic()
-            producer._producer.poll(min(left, 0.01))
+            producer._serve(min(left, 0.01))
         with self.lock:
             if not self.done.is_set():
                 self.abandoned = True
@@ -496,6 +523,12 @@ def _log_client_error(err: KafkaError) -> None:
         log.critical("the Kafka producer hit a fatal error and cannot publish any more: %s", err.str())
     else:
         logging.getLogger("producers.librdkafka").warning("Kafka client: %s", err.str())
+
+
+def _gevent_patched() -> bool:
+    """Whether gevent monkey-patched ``threading``: our threads are then greenlets of one OS thread."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
 
 
 _codec: AvroCodec | None = None

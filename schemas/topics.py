@@ -221,11 +221,11 @@ def cluster_metadata(admin: AdminClient, timeout: float):
                                   f"{error.str() if isinstance(error, KafkaError) else error}") from exc
 
 
-def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float,
-                      only_set: bool = False) -> dict[str, dict[str, str]]:
+def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float, only_set: bool = False,
+                      kind: ResourceType = ResourceType.TOPIC) -> dict[str, dict[str, str]]:
     if not names:
         return {}
-    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    resources = [ConfigResource(kind, name) for name in names]
     futures = admin.describe_configs(resources, request_timeout=timeout)
     result: dict[str, dict[str, str]] = {}
     for resource, future in futures.items():
@@ -461,23 +461,28 @@ def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: f
 def configure_share_group(admin: AdminClient, group_id: str, *, topics_file: TopicsFile | None = None,
                           timeout: float = 30.0) -> dict[str, str]:
     """Sets the topics file's ``share_group`` configuration on the share group ``group_id`` (it may
-    not exist yet: the configuration waits for it). Returns what was set. Call it before the group's
-    first member joins: ``share.auto.offset.reset`` only applies to a group that has no position yet."""
+    not exist yet: the configuration waits for it). Returns what was set, once the broker reads it
+    back. Call it before the group's first member joins: ``share.auto.offset.reset`` only applies to
+    a group that has no position yet."""
     config = (topics_file or load_topics_file()).share_group
     if config:
         resource = ConfigResource(ResourceType.GROUP, group_id, incremental_configs=[
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in sorted(config.items())])
         _wait(admin.incremental_alter_configs([resource], request_timeout=timeout), "configure the share group",
               timeout)
+        _await_configs(admin, {group_id: config}, timeout, kind=ResourceType.GROUP)
     return dict(config)
 
 
-def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], timeout: float) -> None:
+def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], timeout: float,
+                   kind: ResourceType = ResourceType.TOPIC) -> None:
+    """Until the broker answers the ``wanted`` values: an alteration is acknowledged once the
+    controller has it, before the broker's own view of the metadata shows it."""
     deadline = time.monotonic() + timeout
     pending = {name: dict(config) for name, config in wanted.items() if config}
     while pending:
         try:
-            current = _describe_configs(admin, list(pending), max(1.0, deadline - time.monotonic()))
+            current = _describe_configs(admin, list(pending), max(1.0, deadline - time.monotonic()), kind=kind)
         except TopicsError:
             current = {}  # a topic just created may not be describable yet
         pending = {name: config for name, config in pending.items()

@@ -96,6 +96,10 @@ def explain(exc: BaseException) -> str | None:
             return (f"cannot reach the Kafka cluster: {reason} (is it running, and are KAFKA_BOOTSTRAP_SERVERS "
                     "and the security settings right?)")
         return f"Kafka: {reason}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name in ("psycopg", "psycopg2"):
+        return (f"the database URL needs the {exc.name} driver, which is not installed: pip install "
+                f"'dify-events[{exc.name}]', or name the installed one in the URL: postgresql+psycopg:// "
+                "(psycopg 3) or postgresql+psycopg2:// (plain postgresql:// is SQLAlchemy's default driver)")
     if isinstance(exc, (NoSuchModuleError, ArgumentError)):
         return f"the database URL is not usable: {exc}"
     if isinstance(exc, SQLAlchemyError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -22,6 +23,13 @@ from pathlib import Path
 from ..broker.local import free_port
 
 MAX_CONNECTIONS = 200  # every consumer group's pool at once, with room
+
+
+def postgres_scheme() -> str:
+    """The SQLAlchemy URL scheme of an installed PostgreSQL driver: psycopg 3's, else psycopg2's."""
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2"
+    return "postgresql+psycopg"
 
 
 def pg_bin() -> Path:
@@ -59,7 +67,8 @@ def _as_postgres_user() -> tuple[int | None, int | None]:
 
 @contextlib.contextmanager
 def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
-    """Yields a SQLAlchemy URL (psycopg 3) of a superuser on an empty server; removes it after."""
+    """Yields a SQLAlchemy URL of a superuser on an empty server (through the driver installed);
+    removes it after."""
     bin_dir = pg_bin()
     uid, gid = _as_postgres_user()
     root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -77,7 +86,7 @@ def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
         run("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
             "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
                   f"-c max_connections={MAX_CONNECTIONS}", "start")
-        yield f"postgresql+psycopg://events@127.0.0.1:{port}/postgres"
+        yield f"{postgres_scheme()}://events@127.0.0.1:{port}/postgres"
     finally:
         with contextlib.suppress(Exception):
             run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")

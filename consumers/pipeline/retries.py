@@ -16,6 +16,7 @@ messages wait for the dependency instead of being dead-lettered (see ``consumers
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 
@@ -36,6 +37,8 @@ log = logging.getLogger("consumers.retries")
 
 NEVER_RETRIED: tuple[type[BaseException], ...] = (MessageRejected, CodecError, ValidationError)
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, ConnectionError)
+# the first backoff's keyword: tenacity 9.2 renamed `initial` to `multiplier` (the old name warns there)
+_FIRST_BACKOFF = "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters else "initial"
 
 
 class Retries(Step):
@@ -97,8 +100,8 @@ class Retries(Step):
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: self.retryable(handler, exc)),
             stop=lambda state: self._spent(job, state, started),
-            wait=wait_exponential_jitter(multiplier=min_backoff, max=handler.option("max_backoff_s"),
-                                         jitter=min_backoff),
+            wait=wait_exponential_jitter(max=handler.option("max_backoff_s"), jitter=min_backoff,
+                                         **{_FIRST_BACKOFF: min_backoff}),
             sleep=lambda seconds: self._sleep(job, seconds),
             before_sleep=lambda state: self._log_retry(job, state),
             reraise=True,

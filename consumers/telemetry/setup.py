@@ -18,6 +18,7 @@ Both providers are set as the global ones, so the producer SDK inside handlers u
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from opentelemetry import metrics, trace
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("consumers.telemetry")
 
@@ -78,6 +80,19 @@ def _serve_metrics(host: str, port: int, registry: Any):
     return server
 
 
+def prometheus_reader(registry: CollectorRegistry) -> MetricReader:
+    """OpenTelemetry's Prometheus reader, collected by ``registry``. Its ``registry`` argument came
+    with opentelemetry-exporter-prometheus 0.63b0; before it (with SDK 1.40, Dify's pin) the reader
+    joins prometheus_client's global registry only, and its collector is added to ``registry`` too."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    if "registry" in inspect.signature(PrometheusMetricReader).parameters:
+        return PrometheusMetricReader(registry=registry)
+    reader = PrometheusMetricReader()
+    registry.register(reader._collector)
+    return reader
+
+
 def configure(metrics_port: int, *, group: str | None = None, set_global: bool = True,
               host: str = "0.0.0.0") -> Telemetry:
     """Builds the providers this environment asks for (see the module's doc)."""
@@ -96,7 +111,6 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
     readers: list[MetricReader] = []
     prometheus_registry = None
     if metrics_port:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
@@ -106,7 +120,7 @@ def configure(metrics_port: int, *, group: str | None = None, set_global: bool =
             log.error("cannot serve Prometheus metrics on :%d (%s); set EVENTS_METRICS_PORT (or --metrics-port) "
                       "to a free port, or 0 for none", metrics_port, exc)
         else:
-            readers.append(PrometheusMetricReader(registry=registry))
+            readers.append(prometheus_reader(registry))
             prometheus_registry = registry
             telemetry.metrics_port = server.server_address[1]
 

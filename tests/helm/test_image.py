@@ -204,3 +204,24 @@ def test_dockerignore_parser_keeps_what_is_not_ignored(ignore_patterns):
     # Then: the checks above would pass vacuously if everything counted as ignored
     for path in ("pyproject.toml", "README.md", "consumers/cli/__init__.py", "schemas/topics.yaml"):
         assert not ignored(path, ignore_patterns), path
+
+
+def test_the_image_installs_the_projects_wheel_at_the_pinned_versions(instructions):
+    # Given the shell commands of each stage
+    commands = {name: [command.strip() for i in body if i.keyword == "RUN" for command in i.arguments.split("&&")]
+                for name, body in stages(instructions)}
+    everything = [command for stage in commands.values() for command in stage]
+
+    # Then a stage builds the project's wheel, the way it is published (no source or editable install anywhere)
+    assert any(re.fullmatch(r"pip wheel --no-deps --wheel-dir \S+ \.", command) for command in everything)
+    assert not [c for c in everything if re.search(r"pip install .*(\s-e\s|--editable|\s\.(\s|$))", c)]
+    # And the environment the runtime stage copies installs that wheel, with both PostgreSQL drivers
+    (source,) = [i.flags_and_words()[0]["from"] for i in stages(instructions)[-1][1] if i.keyword == "COPY"]
+    wheel = [re.search(r'"\$\(ls \S+/dify_events-\*\.whl\)\[([\w,]+)\]"', c) for c in commands[source]]
+    (extras,) = [match[1] for match in wheel if match]
+    assert set(extras.split(",")) == {"psycopg", "psycopg2"}
+    # And every install takes the exact versions of constraints.txt, which the stage copies
+    installs = [c for c in everything if c.startswith("pip install")]
+    assert installs and all("-c constraints.txt" in c for c in installs), installs
+    copied = [w for i in dict(stages(instructions))[source] if i.keyword == "COPY" for w in i.flags_and_words()[1]]
+    assert "constraints.txt" in copied

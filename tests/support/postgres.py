@@ -16,7 +16,7 @@ from consumers.demo.postgres import throwaway_postgres
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
-    """Yields a SQLAlchemy URL (psycopg 3) of a superuser on an empty server."""
+    """Yields a SQLAlchemy URL of a superuser on an empty server."""
     configured = os.environ.get("EVENTS_TEST_POSTGRES_URL")
     if configured:
         yield configured

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
 
 from consumers.telemetry.metrics import SECONDS_BUCKETS, ConsumerMetrics, HistogramCollector
 from consumers.telemetry.metrics import key as metric_key
+from consumers.telemetry.setup import prometheus_reader
 from producers.producer import EventProducer
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, running, wait_until
@@ -70,7 +70,7 @@ SCOPE = {"otel_scope_name": "consumers", "otel_scope_version": "", "otel_scope_s
 def test_histograms_bucket_like_prometheus_and_export_with_the_exporters_names():
     # Given a meter provider whose Prometheus reader's registry has the histogram collector
     registry = CollectorRegistry()
-    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+    provider = MeterProvider(metric_readers=[prometheus_reader(registry)])
     registry.register(HistogramCollector(provider))
     try:
         assert list(HistogramCollector(provider).collect()) == []  # nothing until a runner makes them
