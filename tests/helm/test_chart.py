@@ -898,11 +898,11 @@ def check(request, template, lint):
 
 
 def readme_example() -> str:
-    """The yaml values example of the README's "Deploy on Kubernetes" section."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Deploy on Kubernetes"):]
+    """The yaml values example of the chart's guide (helm/dify-events/README.md), step "3. Install"."""
+    readme = (CHART / "README.md").read_text()
+    section = readme[readme.index("**3. Install**"):]
     example = re.search(r"```yaml\n(.*?)```", section, re.S)
-    assert example, "the README's Deploy on Kubernetes section has a yaml values example"
+    assert example, "the chart's README has a yaml values example in its step 3. Install"
     return example[1]
 
 
@@ -1049,7 +1049,7 @@ def test_every_values_key_is_commented():
 
 
 def test_the_readme_example_installs(lint, render, tmp_path):
-    """The values example of the README's "Deploy on Kubernetes" section is a working one."""
+    """The values example of the chart's README (step "3. Install") is a working one."""
     # Given
     values = write_values(tmp_path, readme_example())
 

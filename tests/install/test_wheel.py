@@ -19,9 +19,9 @@ PACKAGES = ("schemas", "producers", "consumers")
 
 def data_files() -> set[str]:
     """The packages' files that are not Python: schemas, topics, the broker's build files, the
-    console's templates and static files."""
+    console's templates and static files (not their guides, schemas/README.md: nothing reads them)."""
     return {path.relative_to(REPO).as_posix() for package in PACKAGES for path in (REPO / package).rglob("*")
-            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts}
+            if path.is_file() and path.suffix not in (".py", ".pyc", ".md") and "__pycache__" not in path.parts}
 
 
 def test_the_wheel_installed_outside_the_checkout_runs_the_demo(kafka_bootstrap, tmp_path):
