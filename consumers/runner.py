@@ -42,7 +42,7 @@ from .health import HealthServer
 from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
-from .pipeline import Resources, build
+from .pipeline import Idempotency, Resources, build
 from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry.fields import event_type_of, message_fields
@@ -171,7 +171,9 @@ class GroupRunner:
                                 max_backoff_s=group.option("outage_max_backoff_s"))
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,
                               producer=self._dead_letter_producer, tracer_provider=self.tracer_provider)
-        idempotent = any(h.option("idempotent") for h in group.handlers.values())
+        # the option is the Idempotency step's: a pipeline without it claims no keys (and has no such option)
+        idempotent = any(issubclass(step, Idempotency) for step in group.pipeline) and any(
+            h.option("idempotent") for h in group.handlers.values())
         if idempotent or group.tables:
             url = group.database_url or self.settings.database()
             if url.startswith("sqlite:///"):

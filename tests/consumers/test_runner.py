@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from consumers.config import group_id
+from consumers.pipeline import DeadLetters, Decode
 from schemas.events import TenantWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
@@ -61,3 +62,19 @@ def test_a_stream_of_only_other_event_types_still_moves_the_committed_offset(
         # Then their offsets are committed, though no handler ran
         wait_until(lambda: committed_offsets(group_id(kafka_env, group.name), topic) == [5], 15)
     assert runner.stats()["handled"] == 0
+
+
+def test_a_group_whose_pipeline_has_no_retries_runs_and_handles_events(
+        kafka_env, app_topic, group_topics, producer_factory, committed_offsets):
+    # Given a group with a pipeline of its own, without Retries (nor Idempotency: no database)
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(pipeline=[DeadLetters, Decode])
+    group_topics(group.name)
+    events = [app_event("app-1", 1), app_event("app-2", 2)]
+    publish(producer_factory(), topic, events)
+    # When it runs
+    with running(group) as runner:
+        # Then it starts and handles the events
+        wait_until(lambda: runner.stats()["handled"] == 2, what="2 handled")
+    assert sorted(behaviour.order) == [("app-1", 1), ("app-2", 2)]
+    assert committed_offsets(group_id(kafka_env, group.name), topic) == [2]
