@@ -36,7 +36,14 @@ if TYPE_CHECKING:
     from .pipeline import Step
 
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
-GROUP_OPTIONS = {"replay_safe": True}  # options the group itself owns (read by replay tooling)
+# options the group itself owns, whatever its pipeline: read by replay tooling, and by the runner,
+# whose outage breaker pauses the group (``consumers.breaker``; ``Retries`` feeds it)
+GROUP_OPTIONS: dict[str, Any] = {
+    "replay_safe": True,
+    "outage_threshold": 3,         # messages failing in a row that open the breaker
+    "outage_min_backoff_s": 1.0,   # the first pause of an outage
+    "outage_max_backoff_s": 30.0,  # the longest pause
+}
 
 HandlerFn = Callable[[Event, "HandlerContext"], Any]
 E = TypeVar("E", bound=Event)

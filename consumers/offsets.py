@@ -48,6 +48,15 @@ class PartitionOffsets:
         self.position = last + 1
         self.dirty = True
 
+    def caught_up(self, consumed: int) -> None:
+        """With nothing pending, moves the position to the consumer's (``consumed``: the offset after
+        the last record it read), past records no handler sees: a transaction's commit or abort
+        marker, aborted messages. Otherwise the committed offset would stay one below the end of a
+        partition written by transactions, and Kafka would show a lag of 1 there for good."""
+        if not self.pending and consumed > (-1 if self.position is None else self.position):
+            self.position = consumed
+            self.dirty = True
+
     def __len__(self) -> int:
         return len(self.pending)
 

@@ -5,10 +5,11 @@ It fetches in batches, passes over event types the group does not handle (by hea
 decoding), and hands the rest to a ``KeyedDispatcher``: up to ``concurrency`` messages at once on
 worker threads, never two with the same key at once. Workers report each finished message through
 a queue; the loop moves each partition's watermark (``offsets.py``) and *stores* it; librdkafka's
-auto-commit commits stored offsets every second, off the hot path. On revocation the loop waits
-for the revoked partitions' running messages (briefly), commits their watermarks synchronously and
-drops them; on shutdown it stops fetching, drains within ``drain_timeout_s``, commits, and closes
-(leaving the group).
+auto-commit commits stored offsets every second, off the hot path. Once a second, a partition with
+nothing pending moves to the consumer's position, past transaction markers no handler sees. On
+revocation the loop waits for the revoked partitions' running messages (briefly), commits their
+watermarks synchronously and drops them; on shutdown it stops fetching, drains within
+``drain_timeout_s``, commits, and closes (leaving the group).
 
 Partitions are paused (fetching stops, polling goes on, so the consumer stays in the group) while
 the in-flight buffer is full, while the outage breaker is open, and while shutting down.
@@ -42,7 +43,7 @@ from .health import HealthServer
 from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
-from .pipeline import Resources, build
+from .pipeline import Idempotency, Resources, build
 from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry.fields import event_type_of, message_fields
@@ -57,6 +58,7 @@ BUFFER_WAIT_S = 1.0  # how long a full buffer may keep the loop from polling bef
 CLUSTER_PROBE_S = 5.0     # how long one attempt to reach the cluster at start waits for an answer
 CLUSTER_WAIT_MIN_S = 1.0  # the pause after the first failed attempt; it doubles up to the max
 CLUSTER_WAIT_MAX_S = 30.0
+CATCH_UP_INTERVAL_S = 1.0  # how often idle partitions' positions move past transaction markers (auto-commit's pace)
 
 
 class GroupRunner:
@@ -171,7 +173,9 @@ class GroupRunner:
                                 max_backoff_s=group.option("outage_max_backoff_s"))
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,
                               producer=self._dead_letter_producer, tracer_provider=self.tracer_provider)
-        idempotent = any(h.option("idempotent") for h in group.handlers.values())
+        # the option is the Idempotency step's: a pipeline without it claims no keys (and has no such option)
+        idempotent = any(issubclass(step, Idempotency) for step in group.pipeline) and any(
+            h.option("idempotent") for h in group.handlers.values())
         if idempotent or group.tables:
             url = group.database_url or self.settings.database()
             if url.startswith("sqlite:///"):
@@ -227,7 +231,7 @@ class GroupRunner:
         timeout = self.poll_timeout_s
         stop = self._stop
         measure_lag = self.metrics is not None
-        next_lag = 0.0
+        next_lag = next_catch_up = 0.0
         dead_letters = self._dead_letter_producer()
         while not stop.is_set():
             first = poll(timeout)
@@ -237,6 +241,9 @@ class GroupRunner:
                 accept(msgs)
             self.last_loop = now = time.monotonic()
             drain()  # also stores the positions that passing over moved
+            if now >= next_catch_up:
+                next_catch_up = now + CATCH_UP_INTERVAL_S
+                self._catch_up()  # the next drain stores what it moved
             reconcile()
             dead_letters.poll(0)  # its log lines and delivery reports, when they happen
             if measure_lag and now >= next_lag:
@@ -334,6 +341,19 @@ class GroupRunner:
                 self._consumer.store_offsets(offsets=moved)
             except KafkaException as exc:  # a partition revoked a moment ago: its commit was done then
                 log.debug("store_offsets(%s): %s", moved, exc)
+
+    def _catch_up(self) -> None:
+        """Moves each partition with nothing pending to the consumer's position (local, no request),
+        past the transaction markers and aborted messages it skipped, as Kafka's Java consumer
+        commits its position. The loop only: there every message polled is accepted."""
+        idle = [TopicPartition(lane.topic, lane.partition) for lane in self._lanes.values() if not lane.offsets.pending]
+        if not idle:
+            return
+        assert self._consumer is not None  # the loop runs after _start
+        for tp in self._consumer.position(idle):
+            lane = self._lanes.get((tp.topic, tp.partition))
+            if lane is not None and tp.error is None:
+                lane.offsets.caught_up(tp.offset)
 
     def _reconcile(self) -> None:
         """Pauses or resumes every assigned partition, as the buffer, the breaker and shutdown say.

@@ -49,9 +49,6 @@ class Retries(Step):
         "max_backoff_s": 30.0,             # the longest backoff
         "retry_on": (Exception,),          # exception classes worth another attempt
         "pause_on": DEPENDENCY_ERRORS,     # classes that mean "a dependency is down" (outage breaker)
-        "outage_threshold": 3,             # group: messages failing in a row that open the breaker
-        "outage_min_backoff_s": 1.0,       # group: the first pause of an outage
-        "outage_max_backoff_s": 30.0,      # group: the longest pause
     }
 
     def __init__(self, resources):

@@ -56,6 +56,8 @@ def test_an_option_of_a_step_missing_from_the_pipeline_is_refused():
     group = ConsumerGroup("g", pipeline=[DeadLetters, Decode])
     with pytest.raises(GroupDefinitionError, match="time_limit_s"):
         group.handler(AppWasCreated, time_limit_s=3)(noop)
+    # But the group's own options are there whatever its pipeline (the runner reads them at start)
+    assert group.option("outage_threshold") == 3 and group.option("replay_safe") is True
 
 
 def test_one_handler_per_event_type_and_valid_group_names():

@@ -91,3 +91,23 @@ def test_position_is_always_one_past_the_longest_finished_prefix(gaps, rnd):
         expected = offsets[prefix - 1] + 1 if prefix else None
         assert tracker.position("t", 0) == expected
     assert tracker.in_flight() == 0
+
+
+def test_an_idle_partition_catches_up_with_the_consumer_past_records_no_handler_sees():
+    # Given a transaction's two messages fetched (its commit marker at offset 2, never delivered)
+    state = OffsetTracker().open("t", 0)
+    for offset in (0, 1):
+        state.fetched(offset)
+    # When one is done while the consumer has read past the marker
+    state.finish(0)
+    state.caught_up(3)
+    # Then the position waits for the other
+    assert state.position == 1
+    # When both are done, the position moves to the consumer's, past the marker
+    state.finish(1)
+    state.caught_up(3)
+    assert state.position == 3 and state.dirty
+    # And a position behind it, or none (librdkafka's -1001: nothing read yet), changes nothing
+    state.caught_up(2)
+    state.caught_up(-1001)
+    assert state.position == 3

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from consumers.config import group_id
+from consumers.pipeline import DeadLetters, Decode
 from schemas.events import TenantWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
+from tests.recovery.support import wait_committed_to_end
 
 
 def test_every_event_is_handled_once_and_committed(kafka_env, app_topic, group_topics, producer_factory,
@@ -61,3 +63,43 @@ def test_a_stream_of_only_other_event_types_still_moves_the_committed_offset(
         # Then their offsets are committed, though no handler ran
         wait_until(lambda: committed_offsets(group_id(kafka_env, group.name), topic) == [5], 15)
     assert runner.stats()["handled"] == 0
+
+
+def test_the_committed_offset_reaches_the_end_of_a_partition_written_in_transactions(
+        kafka_env, app_topic, group_topics, producer_factory, sqlite_db, admin):
+    # Given a committed transaction of three events, then an aborted one of two: besides the three,
+    # the partition holds two transaction markers and two aborted messages no handler ever sees
+    topic = app_topic()
+    group, _ = sample_handlers.recording_group(database_url=sqlite_db)
+    group_topics(group.name)
+    producer = producer_factory(**{"transactional.id": f"{kafka_env}.tx"})
+    producer.init_transactions(30)
+    for app_id, count, commit in (("app-1", 3, True), ("app-2", 2, False)):
+        producer.begin_transaction()
+        publish(producer, topic, [app_event(app_id, i) for i in range(count)])
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    # When the group handles the three
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 3, what="3 handled")
+        # Then it commits up to the partition's end, as Kafka's Java consumer does: Kafka's LAG is 0
+        wait_committed_to_end(admin, group_id(kafka_env, group.name), topic)
+    assert runner.stats()["handled"] == 3
+
+
+def test_a_group_whose_pipeline_has_no_retries_runs_and_handles_events(
+        kafka_env, app_topic, group_topics, producer_factory, committed_offsets):
+    # Given a group with a pipeline of its own, without Retries (nor Idempotency: no database)
+    topic = app_topic()
+    group, behaviour = sample_handlers.recording_group(pipeline=[DeadLetters, Decode])
+    group_topics(group.name)
+    events = [app_event("app-1", 1), app_event("app-2", 2)]
+    publish(producer_factory(), topic, events)
+    # When it runs
+    with running(group) as runner:
+        # Then it starts and handles the events
+        wait_until(lambda: runner.stats()["handled"] == 2, what="2 handled")
+    assert sorted(behaviour.order) == [("app-1", 1), ("app-2", 2)]
+    assert committed_offsets(group_id(kafka_env, group.name), topic) == [2]
