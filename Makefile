@@ -14,7 +14,7 @@ demo: $(STAMP)
 	$(VENV)/bin/events demo
 
 test: lint
-	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 
 # the static checks `make test` runs first: ruff (lint, import order), then mypy (configured in pyproject.toml)
 lint: $(STAMP)

@@ -4,6 +4,7 @@ producers and consumers. Services are found or started here; in CI a missing ser
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -181,3 +182,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.kafka)
         if "postgres_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+    _longest_first(items)
+
+
+def _longest_first(items) -> None:
+    """Each ``longest`` test first in a worker's first batch, so that under pytest-xdist (``make
+    test``: ``--maxschedchunk 1``, each worker's first batch is two tests) they run beside the
+    others from the start rather than one after another at the end."""
+    longest = [item for item in items if item.get_closest_marker("longest")]
+    rest = [item for item in items if not item.get_closest_marker("longest")]
+    paired = [item for pair in itertools.zip_longest(longest, rest[:len(longest)]) for item in pair if item]
+    items[:] = paired + rest[len(longest):]

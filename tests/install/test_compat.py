@@ -89,6 +89,7 @@ def installed(venv: Path, *names: str) -> dict[str, str | None]:
     return json.loads(run([venv / "bin" / "python", "-c", script, *names]).stdout)
 
 
+@pytest.mark.longest
 def test_the_core_tests_pass_on_the_lowest_versions_pyproject_allows(kafka_bootstrap, postgres_url, tmp_path):
     # Given a virtualenv with the lower bound of every requirement
     venv = lowest_venv()
@@ -100,6 +101,7 @@ def test_the_core_tests_pass_on_the_lowest_versions_pyproject_allows(kafka_boots
     assert " passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]
 
 
+@pytest.mark.longest
 def test_the_core_tests_pass_beside_difys_pins_on_python_3_12_with_psycopg2(kafka_bootstrap, postgres_url, tmp_path):
     # Given a virtualenv of Python 3.12 with Dify's pins of the packages it shares with us, and psycopg2 only
     venv = dify_venv()
