@@ -4,7 +4,7 @@
 ``tenant``    tenants, tenant settings, default models
 ``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache
 ``dataset``   datasets, documents, segments, the keyword index table, files, metadata, pipelines
-``provider``  providers (quota, last use), usage totals, counted messages, messages, feedback counts
+``provider``  providers (quota, last use), credit pools, usage totals, counted messages, messages, feedback counts
 ``trigger``   a workflow app's triggers, schedule plan, plugin triggers and webhooks
 ``search``    text -> segments and keywords; ``search(session, dataset_id, query)``
 ``invariants`` the database's invariants, checked by ``events demo``
@@ -34,7 +34,7 @@ from .dataset import (
     SegmentAttachmentBinding,
     UploadFile,
 )
-from .provider import FeedbackTelemetry, Message, MessageUsage, Provider, ProviderUsage
+from .provider import FeedbackTelemetry, Message, MessageUsage, Provider, ProviderUsage, TenantCreditPool
 from .search import keywords, search, split_segments, unindex
 from .tenant import Tenant, TenantDefaultModel, TenantSetting, WorkspaceSyncTask
 from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, WorkflowWebhookTrigger
@@ -45,9 +45,9 @@ __all__ = [
     "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
     "DatasetMetadata", "DatasetMetadataBinding", "DatasetProcessRule", "DatasetQuery", "Document", "DocumentKeyword",
     "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
-    "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantDefaultModel", "TenantSetting",
-    "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger", "WorkflowSchedulePlan",
-    "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords", "new_id", "rowcount",
-    "search",
+    "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantCreditPool", "TenantDefaultModel",
+    "TenantSetting", "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger",
+    "WorkflowSchedulePlan", "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords",
+    "new_id", "rowcount", "search",
     "split_segments", "unindex", "utcnow",
 ]
