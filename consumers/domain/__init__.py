@@ -2,7 +2,7 @@
 
 ``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore``, ``rowcount``
 ``tenant``    tenants, tenant settings, default models
-``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache
+``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache, app telemetry
 ``dataset``   datasets, documents, segments, the keyword index table, files, metadata, pipelines
 ``provider``  providers (quota, last use), credit pools, usage totals, counted messages, messages, feedback counts
 ``trigger``   a workflow app's triggers, schedule plan, plugin triggers and webhooks
@@ -15,6 +15,7 @@ from .app import (
     AppDatasetJoin,
     AppDatasetJoinVersion,
     AppModelConfig,
+    AppTelemetry,
     InstalledApp,
     Site,
     ToolParameterCache,
@@ -42,7 +43,8 @@ from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, Wo
 DOMAIN = Base.metadata  # every table of the slice (each model module is imported above)
 
 __all__ = [
-    "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
+    "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTelemetry", "AppTrigger", "Base",
+    "Dataset",
     "DatasetMetadata", "DatasetMetadataBinding", "DatasetProcessRule", "DatasetQuery", "Document", "DocumentKeyword",
     "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
     "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantCreditPool", "TenantDefaultModel",
