@@ -8,7 +8,8 @@ shaped like Dify's (its models and generate entities, with the attributes the ca
 receivers read). Read in the public index of ``langgenius/dify`` (see ``docs/adopting-in-dify.md``
 for the files and the versions read); the index gives no line numbers, and lines move between
 versions, so a site is named by its file and function (by the index's file id where the index does
-not give a newer file's path).
+not give a newer file's path; by the signal's declaration or the receiver that reads a keyword,
+saying so, where the index holds no sender).
 """
 
 from __future__ import annotations
@@ -277,9 +278,11 @@ CALL_SITES: list[CallSite] = [
     CallSite("tenant_was_created", "api/controllers/inner_api/workspace/workspace.py:EnterpriseWorkspace.post",
              "1.12.x, main", "tenant_was_created.send(tenant)", lambda w: (w.tenant, {})),
     CallSite("tenant_was_created", "api/events/event_handlers/queue_credential_sync_when_tenant_created.py:handle "
-             "(the source its receiver reads)", "1.12.x, main", 'tenant_was_created.send(tenant, source="...")',
+             "(the source= its receiver reads; the index holds no sender that passes it)", "1.12.x, main",
+             'tenant_was_created.send(tenant, source="...")',
              lambda w: (w.tenant, {"source": w.extra.get("source", "workspace_created")})),
-    CallSite("feedback_was_created", "api/events/feedback_event.py (sender: MessageFeedback, kwargs: tenant_id)",
+    CallSite("feedback_was_created", "api/events/feedback_event.py (the declared shape, sender: MessageFeedback, "
+             "kwargs: tenant_id; the index holds no sender)",
              "main", "feedback_was_created.send(feedback, tenant_id=tenant_id)",
              lambda w: (w.feedback, {"tenant_id": _need(w.tenant, "tenant").id})),
 ]
