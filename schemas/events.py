@@ -132,26 +132,26 @@ class AppWasCreated(Event):
     records_initialized: bool = False  # since v2: Dify's created_records_initialized=True
 
 
-class AppWasDeleted(Event):
+class _AppEvent(Event):
+    """Dify main's ``AppEvent``: an app, its tenant and its mode."""
+
+    domain: ClassVar[str] = "app"
+    key_field: ClassVar[str] = "app_id"
+
+    app_id: Id
+    mode: str | None = None
+
+
+class AppWasDeleted(_AppEvent):
     """An app was deleted (Dify main): count it for telemetry. Dify removes the app's data in its own task."""
 
     event_type: ClassVar[str] = "app_was_deleted"
-    domain: ClassVar[str] = "app"
-    key_field: ClassVar[str] = "app_id"
-
-    app_id: Id
-    mode: str | None = None
 
 
-class AppWasUpdated(Event):
+class AppWasUpdated(_AppEvent):
     """An app's name, icon, description, site or API switch changed (Dify main): count it for telemetry."""
 
     event_type: ClassVar[str] = "app_was_updated"
-    domain: ClassVar[str] = "app"
-    key_field: ClassVar[str] = "app_id"
-
-    app_id: Id
-    mode: str | None = None
 
 
 class AppModelConfigWasUpdated(Event):
