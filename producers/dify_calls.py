@@ -8,7 +8,8 @@ shaped like Dify's (its models and generate entities, with the attributes the ca
 receivers read). Read in the public index of ``langgenius/dify`` (see ``docs/adopting-in-dify.md``
 for the files and the versions read); the index gives no line numbers, and lines move between
 versions, so a site is named by its file and function (by the index's file id where the index does
-not give a newer file's path).
+not give a newer file's path; by the signal's declaration or the receiver that reads a keyword,
+saying so, where the index holds no sender).
 """
 
 from __future__ import annotations
@@ -214,6 +215,19 @@ CALL_SITES: list[CallSite] = [
              "Dify's tests of the app signals)", "main",
              'app_was_created.send(AppEvent(app.id, app.tenant_id, app.mode), created_records_initialized=True)',
              lambda w: (AppEvent(*_app_ids(w)), {"created_records_initialized": True})),
+    CallSite("app_was_updated", "api/services/app_service.py:AppService.update_app", "main",
+             "app_was_updated.send(app)", lambda w: (w.app, {})),
+    CallSite("app_was_updated", "api/services/app_service.py:AppService.update_app_api_status (only when it changed)",
+             "main", "app_was_updated.send(app)", lambda w: (w.app, {})),
+    CallSite("app_was_updated", "main's app console service, updated() (index file 69315060837)", "main",
+             "app_was_updated.send(AppEvent(app.id, context.active_workspace_id, app.mode_compatible_with_agent))",
+             lambda w: (AppEvent(*_app_ids(w)), {})),
+    CallSite("app_was_deleted", "api/services/app_service.py:AppService.delete_app", "main",
+             "app_was_deleted.send(app)", lambda w: (w.app, {})),
+    CallSite("app_was_deleted", "main's app console service, delete after its commit (index file 69014932855: "
+             "Dify's tests of the app signals)", "main",
+             "app_was_deleted.send(AppEvent(app.id, app.tenant_id, app.mode))",
+             lambda w: (AppEvent(*_app_ids(w)), {})),
     CallSite("app_model_config_was_updated", "api/controllers/console/app/model_config.py:ModelConfigResource.post",
              "1.12.x, main", "app_model_config_was_updated.send(app_model, app_model_config=new_app_model_config)",
              lambda w: (w.app, {"app_model_config": w.app_model_config})),
@@ -264,9 +278,11 @@ CALL_SITES: list[CallSite] = [
     CallSite("tenant_was_created", "api/controllers/inner_api/workspace/workspace.py:EnterpriseWorkspace.post",
              "1.12.x, main", "tenant_was_created.send(tenant)", lambda w: (w.tenant, {})),
     CallSite("tenant_was_created", "api/events/event_handlers/queue_credential_sync_when_tenant_created.py:handle "
-             "(the source its receiver reads)", "1.12.x, main", 'tenant_was_created.send(tenant, source="...")',
+             "(the source= its receiver reads; the index holds no sender that passes it)", "1.12.x, main",
+             'tenant_was_created.send(tenant, source="...")',
              lambda w: (w.tenant, {"source": w.extra.get("source", "workspace_created")})),
-    CallSite("feedback_was_created", "api/events/feedback_event.py (sender: MessageFeedback, kwargs: tenant_id)",
+    CallSite("feedback_was_created", "api/events/feedback_event.py (the declared shape, sender: MessageFeedback, "
+             "kwargs: tenant_id; the index holds no sender)",
              "main", "feedback_was_created.send(feedback, tenant_id=tenant_id)",
              lambda w: (w.feedback, {"tenant_id": _need(w.tenant, "tenant").id})),
 ]

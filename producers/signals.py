@@ -46,6 +46,8 @@ from schemas.events import (
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
     AppWasCreated,
+    AppWasDeleted,
+    AppWasUpdated,
     DatasetWasDeleted,
     DocumentIndexCreated,
     DocumentWasDeleted,
@@ -168,6 +170,11 @@ def _app_was_created(app, kw) -> Fields:
             "updated_by": attr(app, "updated_by"), "has_account": account is not None,
             "default_language": attr(account, "interface_language"),
             "records_initialized": bool(kw.get("created_records_initialized"))}
+
+
+def _app_event(app, kw) -> Fields:
+    """Dify main's ``app_was_deleted`` / ``app_was_updated``: the App, or an ``AppEvent``."""
+    return {**_app_fields(app), "mode": attr(app, "mode")}
 
 
 def _app_model_config_was_updated(app, kw) -> Fields:
@@ -362,6 +369,10 @@ def _short(sender: Any) -> str:
 
 app_was_created = Signal("app_was_created", AppWasCreated, _app_was_created, ("account", "created_records_initialized"),
                          "sender: app (or main's AppEvent); kwargs: account, created_records_initialized")
+app_was_deleted = Signal("app_was_deleted", AppWasDeleted, _app_event, (),
+                         "sender: app (or main's AppEvent); Dify main only")
+app_was_updated = Signal("app_was_updated", AppWasUpdated, _app_event, (),
+                         "sender: app (or main's AppEvent); Dify main only")
 app_model_config_was_updated = Signal("app_model_config_was_updated", AppModelConfigWasUpdated,
                                       _app_model_config_was_updated, ("app_model_config", "account"),
                                       "sender: app; kwargs: app_model_config")
@@ -391,7 +402,7 @@ feedback_was_created = Signal("feedback_was_created", FeedbackWasCreated, _feedb
 SIGNALS: dict[str, Signal] = {s.name: s for s in (
     app_was_created, app_model_config_was_updated, app_published_workflow_was_updated, app_draft_workflow_was_synced,
     dataset_was_deleted, document_was_deleted, document_index_created, message_was_created, tenant_was_created,
-    tenant_was_updated, feedback_was_created)}
+    tenant_was_updated, feedback_was_created, app_was_deleted, app_was_updated)}
 
 
 # -- the producer the signals publish through -------------------------------------------------

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 __all__ = [
     "ALL_EVENTS", "AppDraftWorkflowWasSynced", "AppModelConfigWasUpdated", "AppMode",
-    "AppPublishedWorkflowWasUpdated", "AppWasCreated", "DatasetWasDeleted", "DocumentIndexCreated",
-    "DocumentWasDeleted", "Event", "MessageWasCreated", "TenantWasCreated", "TenantWasUpdated",
+    "AppPublishedWorkflowWasUpdated", "AppWasCreated", "AppWasDeleted", "AppWasUpdated", "DatasetWasDeleted",
+    "DocumentIndexCreated", "DocumentWasDeleted", "Event", "MessageWasCreated", "TenantWasCreated", "TenantWasUpdated",
     "Count", "Id", "Text", "ToolNode", "new_event_id", "utcnow",
 ]
 
@@ -130,6 +130,28 @@ class AppWasCreated(Event):
     has_account: bool = True  # since v2: Dify creates the site record only when the signal had an account
     default_language: str | None = None  # since v2: the account's interface_language
     records_initialized: bool = False  # since v2: Dify's created_records_initialized=True
+
+
+class _AppEvent(Event):
+    """Dify main's ``AppEvent``: an app, its tenant and its mode."""
+
+    domain: ClassVar[str] = "app"
+    key_field: ClassVar[str] = "app_id"
+
+    app_id: Id
+    mode: str | None = None
+
+
+class AppWasDeleted(_AppEvent):
+    """An app was deleted (Dify main): count it for telemetry. Dify removes the app's data in its own task."""
+
+    event_type: ClassVar[str] = "app_was_deleted"
+
+
+class AppWasUpdated(_AppEvent):
+    """An app's name, icon, description, site or API switch changed (Dify main): count it for telemetry."""
+
+    event_type: ClassVar[str] = "app_was_updated"
 
 
 class AppModelConfigWasUpdated(Event):
@@ -307,5 +329,5 @@ class TenantWasUpdated(Event):
 ALL_EVENTS: tuple[type[Event], ...] = (
     AppWasCreated, AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated, AppDraftWorkflowWasSynced,
     DatasetWasDeleted, DocumentWasDeleted, DocumentIndexCreated, MessageWasCreated,
-    TenantWasCreated, TenantWasUpdated, FeedbackWasCreated,
+    TenantWasCreated, TenantWasUpdated, FeedbackWasCreated, AppWasDeleted, AppWasUpdated,
 )

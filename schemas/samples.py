@@ -8,6 +8,8 @@ from schemas.events import (
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
     AppWasCreated,
+    AppWasDeleted,
+    AppWasUpdated,
     DatasetWasDeleted,
     DocumentIndexCreated,
     DocumentWasDeleted,
@@ -49,4 +51,6 @@ def sample_events() -> list[Event]:
         TenantWasUpdated(tenant_id=TENANT, plan="team", custom_config={"remove_webapp_brand": "true"}),
         FeedbackWasCreated(tenant_id=TENANT, feedback_id="fb-1", message_id="msg-1", app_id=APP,
                            conversation_id="conv-1", rating="like", from_source="user", from_end_user_id="eu-1"),
+        AppWasDeleted(tenant_id=TENANT, app_id=APP, mode="advanced-chat"),
+        AppWasUpdated(tenant_id=TENANT, app_id=APP, mode="advanced-chat"),
     ]

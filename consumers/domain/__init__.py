@@ -2,9 +2,9 @@
 
 ``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore``, ``rowcount``
 ``tenant``    tenants, tenant settings, default models
-``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache
+``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache, app telemetry
 ``dataset``   datasets, documents, segments, the keyword index table, files, metadata, pipelines
-``provider``  providers (quota, last use), usage totals, counted messages, messages, feedback counts
+``provider``  providers (quota, last use), credit pools, usage totals, counted messages, messages, feedback counts
 ``trigger``   a workflow app's triggers, schedule plan, plugin triggers and webhooks
 ``search``    text -> segments and keywords; ``search(session, dataset_id, query)``
 ``invariants`` the database's invariants, checked by ``events demo``
@@ -15,6 +15,7 @@ from .app import (
     AppDatasetJoin,
     AppDatasetJoinVersion,
     AppModelConfig,
+    AppTelemetry,
     InstalledApp,
     Site,
     ToolParameterCache,
@@ -34,7 +35,7 @@ from .dataset import (
     SegmentAttachmentBinding,
     UploadFile,
 )
-from .provider import FeedbackTelemetry, Message, MessageUsage, Provider, ProviderUsage
+from .provider import FeedbackTelemetry, Message, MessageUsage, Provider, ProviderUsage, TenantCreditPool
 from .search import keywords, search, split_segments, unindex
 from .tenant import Tenant, TenantDefaultModel, TenantSetting, WorkspaceSyncTask
 from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, WorkflowWebhookTrigger
@@ -42,12 +43,13 @@ from .trigger import AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, Wo
 DOMAIN = Base.metadata  # every table of the slice (each model module is imported above)
 
 __all__ = [
-    "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTrigger", "Base", "Dataset",
+    "DOMAIN", "App", "AppDatasetJoin", "AppDatasetJoinVersion", "AppModelConfig", "AppTelemetry", "AppTrigger", "Base",
+    "Dataset",
     "DatasetMetadata", "DatasetMetadataBinding", "DatasetProcessRule", "DatasetQuery", "Document", "DocumentKeyword",
     "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
-    "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantDefaultModel", "TenantSetting",
-    "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger", "WorkflowSchedulePlan",
-    "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords", "new_id", "rowcount",
-    "search",
+    "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantCreditPool", "TenantDefaultModel",
+    "TenantSetting", "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger",
+    "WorkflowSchedulePlan", "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords",
+    "new_id", "rowcount", "search",
     "split_segments", "unindex", "utcnow",
 ]

@@ -1,10 +1,11 @@
 """Apps and what hangs off them: sites, installed apps, model configs, workflows, dataset joins,
-and the tool-parameter cache.
+the tool-parameter cache, and the telemetry count of app events.
 
 Written by the application: ``apps`` (with ``app_model_config_id`` / ``workflow_id`` pointing at
 the current config and the published workflow), ``app_model_configs``, ``workflows``.
 Written by the consumer groups: ``sites``, ``installed_apps``, ``app_dataset_joins`` (and their
-version), and the deletion of ``tool_parameter_cache`` rows (which the app runtime fills).
+version), the deletion of ``tool_parameter_cache`` rows (which the app runtime fills), and
+``app_telemetry``.
 """
 
 from __future__ import annotations
@@ -179,3 +180,19 @@ class ToolParameterCache(Base):
     tool_name: Mapped[str]
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cached_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AppTelemetry(Base):
+    """One counted app event (Dify's enterprise telemetry cases ``APP_CREATED``, ``APP_DELETED``,
+    ``APP_UPDATED``): the count of apps created, deleted and updated per tenant is the count of
+    these rows. A row per event, so counting one twice is impossible."""
+
+    __tablename__ = "app_telemetry"
+    __table_args__ = (Index(None, "tenant_id", "telemetry_case"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    telemetry_case: Mapped[str] = mapped_column(String(32))  # app.created | app.deleted | app.updated
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    app_id: Mapped[str] = mapped_column(String(36))
+    mode: Mapped[str | None] = mapped_column(String(32))
+    occurred_at: Mapped[datetime]

@@ -1,9 +1,10 @@
-"""Model providers per tenant (quota and last use), their usage, and the messages that use them.
+"""Model providers per tenant (quota and last use), credit pools, usage, and the messages that use them.
 
 ``messages`` is written by the application when a model answers, before it publishes
 ``message_was_created``. The ``provider-usage`` group writes ``providers`` (quota used, last
-use), ``provider_usage`` (token totals) and ``message_usage`` (one row per counted message: what
-makes counting a message twice impossible, whatever the event id).
+use), ``tenant_credit_pools`` (Dify main's trial and paid credits), ``provider_usage`` (token
+totals) and ``message_usage`` (one row per counted message: what makes counting a message twice
+impossible, whatever the event id).
 """
 
 from __future__ import annotations
@@ -83,6 +84,32 @@ class Provider(Base):
     def quota_remaining(self) -> int | None:
         """Units left; negative when the last message overdrew it; None when unlimited."""
         return None if self.quota_limit in (None, UNLIMITED) else self.quota_limit - self.quota_used
+
+
+POOLED_QUOTA_TYPES = frozenset({"trial", "paid"})
+"""Quota types Dify main charges to the tenant's credit pool of that type instead of the provider row."""
+
+
+class TenantCreditPool(Base):
+    """A tenant's pool of hosted-model credits, ``trial`` or ``paid`` (Dify main's
+    ``tenant_credit_pools``; Dify creates the trial pool with the tenant). ``quota_limit`` -1 is
+    unlimited, and then nothing is charged to it, as in Dify (its remaining credits are 0)."""
+
+    __tablename__ = "tenant_credit_pools"
+    __table_args__ = (UniqueConstraint("tenant_id", "pool_type"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    pool_type: Mapped[str] = mapped_column(String(40))
+    quota_limit: Mapped[int] = mapped_column(BigInteger)
+    quota_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def remaining_credits(self) -> int:
+        """Dify's ``remaining_credits``: never negative."""
+        return max(0, self.quota_limit - self.quota_used)
 
 
 class ProviderUsage(Base):

@@ -19,6 +19,8 @@ Each module's docstring says what matches Dify's receiver and what differs on pu
 | create_document_index (document_index_created)                     | document-indexer            |
 | update_provider_when_message_created (message_was_created)         | provider-usage              |
 | enterprise telemetry's feedback receiver (feedback_was_created)    | feedback-telemetry          |
+| enterprise telemetry's app receivers (app_was_created, _updated,   | app-telemetry               |
+| _deleted; Dify main)                                               |                             |
 | queue_credential_sync_when_tenant_created (tenant_was_created)     | credential-sync             |
 | the seed's tenant_was_created / tenant_was_updated receivers       | tenant-provisioner          |
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from . import (
     app_dataset_joins,
+    app_telemetry,
     app_triggers,
     credential_sync,
     dataset_cleaner,
@@ -57,6 +60,7 @@ GROUPS = [
     document_indexer.group,
     provider_usage.group,
     feedback_telemetry.group,
+    app_telemetry.group,
     credential_sync.group,
     tenant_provisioner.group,
 ]

@@ -13,7 +13,15 @@ Dify: ``update_provider_when_message_created`` (on ``message_was_created``). As 
   credits, ``HOSTED_MODEL_CREDIT_CONFIG``) or times (1); a quota whose limit is -1 is unlimited
   and is not charged; a charge applies only while ``quota_limit > quota_used`` (so the last
   message may overdraw it, and none after it is charged);
-- no provider row is ever created: a missing row changes nothing (Dify logs a warning).
+- no provider row is ever created: a missing row changes nothing (Dify logs a warning);
+- Dify main's credit pools: a ``trial`` or ``paid`` charge goes to the tenant's credit pool of
+  that type (``tenant_credit_pools``) instead of the hosted row, capped at what is left in the
+  pool (Dify's ``deduct_credits_capped``: the message is already answered, so the pool is emptied,
+  never overdrawn, and a warning says how much went uncharged).
+
+Which Dify the charge follows is read from the database: a tenant that has a pool of the quota
+type is a tenant of Dify main (which creates the trial pool with the tenant), and a tenant without
+one is charged on the hosted row as Dify 1.12.x does. The event is the same in both.
 
 Differences kept on purpose:
 
@@ -33,11 +41,27 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, case, literal, or_, update
+from sqlalchemy import ColumnElement, case, literal, or_, select, update
 
 from consumers.context import HandlerContext
-from consumers.domain import DOMAIN, MessageUsage, Provider, ProviderUsage, UTCDateTime, insert_ignore, rowcount
-from consumers.domain.provider import CHARGED_APP_MODES, SYSTEM, UNLIMITED, model_credits, short_provider_name
+from consumers.domain import (
+    DOMAIN,
+    MessageUsage,
+    Provider,
+    ProviderUsage,
+    TenantCreditPool,
+    UTCDateTime,
+    insert_ignore,
+    rowcount,
+)
+from consumers.domain.provider import (
+    CHARGED_APP_MODES,
+    POOLED_QUOTA_TYPES,
+    SYSTEM,
+    UNLIMITED,
+    model_credits,
+    short_provider_name,
+)
 from consumers.group import ConsumerGroup
 from consumers.registry import register
 from schemas.events import MessageWasCreated
@@ -79,7 +103,7 @@ def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None
                     .where(Provider.tenant_id == tenant_id, Provider.provider_name == provider, _due(at))
                     .values(last_used=at).execution_options(synchronize_session=False))
     charge = quota_charge(event)
-    if charge is None:
+    if charge is None or _charge_credit_pool(ctx, event, charge):
         return
     charged = rowcount(session.execute(
         update(Provider)
@@ -96,6 +120,30 @@ def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None
     else:
         ctx.log.info("charged %d %s of %s's %s quota for message %s", charge, event.quota_unit, hosted,
                      event.quota_type, event.message_id)
+
+
+def _charge_credit_pool(ctx: HandlerContext, event: MessageWasCreated, charge: int) -> bool:
+    """Dify main: charges ``charge`` to the tenant's pool of the message's quota type, capped at
+    what is left; False when the tenant has no such pool (Dify 1.12.x: the hosted row is charged)."""
+    if event.quota_type not in POOLED_QUOTA_TYPES:
+        return False
+    where = (TenantCreditPool.tenant_id == event.tenant_id, TenantCreditPool.pool_type == event.quota_type)
+    pool = ctx.session.execute(select(TenantCreditPool.quota_limit, TenantCreditPool.quota_used).where(*where)).first()
+    if pool is None:
+        return False
+    remaining = TenantCreditPool.quota_limit - TenantCreditPool.quota_used
+    ctx.session.execute(update(TenantCreditPool).where(*where, remaining > 0)
+                        .values(quota_used=TenantCreditPool.quota_used + case((remaining < charge, remaining),
+                                                                               else_=charge))
+                        .execution_options(synchronize_session=False))
+    charged = min(charge, max(0, pool.quota_limit - pool.quota_used))
+    if charged < charge:
+        ctx.log.warning("the %s credit pool of tenant %s is exhausted: %d of %d %s charged for message %s",
+                        event.quota_type, event.tenant_id, charged, charge, event.quota_unit, event.message_id)
+    else:
+        ctx.log.info("charged %d %s to the %s credit pool for message %s", charge, event.quota_unit,
+                     event.quota_type, event.message_id)
+    return True
 
 
 def _due(at: datetime) -> ColumnElement[bool]:

@@ -25,7 +25,7 @@ SLICE = {
     "document_segments", "document_keywords", "providers", "provider_usage", "message_usage", "messages",
     "upload_files", "segment_attachment_bindings", "dataset_process_rules", "dataset_queries", "dataset_metadatas",
     "dataset_metadata_bindings", "pipelines", "app_triggers", "workflow_schedule_plans", "workflow_plugin_triggers",
-    "workflow_webhook_triggers", "workspace_sync_tasks", "feedback_telemetry",
+    "workflow_webhook_triggers", "workspace_sync_tasks", "feedback_telemetry", "tenant_credit_pools", "app_telemetry",
 }
 
 

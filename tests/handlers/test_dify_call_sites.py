@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from consumers.domain import (
     App,
     AppDatasetJoin,
+    AppTelemetry,
     AppTrigger,
     Dataset,
     DatasetMetadataBinding,
@@ -127,6 +128,22 @@ def check_app_was_created(site, event, s) -> None:
     assert (site_row.default_language, site_row.updated_by, site_row.created_by, site_row.title,
             site_row.description) == ("zh-Hans", "acc-2", ACCOUNT, "Support bot", "")
     assert count(s, InstalledApp, InstalledApp.app_id == APP, InstalledApp.tenant_id == T) == 1
+    assert s.scalars(select(AppTelemetry.telemetry_case)).one() == "app.created"
+
+
+def app_counted(event, s, case: str) -> None:
+    assert (event.app_id, event.tenant_id, event.mode) == (APP, T, "chat")
+    row = s.scalars(select(AppTelemetry)).one()  # counted once, though handled twice
+    assert (row.telemetry_case, row.app_id, row.tenant_id, row.mode) == (case, APP, T, "chat")
+
+
+def check_app_was_updated(site, event, s) -> None:
+    app_counted(event, s, "app.updated")
+
+
+def check_app_was_deleted(site, event, s) -> None:
+    app_counted(event, s, "app.deleted")
+    assert count(s, App, App.id == APP) == 1  # Dify's own task removes the app's data, not a receiver
 
 
 def check_app_model_config_was_updated(site, event, s) -> None:

@@ -109,7 +109,7 @@ def test_every_group_is_registered_under_its_name():
         "installed-app-provisioner", "site-provisioner", "app-dataset-joins", "tool-cache-cleaner",
         "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "tenant-provisioner",
         "plugin-trigger-sync", "webhook-sync", "workflow-schedule-sync", "app-trigger-sync", "credential-sync",
-        "feedback-telemetry"} <= names
+        "feedback-telemetry", "app-telemetry"} <= names
 
 
 def test_new_apps_get_installed_and_a_site_and_a_duplicate_changes_nothing(through_kafka, db):

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from consumers.domain import MessageUsage, Provider, ProviderUsage
+from consumers.domain import MessageUsage, Provider, ProviderUsage, TenantCreditPool
 from consumers.domain.provider import model_credits, short_provider_name
 from consumers.handlers.provider_usage import record_provider_usage
 from schemas.events import MessageWasCreated
@@ -100,6 +100,44 @@ def test_a_message_is_charged_once_even_under_two_event_ids(handle, add, db):
     add(hosted())
     handle(record_provider_usage, message(1), message(1, message_id="m1"))
     assert row(db).quota_used == 150
+
+
+def pool(db, pool_type="trial", tenant_id="t1") -> TenantCreditPool:
+    with db() as s:
+        return s.scalars(select(TenantCreditPool).where(TenantCreditPool.tenant_id == tenant_id,
+                                                        TenantCreditPool.pool_type == pool_type)).one()
+
+
+def test_dify_main_charges_trial_and_paid_quotas_to_the_tenants_credit_pools(handle, add, db):
+    # Given a tenant of Dify main: trial and paid credit pools, and the hosted rows of 1.12.x
+    add(hosted(), hosted(quota_type="paid", name="openai-paid"),
+        TenantCreditPool(tenant_id="t1", pool_type="trial", quota_limit=1000),
+        TenantCreditPool(tenant_id="t1", pool_type="paid", quota_limit=1000))
+    # When a trial message (150 tokens) and a paid message in credits are handled
+    handle(record_provider_usage, message(1), message(2, quota_type="paid", quota_unit="credits"))
+    # Then each pool is charged its message's units and no provider row's quota moves
+    assert (pool(db).quota_used, pool(db, "paid").quota_used) == (150, 1)
+    assert row(db).quota_used == 0 and row(db, "openai-paid").quota_used == 0
+
+
+def test_a_credit_pool_is_emptied_never_overdrawn_and_unlimited_pools_are_not_charged(handle, add, db):
+    # Given a trial pool with 200 credits left, and another tenant whose paid pool is unlimited
+    add(TenantCreditPool(tenant_id="t1", pool_type="trial", quota_limit=1000, quota_used=800),
+        TenantCreditPool(tenant_id="t2", pool_type="paid", quota_limit=-1))
+    # When two messages of 150 tokens come, and one for the unlimited pool
+    handle(record_provider_usage, message(1), message(2), message(3, tenant_id="t2", quota_type="paid"))
+    # Then the second is charged only the 50 left (Dify's capped deduction), the unlimited pool nothing
+    assert pool(db).quota_used == 1000 and pool(db, "paid", "t2").quota_used == 0
+
+
+def test_free_quotas_and_tenants_without_a_pool_are_charged_on_the_hosted_row(handle, add, db):
+    # Given tenant t1 with only a paid pool, and a free hosted row
+    add(hosted(), hosted(quota_type="free", name="openai-free"),
+        TenantCreditPool(tenant_id="t1", pool_type="paid", quota_limit=1000))
+    handle(record_provider_usage, message(1), message(2, provider="openai-free", quota_type="free"))
+    # Then the trial charge falls back to the hosted row (Dify 1.12.x), and free is charged there (both Difys)
+    assert row(db).quota_used == 150 and row(db, "openai-free").quota_used == 150
+    assert pool(db, "paid").quota_used == 0
 
 
 def test_difys_provider_ids_strip_to_their_last_part():

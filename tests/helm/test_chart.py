@@ -22,7 +22,7 @@ DEFAULT_GROUPS = [
     "installed-app-provisioner", "site-provisioner", "app-dataset-joins", "tool-cache-cleaner",
     "plugin-trigger-sync", "webhook-sync", "workflow-schedule-sync", "app-trigger-sync",
     "dataset-cleaner", "document-cleaner", "document-indexer", "provider-usage", "feedback-telemetry",
-    "credential-sync", "tenant-provisioner",
+    "app-telemetry", "credential-sync", "tenant-provisioner",
 ]
 # The oldest cluster the chart's kubeVersion admits, and the newest kubernetes-validate knows.
 VALIDATE_AGAINST = ["1.25.0", "1.37.0"]

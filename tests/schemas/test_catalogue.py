@@ -23,7 +23,7 @@ EXPECTED_KEYS = {
     "dataset_was_deleted": "dataset_id", "document_was_deleted": "dataset_id",
     "document_index_created": "dataset_id", "message_was_created": "conversation_id",
     "tenant_was_created": "tenant_id", "tenant_was_updated": "tenant_id",
-    "feedback_was_created": "message_id",
+    "feedback_was_created": "message_id", "app_was_deleted": "app_id", "app_was_updated": "app_id",
 }
 
 
@@ -49,8 +49,8 @@ def test_look_ups_by_type_event_and_fingerprint():
 
 
 def test_unknown_names_raise_errors_that_say_which():
-    with pytest.raises(UnknownEventType, match="'app_was_deleted'.*app_was_created"):
-        CATALOGUE.get("app_was_deleted")
+    with pytest.raises(UnknownEventType, match="'app_was_archived'.*app_was_created"):
+        CATALOGUE.get("app_was_archived")
     with pytest.raises(UnknownSchema, match="0102030405060708"):
         CATALOGUE.by_fingerprint(bytes(range(1, 9)))
     with pytest.raises(UnknownSchema, match="v9"):

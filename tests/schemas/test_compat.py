@@ -50,7 +50,7 @@ def test_the_repository_schemas_pass():
     # Given the schemas as committed / When checked / Then they pass (exit 0)
     result = run_check()
     assert result.exit_code == 0, result.output
-    assert "11 event types, 20 schema versions" in result.output
+    assert "13 event types, 22 schema versions" in result.output
     assert check_folder().ok
 
 

@@ -57,7 +57,7 @@ def test_there_is_one_model_per_event_type_of_the_seed_and_of_dify():
         "app_was_created", "app_model_config_was_updated", "app_published_workflow_was_updated",
         "app_draft_workflow_was_synced", "dataset_was_deleted", "document_was_deleted",
         "document_index_created", "message_was_created", "tenant_was_created", "tenant_was_updated",
-        "feedback_was_created"])
+        "feedback_was_created", "app_was_deleted", "app_was_updated"])
     assert [type(e) for e in sample_events()] == list(ALL_EVENTS)
 
 
