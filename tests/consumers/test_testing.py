@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from consumers.errors import MessageRejected
 from consumers.idempotency import processed_events
@@ -18,9 +23,9 @@ from tests.consumers.sample_handlers import sample_effects
 from tests.consumers.support import app_event
 
 
-def harness_of(database_url: str, **options) -> tuple[GroupHarness, sample_handlers.Behaviour]:
+def harness_of(database_url: str, *, tracer_provider=None, **options) -> tuple[GroupHarness, sample_handlers.Behaviour]:
     group, behaviour = sample_handlers.recording_group("harnessed", tables=sample_handlers.metadata, **options)
-    return GroupHarness(group, database_url, create_tables=True), behaviour
+    return GroupHarness(group, database_url, create_tables=True, tracer_provider=tracer_provider), behaviour
 
 
 def effects(harness: GroupHarness) -> list[tuple[str, int]]:
@@ -152,3 +157,51 @@ def test_a_handler_idempotent_by_itself_runs_outside_a_transaction(database_url)
         # Then each delivery runs it (no claim), as at-least-once delivery would
         assert harness.send(event).handled and harness.send(event).handled
         assert behaviour.calls["app-1"] == 2
+
+
+def test_events_with_one_business_key_are_handled_once(database_url):
+    # Given two events (two event ids) published under one business idempotency key
+    harness, behaviour = harness_of(database_url)
+    with harness:
+        first = harness.send(app_event("app-1", 1), idempotency_key="order-7")
+        second = harness.send(app_event("app-1", 2), idempotency_key="order-7")
+        # Then the second is a duplicate of the first
+        assert first.handled and second.duplicate
+        assert behaviour.calls["app-1"] == 1
+
+
+def test_a_dependency_outage_holds_the_message_instead_of_dead_lettering_it(database_url):
+    # Given a handler whose database is down (a dependency error, in pause_on), three attempts
+    harness, behaviour = harness_of(database_url, max_attempts=3, outage_min_backoff_s=30.0)
+    behaviour.fail["app-1"] = -1
+    behaviour.error = lambda message: OperationalError("INSERT ...", {}, ConnectionRefusedError(message))
+    with harness:
+        # When the event is sent
+        result = harness.send(app_event("app-1", 1))
+        # Then its retries were spent and the breaker opened: the message waits for the database
+        # (abandoned here, delivered again by the runtime), no dead letter
+        assert result.abandoned and result.attempts == 3 and result.dead_letter is None
+        assert harness.resources.breaker.is_open() and harness.dead_letters == []
+        # and the group is paused meanwhile: the next message waits too, without an attempt
+        assert harness.send(app_event("app-2", 1)).abandoned and behaviour.calls["app-2"] == 0
+
+
+def test_a_traced_group_gets_its_consumer_span_from_the_producers_context(database_url):
+    # Given a group with tracing configured
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    harness, _ = harness_of(database_url, tracer_provider=provider)
+    with harness:
+        # When an event published inside a span is sent
+        with provider.get_tracer("test").start_as_current_span("request") as request:
+            result = harness.send(app_event("app-1", 1))
+        # Then the message's CONSUMER span is the request's child, with the handler's span inside it
+        assert result.handled
+        spans = {s.name: s for s in exporter.get_finished_spans()}
+        consumer = spans["process events.app"]
+        assert consumer.kind == SpanKind.CONSUMER
+        assert consumer.context.trace_id == request.get_span_context().trace_id
+        assert consumer.parent.span_id == request.get_span_context().span_id
+        assert spans["handle app_was_created"].parent.span_id == consumer.context.span_id
+        assert consumer.attributes["events.outcome"] == "handled"
