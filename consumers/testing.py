@@ -201,7 +201,8 @@ class _InstantLane(Lane):
 
 
 class GroupHarness:
-    """Runs ``group``'s pipeline on messages given to it, with the database at ``database_url``.
+    """Runs ``group``'s pipeline on messages given to it, with the database at ``database_url``
+    (the group's own ``database_url`` is not used).
 
     ``create_tables``: create the group's ``tables`` when missing (else they must exist, as
     ``events run`` requires). ``prefix``: the topic prefix (the group's topics' names).
@@ -215,8 +216,8 @@ class GroupHarness:
             raise ValueError(f"group {group.name!r} has no handlers")
         self.group = group
         self.prefix = prefix
-        self.dead_letters: list[DeadLetter] = []  # every dead letter, in order
         self._producer = _RecordingProducer()
+        self.dead_letters: list[DeadLetter] = self._producer.letters  # every dead letter, in order
         self._codec = AvroCodec(group.catalogue)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
         self._offsets: dict[tuple[str, int], itertools.count] = {}
@@ -275,15 +276,13 @@ class GroupHarness:
         lane = _InstantLane(topic, partition, self.resources.breaker)
         # ignore the type: ours has every method of confluent_kafka.Message the pipeline reads
         job = Job(cast(Any, message), lane, offset, message.headers(), event_type, handler)
-        letters = len(self._producer.letters)
+        before = len(self.dead_letters)
         try:
             outcome = self._chain(job)
         except Abandoned:
             outcome = ABANDONED
-        new_letters = self._producer.letters[letters:]
-        self.dead_letters += new_letters
-        return Result(outcome, message, job.event, job.attempts, tuple(lane.backoffs),
-                      new_letters[-1] if new_letters else None)
+        letter = self.dead_letters[-1] if len(self.dead_letters) > before else None
+        return Result(outcome, message, job.event, job.attempts, tuple(lane.backoffs), letter)
 
     # -- reading the database -----------------------------------------------------------------
     def session(self) -> Session:
