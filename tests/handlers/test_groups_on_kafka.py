@@ -1,6 +1,7 @@
-"""Each of the seed's consumer groups through Kafka: events published with the producer SDK onto
-the real broker, the group run as its pod runs it (``GroupRunner``), its effects in the database
-(SQLite, then PostgreSQL)."""
+"""The seed's consumer groups through Kafka: events published with the producer SDK onto the real
+broker, the group run as its pod runs it (``GroupRunner``), its effects in the database (SQLite,
+then PostgreSQL). Groups whose tests need only their pipeline run without the broker, in
+``test_groups_in_harness.py``."""
 
 from __future__ import annotations
 
@@ -18,29 +19,21 @@ from consumers.domain import (
     Provider,
     ProviderUsage,
     Site,
-    TenantSetting,
-    ToolParameterCache,
     search,
 )
-from consumers.domain.provider import PLAN_QUOTAS
 from consumers.handlers import (
     GROUPS,
     app_dataset_joins,
     dataset_cleaner,
     document_cleaner,
-    document_indexer,
     installed_app_provisioner,
     provider_usage,
     site_provisioner,
-    tenant_provisioner,
-    tool_cache_cleaner,
 )
 from consumers.handlers.document_indexer import index_documents
-from consumers.pipeline import dead_letters as DL
 from consumers.registry import discover
 from producers import EventProducer
 from schemas.events import (
-    AppDraftWorkflowWasSynced,
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
     AppWasCreated,
@@ -48,9 +41,6 @@ from schemas.events import (
     DocumentIndexCreated,
     DocumentWasDeleted,
     MessageWasCreated,
-    TenantWasCreated,
-    TenantWasUpdated,
-    ToolNode,
 )
 from schemas.settings import get_settings
 
@@ -154,44 +144,6 @@ def test_dataset_joins_follow_the_last_update_of_each_app(through_kafka, add, db
     assert stats["handled"] == 5
 
 
-def test_a_synced_draft_drops_its_tool_nodes_cache(through_kafka, add, db):
-    # Given cached parameters of two nodes of an app
-    add(*(ToolParameterCache(tenant_id="t1", app_id="a1", node_id=n, provider_type="builtin", provider_id="google",
-                             tool_name="google_search") for n in ("n1", "n2")))
-    event = AppDraftWorkflowWasSynced(tenant_id="t1", app_id="a1", workflow_id="w1", tool_nodes=(
-        ToolNode(node_id="n1", provider_type="builtin", provider_id="google", tool_name="google_search"),))
-    # When the tool-cache-cleaner consumes the draft sync naming n1 as a tool node
-    through_kafka(tool_cache_cleaner.group, [event])
-    # Then only n2's entry is left
-    with db() as s:
-        assert s.scalars(select(ToolParameterCache.node_id)).all() == ["n2"]
-
-
-def test_documents_are_indexed_and_a_request_for_nothing_is_dead_lettered(
-        through_kafka, add, db, kafka_env, consumer_factory):
-    # Given waiting documents in two datasets, and an index request naming only documents that do not exist
-    add(dataset("ds1"), dataset("ds2"), document("doc1", "ds1", KAFKA_TEXT),
-        document("doc2", "ds1", AVRO_TEXT, position=2), document("doc3", "ds2", AVRO_TEXT))
-    poison = DocumentIndexCreated(tenant_id="t1", dataset_id="ds2", document_ids=("ghost",))
-    events = [DocumentIndexCreated(tenant_id="t1", dataset_id="ds1", document_ids=("doc1", "doc2")), poison,
-              DocumentIndexCreated(tenant_id="t1", dataset_id="ds2", document_ids=("doc3",))]
-    # When the document-indexer consumes them
-    stats = through_kafka(document_indexer.group, events)
-    # Then the real documents are completed and found by their words
-    with db() as s:
-        assert set(s.scalars(select(Document.indexing_status))) == {"completed"}
-        assert search(s, None, "schema") == ["doc2", "doc3"]
-        assert search(s, "ds1", "consumer group") == ["doc1"]
-    # and the request for nothing was dead-lettered at once, saying why, while later events went on
-    assert (stats["handled"], stats["dead_lettered"], stats["retries"]) == (2, 1, 0)
-    dlq = consumer_factory("dlq-reader", [document_indexer.group.dlq_topic(kafka_env)])
-    letter = wait_until(lambda: next((m for m in dlq.consume(1, 0.5) if m.error() is None), None), 30,
-                        "the dead letter")
-    headers = dict(letter.headers())
-    assert headers[DL.ERROR_CLASS].decode().endswith("DocumentNotFound")
-    assert "ghost" in headers[DL.ERROR_MESSAGE].decode()
-
-
 def test_deleted_datasets_and_documents_leave_the_index(through_kafka, add, handle, db):
     # Given two indexed datasets joined to an app, then the application deletes ds1 and doc3 of ds2
     add(dataset("ds1"), dataset("ds2"), document("doc1", "ds1", KAFKA_TEXT), document("doc2", "ds2", KAFKA_TEXT),
@@ -234,18 +186,3 @@ def test_provider_usage_is_the_sum_of_message_tokens(through_kafka, add, db):
     assert used == want
     assert usage == {"langgenius/openai/openai": want["openai"], "anthropic": want["anthropic"]}
     assert (stats["handled"], stats["duplicates"]) == (40, 5)
-
-
-def test_a_tenant_is_provisioned_then_its_plan_changes(through_kafka, db):
-    # Given a tenant created on the sandbox plan, then moved to the team plan with a custom config
-    events = [TenantWasCreated(tenant_id="t1", tenant_name="Acme", plan="sandbox", occurred_at=T0),
-              TenantWasUpdated(tenant_id="t1", plan="team", custom_config={"remove_webapp_brand": "true"},
-                               occurred_at=T0 + timedelta(minutes=1))]
-    # When the tenant-provisioner consumes both
-    through_kafka(tenant_provisioner.group, events)
-    # Then the settings are the latest, and the hosted providers carry the team quota
-    with db() as s:
-        settings = s.get(TenantSetting, "t1")
-        limits = set(s.scalars(select(Provider.quota_limit).where(Provider.tenant_id == "t1")))
-    assert (settings.name, settings.plan, settings.custom_config) == ("Acme", "team", {"remove_webapp_brand": "true"})
-    assert limits == {PLAN_QUOTAS["team"]}
