@@ -61,3 +61,13 @@ def test_every_lazy_name_is_shown_to_type_checkers_and_imports(package):
 ])
 def test_a_name_or_a_module_of_the_sdk_loads_only_what_it_needs(statement, heavy):
     assert loaded_by(statement, heavy) == []
+
+
+def test_the_pipeline_exports_what_composing_one_takes():
+    from consumers import pipeline
+
+    namespace: dict = {}
+    exec("from consumers.pipeline import *", namespace)
+    steps = {step.__name__ for step in pipeline.DEFAULT_PIPELINE}
+    exported = set(namespace) - {"__builtins__"}
+    assert exported == set(pipeline.__all__) == steps | {"DEFAULT_PIPELINE", "Step", "CallNext"}
