@@ -93,6 +93,7 @@ class GroupRunner:
     ``consumer_overrides``: librdkafka properties over the settings' (tests, benchmarks).
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     one is set, else that telemetry is off (``consumers.telemetry``).
+    Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
     """
 
     def __init__(self, group: ConsumerGroup, *, settings: Settings | None = None, concurrency: int | None = None,
