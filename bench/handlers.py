@@ -23,8 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from consumers.group import ConsumerGroup
-from consumers.registry import register
+from consumers import ConsumerGroup, register
 
 from .common import APP_EVENTS, SENT_HEADER, WINDOW_HEADER, vm_hwm_kib
 

@@ -24,14 +24,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from sqlalchemy import MetaData, Table
-
-from schemas.catalogue import CATALOGUE, Catalogue
-from schemas.events import Event
-
 from .errors import GroupDefinitionError
 
+# SQLAlchemy and the catalogue are imported when a group is made: `import consumers`, which every
+# consumers.* import runs (the CLI's too), loads neither
 if TYPE_CHECKING:
+    from sqlalchemy import MetaData, Table
+
+    from schemas.catalogue import Catalogue
+    from schemas.events import Event
+
     from .context import HandlerContext
     from .pipeline import Step
 
@@ -45,8 +47,8 @@ GROUP_OPTIONS: dict[str, Any] = {
     "outage_max_backoff_s": 30.0,  # the longest pause
 }
 
-HandlerFn = Callable[[Event, "HandlerContext"], Any]
-E = TypeVar("E", bound=Event)
+HandlerFn = Callable[["Event", "HandlerContext"], Any]
+E = TypeVar("E", bound="Event")
 TypedHandlerFn = Callable[[E, "HandlerContext"], Any]  # a handler of the event type E
 
 
@@ -76,24 +78,29 @@ class ConsumerGroup:
 
     ``options`` are defaults for every handler of the group (``max_attempts=3``, ...); the pipeline
     defaults to ``consumers.pipeline.DEFAULT_PIPELINE``. ``database_url`` overrides the settings'
-    database for this group's idempotency table and handler sessions. ``tables`` (a ``MetaData``
-    or ``Table`` objects) are the tables its handlers use: ``events run`` refuses to start while
-    one is missing, rather than fail every message on it.
+    database for this group's idempotency table and handler sessions; ``catalogue`` defaults to
+    ``schemas.CATALOGUE``. ``tables`` (a ``MetaData`` or ``Table`` objects) are the tables its
+    handlers use: ``events run`` refuses to start while one is missing, rather than fail every
+    message on it.
     """
 
     def __init__(self, name: str, *, pipeline: Sequence[type[Step]] | None = None,
-                 database_url: str | None = None, catalogue: Catalogue = CATALOGUE,
+                 database_url: str | None = None, catalogue: Catalogue | None = None,
                  tables: MetaData | Iterable[Table] = (), **options: Any):
         if not GROUP_NAME.match(name):
             raise GroupDefinitionError(
                 f"group name {name!r} is not valid: use 1-200 lowercase letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit (it becomes part of topic names)")
+        from sqlalchemy import MetaData
+
+        from schemas.catalogue import CATALOGUE
+
         from .pipeline import DEFAULT_PIPELINE
 
         self.name = name
         self.pipeline: tuple[type[Step], ...] = tuple(DEFAULT_PIPELINE if pipeline is None else pipeline)
         self.database_url = database_url
-        self.catalogue = catalogue
+        self.catalogue = CATALOGUE if catalogue is None else catalogue
         self.tables: tuple[Table, ...] = tuple(tables.sorted_tables if isinstance(tables, MetaData) else tables)
         self.handlers: dict[str, Handler] = {}
         self._defaults: dict[str, Any] = dict(GROUP_OPTIONS)

@@ -2,14 +2,34 @@
 transactional outbox in the application's own database transaction (``add_to_outbox``) and let
 the relay (``OutboxRelay``, ``events outbox relay``) publish them after commit.
 
-Names are re-exported lazily (``from producers import EventProducer``), so importing
-``producers.config`` alone stays light.
+``from producers import EventProducer`` imports only what it names: the names below are imported
+on first use (``__getattr__``), and the ``TYPE_CHECKING`` block shows them to type checkers.
+Importing them all at once would load SQLAlchemy (the outbox, the relay) for every user of the
+producer and every ``producers.*`` import, the CLI's ``producers.config`` included: ``from
+producers import EventProducer`` took 156 ms, 284 ms with eager imports (min of 7 runs, 2 cores).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import producer_config
+    from .errors import (
+        DeliveryFailed,
+        MessageTooLarge,
+        OutboxError,
+        OutboxTableMissing,
+        PublishError,
+        QueueFull,
+        RelayAlreadyRunning,
+        UnpublishableEvent,
+    )
+    from .headers import build_headers
+    from .outbox import add_to_outbox, create_outbox_table, event_outbox
+    from .producer import Delivery, EventProducer
+    from .relay import OutboxRelay
 
 _EXPORTS = {
     "EventProducer": "producer", "Delivery": "producer",
@@ -22,7 +42,9 @@ _EXPORTS = {
     "producer_config": "config",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Delivery", "DeliveryFailed", "EventProducer", "MessageTooLarge", "OutboxError", "OutboxRelay",
+           "OutboxTableMissing", "PublishError", "QueueFull", "RelayAlreadyRunning", "UnpublishableEvent",
+           "add_to_outbox", "build_headers", "create_outbox_table", "event_outbox", "producer_config"]
 
 
 def __getattr__(name: str) -> Any:

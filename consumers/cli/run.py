@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import signal
@@ -22,13 +21,6 @@ from ..logs import configure_logging
 
 out = Console()
 err = Console(stderr=True)
-
-# How long a thread may hold the GIL before CPython asks it to hand over (default 5 ms). The poll
-# loop and the workers hand messages to each other; at 5 ms they spend most of their time taking
-# the GIL from each other (bench: 10,400 ev/s, ~100 µs CPU/event, no-op handler, 8 workers, 2
-# cores); at 50 ms 31,000-39,000 ev/s, ~30 µs, with publish->handler latency unchanged or better.
-# Handlers waiting on I/O (the database, HTTP) release the GIL whatever this is.
-SWITCH_INTERVAL_S = 0.05
 
 
 class NoGroups(ConsumerError):
@@ -107,12 +99,6 @@ def _run_one(group, concurrency: int | None, health_port: int | None, metrics_po
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    # The objects loaded so far (modules, schemas, models) live as long as the process: keep the
-    # collector from walking them again and again (full passes were the 20-40 ms latency tail).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
     try:
         runner.run()
     finally:

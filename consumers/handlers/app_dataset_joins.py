@@ -26,10 +26,8 @@ from collections.abc import Iterable
 
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, AppDatasetJoin, AppDatasetJoinVersion, Dataset, insert_ignore
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated
 
 from .versions import is_stale, version_of

@@ -12,10 +12,8 @@ when the group is not deployed. Naturally idempotent: one row per event.
 
 from __future__ import annotations
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, AppTelemetry, insert_ignore
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppWasCreated, AppWasDeleted, AppWasUpdated
 
 group = register(ConsumerGroup("app-telemetry", tables=DOMAIN))

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, AppTrigger, insert_ignore
 from consumers.domain.trigger import ENABLED, PLUGIN, SCHEDULE, WEBHOOK
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import nodes, of_workflow_app

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import uuid
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, WorkspaceSyncTask, insert_ignore
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import TenantWasCreated
 
 group = register(ConsumerGroup("credential-sync", tables=DOMAIN))

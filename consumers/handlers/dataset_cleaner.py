@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import (
     DOMAIN,
     AppDatasetJoin,
@@ -33,8 +33,6 @@ from consumers.domain import (
     unindex,
 )
 from consumers.domain.app import RAG_PIPELINE
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import DatasetWasDeleted
 
 from .cleanup import delete_attachments, delete_files, delete_segment_images

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, Dataset, DatasetMetadataBinding, DocumentSegment, SegmentAttachmentBinding, unindex
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import DocumentWasDeleted
 
 from .cleanup import delete_attachments, delete_files, delete_segment_images

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import (
     DOMAIN,
     Dataset,
@@ -38,8 +38,6 @@ from consumers.domain import (
 )
 from consumers.domain.dataset import COMPLETED, ERROR, INDEXING
 from consumers.domain.search import word_count
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import DocumentIndexCreated
 
 from .errors import DocumentNotFound, TenantMismatch

@@ -13,10 +13,8 @@ exporter is configured, here when the group is not deployed. Naturally idempoten
 
 from __future__ import annotations
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, FeedbackTelemetry, insert_ignore
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import FeedbackWasCreated
 
 group = register(ConsumerGroup("feedback-telemetry", tables=DOMAIN))

@@ -7,10 +7,8 @@ writes in the caller's session and skips when the caller says ``created_records_
 
 from __future__ import annotations
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, InstalledApp, insert_ignore
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppWasCreated
 
 group = register(ConsumerGroup("installed-app-provisioner", tables=DOMAIN))

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, MessageRejected, register
 from consumers.domain import DOMAIN, WorkflowPluginTrigger, insert_ignore
 from consumers.domain.trigger import PLUGIN
-from consumers.errors import MessageRejected
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import WorkflowEvent, nodes, of_workflow_app

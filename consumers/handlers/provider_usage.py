@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, literal, or_, select, update
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import (
     DOMAIN,
     MessageUsage,
@@ -62,8 +62,6 @@ from consumers.domain.provider import (
     model_credits,
     short_provider_name,
 )
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import MessageWasCreated
 
 group = register(ConsumerGroup("provider-usage", tables=DOMAIN))

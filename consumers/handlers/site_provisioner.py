@@ -14,10 +14,8 @@ import string
 
 from sqlalchemy import select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, Site, insert_ignore
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppWasCreated
 
 group = register(ConsumerGroup("site-provisioner", tables=DOMAIN))

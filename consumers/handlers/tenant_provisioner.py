@@ -19,12 +19,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, Provider, Tenant, TenantDefaultModel, TenantSetting, insert_ignore
 from consumers.domain.provider import DEFAULT_MODELS, HOSTED_PROVIDERS, SYSTEM, ensure_provider, plan_quota
 from consumers.domain.tenant import tenant_plan
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import Event, TenantWasCreated, TenantWasUpdated
 
 from .versions import is_stale, version_of

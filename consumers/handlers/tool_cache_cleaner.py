@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, ToolParameterCache, rowcount
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppDraftWorkflowWasSynced
 
 group = register(ConsumerGroup("tool-cache-cleaner", tables=DOMAIN))

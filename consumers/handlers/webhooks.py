@@ -17,11 +17,9 @@ import secrets
 
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, register
 from consumers.domain import DOMAIN, App, WorkflowWebhookTrigger, insert_ignore
 from consumers.domain.trigger import WEBHOOK
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
 
 from .plugin_triggers import TooManyTriggers

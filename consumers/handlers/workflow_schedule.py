@@ -20,12 +20,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from sqlalchemy import delete, select
 
-from consumers.context import HandlerContext
+from consumers import ConsumerGroup, HandlerContext, MessageRejected, register
 from consumers.domain import DOMAIN, WorkflowSchedulePlan, insert_ignore, rowcount
 from consumers.domain.trigger import SCHEDULE
-from consumers.errors import MessageRejected
-from consumers.group import ConsumerGroup
-from consumers.registry import register
 from schemas.events import AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import nodes, of_workflow_app

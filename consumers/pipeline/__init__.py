@@ -27,14 +27,16 @@ from .dead_letters import DeadLetters
 from .decode import Decode
 from .idempotency import Idempotency
 from .retries import Retries
-from .step import CallNext, Counters, Resources, Step
+from .step import CallNext, Resources, Step
 from .time_limit import TimeLimit
 from .tracing import Tracing, record_error
 
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
-__all__ = ["DEFAULT_PIPELINE", "CallNext", "Counters", "DeadLetters", "Decode", "Idempotency", "Resources",
-           "Retries", "Step", "TimeLimit", "Tracing", "build", "call_handler", "observed_handler"]
+# what composing a pipeline takes: the steps, their base and the default order (``build`` and the
+# rest are the runner's)
+__all__ = ["DEFAULT_PIPELINE", "CallNext", "DeadLetters", "Decode", "Idempotency", "Retries", "Step", "TimeLimit",
+           "Tracing"]
 
 
 def message_meta(job: Job) -> MessageMeta:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
+import pytest
+
 from consumers.config import group_id
 from consumers.pipeline import DeadLetters, Decode
+from consumers.runner import GC_THRESHOLD, SWITCH_INTERVAL_S
 from schemas.events import TenantWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
@@ -103,3 +109,23 @@ def test_a_group_whose_pipeline_has_no_retries_runs_and_handles_events(
         wait_until(lambda: runner.stats()["handled"] == 2, what="2 handled")
     assert sorted(behaviour.order) == [("app-1", 1), ("app-2", 2)]
     assert committed_offsets(group_id(kafka_env, group.name), topic) == [2]
+
+
+def test_a_runner_an_application_starts_tunes_the_interpreter_as_events_run_does(app_topic, group_topics):
+    # Given CPython's defaults (as in an application that embeds GroupRunner, without `events run`)
+    app_topic()
+    group, _ = sample_handlers.recording_group(pipeline=[DeadLetters, Decode])
+    group_topics(group.name)
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(0.005)
+    gc.set_threshold(700, 10, 10)
+    try:
+        # When a runner starts
+        with running(group):
+            # Then the threads hand the GIL over every 50 ms, and start-up's objects are frozen
+            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)  # kept in microseconds
+            assert gc.get_threshold() == GC_THRESHOLD
+            assert gc.get_freeze_count() > 0
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*threshold)
