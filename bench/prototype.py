@@ -27,7 +27,7 @@ import logging
 import os
 
 from consumers.dispatcher import KeyedDispatcher
-from consumers.runner import GroupRunner
+from consumers.runner import GC_THRESHOLD, GroupRunner
 
 log = logging.getLogger("consumers.dispatcher")
 
@@ -122,9 +122,6 @@ def dispatcher_for(process, *, workers: int, name: str = "events-worker"):
 
 _base_dispatcher = KeyedDispatcher
 _original_start = GroupRunner._start
-
-
-GC_THRESHOLD = (10_000, 10, 10)  # CPython's default is (700, 10, 10)
 
 
 def _gc_after_start(start, threshold: tuple[int, int, int] | None):
