@@ -122,6 +122,10 @@ class ConsumerGroup:
         def register(fn: TypedHandlerFn[E]) -> TypedHandlerFn[E]:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
             self._check_options(options, f"handler {name}")
+            per_group = sorted(o for o in options if o.startswith("outage_"))
+            if per_group:
+                raise GroupDefinitionError(f"handler {name}: {', '.join(per_group)} belong(s) to the group, which "
+                                           f"pauses as a whole: give them to ConsumerGroup({self.name!r}, ...)")
             if spec.event_type in self.handlers:
                 raise GroupDefinitionError(
                     f"group {self.name!r} already has a handler for {spec.event_type} "

@@ -432,18 +432,19 @@ class EventProducer:
         if not self._cooperative:
             return self._producer.poll(timeout)
         served = self._producer.poll(0)
-        if timeout > 0:  # gevent's sleep: the other greenlets run meanwhile (sleep(0) just yields)
-            time.sleep(0 if served else min(timeout, GREENLET_SLICE_S))
+        if timeout > 0:  # the other greenlets run meanwhile (sleep(0) just yields)
+            _green_sleep(0 if served else min(timeout, GREENLET_SLICE_S))
         return served
 
     def _flush(self, timeout: float) -> int:
-        """librdkafka's flush; under gevent, the same as a cooperative loop."""
+        """librdkafka's flush; under gevent, the same as a cooperative loop (``flush(0)`` sends what
+        lingers at once and serves what is ready, without blocking)."""
         if not self._cooperative:
             return self._producer.flush(timeout)
         deadline = time.monotonic() + timeout
-        while len(self._producer) and (left := deadline - time.monotonic()) > 0:
-            self._serve(left)
-        return len(self._producer)
+        while (waiting := self._producer.flush(0)) and (left := deadline - time.monotonic()) > 0:
+            _green_sleep(min(left, GREENLET_SLICE_S))
+        return waiting
 
     def _start_poller(self) -> None:
         self._poller = threading.Thread(target=self._poll_loop, name="events-producer-poll", daemon=True)
@@ -456,7 +457,8 @@ class EventProducer:
                 self._stop.wait(IDLE_POLL_S - quiet)
                 continue
             try:
-                self._serve(IDLE_POLL_S)
+                if not self._serve(IDLE_POLL_S) and self._cooperative:
+                    self._stop.wait(IDLE_POLL_S)  # a greenlet's slice is short: idle, it looks 50 times a second
             except Exception:  # noqa: BLE001 - a callback's error must not end delivery reports
                 log.exception("serving delivery reports failed")
 
@@ -523,6 +525,13 @@ def _log_client_error(err: KafkaError) -> None:
         log.critical("the Kafka producer hit a fatal error and cannot publish any more: %s", err.str())
     else:
         logging.getLogger("producers.librdkafka").warning("Kafka client: %s", err.str())
+
+
+def _green_sleep(seconds: float) -> None:
+    """gevent's sleep (the process is patched: see ``_gevent_patched``), whether or not ``time`` was."""
+    import gevent
+
+    gevent.sleep(seconds)
 
 
 def _gevent_patched() -> bool:

@@ -22,10 +22,13 @@ if TYPE_CHECKING:
         AppModelConfigWasUpdated,
         AppPublishedWorkflowWasUpdated,
         AppWasCreated,
+        AppWasDeleted,
+        AppWasUpdated,
         DatasetWasDeleted,
         DocumentIndexCreated,
         DocumentWasDeleted,
         Event,
+        FeedbackWasCreated,
         MessageWasCreated,
         TenantWasCreated,
         TenantWasUpdated,
@@ -40,12 +43,13 @@ _EXPORTS = {
     "AppWasCreated": "events", "AppModelConfigWasUpdated": "events", "AppPublishedWorkflowWasUpdated": "events",
     "AppDraftWorkflowWasSynced": "events", "DatasetWasDeleted": "events", "DocumentWasDeleted": "events",
     "DocumentIndexCreated": "events", "MessageWasCreated": "events", "TenantWasCreated": "events",
-    "TenantWasUpdated": "events",
+    "TenantWasUpdated": "events", "AppWasDeleted": "events", "AppWasUpdated": "events", "FeedbackWasCreated": "events",
 }
 
 __all__ = ["ALL_EVENTS", "AppDraftWorkflowWasSynced", "AppModelConfigWasUpdated", "AppPublishedWorkflowWasUpdated",
-           "AppWasCreated", "AvroCodec", "CATALOGUE", "Catalogue", "DatasetWasDeleted", "DocumentIndexCreated",
-           "DocumentWasDeleted", "Event", "EventSpec", "MessageWasCreated", "SchemaVersion", "TenantWasCreated",
+           "AppWasCreated", "AppWasDeleted", "AppWasUpdated", "AvroCodec", "CATALOGUE", "Catalogue",
+           "DatasetWasDeleted", "DocumentIndexCreated", "DocumentWasDeleted", "Event", "EventSpec",
+           "FeedbackWasCreated", "MessageWasCreated", "SchemaVersion", "TenantWasCreated",
            "TenantWasUpdated", "ToolNode", "new_event_id", "single_object_header", "split_single_object"]
 
 

@@ -71,3 +71,13 @@ def test_the_pipeline_exports_what_composing_one_takes():
     steps = {step.__name__ for step in pipeline.DEFAULT_PIPELINE}
     exported = set(namespace) - {"__builtins__"}
     assert exported == set(pipeline.__all__) == steps | {"DEFAULT_PIPELINE", "Step", "CallNext"}
+
+
+def test_every_event_type_is_exported_by_schemas_and_schemas_events():
+    # Given the event types of the catalogue; then each is a name of both packages, and the same class
+    from schemas import events
+
+    for event_type in schemas.ALL_EVENTS:
+        name = event_type.__name__
+        assert name in schemas.__all__ and name in events.__all__, name
+        assert getattr(schemas, name) is event_type

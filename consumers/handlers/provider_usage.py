@@ -129,14 +129,18 @@ def _charge_credit_pool(ctx: HandlerContext, event: MessageWasCreated, charge: i
     pool = ctx.session.execute(select(TenantCreditPool.quota_limit, TenantCreditPool.quota_used).where(*where)).first()
     if pool is None:
         return False
+    if pool.quota_limit == UNLIMITED:
+        ctx.log.info("the %s credit pool of tenant %s is unlimited: message %s charges nothing", event.quota_type,
+                     event.tenant_id, event.message_id)
+        return True
     remaining = TenantCreditPool.quota_limit - TenantCreditPool.quota_used
     ctx.session.execute(update(TenantCreditPool).where(*where, remaining > 0)
                         .values(quota_used=TenantCreditPool.quota_used + case((remaining < charge, remaining),
                                                                                else_=charge))
                         .execution_options(synchronize_session=False))
-    charged = min(charge, max(0, pool.quota_limit - pool.quota_used))
+    charged = min(charge, max(0, pool.quota_limit - pool.quota_used))  # as read; the update itself is atomic
     if charged < charge:
-        ctx.log.warning("the %s credit pool of tenant %s is exhausted: %d of %d %s charged for message %s",
+        ctx.log.warning("the %s credit pool of tenant %s is exhausted: about %d of %d %s charged for message %s",
                         event.quota_type, event.tenant_id, charged, charge, event.quota_unit, event.message_id)
     else:
         ctx.log.info("charged %d %s to the %s credit pool for message %s", charge, event.quota_unit,

@@ -60,6 +60,15 @@ def test_an_option_of_a_step_missing_from_the_pipeline_is_refused():
     assert group.option("outage_threshold") == 3 and group.option("replay_safe") is True
 
 
+def test_an_outage_option_is_the_groups_and_refused_on_a_handler():
+    # Given a group that pauses after 5 failures in a row
+    group = ConsumerGroup("g", outage_threshold=5)
+    assert group.option("outage_threshold") == 5
+    # Then a handler cannot set it (the runner reads the group's alone: it would do nothing)
+    with pytest.raises(GroupDefinitionError, match=r"outage_threshold belong\(s\) to the group.*ConsumerGroup\('g'"):
+        group.handler(AppWasCreated, outage_threshold=2)(noop)
+
+
 def test_one_handler_per_event_type_and_valid_group_names():
     group = ConsumerGroup("g")
     group.handler(AppWasCreated)(noop)
