@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 __all__ = [
     "ALL_EVENTS", "AppDraftWorkflowWasSynced", "AppModelConfigWasUpdated", "AppMode",
     "AppPublishedWorkflowWasUpdated", "AppWasCreated", "AppWasDeleted", "AppWasUpdated", "DatasetWasDeleted",
-    "DocumentIndexCreated", "DocumentWasDeleted", "Event", "FeedbackWasCreated", "MessageWasCreated", "TenantWasCreated", "TenantWasUpdated",
+    "DocumentIndexCreated", "DocumentWasDeleted", "Event", "FeedbackWasCreated", "MessageWasCreated",
+    "TenantWasCreated", "TenantWasUpdated",
     "Count", "Id", "Text", "ToolNode", "new_event_id", "utcnow",
 ]
 
