@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from consumers.cli import main
 from consumers.runner import GroupRunner
@@ -28,6 +27,7 @@ from schemas.topics import (
     plan,
 )
 from tests.consumers import sample_handlers
+from tests.support.kafka import set_topic_config
 from tests.support.waiting import wait_until
 
 
@@ -115,12 +115,7 @@ def test_drifted_configuration_is_set_back_and_other_keys_are_left_alone(prefix,
     # Given the declared topics, then someone changes retention.ms and sets segment.ms by hand
     apply(admin, plan(admin, prefix))
     topic = f"{prefix}.app"
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
-        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
-        ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(timeout=30)
-    wait_until(lambda: {s.name: s for s in list_topics(admin, prefix)}[topic].config["retention.ms"] == "1000")
+    set_topic_config(admin, topic, {"retention.ms": "1000", "segment.ms": "3600000"})
     # When planned
     the_plan = plan(admin, prefix)
     (drifted,) = the_plan.changes
@@ -256,11 +251,7 @@ def test_the_runner_creates_its_group_topics_from_the_topics_file(prefix, admin,
     assert states[dlq].config["message.timestamp.type"] == declared.defaults.config["message.timestamp.type"]
     assert f"created {dlq}" in caplog.text
     # When someone changes one by hand and the runner starts again
-    resource = ConfigResource(ResourceType.TOPIC, retry, incremental_configs=[
-        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(timeout=30)
-    wait_until(lambda: _states(admin, prefix)[retry].config["retention.ms"] == "1000")
+    set_topic_config(admin, retry, {"retention.ms": "1000"})
     runner._ensure_topics(runner._admin())
     # Then the runner leaves it alone (aligning is `events topics apply`'s job)
     assert _states(admin, prefix)[retry].config["retention.ms"] == "1000"

@@ -14,10 +14,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
 from consumers.broker import BrokerError, LocalBroker
 from consumers.broker.cluster import LocalCluster
 from consumers.broker.local import free_port
 from schemas.settings import cache_dir
+from schemas.topics import topic_config
+from tests.support.waiting import wait_until
 
 DOCKER_IMAGE = "confluentinc/cp-kafka:8.4.1"
 
@@ -76,3 +80,13 @@ def local_cluster() -> Iterator[LocalCluster]:
             finally:
                 cluster.stop()
             return
+
+
+def set_topic_config(admin: AdminClient, topic: str, config: dict[str, str]) -> None:
+    """Sets ``config`` on ``topic`` as someone would by hand (the other keys left alone), and waits
+    until the broker reads every value back."""
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()])
+    admin.incremental_alter_configs([resource])[resource].result(30)
+    wait_until(lambda: all(topic_config(admin, topic).get(k) == v for k, v in config.items()), 30,
+               f"{topic} to read {config}")

@@ -18,7 +18,6 @@ from producers import EventProducer
 from producers.sizes import record_size
 from schemas import headers as H
 from schemas.settings import Settings, get_settings
-from schemas.topics import topic_config
 from tests.consumers import sample_handlers
 from tests.consumers.pipeline.test_decode import avro_body_with
 from tests.consumers.support import (
@@ -31,6 +30,7 @@ from tests.consumers.support import (
     running,
     wait_until,
 )
+from tests.support.kafka import set_topic_config
 
 
 def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, group_topics, producer_factory,
@@ -264,7 +264,7 @@ def test_a_dead_letter_the_topic_refuses_for_its_size_is_sent_smaller_or_passed_
     raw = producer_factory()
     poison = [random.Random(seed).randbytes(20_000) for seed in (1, 2)]  # incompressible
     with running(group) as runner:
-        set_max_message_bytes(admin, dlq, 3_000)
+        set_topic_config(admin, dlq, {"max.message.bytes": "3000"})
         # When raw poison of 20 KB comes, with a good event of its key after it
         publish_raw(raw, topic, b"app-poison", poison[0])
         publish(raw, topic, [app_event("app-poison", 1)])
@@ -275,23 +275,12 @@ def test_a_dead_letter_the_topic_refuses_for_its_size_is_sent_smaller_or_passed_
         assert letter.value() is None
         assert dict(letter.headers())["dlq-original-omitted"].startswith(b"value too large (20000 bytes)")
         # And when not even the smallest letter fits the topic, the message is passed over: the partition moves on
-        set_max_message_bytes(admin, dlq, 100)
+        set_topic_config(admin, dlq, {"max.message.bytes": "100"})
         publish_raw(raw, topic, b"app-poison", poison[1])
         publish(raw, topic, [app_event("app-poison", 2)])
         wait_until(lambda: runner.stats()["handled"] == 2, 60, "the event after the message passed over")
         wait_until(lambda: committed_offsets(runner.group_id, topic) == [4], 30, "the commit past the end")
         assert runner.stats()["dead_lettered"] == 1
-
-
-def set_max_message_bytes(admin, topic: str, limit: int) -> None:
-    """Sets the topic's ``max.message.bytes`` and waits until the broker reads it back."""
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
-
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
-        ConfigEntry("max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET)])
-    admin.incremental_alter_configs([resource])[resource].result(30)
-    wait_until(lambda: topic_config(admin, topic)["max.message.bytes"] == str(limit), 30,
-               f"max.message.bytes of {topic} to read {limit}")
 
 
 def publish_raw(producer, topic: str, key: bytes, value: bytes) -> None:
