@@ -33,12 +33,22 @@ from typing import TYPE_CHECKING
 from .redact import error_message
 
 if TYPE_CHECKING:
+    from .group import ConsumerGroup
     from .job import Lane
 
 log = logging.getLogger("consumers.breaker")
 
 
 class OutageBreaker:
+    @classmethod
+    def of(cls, group: ConsumerGroup, workers: int) -> OutageBreaker:
+        """The breaker of ``group`` as its options set it, for ``workers`` worker threads: no more
+        messages can fail at once than there are workers, so a higher threshold could never be met;
+        never below 2 on that account, so that one deadlock on one worker does not pause the group."""
+        return cls(group.name, threshold=min(group.option("outage_threshold"), max(2, workers)),
+                   min_backoff_s=group.option("outage_min_backoff_s"),
+                   max_backoff_s=group.option("outage_max_backoff_s"))
+
     def __init__(self, group: str, *, threshold: int = 3, min_backoff_s: float = 1.0, max_backoff_s: float = 30.0):
         if threshold < 1:
             raise ValueError(f"outage_threshold must be at least 1, not {threshold}")

@@ -13,6 +13,7 @@ or replay you expect; a replay older than that runs handlers again.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import (
     Column,
@@ -52,13 +53,16 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
 
     SQLite: WAL journal (readers never wait on the writer), ``busy_timeout`` (a writer waits for the
     lock instead of failing at once), and ``BEGIN IMMEDIATE`` for every transaction (the write lock
-    is taken at the start, so two transactions never deadlock upgrading from read to write).
+    is taken at the start, so two transactions never deadlock upgrading from read to write); a
+    file's directory is created.
     PostgreSQL and others: a pool as large as the worker count. No pre-ping (a round trip per
     transaction): a dead connection fails its attempt with a retryable ``OperationalError`` and
     SQLAlchemy then replaces every pooled connection. ``hide_parameters``: the statements' parameters
     are event data, and SQLAlchemy's errors (logged, put in dead-letter headers) would show them.
     """
     if url.startswith("sqlite"):
+        if url.startswith("sqlite:///"):  # a file (not :memory:): its directory may not exist yet
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
                                pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
 

@@ -45,7 +45,7 @@ from .health import HealthServer
 from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
-from .pipeline import Idempotency, Resources, build
+from .pipeline import Resources, build, claims_keys
 from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry.fields import event_type_of, message_fields
@@ -191,22 +191,12 @@ class GroupRunner:
         What can be refused (a librdkafka property, the database, a missing table) is refused before
         anything is created on the cluster."""
         group = self.group
-        # no more messages can fail at once than there are workers, so a higher threshold could never be
-        # met; never below 2 on that account, so that one deadlock on one worker does not pause the group
-        threshold = group.option("outage_threshold")
-        breaker = OutageBreaker(group.name, threshold=min(threshold, max(2, self.concurrency)),
-                                min_backoff_s=group.option("outage_min_backoff_s"),
-                                max_backoff_s=group.option("outage_max_backoff_s"))
-        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue), breaker=breaker,
-                              producer=self._dead_letter_producer, tracer_provider=self.tracer_provider)
-        # the option is the Idempotency step's: a pipeline without it claims no keys (and has no such option)
-        idempotent = any(issubclass(step, Idempotency) for step in group.pipeline) and any(
-            h.option("idempotent") for h in group.handlers.values())
+        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
+                              breaker=OutageBreaker.of(group, self.concurrency), producer=self._dead_letter_producer,
+                              tracer_provider=self.tracer_provider)
+        idempotent = claims_keys(group)
         if idempotent or group.tables:
             url = group.database_url or self.settings.database()
-            if url.startswith("sqlite:///"):
-                from pathlib import Path
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             resources.engine = make_engine(url, pool_size=self.concurrency + 2)
             if idempotent:
                 resources.store = IdempotencyStore(resources.engine, group.name)

@@ -27,7 +27,6 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Engine
@@ -42,7 +41,7 @@ from .breaker import OutageBreaker
 from .group import ConsumerGroup
 from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, PASSED, Abandoned, Job, Lane
-from .pipeline import Idempotency, Resources, build
+from .pipeline import Resources, build, claims_keys
 from .pipeline import dead_letters as DL
 from .runner import EVENT_TYPE_NAME
 from .tables import require_tables
@@ -222,18 +221,12 @@ class GroupHarness:
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
         self._offsets: dict[tuple[str, int], itertools.count] = {}
         # as ``GroupRunner._start`` builds them, for one worker
-        breaker = OutageBreaker(group.name, threshold=min(group.option("outage_threshold"), 2),
-                                min_backoff_s=group.option("outage_min_backoff_s"),
-                                max_backoff_s=group.option("outage_max_backoff_s"))
-        if database_url.startswith("sqlite:///"):
-            Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = make_engine(database_url, pool_size=2)
-        self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=breaker,
+        self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=OutageBreaker.of(group, 1),
                                    engine=self.engine, producer=lambda: cast(Any, self._producer),
                                    tracer_provider=tracer_provider)
         try:
-            if any(issubclass(step, Idempotency) for step in group.pipeline) and any(
-                    h.option("idempotent") for h in group.handlers.values()):
+            if claims_keys(group):
                 self.resources.store = IdempotencyStore(self.engine, group.name)
                 self.resources.store.create()
             if create_tables and group.tables:

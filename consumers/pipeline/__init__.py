@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, set_span_in_context
 
@@ -30,6 +31,9 @@ from .retries import Retries
 from .step import CallNext, Resources, Step
 from .time_limit import TimeLimit
 from .tracing import Tracing, record_error
+
+if TYPE_CHECKING:
+    from ..group import ConsumerGroup
 
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
@@ -86,6 +90,13 @@ def observed_handler(resources: Resources, job: Job) -> str:
         if metrics is not None:
             metrics.observe("handler_duration", metric_key(handler.group.name, handler.event_type, outcome=outcome),
                             time.perf_counter() - started)
+
+
+def claims_keys(group: ConsumerGroup) -> bool:
+    """Whether ``group`` claims idempotency keys: its pipeline has ``Idempotency`` (whose option
+    ``idempotent`` is) and one of its handlers is idempotent."""
+    return any(issubclass(step, Idempotency) for step in group.pipeline) and any(
+        h.option("idempotent") for h in group.handlers.values())
 
 
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:
