@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,21 +47,22 @@ DIFY_DRY_RUN = ["opentelemetry-sdk==1.40.0", "opentelemetry-api==1.40.0", "pydan
                 "pydantic-settings~=2.13.1", "sqlalchemy~=2.0.29", "pyyaml~=6.0.1"]
 
 
-def python_3_12() -> str:
-    """Dify's Python (``requires-python = "~=3.12.0"``): pyenv's, else one on the PATH."""
-    found = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.12.*/bin/python"))) or \
-        [python for python in [shutil.which("python3.12")] if python]
+def python(version: str) -> str:
+    """Python ``version`` (e.g. ``3.12``): pyenv's, else one on the PATH."""
+    found = sorted(glob.glob(str(Path.home() / f".pyenv/versions/{version}.*/bin/python"))) or \
+        [python for python in [shutil.which(f"python{version}")] if python]
     if not found:
-        pytest.fail("Python 3.12 (Dify's) is needed for this test: `pyenv install 3.12`")
+        pytest.fail(f"Python {version} is needed for this test: `pyenv install {version}`")
     return found[-1]
 
 
 def lowest_venv() -> Path:
-    return compat_venv("lowest", sys.executable, HERE / "lowest.txt", ["console", "psycopg", "psycopg2"])
+    # the lowest Python too (requires-python), whichever runs the suite
+    return compat_venv("lowest", python("3.11"), HERE / "lowest.txt", ["console", "psycopg", "psycopg2"])
 
 
 def dify_venv() -> Path:
-    return compat_venv("dify", python_3_12(), HERE / "dify.txt", ["console", "psycopg2"])
+    return compat_venv("dify", python("3.12"), HERE / "dify.txt", ["console", "psycopg2"])  # Dify's ~=3.12.0
 
 
 def run_tests(venv: Path, tests: list[str], kafka_bootstrap: str, postgres_url: str, tmp_path: Path,
