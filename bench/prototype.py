@@ -125,12 +125,13 @@ _original_start = GroupRunner._start
 
 
 def _gc_after_start(start, threshold: tuple[int, int, int] | None):
-    def _start(self) -> None:
-        start(self)
+    def _start(self) -> bool:
+        started = start(self)  # False: stopped while waiting for the cluster
         gc.collect()
         gc.freeze()  # start-up's objects (modules, schemas, models) are never traversed again
         if threshold:
             gc.set_threshold(*threshold)
+        return started
     return _start
 
 
