@@ -30,11 +30,13 @@ def kafkas_lag(group_id: str, topic: str) -> dict[int, int | None]:
 
 
 def stable_lag(group_id: str, topic: str, reader) -> tuple[dict[int, int | None], dict[int, int]]:
-    """Kafka's LAG and our metric's, read between two describes that agree (the group's commits at rest)."""
+    """Kafka's LAG, from two describes that agree (the group's commits at rest), and our metric's
+    read after the second: a describe starts a JVM (seconds), so the metric, measured every
+    ``LAG_INTERVAL_S``, was measured again while Kafka's figures held."""
     def attempt():
         before = kafkas_lag(group_id, topic)
-        ours = {int(a["partition"]): v for a, v in points(reader).get("events.consumer.lag", []) if a["topic"] == topic}
         after = kafkas_lag(group_id, topic)
+        ours = {int(a["partition"]): v for a, v in points(reader).get("events.consumer.lag", []) if a["topic"] == topic}
         return (before, ours) if before == after and before else None
     return wait_until(attempt, 120, "two describes that agree", interval_s=0.5)
 
