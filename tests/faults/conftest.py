@@ -8,8 +8,6 @@ faults-cluster``) takes them all."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 
@@ -18,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 import consumers.handlers  # noqa: F401 - registers the seed's groups
 from consumers.broker import LocalBroker
-from consumers.broker.local import free_port, pid_alive, port_is_free
+from consumers.broker.local import free_port, port_is_free, wait_for_exit
 from schemas.settings import cache_dir
 from tests.conftest import settings_pointed_at, unique
 from tests.support.kafka import local_cluster
@@ -97,11 +95,5 @@ def kill_broker(broker: LocalBroker) -> None:
     as a restarted node comes back at its address."""
     state = broker.status()
     assert state is not None, "the broker to kill is not running"
-    os.kill(state.pid, signal.SIGKILL)
-    while pid_alive(state.pid):
-        try:
-            os.waitpid(state.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
+    wait_for_exit(state.pid, deadline=time.monotonic())  # past its deadline: SIGKILL at once, then reaped
     wait_until(lambda: port_is_free(state.port), 90, f"port {state.port} to be free after the kill")
