@@ -529,6 +529,7 @@ class GroupRunner:
             step.close()
         if self._producer is not None:
             self._producer.flush(10)
+            self._producer = None  # destroyed now (its threads joined), not whenever the runner is
         if self.resources is not None and self.resources.engine is not None:
             self.resources.engine.dispose()
         if self.health is not None:

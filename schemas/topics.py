@@ -178,13 +178,21 @@ class Admin(AdminClient):
     reports only to the error callback, so that a wait for metadata ends at once with the reason."""
 
     def __init__(self, conf: dict[str, Any]):
-        self.refusal: KafkaError | None = None
-        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes callbacks
-        super().__init__({**conf, "error_cb": self._on_error})  # type: ignore[dict-item]
+        # The callback must not refer to the client: a client in a reference cycle lives until the
+        # cycle collector runs, possibly past exit, where its threads crash OpenSSL's exit handlers.
+        refusals: list[KafkaError] = []
 
-    def _on_error(self, error: KafkaError) -> None:
-        if is_refusal(error):
-            self.refusal = error
+        def on_error(error: KafkaError) -> None:
+            if is_refusal(error):
+                refusals.append(error)
+
+        self._refusals = refusals
+        # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes callbacks
+        super().__init__({**conf, "error_cb": on_error})  # type: ignore[dict-item]
+
+    @property
+    def refusal(self) -> KafkaError | None:
+        return self._refusals[-1] if self._refusals else None
 
 
 def admin_client(settings: Settings | None = None, *, logger: logging.Logger | None = None) -> Admin:

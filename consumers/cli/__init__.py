@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 import sys
@@ -37,17 +38,22 @@ class EventsGroup(click.Group):
         except (EventsError, ValidationError, ValueError) as exc:
             cause = exc.__cause__
             clearer = explain(cause) if cause is not None and type(cause).__name__ == "KafkaException" else None
-            _fail(clearer or str(exc))
+            message = clearer or str(exc)
         except Exception as exc:  # noqa: BLE001 - Kafka's and the database's own errors, said in one line
-            message = explain(exc)
-            if message is None:
+            explained = explain(exc)
+            if explained is None:
                 raise
-            _fail(message)
+            message = explained
+        _fail(message)  # outside the except clause: the exit carries no traceback holding the command's frames
 
 
 def _fail(message: str) -> None:
     err.print("[bold red]error:[/] ", end="", highlight=False)
     err.print(mask_credentials(message), highlight=False, soft_wrap=True, markup=False)
+    # A Kafka client still alive at exit() races OpenSSL's exit handlers from its own threads (a
+    # SIGSEGV after the error was printed): those the failed command left in reference cycles are
+    # destroyed now, while the interpreter is whole (rd_kafka_destroy joins their threads).
+    gc.collect()
     sys.exit(1)
 
 
