@@ -180,19 +180,19 @@ class Admin(AdminClient):
     def __init__(self, conf: dict[str, Any]):
         # The callback must not refer to the client: a client in a reference cycle lives until the
         # cycle collector runs, possibly past exit, where its threads crash OpenSSL's exit handlers.
-        refusals: list[KafkaError] = []
+        latest: list[KafkaError] = []
 
         def on_error(error: KafkaError) -> None:
             if is_refusal(error):
-                refusals.append(error)
+                latest[:] = [error]
 
-        self._refusals = refusals
+        self._refusal = latest
         # ignore: confluent-kafka's stub allows only str/int/float/bool values, but librdkafka's config takes callbacks
         super().__init__({**conf, "error_cb": on_error})  # type: ignore[dict-item]
 
     @property
     def refusal(self) -> KafkaError | None:
-        return self._refusals[-1] if self._refusals else None
+        return self._refusal[0] if self._refusal else None
 
 
 def admin_client(settings: Settings | None = None, *, logger: logging.Logger | None = None) -> Admin:

@@ -44,16 +44,17 @@ class EventsGroup(click.Group):
             if explained is None:
                 raise
             message = explained
+        finally:
+            # A Kafka client still alive at exit() races OpenSSL's exit handlers from its own threads
+            # (a SIGSEGV after the command's last line): those the command left in reference cycles
+            # are destroyed now, while the interpreter is whole (rd_kafka_destroy joins their threads).
+            gc.collect()
         _fail(message)  # outside the except clause: the exit carries no traceback holding the command's frames
 
 
 def _fail(message: str) -> None:
     err.print("[bold red]error:[/] ", end="", highlight=False)
     err.print(mask_credentials(message), highlight=False, soft_wrap=True, markup=False)
-    # A Kafka client still alive at exit() races OpenSSL's exit handlers from its own threads (a
-    # SIGSEGV after the error was printed): those the failed command left in reference cycles are
-    # destroyed now, while the interpreter is whole (rd_kafka_destroy joins their threads).
-    gc.collect()
     sys.exit(1)
 
 
