@@ -241,6 +241,9 @@ def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float, 
             entries = future.result(timeout=timeout)
         except KafkaException as exc:
             raise TopicsError(f"cannot read the configuration of {resource.name}: {exc.args[0]}") from exc
+        except TimeoutError as exc:  # the future's own wait ended before librdkafka's request timed out
+            raise TopicsError(f"cannot read the configuration of {resource.name}: no answer within "
+                              f"{timeout:.0f}s") from exc
         result[resource.name] = {
             k: e.value for k, e in entries.items()
             if e.value is not None and (not only_set or e.source == _SET_ON_TOPIC)
@@ -271,6 +274,11 @@ def list_offsets(admin: AdminClient, wanted: Mapping[tuple[str, int], Any], *,
             key = (tp.topic, tp.partition)
             try:
                 found[key] = future.result(timeout=left).offset
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no offsets within {timeout:.0f}s")) \
+                        from None
+                again[key] = pending[key]
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 stale = isinstance(error, KafkaError) and (error.code() in _STALE_LEADER or error.retriable())
@@ -411,6 +419,8 @@ def _wait(futures: Mapping[Any, Any], what: str, timeout: float, ok_codes: tuple
             if isinstance(error, KafkaError) and error.code() in ok_codes:
                 continue
             failures.append(f"{name}: {error.str() if isinstance(error, KafkaError) else error}")
+        except TimeoutError:
+            failures.append(f"{name}: no answer within {timeout:.0f}s")
     if failures:
         raise TopicsError(f"cannot {what}: " + "; ".join(failures))
 

@@ -83,8 +83,8 @@ def _settle(futures: dict, what: str, timeout_s: float) -> None:
     for future in futures.values():
         try:
             future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            LIBRDKAFKA_LOG.warning("deleting %s: %s", what, exc)
+        except (KafkaException, TimeoutError) as exc:
+            LIBRDKAFKA_LOG.warning("deleting %s: %s", what, exc or f"no answer within {timeout_s:.0f}s")
 
 
 @dataclass

@@ -165,6 +165,8 @@ def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config:
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise RecoveryError(f"creating {name} failed: {exc.args[0].str()}") from exc
+    except TimeoutError as exc:
+        raise RecoveryError(f"creating {name}: no answer from the cluster within {TIMEOUT_S:.0f}s") from exc
 
 
 # -- reading ranges ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from schemas.catalogue import CATALOGUE
 from schemas.errors import TopicsError
 from schemas.topics import (
     TOPICS_FILE,
+    Admin,
     TopicsFile,
     TopicSpec,
     apply,
@@ -25,6 +28,7 @@ from schemas.topics import (
     list_topics,
     load_topics_file,
     plan,
+    topic_config,
 )
 from tests.consumers import sample_handlers
 from tests.support.kafka import set_topic_config
@@ -303,3 +307,23 @@ def test_a_bad_topics_file_is_one_clear_error(tmp_path):
     with pytest.raises(TopicsError, match="is not valid") as caught:
         load_topics_file(path)
     assert "partitions" in str(caught.value) and "domain" in str(caught.value)
+
+
+@pytest.fixture
+def silent_cluster() -> Iterator[str]:
+    """An address that accepts connections and never answers (a broker hung, a proxy black hole)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(64)], daemon=True).start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_a_cluster_that_never_answers_gives_a_topics_error_not_a_timeout_traceback(silent_cluster):
+    # (a group process starting during a cluster fault died of `TimeoutError` from its dead-letter
+    # topic's configuration read, which `_dead_letter_limit` handles as a TopicsError)
+    admin = Admin({"bootstrap.servers": silent_cluster})
+    with pytest.raises(TopicsError, match="configuration of t1: no answer within 1s"):
+        topic_config(admin, "t1", timeout=1.0)
