@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from tests.support.kafka import kafka_cluster
@@ -24,6 +26,13 @@ def pytest_configure(config: pytest.Config) -> None:
     services = contextlib.ExitStack()
     services.enter_context(shared_services(config))
     config.add_cleanup(services.close)
+
+
+# Property tests draw the same examples on every run: a counterexample found by chance would fail one
+# CI run in many and pass its rerun. HYPOTHESIS_PROFILE=explore draws new ones (then fix what they find).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def unique(prefix: str) -> str:
