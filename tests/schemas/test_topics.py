@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -314,11 +315,20 @@ def silent_cluster() -> Iterator[str]:
     """An address that accepts connections and never answers (a broker hung, a proxy black hole)."""
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
-    threading.Thread(target=lambda: [accepted.append(listener.accept()[0]) for _ in range(64)], daemon=True).start()
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed when the test ended
+            while True:
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
     yield f"127.0.0.1:{listener.getsockname()[1]}"
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not, on Linux)
+    listener.close()
+    thread.join(10)
     for conn in accepted:
         conn.close()
-    listener.close()
 
 
 def test_a_cluster_that_never_answers_gives_a_topics_error_not_a_timeout_traceback(silent_cluster):
