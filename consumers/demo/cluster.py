@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ def _settle(futures: dict, what: str, timeout_s: float) -> None:
             LIBRDKAFKA_LOG.warning("deleting %s: %s", what, exc or f"no answer within {timeout_s:.0f}s")
 
 
+HEALTH_PORT_TAKEN = "cannot serve the health endpoints on port"  # consumers.health's refusal, errno aside
+
+
 @dataclass
 class GroupProcess:
     name: str
@@ -118,20 +122,32 @@ class GroupProcesses:
         self.env = env
         self.concurrency = concurrency
         self.groups = {name: GroupProcess(name, log_dir / f"{name}.log", free_port()) for name in names}
+        self.health_ports = {name: group.health_port for name, group in self.groups.items()}  # kept current
+        self._restarting = threading.Lock()  # the monitor's thread and the demo's both ask
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for group in self.groups.values():
-            env = {**self.env, "EVENTS_HEALTH_PORT": str(group.health_port)}
-            with open(group.log_file, "ab") as log_file:
-                group.process = subprocess.Popen(
-                    [sys.executable, "-m", "consumers", "run", "--group", group.name,
-                     "--concurrency", str(self.concurrency)],
-                    env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    preexec_fn=_terminate_with_parent)
+            self._start(group)
+
+    def _start(self, group: GroupProcess) -> None:
+        env = {**self.env, "EVENTS_HEALTH_PORT": str(group.health_port)}
+        with open(group.log_file, "ab") as log_file:
+            group.process = subprocess.Popen(
+                [sys.executable, "-m", "consumers", "run", "--group", group.name,
+                 "--concurrency", str(self.concurrency)],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_terminate_with_parent)
 
     def exited(self) -> dict[str, int]:
-        """Groups whose process has ended, with its exit code."""
+        """Groups whose process has ended, with its exit code. A group whose health port another
+        process took between ``free_port``'s check and the group's bind (it exits at once, before
+        joining) is started again on another port instead."""
+        with self._restarting:
+            for group in self.groups.values():
+                if group.returncode == 1 and HEALTH_PORT_TAKEN in group.log_tail(3):
+                    group.health_port = self.health_ports[group.name] = free_port()
+                    self._start(group)
         return {g.name: g.returncode for g in self.groups.values() if g.returncode is not None}
 
     def stop(self, timeout_s: float = 60.0) -> dict[str, int | None]:

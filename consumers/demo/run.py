@@ -139,7 +139,7 @@ class Demo:
         relay = Relay(engine, producer).start()
         stack.callback(relay.stop)
         monitor = Monitor(Probe(admin, reader, settings, groups,
-                                {n: g.health_port for n, g in processes.groups.items()}),
+                                processes.health_ports),
                           processes.exited).start()
         stack.callback(monitor.stop)
         self.status.groups = monitor.latest
