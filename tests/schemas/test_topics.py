@@ -335,5 +335,5 @@ def test_a_cluster_that_never_answers_gives_a_topics_error_not_a_timeout_traceba
     # (a group process starting during a cluster fault died of `TimeoutError` from its dead-letter
     # topic's configuration read, which `_dead_letter_limit` handles as a TopicsError)
     admin = Admin({"bootstrap.servers": silent_cluster})
-    with pytest.raises(TopicsError, match="configuration of t1: no answer within 1s"):
+    with pytest.raises(TopicsError, match="cannot read the configuration of t1"):  # whichever wait ends first
         topic_config(admin, "t1", timeout=1.0)
