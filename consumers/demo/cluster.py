@@ -85,7 +85,7 @@ def _settle(futures: dict, what: str, timeout_s: float) -> None:
         try:
             future.result(timeout=timeout_s)
         except (KafkaException, TimeoutError) as exc:
-            LIBRDKAFKA_LOG.warning("deleting %s: %s", what, exc or f"no answer within {timeout_s:.0f}s")
+            LIBRDKAFKA_LOG.warning("deleting %s: %s", what, str(exc) or f"no answer within {timeout_s:.0f}s")
 
 
 HEALTH_PORT_TAKEN = "cannot serve the health endpoints on port"  # consumers.health's refusal, errno aside
