@@ -62,7 +62,10 @@ class PartitionOffsets:
 
 
 class OffsetTracker:
-    """Per-partition watermarks. Not thread-safe by design: one owner, the poll loop."""
+    """The assigned partitions' watermarks: the poll loop opens a partition's state on assignment,
+    records each fetched offset in it (``PartitionOffsets.fetched``, on the hot path), applies the
+    workers' reports to it (``finish``), and asks the tracker what to store or commit. Not
+    thread-safe by design: one owner, the poll loop."""
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartitionKey, PartitionOffsets] = {}
@@ -71,21 +74,6 @@ class OffsetTracker:
         """The state of a newly assigned partition (fresh: an earlier assignment's is dropped)."""
         state = self._partitions[(topic, partition)] = PartitionOffsets()
         return state
-
-    def fetched(self, topic: str, partition: int, offset: int) -> bool:
-        """Records a fetched offset; False when it was fetched before (drop the message)."""
-        tp = (topic, partition)
-        state = self._partitions.get(tp)
-        if state is None:
-            state = self._partitions[tp] = PartitionOffsets()
-        return state.fetched(offset)
-
-    def finish(self, topic: str, partition: int, offset: int) -> None:
-        """Marks an offset done; the partition's position moves past every contiguous done offset.
-        Offsets of partitions forgotten since (revoked) are ignored."""
-        state = self._partitions.get((topic, partition))
-        if state is not None:
-            state.finish(offset)
 
     def committable(self) -> list[tuple[str, int, int]]:
         """(topic, partition, next offset) of each partition whose position moved since last asked."""
@@ -97,10 +85,6 @@ class OffsetTracker:
                 moved.append((topic, partition, state.position))
         return moved
 
-    def position(self, topic: str, partition: int) -> int | None:
-        state = self._partitions.get((topic, partition))
-        return None if state is None else state.position
-
     def positions(self, tps: list[TopicPartitionKey] | None = None) -> list[tuple[str, int, int]]:
         """(topic, partition, next offset) for the given partitions (all by default) that have one."""
         keys = self._partitions.keys() if tps is None else tps
@@ -111,17 +95,23 @@ class OffsetTracker:
                 out.append((tp[0], tp[1], state.position))
         return out
 
-    def in_flight(self, topic: str | None = None, partition: int | None = None) -> int:
-        """Fetched offsets not yet below a watermark: of one partition, or of all."""
-        if topic is not None:
-            state = self._partitions.get((topic, partition)) if partition is not None else None
-            return 0 if state is None else len(state)
+    def in_flight(self) -> int:
+        """Fetched offsets of every partition not yet below its watermark (what a commit would
+        leave to be delivered again)."""
         return sum(len(state) for state in self._partitions.values())
 
+    def idle(self) -> list[TopicPartitionKey]:
+        """The partitions with nothing pending: their positions may catch up with the consumer's."""
+        return [tp for tp, state in self._partitions.items() if not state.pending]
+
+    def caught_up(self, tp: TopicPartitionKey, consumed: int) -> None:
+        """``PartitionOffsets.caught_up`` of an assigned partition (one forgotten since is ignored)."""
+        state = self._partitions.get(tp)
+        if state is not None:
+            state.caught_up(consumed)
+
     def forget(self, tps: list[TopicPartitionKey]) -> None:
-        """Drops revoked or lost partitions: their late completions are ignored from now on."""
+        """Drops revoked or lost partitions: their late completions (to their detached state) no
+        longer move anything that is stored or committed."""
         for tp in tps:
             self._partitions.pop(tp, None)
-
-    def partitions(self) -> list[TopicPartitionKey]:
-        return list(self._partitions)

@@ -284,10 +284,8 @@ class GroupRunner:
                 continue  # fetched before a revocation: the partition's next owner handles it
             offset = m.offset()
             offsets = lane.offsets
-            if offset <= offsets.last_fetched:
+            if not offsets.fetched(offset):
                 continue  # delivered again (not expected): it is on its way already
-            offsets.last_fetched = offset   # (PartitionOffsets.fetched, inlined: this is the hot path)
-            offsets.pending.append(offset)
             raw = m.headers()
             event_type = None
             if raw:
@@ -345,17 +343,11 @@ class GroupRunner:
         self._store_offsets()
 
     def _store_offsets(self) -> None:
-        moved = []
-        for lane in self._lanes.values():
-            offsets = lane.offsets
-            if offsets.dirty:
-                assert offsets.position is not None  # dirty: the position moved to an offset
-                offsets.dirty = False
-                moved.append(TopicPartition(lane.topic, lane.partition, offsets.position))
+        moved = self._tracker.committable()
         if moved:
             assert self._consumer is not None  # the loop and its shutdown run after _start
             try:
-                self._consumer.store_offsets(offsets=moved)
+                self._consumer.store_offsets(offsets=_topic_partitions(moved))
             except KafkaException as exc:  # a partition revoked a moment ago: its commit was done then
                 log.debug("store_offsets(%s): %s", moved, exc)
 
@@ -363,14 +355,13 @@ class GroupRunner:
         """Moves each partition with nothing pending to the consumer's position (local, no request),
         past the transaction markers and aborted messages it skipped, as Kafka's Java consumer
         commits its position. The loop only: there every message polled is accepted."""
-        idle = [TopicPartition(lane.topic, lane.partition) for lane in self._lanes.values() if not lane.offsets.pending]
+        idle = self._tracker.idle()
         if not idle:
             return
         assert self._consumer is not None  # the loop runs after _start
-        for tp in self._consumer.position(idle):
-            lane = self._lanes.get((tp.topic, tp.partition))
-            if lane is not None and tp.error is None:
-                lane.offsets.caught_up(tp.offset)
+        for tp in self._consumer.position([TopicPartition(topic, partition) for topic, partition in idle]):
+            if tp.error is None:
+                self._tracker.caught_up((tp.topic, tp.partition), tp.offset)
 
     def _reconcile(self) -> None:
         """Pauses or resumes every assigned partition, as the buffer, the breaker and shutdown say.
@@ -387,8 +378,7 @@ class GroupRunner:
         if self._buffer_full:
             self._buffer_full = pending > self.max_buffered // 2
         else:
-            self._buffer_full = pending >= self.max_buffered or (
-                sum(len(lane.offsets) for lane in self._lanes.values()) >= self.max_uncommitted)
+            self._buffer_full = pending >= self.max_buffered or self._tracker.in_flight() >= self.max_uncommitted
         assert self.resources is not None and self._consumer is not None  # the loop and its shutdown run after _start
         outage = self.resources.breaker.is_open()
         want = self._stopping or outage or self._buffer_full
@@ -440,10 +430,9 @@ class GroupRunner:
             self._drain_only()
             time.sleep(0.005)
         self._drain_only()
-        offsets = [TopicPartition(lane.topic, lane.partition, lane.offsets.position)
-                   for lane in revoked if lane.offsets.position is not None]
+        offsets = self._tracker.positions([(lane.topic, lane.partition) for lane in revoked])
         if offsets:
-            self._commit(offsets, "revocation")
+            self._commit(_topic_partitions(offsets), "revocation")
         self._forget(partitions)
         still = sum(lane.outstanding for lane in revoked)
         log.info("group %s revoked %s%s", self.group.name, _tps(partitions),
@@ -513,10 +502,9 @@ class GroupRunner:
                 log.warning("group %s: %d message(s) not finished (queued or running) within the %.1fs drain "
                             "timeout; they will be delivered again", self.group.name, self._dispatcher.pending,
                             self.settings.drain_timeout_s)
-            offsets = [TopicPartition(lane.topic, lane.partition, lane.offsets.position)
-                       for lane in self._lanes.values() if lane.offsets.position is not None]
+            offsets = self._tracker.positions()
             if offsets:
-                self._commit(offsets, "shutdown")
+                self._commit(_topic_partitions(offsets), "shutdown")
             self._closing = True
             try:
                 consumer.close()  # leaves the group now, rather than after session.timeout.ms
@@ -648,6 +636,10 @@ class GroupRunner:
         if err.fatal():
             raise KafkaException(err)
         log.warning("group %s: %s", self.group.name, err)
+
+
+def _topic_partitions(offsets: list[tuple[str, int, int]]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition, offset) for topic, partition, offset in offsets]
 
 
 def _tps(partitions: list[TopicPartition]) -> str:
