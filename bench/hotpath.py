@@ -87,6 +87,16 @@ class NullConsumer:
         pass
 
 
+class NullProducer:
+    """Stands in for the dead-letter producer (no message of the bench fails): no client's threads."""
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
 def meter_provider():
     """An OpenTelemetry meter provider like ``events run``'s (a reader that collects on demand),
     or None when the runtime has no metrics (``consumers.telemetry``)."""
@@ -122,7 +132,8 @@ def make_runner(patches: list[str], metrics: bool = False):
     runner = GroupRunner(group, settings=Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="bench"),
                          concurrency=1, health_port=0, create_topics=False)
     runner.resources = Resources(group=group, prefix="bench", codec=AvroCodec(group.catalogue),
-                                 breaker=OutageBreaker(group.name), producer=runner._dead_letter_producer)
+                                 breaker=OutageBreaker(group.name),
+                                 dead_letter_producer=NullProducer)  # type: ignore[arg-type]
     provider = meter_provider() if metrics else None
     if provider is not None:  # as GroupRunner._start does when a meter provider is configured
         from consumers.telemetry.metrics import ConsumerMetrics

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -42,10 +43,10 @@ from .config import LIBRDKAFKA_LOG, consumer_config, group_id
 from .dispatcher import KeyedDispatcher
 from .group import ConsumerGroup
 from .health import HealthServer
-from .idempotency import IdempotencyStore, make_engine
+from .idempotency import make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
-from .pipeline import Resources, build, claims_keys
+from .pipeline import Resources, Step, build
 from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry.fields import event_type_of, message_fields
@@ -144,8 +145,8 @@ class GroupRunner:
         self._paused = False
         self._buffer_full = False
         self._repause = False
-        self._producer: Producer | None = None
-        self._producer_lock = threading.Lock()
+        self._steps: list[Step] = []
+        self._pollers: list[Callable[[], None]] = []  # the steps' that serve Kafka clients (``Step.poll``)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
         self.resources: Resources | None = None
 
@@ -189,23 +190,21 @@ class GroupRunner:
     def _start(self) -> bool:
         """Everything up to the subscription; False when stopped while waiting for the cluster.
         What can be refused (a librdkafka property, the database, a missing table) is refused before
-        anything is created on the cluster."""
+        anything is created on the cluster: the consumer, then the pipeline's steps, each making what
+        it alone uses (``Idempotency`` its engine and table, ``DeadLetters`` its producer)."""
         group = self.group
-        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
-                              breaker=OutageBreaker.of(group, self.concurrency), producer=self._dead_letter_producer,
-                              tracer_provider=self.tracer_provider)
-        idempotent = claims_keys(group)
-        if idempotent or group.tables:
-            url = group.database_url or self.settings.database()
-            resources.engine = make_engine(url, pool_size=self.concurrency + 2)
-            if idempotent:
-                resources.store = IdempotencyStore(resources.engine, group.name)
-                resources.store.create()
-            require_tables(resources.engine, group.tables, group=group.name)
-        # librdkafka refuses a wrong property when a client is made: both clients, before any topic
+        database_url = group.database_url or self.settings.database()
+        if group.tables:
+            self._require_tables(database_url)
+        # librdkafka refuses a wrong property when a client is made: the consumer (and, in the
+        # pipeline, the dead-letter producer) before any topic
         conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
         self._consumer = Consumer(conf)
-        self._dead_letter_producer()
+        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
+                              breaker=OutageBreaker.of(group, self.concurrency), workers=self.concurrency,
+                              database_url=database_url, idempotency_retention=self.idempotency_retention,
+                              purge_interval_s=self.purge_interval_s, dead_letter_producer=self._dead_letter_producer,
+                              tracer_provider=self.tracer_provider)
         provider = self.meter_provider
         if provider is None and meter_provider_configured():
             from opentelemetry import metrics
@@ -215,6 +214,7 @@ class GroupRunner:
             self.metrics.watch(self)
         self.resources = resources
         self._chain, self._steps = build(resources, group.pipeline)
+        self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
         tune_interpreter()
         self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
         self._dispatcher.start()
@@ -228,8 +228,6 @@ class GroupRunner:
         if self.create_topics:
             self._ensure_topics(admin)
         resources.dead_letter_max_bytes = self._dead_letter_limit(admin)
-        if resources.store is not None:
-            threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
         topics = group.topics(self.prefix)
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
@@ -249,7 +247,7 @@ class GroupRunner:
         stop = self._stop
         measure_lag = self.metrics is not None
         next_lag = next_catch_up = 0.0
-        dead_letters = self._dead_letter_producer()
+        pollers = self._pollers
         while not stop.is_set():
             first = poll(timeout)
             if first is not None:
@@ -262,7 +260,8 @@ class GroupRunner:
                 next_catch_up = now + CATCH_UP_INTERVAL_S
                 self._catch_up()  # the next drain stores what it moved
             reconcile()
-            dead_letters.poll(0)  # its log lines and delivery reports, when they happen
+            for serve in pollers:  # the steps' clients: their log lines and delivery reports, when they happen
+                serve()
             if measure_lag and now >= next_lag:
                 next_lag = now + lag_of.LAG_INTERVAL_S
                 self.lag = lag_of.measure(consumer, self._lanes)
@@ -513,13 +512,8 @@ class GroupRunner:
             log.info("group %s stopped: %s", self.group.name, self.stats())
         if hasattr(self, "_dispatcher"):
             self._dispatcher.stop(timeout_s=1.0)
-        for step in getattr(self, "_steps", ()):
-            step.close()
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None  # destroyed now (its threads joined), not whenever the runner is
-        if self.resources is not None and self.resources.engine is not None:
-            self.resources.engine.dispose()
+        for step in self._steps:
+            step.close()  # the dead-letter producer flushed and dropped, the idempotency engine disposed of
         if self.health is not None:
             self.health.stop()
         if self.metrics is not None:
@@ -528,13 +522,16 @@ class GroupRunner:
 
     # -- helpers ------------------------------------------------------------------------------
     def _dead_letter_producer(self) -> Producer:
-        if self._producer is None:
-            with self._producer_lock:
-                if self._producer is None:
-                    self._producer = Producer(producer_config(
-                        {"client.id": f"events-dlq-{self.group.name}",
-                         "logger": LIBRDKAFKA_LOG}, settings=self.settings))
-        return self._producer
+        """A producer on the group's cluster for ``DeadLetters``, which owns it."""
+        return Producer(producer_config({"client.id": f"events-dlq-{self.group.name}", "logger": LIBRDKAFKA_LOG},
+                                        settings=self.settings))
+
+    def _require_tables(self, database_url: str) -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            require_tables(engine, self.group.tables, group=self.group.name)
+        finally:
+            engine.dispose()
 
     def _admin(self) -> Admin:
         """An admin client on the group's cluster, with its security settings only (the consumer's
@@ -568,9 +565,11 @@ class GroupRunner:
                 if self._stop.wait(min(left, 0.5)):
                     return False
                 self.last_loop = time.monotonic()
-                for client in (admin, self._consumer, self._producer):  # their log lines, as they happen
+                for client in (admin, self._consumer):  # their log lines, as they happen
                     if client is not None:
                         client.poll(0)
+                for serve in self._pollers:
+                    serve()
             delay = min(CLUSTER_WAIT_MAX_S, delay * 2)
 
     def _ensure_topics(self, admin: Admin) -> None:
@@ -607,20 +606,6 @@ class GroupRunner:
                      "message.max.bytes (%d) alone", self.group.name, topic, exc, producer_max)
             topic_max = None
         return largest_record(producer_max, topic_max)
-
-    def _purge_loop(self) -> None:
-        assert self.resources is not None and self.resources.store is not None  # _start runs it only then
-        store = self.resources.store
-        while not self._stop.is_set():
-            try:
-                purged = store.purge(self.idempotency_retention)
-                if purged:
-                    log.info("group %s purged %d idempotency keys older than %s", self.group.name, purged,
-                             self.idempotency_retention)
-            except Exception as exc:  # noqa: BLE001 - the database may be down; try again next time
-                log.warning("purging idempotency keys of %s failed: %s", self.group.name, exc)
-            if self._stop.wait(self.purge_interval_s):
-                return
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -39,9 +39,9 @@ from schemas.events import Event
 
 from .breaker import OutageBreaker
 from .group import ConsumerGroup
-from .idempotency import IdempotencyStore, make_engine
+from .idempotency import make_engine
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, PASSED, Abandoned, Job, Lane
-from .pipeline import Resources, build, claims_keys
+from .pipeline import Resources, build
 from .pipeline import dead_letters as DL
 from .runner import EVENT_TYPE_NAME
 from .tables import require_tables
@@ -220,15 +220,12 @@ class GroupHarness:
         self._codec = AvroCodec(group.catalogue)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
         self._offsets: dict[tuple[str, int], itertools.count] = {}
-        # as ``GroupRunner._start`` builds them, for one worker
-        self.engine: Engine = make_engine(database_url, pool_size=2)
+        # as ``GroupRunner._start`` makes them, for one worker and without purging
+        self.engine: Engine = make_engine(database_url, pool_size=2)  # the tables', and ``session()``'s
         self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=OutageBreaker.of(group, 1),
-                                   engine=self.engine, producer=lambda: cast(Any, self._producer),
+                                   database_url=database_url, dead_letter_producer=lambda: cast(Any, self._producer),
                                    tracer_provider=tracer_provider)
         try:
-            if claims_keys(group):
-                self.resources.store = IdempotencyStore(self.engine, group.name)
-                self.resources.store.create()
             if create_tables and group.tables:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)
             require_tables(self.engine, group.tables, group=group.name)

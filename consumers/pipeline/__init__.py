@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, set_span_in_context
 
@@ -31,9 +30,6 @@ from .retries import Retries
 from .step import CallNext, Resources, Step
 from .time_limit import TimeLimit
 from .tracing import Tracing, record_error
-
-if TYPE_CHECKING:
-    from ..group import ConsumerGroup
 
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
@@ -92,17 +88,18 @@ def observed_handler(resources: Resources, job: Job) -> str:
                             time.perf_counter() - started)
 
 
-def claims_keys(group: ConsumerGroup) -> bool:
-    """Whether ``group`` claims idempotency keys: its pipeline has ``Idempotency`` (whose option
-    ``idempotent`` is) and one of its handlers is idempotent."""
-    return any(issubclass(step, Idempotency) for step in group.pipeline) and any(
-        h.option("idempotent") for h in group.handlers.values())
-
-
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:
-    """Chains the steps (inactive ones left out) around ``call_handler``; returns the chain's
-    entry and the step objects (to close them when the group stops)."""
-    instances = [cls(resources) for cls in steps]
+    """Makes the steps (each its own resources) and chains them (inactive ones left out) around
+    ``call_handler``; returns the chain's entry and the step objects (to close them when the group
+    stops). When a step cannot be made, those made before it are closed."""
+    instances: list[Step] = []
+    try:
+        for cls in steps:
+            instances.append(cls(resources))
+    except BaseException:
+        for step in reversed(instances):
+            step.close()
+        raise
     telemetry = resources.tracer is not None or resources.metrics is not None
     chain: CallNext = partial(observed_handler, resources) if telemetry else call_handler
     for step in reversed(instances):

@@ -24,6 +24,10 @@ backoff until it is taken, or until the partition is revoked or the consumer sto
 is left unfinished and redelivered to the next owner). A member killed between the acknowledgement
 and its commit leaves the next owner to publish the letter again: dead letters are at least once,
 told apart by their origin headers.
+
+The step owns its producer: made with the step (``Resources.dead_letter_producer``), so that
+librdkafka refuses a wrong property before the group joins; served by the poll loop (``poll``); and
+flushed and dropped by ``close()``, so that no Kafka client outlives the group.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
@@ -44,11 +48,11 @@ from schemas import headers as H
 
 from ..config import group_id
 from ..errors import DeadLetterFailed
-from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Job
+from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Abandoned, Job
 from ..redact import error_message, error_traceback, fqcn, redact
 from ..telemetry.fields import event_type_of, message_fields
 from ..telemetry.metrics import key as metric_key
-from .step import CallNext, Step
+from .step import CallNext, Resources, Step
 from .tracing import failed_span
 
 log = logging.getLogger("consumers.dead_letters")
@@ -213,10 +217,23 @@ class DeadLetters(Step):
     RETRY_MIN_S = 0.5
     RETRY_MAX_S = 30.0
 
-    def __init__(self, resources):
+    def __init__(self, resources: Resources):
         super().__init__(resources)
         self.topic = self.group.dlq_topic(resources.prefix)
         self.group_id = group_id(resources.prefix, self.group.name)
+        if resources.dead_letter_producer is None:
+            raise ValueError(f"group {self.group.name}: DeadLetters needs a dead_letter_producer")
+        self.producer: Producer | None = resources.dead_letter_producer()
+
+    def poll(self) -> None:
+        producer = self.producer
+        if producer is not None:
+            producer.poll(0)
+
+    def close(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.flush(10)  # then dropped: destroyed now (its threads joined), not whenever the step is
 
     def process(self, job: Job, call_next: CallNext) -> str:
         try:
@@ -301,8 +318,9 @@ class DeadLetters(Step):
         return span
 
     def _send(self, letter: Letter) -> None:
-        assert self.resources.producer is not None  # the runner gives every group its dead-letter producer
-        producer = self.resources.producer()
+        producer = self.producer
+        if producer is None:
+            raise Abandoned(f"group {self.group.name} stopped")  # closed: the next owner sends it
         acked = threading.Event()
         result: list = []
 

@@ -11,32 +11,61 @@ handler again and stamps the claim anew.
 Handlers declared ``idempotent=False`` run without a transaction (``ctx.session`` raises
 ``NoTransaction``):
 they must be idempotent on their own, since at-least-once delivery may run them twice.
+
+The step owns what it uses, made when it is (only when a handler is idempotent): the engine on the
+group's database (a connection per worker, and 2 more), the ``processed_events`` table (created when
+missing), and, when the runner asks for it (``Resources.purge_interval_s``), a thread that purges
+keys older than ``Resources.idempotency_retention``. ``close()`` stops the thread and disposes of the
+engine.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ..idempotency import IdempotencyStore, make_engine
 from ..job import DUPLICATE, Job
-from .step import CallNext, Step
+from .step import CallNext, Resources, Step
+
+log = logging.getLogger("consumers.idempotency")
 
 
 class Idempotency(Step):
     options = {"idempotent": True}
 
-    def __init__(self, resources):
+    def __init__(self, resources: Resources):
         super().__init__(resources)
-        self.engine = resources.engine
-        self.store = resources.store
+        self._active = any(h.option("idempotent") for h in self.group.handlers.values())
+        self._stop = threading.Event()
+        self.engine: Engine | None = None
+        if not self._active:
+            return
+        if resources.database_url is None:
+            raise ValueError(f"group {self.group.name}: Idempotency needs a database_url")
+        self.engine = make_engine(resources.database_url, pool_size=resources.workers + 2)
+        try:
+            self.store = IdempotencyStore(self.engine, self.group.name)
+            self.store.create()
+        except BaseException:
+            self.engine.dispose()
+            raise
+        if resources.purge_interval_s is not None:
+            threading.Thread(target=self._purge_loop, args=(resources.purge_interval_s,), name="events-purge",
+                             daemon=True).start()
 
     @property
     def active(self) -> bool:
-        return any(h.option("idempotent") for h in self.group.handlers.values())
+        return self._active
 
     def process(self, job: Job, call_next: CallNext) -> str:
         assert job.handler is not None and job.event is not None  # Decode let the job through
         if not job.handler.option("idempotent"):
             return call_next(job)
+        assert job.idempotency_key is not None  # Decode set it
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             if not self.store.claim(session.connection(), job.idempotency_key, job.event.event_id,
                                     reprocess=job.reprocess):
@@ -46,3 +75,20 @@ class Idempotency(Step):
                 return call_next(job)
             finally:
                 job.session = None
+
+    def _purge_loop(self, interval_s: float) -> None:
+        retention = self.resources.idempotency_retention
+        while not self._stop.is_set():
+            try:
+                purged = self.store.purge(retention)
+                if purged:
+                    log.info("group %s purged %d idempotency keys older than %s", self.group.name, purged, retention)
+            except Exception as exc:  # noqa: BLE001 - the database may be down; try again next time
+                log.warning("purging idempotency keys of %s failed: %s", self.group.name, exc)
+            if self._stop.wait(interval_s):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.engine is not None:
+            self.engine.dispose()

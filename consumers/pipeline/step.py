@@ -1,4 +1,4 @@
-"""The base of every pipeline step, and the shared resources steps are given.
+"""The base of every pipeline step, and what steps are given to make their resources from.
 
 A step wraps the rest of the pipeline: ``process(job, call_next)`` does its part, calls
 ``call_next(job)`` (the next step, the handler at the end) and returns the outcome
@@ -6,7 +6,9 @@ A step wraps the rest of the pipeline: ``process(job, call_next)`` does its part
 ``call_next`` runs in pipeline order, code after it in reverse, like dramatiq's before/after hooks;
 the call-next shape lets a step run the rest more than once (retries) or inside a ``with``
 (a transaction, a span). A step that has nothing to do for a group says so with ``active`` and is
-left out of the chain, so it costs nothing per message.
+left out of the chain, so it costs nothing per message. A step makes what it alone uses (a
+database engine, a Kafka producer, a thread) when it is made, so that the runner refuses a group
+that cannot work before it joins the cluster, and releases it in ``close()``.
 
 ``options`` maps each handler option the step owns to its default. ``ConsumerGroup`` refuses an
 option that no step of its pipeline owns.
@@ -17,19 +19,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
-    from sqlalchemy import Engine
 
     from schemas.codec import AvroCodec
 
     from ..breaker import OutageBreaker
     from ..group import ConsumerGroup
-    from ..idempotency import IdempotencyStore
     from ..job import Job
 
 CallNext = Callable[["Job"], str]
@@ -50,15 +51,18 @@ class Counters:
 
 @dataclass
 class Resources:
-    """What the runner gives the steps of one group: built once when the group starts."""
+    """What the runner (or ``consumers.testing.GroupHarness``) gives the steps of one group when it
+    starts: the group's settings, and what steps share with each other and with the poll loop."""
 
     group: ConsumerGroup
     prefix: str
     codec: AvroCodec
-    breaker: OutageBreaker
-    engine: Engine | None = None
-    store: IdempotencyStore | None = None
-    producer: Callable[[], Producer] | None = None  # the dead-letter producer, made on first use
+    breaker: OutageBreaker        # the poll loop pauses while it is open; ``Retries`` feeds it
+    workers: int = 1              # worker threads: the idempotency engine's pool is that large, and 2 more
+    database_url: str | None = None  # the group's database: ``Idempotency``'s engine
+    idempotency_retention: timedelta = timedelta(days=7)
+    purge_interval_s: float | None = None  # how often ``Idempotency`` purges older keys; None: never
+    dead_letter_producer: Callable[[], Producer] | None = None  # makes ``DeadLetters``' producer
     dead_letter_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the largest letter the producer and the topic take
     tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
     counters: Counters = field(default_factory=Counters)
@@ -83,5 +87,10 @@ class Step:
     def process(self, job: Job, call_next: CallNext) -> str:
         return call_next(job)
 
+    def poll(self) -> None:
+        """Serves the callbacks (log lines, delivery reports) of the Kafka clients the step holds;
+        the poll loop calls it on every round of a step that overrides it."""
+
     def close(self) -> None:
-        """Releases what the step holds (called once, when the group stops)."""
+        """Releases what the step holds (called once, when the group stops, or when a later step of
+        the pipeline could not be made)."""

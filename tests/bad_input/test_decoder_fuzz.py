@@ -62,16 +62,11 @@ def test_arbitrary_bytes_and_headers_never_crash_the_consumer_only_dead_letter(k
     group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01,
                                                        max_backoff_s=0.02)
     group_topics(group.name)
-    from consumers.idempotency import IdempotencyStore, make_engine
-
-    engine = make_engine(sqlite_db, pool_size=2)
-    resources = Resources(group=group, prefix=kafka_env, codec=AvroCodec(group.catalogue),
-                          breaker=OutageBreaker(group.name), engine=engine)
-    resources.store = IdempotencyStore(engine, group.name)
-    resources.store.create()
     from confluent_kafka import Producer
     producer = Producer(producer_config({"client.id": "fuzz-dlq"}))
-    resources.producer = lambda: producer
+    resources = Resources(group=group, prefix=kafka_env, codec=AvroCodec(group.catalogue),
+                          breaker=OutageBreaker(group.name), database_url=sqlite_db,
+                          dead_letter_producer=lambda: producer)
     chain, steps = build(resources, group.pipeline)
     handlers = {t.encode(): h for t, h in group.handlers.items()}
     lane = Lane(topic, 0)
@@ -111,5 +106,4 @@ def test_arbitrary_bytes_and_headers_never_crash_the_consumer_only_dead_letter(k
     finally:
         for step in steps:
             step.close()
-        engine.dispose()
     assert outcomes.get(DEAD_LETTERED, 0) > EXAMPLES // 3

@@ -48,8 +48,9 @@ def test_a_consumer_span_continues_the_trace_in_the_headers(kafka_env, app_topic
     assert any(e.name == "exception" for e in failed.events)
 
 
-def test_without_a_tracer_provider_the_step_stays_out_of_the_chain(monkeypatch):
+def test_without_a_tracer_provider_the_step_stays_out_of_the_chain(monkeypatch, tmp_path):
     # Given no tracer provider configured (OpenTelemetry's global is then a proxy)
+    from confluent_kafka import Producer
     from opentelemetry import trace
     from opentelemetry.trace import ProxyTracerProvider
 
@@ -62,8 +63,12 @@ def test_without_a_tracer_provider_the_step_stays_out_of_the_chain(monkeypatch):
     # Then tracing is not active, and the chain does not include it
     assert not tracing_configured()
     group, _ = sample_handlers.recording_group()
-    resources = Resources(group=group, prefix="p", codec=AvroCodec(), breaker=OutageBreaker("g"))
+    resources = Resources(group=group, prefix="p", codec=AvroCodec(), breaker=OutageBreaker("g"),
+                          database_url=f"sqlite:///{tmp_path / 'events.db'}",
+                          dead_letter_producer=lambda: Producer({"bootstrap.servers": "127.0.0.1:1"}))
     chain, steps = build(resources, group.pipeline)
+    for step in steps:
+        step.close()
     names = []
     fn = chain
     while hasattr(fn, "func"):
