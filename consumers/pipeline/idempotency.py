@@ -54,8 +54,8 @@ class Idempotency(Step):
             self.engine.dispose()
             raise
         if resources.purge_interval_s is not None:
-            threading.Thread(target=self._purge_loop, args=(resources.purge_interval_s,), name="events-purge",
-                             daemon=True).start()
+            threading.Thread(target=self._purge_loop, args=(resources.purge_interval_s,),
+                             name=f"events-purge-{self.group.name}", daemon=True).start()
 
     @property
     def active(self) -> bool:

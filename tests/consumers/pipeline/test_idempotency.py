@@ -152,3 +152,37 @@ def test_purge_expires_only_old_keys_of_its_own_group(database_url):
     assert purged == 1
     assert not store.is_processed("old") and store.is_processed("new") and other.is_processed("old")
     engine.dispose()
+
+
+def test_the_step_purges_old_keys_until_it_is_closed(database_url):
+    # Given a group's key processed 8 days ago, and one processed now
+    from consumers.breaker import OutageBreaker
+    from consumers.pipeline import Idempotency
+    from consumers.pipeline.step import Resources
+    from schemas.codec import AvroCodec
+
+    group, _ = sample_handlers.recording_group(database_url=database_url)
+    engine = make_engine(database_url)
+    store = IdempotencyStore(engine, group.name)
+    store.create()
+    with engine.begin() as conn:
+        conn.execute(processed_events.insert(), [
+            {"group_name": group.name, "idempotency_key": "old", "event_id": "e1",
+             "processed_at": datetime.now(UTC) - timedelta(days=8)},
+            {"group_name": group.name, "idempotency_key": "new", "event_id": "e2", "processed_at": datetime.now(UTC)},
+        ])
+    # When the group's Idempotency step is made to purge keys older than 7 days every 50 ms
+    step = Idempotency(Resources(group=group, prefix="p", codec=AvroCodec(), breaker=OutageBreaker(group.name),
+                                 database_url=database_url, idempotency_retention=timedelta(days=7),
+                                 purge_interval_s=0.05))
+    purging = f"events-purge-{group.name}"
+    try:
+        # Then the old key goes, the new one stays
+        wait_until(lambda: not store.is_processed("old"), 30, "the old key to be purged")
+        assert store.is_processed("new")
+        assert any(t.name == purging for t in threading.enumerate())
+    finally:
+        step.close()
+        engine.dispose()
+    # And closing the step ends its purging
+    wait_until(lambda: all(t.name != purging for t in threading.enumerate()), 10, "the purge thread to end")
