@@ -22,7 +22,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 from .errors import GroupDefinitionError
 
@@ -41,8 +41,8 @@ GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
 # How a group's members share its topics. ORDERED: a Kafka consumer group, each partition read by one
 # member in order (per-key order; members that help <= partitions). SHARED: a Kafka share group
 # (KIP-932), records handed out one by one to any member (no order; any number of members).
-ORDERED = "ordered"
-SHARED = "shared"
+ORDERED: Final = "ordered"
+SHARED: Final = "shared"
 Delivery = Literal["ordered", "shared"]
 DELIVERIES = (ORDERED, SHARED)
 # options the group itself owns, whatever its pipeline: read by replay tooling, and by the runner,

@@ -1,0 +1,130 @@
+"""A shared group (a Kafka share group, KIP-932) on the real broker: pollers that each take records,
+run the group's pipeline and acknowledge each record as its outcome says (ACCEPT, REJECT, RELEASE)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from consumers.idempotency import processed_events
+from consumers.share_runner import ShareGroupRunner
+from tests.consumers import sample_handlers
+from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
+
+
+def processed(url: str, group: str) -> list[str]:
+    """The event ids of the group's idempotency claims (one row per event handled)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(processed_events.c.event_id).where(processed_events.c.group_name == group)).all()
+    engine.dispose()
+    return sorted(r[0] for r in rows)
+
+
+def shared_group(url: str, behaviour: sample_handlers.Behaviour | None = None, **options):
+    return sample_handlers.recording_group(database_url=url, behaviour=behaviour, delivery="shared", **options)
+
+
+def publish_one_by_one(producer, topic: str, events) -> None:
+    """Each event in a producer batch of its own, as events published while things happen are: the
+    broker hands a share consumer whole batches (``max.poll.records`` is best effort in librdkafka)."""
+    for event in events:
+        publish(producer, topic, [event])
+
+
+def test_events_taken_by_two_pollers_are_each_handled_once_and_accepted(app_topic, group_topics, producer_factory,
+                                                                        effects_db):
+    # Given 30 events on 5 keys across 2 partitions, each taking 50 ms to handle
+    topic = app_topic(partitions=2)
+    group, _ = shared_group(effects_db, sample_handlers.Behaviour(default_delay_s=0.05))
+    group_topics(group.name)
+    producer = producer_factory()
+    events = [app_event(f"app-{i % 5}", i) for i in range(30)]
+    publish_one_by_one(producer, topic, events)
+    # When the shared group runs with 2 pollers, and more events come until both have taken some
+    # (the first member to join takes everything until the second has joined too)
+    with running(group, concurrency=2) as runner:
+        assert isinstance(runner, ShareGroupRunner)
+
+        def both_pollers_took_records() -> bool:
+            if all(runner.handled_by):
+                return True
+            events.append(app_event(f"app-{len(events) % 5}", len(events)))
+            publish(producer, topic, events[-1:])
+            return False
+
+        wait_until(both_pollers_took_records, 60, "both pollers to take records", interval_s=0.1)
+        wait_until(lambda: runner.stats()["handled"] == len(events), 90, f"{len(events)} handled")
+    # Then each event had its effect once and was claimed once, and every record was accepted
+    ids = sorted(e.event_id for e in events)
+    assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
+    assert processed(effects_db, group.name) == ids
+    assert dict(runner.acks) == {"accept": len(events)}
+    assert runner.redelivered == 0
+
+
+def test_a_failing_event_is_dead_lettered_once_and_rejected_not_redelivered(app_topic, group_topics, producer_factory,
+                                                                            sqlite_db, dlq_reader):
+    # Given a handler that always fails on one key, tried twice
+    topic = app_topic()
+    group, behaviour = shared_group(sqlite_db, max_attempts=2, min_backoff_s=0.05)
+    behaviour.fail["app-bad"] = -1
+    group_topics(group.name)
+    events = [app_event("app-ok", 1), app_event("app-bad", 2), app_event("app-ok", 3)]
+    publish(producer_factory(), topic, events)
+    dead_letters = dlq_reader(group.name)
+    # When the shared group runs
+    with running(group, concurrency=2) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 2 and runner.stats()["dead_lettered"] == 1, 60,
+                   "2 handled, 1 dead-lettered")
+        # Then the failing event has one dead letter, and its record was rejected, the others accepted
+        [letter] = read_messages(dead_letters, 1)
+        assert dict(letter.headers())["dlq-origin-offset"] == b"1"
+        assert dict(runner.acks) == {"accept": 2, "reject": 1}
+        # And the broker never offers it again: no second attempt, no second letter
+        assert nothing_more(dead_letters, 3.0) == []
+    assert behaviour.calls["app-bad"] == 2
+    # Nor to a new member of the group
+    with running(group) as again:
+        assert nothing_more(dead_letters, 3.0) == []
+        assert again.stats()["handled"] == again.stats()["dead_lettered"] == 0
+    assert behaviour.calls["app-bad"] == 2
+
+
+def test_a_runner_stopped_mid_stream_releases_what_it_holds_and_another_handles_it_once(
+        app_topic, group_topics, producer_factory, effects_db):
+    # Given 12 events, the first of which fails once and then waits 10-20 s before its retry
+    topic = app_topic()
+    group, behaviour = shared_group(effects_db, sample_handlers.Behaviour(default_delay_s=0.1),
+                                    min_backoff_s=10.0, max_backoff_s=10.0)
+    behaviour.fail["app-held"] = 1
+    group_topics(group.name)
+    events = [app_event("app-held", 0), *(app_event(f"app-{i}", i) for i in range(1, 12))]
+    producer = producer_factory()
+    publish(producer, topic, events[:1])  # a batch of its own: the rest go to the other poller
+    publish(producer, topic, events[1:])
+    # When a runner stops while it holds that event in its backoff, some others handled, some not
+    with running(group, concurrency=2) as first:
+        wait_until(lambda: first.stats()["retries"] == 1 and first.stats()["handled"] >= 2, 60,
+                   "the held event in backoff, 2 handled")
+    # Then it released the held event and the others it had not handled, and accepted those it had
+    done, released = first.stats()["handled"], first.stats()["abandoned"]
+    assert 1 <= released and done + released <= 12 and done < 11
+    assert dict(first.acks) == {"accept": done, "release": released}
+    # When another runner of the group starts
+    with running(group, concurrency=2) as second:
+        wait_until(lambda: sample_handlers.effect_count(effects_db) == 12, 90, "12 effects")
+        # Then it handles the rest; what the first released comes again (delivery count 2)
+        wait_until(lambda: second.stats()["handled"] == 12 - done, 30, "the rest handled")
+    assert second.redelivered == released
+    # And nothing was lost or done twice
+    ids = sorted(e.event_id for e in events)
+    assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
+    assert processed(effects_db, group.name) == ids
+    assert behaviour.calls["app-held"] == 2
+
+
+def test_an_ordered_group_is_not_run_by_the_share_runner():
+    ordered, _ = sample_handlers.recording_group()
+    with pytest.raises(ValueError, match="is ordered: run it with GroupRunner"):
+        ShareGroupRunner(ordered)
