@@ -63,6 +63,7 @@ ACK_NAMES = {AcknowledgeType.ACCEPT: "accept", AcknowledgeType.RELEASE: "release
 LOCK_DURATION_MS = 30_000
 DELIVERY_COUNT_LIMIT = 5
 LOCK_MARGIN_S = 3.0  # a record is given up (released) this long before its lock would end
+CLOSE_TIMEOUT_S = 15.0  # a poller's last commit of acknowledgements, then leaving the group
 
 
 class LastDelivery(Exception):
@@ -109,7 +110,7 @@ class ShareGroupRunner(GroupRunner):
         self.redelivered = 0  # records that came with a delivery count above 1
         self.handled_by: list[int] = [0] * self.concurrency  # records each poller finished (not abandoned)
         self._counts = threading.Lock()
-        self._busy = [False] * self.concurrency
+        self._busy = [False] * self.concurrency  # running a record's pipeline
         self._stop_waiting = threading.Event()
         self._pollers: list[threading.Thread] = []
         self._consumers: list[ShareConsumer] = []
@@ -325,7 +326,7 @@ class ShareGroupRunner(GroupRunner):
     def _close(self, consumer: ShareConsumer) -> None:
         """Sends the acknowledgements still held, then leaves the group."""
         try:
-            consumer.commit_sync(10)
+            consumer.commit_sync(CLOSE_TIMEOUT_S - 5)
         except (KafkaException, RuntimeError) as exc:
             log.warning("group %s: committing acknowledgements on close: %s (those records are offered again when "
                         "their locks end)", self.group.name, exc)
@@ -336,15 +337,23 @@ class ShareGroupRunner(GroupRunner):
 
     # -- shutdown -----------------------------------------------------------------------------
     def _shutdown(self) -> None:
-        """Stops polling; waits ends (backoffs, outages: those records are released); running
-        handlers get ``drain_timeout_s``; each poller acknowledges, commits and closes its consumer."""
+        """Stops polling; idle pollers close their consumers (leaving the group); then waits end
+        (backoffs, outages: those records are released); running handlers get ``drain_timeout_s``;
+        each poller acknowledges, commits and closes its consumer. Releasing only once the idle
+        pollers are gone keeps a sibling from acquiring a released record again (a fetch of its last
+        poll may still be in flight), which would spend a delivery and, closing, release it once
+        more: on the record's last delivery the broker would archive it."""
         self._stopping = True
         self._stop.set()
+        idle_gone = time.monotonic() + self.poll_timeout_s + CLOSE_TIMEOUT_S
+        while time.monotonic() < idle_gone and any(
+                poller.is_alive() and not self._busy[i] for i, poller in enumerate(self._pollers)):
+            time.sleep(0.01)
         self._stop_waiting.set()
         if self._pollers:
             log.info("group %s stopping: %d record(s) in flight get up to %.1fs to finish", self.group.name,
                      self.in_flight, self.settings.drain_timeout_s)
-            deadline = time.monotonic() + self.settings.drain_timeout_s + 15  # + closing's commit
+            deadline = time.monotonic() + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
             for poller in self._pollers:
                 poller.join(max(0.0, deadline - time.monotonic()))
             stuck = sum(p.is_alive() for p in self._pollers)

@@ -4,8 +4,10 @@ run the group's pipeline and acknowledge each record as its outcome says (ACCEPT
 from __future__ import annotations
 
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from sqlalchemy import create_engine, select
 
+from consumers.config import group_id
 from consumers.idempotency import processed_events
 from consumers.share_runner import ShareGroupRunner
 from tests.consumers import sample_handlers
@@ -38,28 +40,18 @@ def test_events_taken_by_two_pollers_are_each_handled_once_and_accepted(app_topi
     topic = app_topic(partitions=2)
     group, _ = shared_group(effects_db, sample_handlers.Behaviour(default_delay_s=0.05))
     group_topics(group.name)
-    producer = producer_factory()
     events = [app_event(f"app-{i % 5}", i) for i in range(30)]
-    publish_one_by_one(producer, topic, events)
-    # When the shared group runs with 2 pollers, and more events come until both have taken some
-    # (the first member to join takes everything until the second has joined too)
+    publish_one_by_one(producer_factory(), topic, events)
+    # When the shared group runs with 2 pollers until all are handled (which poller takes what is the
+    # broker's choice: while members <= partitions, Kafka gives each partition to one member)
     with running(group, concurrency=2) as runner:
         assert isinstance(runner, ShareGroupRunner)
-
-        def both_pollers_took_records() -> bool:
-            if all(runner.handled_by):
-                return True
-            events.append(app_event(f"app-{len(events) % 5}", len(events)))
-            publish(producer, topic, events[-1:])
-            return False
-
-        wait_until(both_pollers_took_records, 60, "both pollers to take records", interval_s=0.1)
-        wait_until(lambda: runner.stats()["handled"] == len(events), 90, f"{len(events)} handled")
-    # Then each event had its effect once and was claimed once, and every record was accepted
+        wait_until(lambda: runner.stats()["handled"] == 30, 90, "30 handled")
+    # Then each event had its effect once and was claimed once, and every record was accepted once
     ids = sorted(e.event_id for e in events)
     assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
     assert processed(effects_db, group.name) == ids
-    assert dict(runner.acks) == {"accept": len(events)}
+    assert dict(runner.acks) == {"accept": 30} and sum(runner.handled_by) == 30
     assert runner.redelivered == 0
 
 
@@ -122,6 +114,52 @@ def test_a_runner_stopped_mid_stream_releases_what_it_holds_and_another_handles_
     assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
     assert processed(effects_db, group.name) == ids
     assert behaviour.calls["app-held"] == 2
+
+
+def set_group_config(admin, group: str, name: str, value: str) -> None:
+    """Sets one config of a (share) group and waits until the broker reads it back."""
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)])
+    next(iter(admin.incremental_alter_configs([resource]).values())).result(30)
+
+    def read_back() -> bool:
+        described = next(iter(admin.describe_configs([ConfigResource(ResourceType.GROUP, group)]).values()))
+        return described.result(30)[name].value == value
+
+    wait_until(read_back, 30, f"{name}={value} on {group}")
+
+
+def test_a_record_abandoned_on_its_last_delivery_is_dead_lettered_not_released(
+        kafka_env, admin, app_topic, group_topics, producer_factory, sqlite_db, dlq_reader):
+    # Given a share group that delivers a record at most twice, and an event whose handler fails twice,
+    # each time followed by a 10-20 s backoff
+    topic = app_topic()
+    group, behaviour = shared_group(sqlite_db, min_backoff_s=10.0, max_backoff_s=10.0)
+    behaviour.fail["app-1"] = 2
+    group_topics(group.name)
+    set_group_config(admin, group_id(kafka_env, group.name), "share.delivery.count.limit", "2")
+    publish(producer_factory(), topic, [app_event("app-1", 1)])
+    dead_letters = dlq_reader(group.name)
+    # When a runner stops while the event waits in its backoff (first delivery: released)
+    with running(group) as first:
+        assert first.delivery_limit == 2
+        wait_until(lambda: first.stats()["retries"] == 1, 60, "the first retry's backoff")
+    assert dict(first.acks) == {"release": 1}
+    # And a second runner stops while the event waits again (its last delivery)
+    with running(group) as second:
+        wait_until(lambda: second.stats()["retries"] == 1, 60, "the second delivery's backoff")
+    # Then the second dead-lettered it (saying why) and rejected it, rather than leave it to the broker's archive
+    assert second.redelivered == 1 and second.stats()["dead_lettered"] == 1
+    assert dict(second.acks) == {"reject": 1}
+    [letter] = read_messages(dead_letters, 1)
+    headers = dict(letter.headers())
+    assert headers["dlq-error-class"] == b"consumers.share_runner.LastDelivery"
+    assert b"last delivery (2 of" in headers["dlq-error-message"]
+    # And it is not offered again
+    with running(group) as third:
+        assert nothing_more(dead_letters, 3.0) == []
+        assert third.stats()["handled"] == third.stats()["abandoned"] == 0
+    assert behaviour.calls["app-1"] == 2
 
 
 def test_an_ordered_group_is_not_run_by_the_share_runner():
