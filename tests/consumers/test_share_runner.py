@@ -3,15 +3,23 @@ run the group's pipeline and acknowledge each record as its outcome says (ACCEPT
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from sqlalchemy import create_engine, select
 
+from consumers.broker.local import free_port
 from consumers.config import group_id
 from consumers.idempotency import processed_events
 from consumers.share_runner import ShareGroupRunner
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
+from tests.consumers.test_lifecycle import ROOT, distinct_handled, get
 
 
 def processed(url: str, group: str) -> list[str]:
@@ -160,6 +168,57 @@ def test_a_record_abandoned_on_its_last_delivery_is_dead_lettered_not_released(
         assert nothing_more(dead_letters, 3.0) == []
         assert third.stats()["handled"] == third.stats()["abandoned"] == 0
     assert behaviour.calls["app-1"] == 2
+
+
+def start_shared_run(database_url: str, health_port: int, delay_s: float) -> subprocess.Popen:
+    """`events run --group sample-shared` in its own process, as a pod runs it."""
+    env = dict(os.environ, EVENTS_DATABASE_URL=database_url, EVENTS_HANDLER_MODULES="tests.consumers.shared_handlers",
+               EVENTS_HEALTH_PORT=str(health_port), EVENTS_CONCURRENCY="2", EVENTS_DRAIN_TIMEOUT_S="5",
+               SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO")
+    return subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "sample-shared"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def ready(port: int) -> bool:
+    try:
+        return get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+    except urllib.error.URLError:  # not serving yet
+        return False
+
+
+def test_events_run_runs_a_shared_group_ready_when_polling_and_sigterm_leaves_nothing_undone(
+        kafka_env, app_topic, group_topics, producer_factory, sqlite_db):
+    # Given 60 slow events for the registered shared group
+    topic = app_topic(partitions=2)
+    group_topics("sample-shared")
+    events = [app_event(f"app-{i % 10}", i) for i in range(60)]
+    publish_one_by_one(producer_factory(), topic, events)
+    # When `events run --group sample-shared` runs
+    port = free_port()
+    proc = start_shared_run(sqlite_db, port, delay_s=0.1)
+    try:
+        # Then it is alive, and ready once its pollers poll, saying it is shared
+        wait_until(lambda: ready(port) or proc.poll() is not None, 60, "readiness")
+        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 200 and body["delivery"] == "shared" and body["pollers"] == 2
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        wait_until(lambda: distinct_handled(sqlite_db) >= 10 or proc.poll() is not None, 60, "10 handled")
+    finally:
+        # When it gets SIGTERM mid-stream
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    # Then it exits cleanly, having acknowledged what it handled
+    assert proc.returncode == 0, output
+    assert "stopped:" in output and "Traceback" not in output
+    # And a new process handles the rest: each event's effect once
+    proc = start_shared_run(sqlite_db, 0, delay_s=0.0)
+    try:
+        wait_until(lambda: distinct_handled(sqlite_db) == 60 or proc.poll() is not None, 90, "all 60 handled")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted(e.event_id for e in events)
 
 
 def test_an_ordered_group_is_not_run_by_the_share_runner():
