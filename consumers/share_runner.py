@@ -96,7 +96,8 @@ class ShareGroupRunner(GroupRunner):
 
     The options are ``GroupRunner``'s (``consumer_overrides`` go to every poller's
     ``ShareConsumer``); ``concurrency`` is the number of pollers, so of records handled at once.
-    ``max_poll_records``: records a poller takes per poll (1 spreads the work most evenly).
+    ``max_poll_records``: records a poller asks for per poll (1 spreads the work most evenly; librdkafka
+    takes it as a hint and may return a whole producer batch).
     """
 
     def __init__(self, group: ConsumerGroup, *, max_poll_records: int = 1, **options: Any):
@@ -201,13 +202,16 @@ class ShareGroupRunner(GroupRunner):
 
     def _loop(self) -> None:
         """The pollers work; this thread serves the dead-letter producer's callbacks until stopped or
-        until every poller has ended (a fatal error)."""
+        until every poller has ended (a fatal error). It keeps the runner live while pollers are:
+        a poller in a long handler polls again only when the handler ends, as a worker of the ordered
+        runner does (whose poll loop stays live meanwhile)."""
         dead_letters = self._dead_letter_producer()
         while not self._stop.wait(0.2):
             dead_letters.poll(0)
             if not any(p.is_alive() for p in self._pollers):
                 log.error("group %s: every poller has ended; stopping", self.group.name)
                 return
+            self.last_loop = time.monotonic()
 
     # -- a poller -----------------------------------------------------------------------------
     def _poll_loop(self, index: int, consumer: ShareConsumer) -> None:
