@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 
 import pytest
@@ -16,7 +18,8 @@ from sqlalchemy import create_engine, select
 from consumers.broker.local import free_port
 from consumers.config import group_id
 from consumers.idempotency import processed_events
-from consumers.share_runner import ShareGroupRunner
+from consumers.job import Abandoned
+from consumers.share_runner import ShareGroupRunner, ShareLane
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
 from tests.consumers.test_lifecycle import ROOT, distinct_handled, get
@@ -225,3 +228,18 @@ def test_an_ordered_group_is_not_run_by_the_share_runner():
     ordered, _ = sample_handlers.recording_group()
     with pytest.raises(ValueError, match="is ordered: run it with GroupRunner"):
         ShareGroupRunner(ordered)
+
+
+def test_a_wait_that_would_outlast_the_records_lock_abandons_it_at_once():
+    # Given a record whose lock ends (less the margin) in 2 s
+    lane = ShareLane("t.app", 0, threading.Event(), time.monotonic() + 2.0)
+    # Then a short wait waits, and one past the lock abandons the record at once (it is released)
+    lane.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(Abandoned, match="would outlast its record's lock"):
+        lane.sleep(5.0)
+    assert time.monotonic() - started < 1.0
+    # And a stopping runner ends a wait as for an ordered group
+    lane.stop_waiting.set()
+    with pytest.raises(Abandoned):
+        lane.sleep(0.5)
