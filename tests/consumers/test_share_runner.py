@@ -224,6 +224,24 @@ def test_events_run_runs_a_shared_group_ready_when_polling_and_sigterm_leaves_no
     assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted(e.event_id for e in events)
 
 
+def test_a_runner_whose_pollers_are_all_in_a_long_handler_stays_live(monkeypatch, app_topic, group_topics,
+                                                                     producer_factory, sqlite_db):
+    # Given a liveness window of 1 s, and an event whose handling takes 3 s
+    monkeypatch.setattr("consumers.runner.LIVENESS_WINDOW_S", 1.0)
+    topic = app_topic()
+    group, behaviour = shared_group(sqlite_db, sample_handlers.Behaviour(delay_s={"app-slow": 3.0}))
+    group_topics(group.name)
+    publish(producer_factory(), topic, [app_event("app-slow", 1)])
+    # When its only poller runs it
+    with running(group, concurrency=1) as runner:
+        wait_until(lambda: runner.in_flight == 1, 60, "the slow event running")
+        # Then the runner stays live throughout (a pod is not restarted for a long job)
+        while runner.in_flight:
+            assert runner.is_live()
+            time.sleep(0.1)
+        assert runner.stats()["handled"] == 1
+
+
 def test_an_ordered_group_is_not_run_by_the_share_runner():
     ordered, _ = sample_handlers.recording_group()
     with pytest.raises(ValueError, match="is ordered: run it with GroupRunner"):
