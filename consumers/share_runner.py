@@ -43,6 +43,7 @@ from schemas.topics import Admin, configure_share_group
 
 from .breaker import OutageBreaker
 from .config import share_consumer_config
+from .errors import ConsumerError
 from .group import SHARED, ConsumerGroup
 from .health import HealthServer
 from .idempotency import IdempotencyStore, make_engine
@@ -116,6 +117,7 @@ class ShareGroupRunner(GroupRunner):
         self._pollers: list[threading.Thread] = []
         self._consumers: list[ShareConsumer] = []
         self._dead_letters: DeadLetters | None = None
+        self._fatal: ConsumerError | None = None  # raised by run() once stopped
 
     @property
     def in_flight(self) -> int:
@@ -210,8 +212,10 @@ class ShareGroupRunner(GroupRunner):
             dead_letters.poll(0)
             if not any(p.is_alive() for p in self._pollers):
                 log.error("group %s: every poller has ended; stopping", self.group.name)
-                return
+                break
             self.last_loop = time.monotonic()
+        if self._fatal is not None:
+            raise self._fatal
 
     # -- a poller -----------------------------------------------------------------------------
     def _poll_loop(self, index: int, consumer: ShareConsumer) -> None:
@@ -319,7 +323,15 @@ class ShareGroupRunner(GroupRunner):
             self.acks[ack_name] += 1
 
     def _on_poll_error(self, err: KafkaError | None, exc: KafkaException | None) -> None:
-        if err is not None and err.fatal():
+        if err is not None and err.code() in (KafkaError.GROUP_ID_NOT_FOUND, KafkaError.INCONSISTENT_GROUP_PROTOCOL):
+            # the broker's answer when the id is a consumer group's: "the group id does not exist"
+            self._fatal = ConsumerError(
+                f"group {self.group.name} is shared, but its Kafka group id {self.group_id} belongs to a consumer "
+                f"group (it ran ordered before: {err.str()}): stop its members, delete it with `kafka-consumer-groups "
+                f"--delete --group {self.group_id}`, then start again (the share group reads the topics from their "
+                "start; idempotency claims skip what was handled within the idempotency retention)")
+            self.stop()
+        elif err is not None and err.fatal():
             log.error("fatal Kafka error in group %s: %s; stopping", self.group.name, err)
             self.stop()
         elif err is None or err.code() != KafkaError._PARTITION_EOF:

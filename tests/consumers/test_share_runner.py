@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, select
 
 from consumers.broker.local import free_port
 from consumers.config import group_id
+from consumers.errors import ConsumerError
 from consumers.idempotency import processed_events
 from consumers.job import Abandoned
 from consumers.share_runner import ShareGroupRunner, ShareLane
@@ -240,6 +241,25 @@ def test_a_runner_whose_pollers_are_all_in_a_long_handler_stays_live(monkeypatch
             assert runner.is_live()
             time.sleep(0.1)
         assert runner.stats()["handled"] == 1
+
+
+def test_a_shared_group_whose_id_an_ordered_group_used_says_how_to_migrate(kafka_env, app_topic, group_topics,
+                                                                           producer_factory, sqlite_db):
+    # Given a group that ran ordered (a Kafka consumer group with a committed offset)
+    topic = app_topic()
+    ordered, _ = sample_handlers.recording_group(database_url=sqlite_db)
+    group_topics(ordered.name)
+    publish(producer_factory(), topic, [app_event("app-1", 1)])
+    with running(ordered) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 1, 60, "1 handled")
+    # When it is declared shared and started again
+    shared, _ = shared_group(sqlite_db)
+    # Then the runner stops with one line that says what to do
+    with pytest.raises(ConsumerError) as refused, running(shared):
+        pass
+    message = str(refused.value)
+    assert "\n" not in message and "belongs to a consumer group" in message
+    assert f"kafka-consumer-groups --delete --group {group_id(kafka_env, shared.name)}" in message
 
 
 def test_an_ordered_group_is_not_run_by_the_share_runner():
