@@ -78,9 +78,9 @@ def consumer_config(settings: Settings, group: str, overrides: dict[str, Any] | 
 def share_consumer_config(settings: Settings, group: str, poller: int, *, max_poll_records: int = 1,
                           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The configuration of one poller's ``ShareConsumer``: explicit acknowledgement (each record
-    is acknowledged as its outcome says), ``max_poll_records`` records per poll (1: work spreads
-    evenly over the members). The user's properties a share consumer refuses are left out, with a
-    warning (the same settings serve ordered groups)."""
+    is acknowledged as its outcome says), ``max_poll_records`` records per poll (a hint: librdkafka
+    may return a whole producer batch). The user's properties a share consumer refuses are left
+    out, with a warning (the same settings serve ordered groups)."""
     user = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
     user.update(overrides or {})
     dropped = sorted(name for name in SHARE_REFUSED if name in user)

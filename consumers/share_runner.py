@@ -173,6 +173,7 @@ class ShareGroupRunner(GroupRunner):
             self._ensure_topics(admin)
             configure_share_group(admin, self.group_id)
         self._read_group_limits(admin)
+        self._check_time_limits()
         resources.dead_letter_max_bytes = self._dead_letter_limit(admin)
         if resources.store is not None:
             threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
@@ -201,6 +202,19 @@ class ShareGroupRunner(GroupRunner):
         except (KafkaException, KeyError, ValueError, TypeError) as exc:
             log.warning("group %s: cannot read its share configs (%s); taking Kafka's defaults: records locked for "
                         "%.0fs, at most %d deliveries", self.group.name, exc, self.lock_s, self.delivery_limit)
+
+    def _check_time_limits(self) -> None:
+        """Refuses a handler's ``time_limit_s`` that the record's lock would not outlast: the broker
+        would offer the record to another member while the handler still runs."""
+        room = self.lock_s - LOCK_MARGIN_S
+        for handler in self.group.handlers.values():
+            limit = handler.options.get("time_limit_s", self.group.options.get("time_limit_s"))
+            if limit is not None and limit >= room:
+                raise ConsumerError(
+                    f"handler {handler.name}: time_limit_s={limit:g} does not end before the share group's record "
+                    f"lock ({self.lock_s:g}s, less {LOCK_MARGIN_S:g}s to acknowledge): lower it below {room:g}, or "
+                    f"raise share.record.lock.duration.ms of the group {self.group_id} (up to the broker's "
+                    "group.share.max.record.lock.duration.ms)")
 
     def _loop(self) -> None:
         """The pollers work; this thread serves the dead-letter producer's callbacks until stopped or

@@ -262,6 +262,19 @@ def test_a_shared_group_whose_id_an_ordered_group_used_says_how_to_migrate(kafka
     assert f"kafka-consumer-groups --delete --group {group_id(kafka_env, shared.name)}" in message
 
 
+def test_a_time_limit_the_record_lock_would_not_outlast_is_refused_in_one_line(app_topic, group_topics, sqlite_db):
+    # Given a shared group whose handler may run 60 s, and the default record lock of 30 s
+    app_topic()
+    group, _ = shared_group(sqlite_db, handler_options={"time_limit_s": 60})
+    group_topics(group.name)
+    # When it starts, then it is refused, saying what to change
+    with pytest.raises(ConsumerError) as refused, running(group):
+        pass
+    message = str(refused.value)
+    assert "\n" not in message and "time_limit_s=60 does not end before the share group's record lock (30s" in message
+    assert "lower it below 27" in message
+
+
 def test_an_ordered_group_is_not_run_by_the_share_runner():
     ordered, _ = sample_handlers.recording_group()
     with pytest.raises(ValueError, match="is ordered: run it with GroupRunner"):
