@@ -33,6 +33,11 @@ REQUIRED: dict[str, Any] = {
     "enable.auto.commit": True,           # commits what we store, in the background, off the hot path
     "enable.auto.offset.store": False,    # we store an offset only when it and all before it are done
 }
+# What librdkafka's share consumer refuses ("not applicable for share consumer"): a share group has no
+# offsets, assignment or session of its own on the client (the broker's group configs decide them).
+SHARE_REFUSED = ("auto.offset.reset", "enable.auto.commit", "partition.assignment.strategy", "session.timeout.ms",
+                 "heartbeat.interval.ms", "queued.max.messages.kbytes", "isolation.level", "group.protocol",
+                 "group.remote.assignor", "enable.auto.offset.store", "auto.commit.interval.ms")
 PRODUCER_ONLY = {"acks", "linger.ms", "compression.type", "enable.idempotence", "delivery.timeout.ms",
                  "message.timeout.ms", "batch.size", "batch.num.messages", "retries", "message.send.max.retries",
                  "queue.buffering.max.ms", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
@@ -66,5 +71,30 @@ def consumer_config(settings: Settings, group: str, overrides: dict[str, Any] | 
         **defaults,
         **user,
         **REQUIRED,
+        "logger": LIBRDKAFKA_LOG,
+    }
+
+
+def share_consumer_config(settings: Settings, group: str, poller: int, *, max_poll_records: int = 1,
+                          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The configuration of one poller's ``ShareConsumer``: explicit acknowledgement (each record
+    is acknowledged as its outcome says), ``max_poll_records`` records per poll (a hint: librdkafka
+    may return a whole producer batch). The user's properties a share consumer refuses are left
+    out, with a warning (the same settings serve ordered groups)."""
+    user = {k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY}
+    user.update(overrides or {})
+    dropped = sorted(name for name in SHARE_REFUSED if name in user)
+    if dropped:
+        logging.getLogger("consumers.config").warning(
+            "group %s is shared: %s do(es) not apply to a share consumer and are left out (a share group's "
+            "broker-side configs decide them)", group, ", ".join(dropped))
+    return {
+        "bootstrap.servers": settings.bootstrap(),
+        "group.id": group_id(settings.topic_prefix, group),
+        "client.id": f"events-{group}-{socket.gethostname()}-{os.getpid()}-p{poller}",
+        "fetch.wait.max.ms": 100,
+        **{k: v for k, v in user.items() if k not in SHARE_REFUSED},
+        "share.acknowledgement.mode": "explicit",
+        "max.poll.records": max_poll_records,
         "logger": LIBRDKAFKA_LOG,
     }

@@ -22,7 +22,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 from .errors import GroupDefinitionError
 
@@ -38,6 +38,13 @@ if TYPE_CHECKING:
     from .pipeline import Step
 
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
+# How a group's members share its topics. ORDERED: a Kafka consumer group, each partition read by one
+# member in order (per-key order; members that help <= partitions). SHARED: a Kafka share group
+# (KIP-932), records handed out one by one to any member (no order; any number of members).
+ORDERED: Final = "ordered"
+SHARED: Final = "shared"
+Delivery = Literal["ordered", "shared"]
+DELIVERIES = (ORDERED, SHARED)
 # options the group itself owns, whatever its pipeline: read by replay tooling, and by the runner,
 # whose outage breaker pauses the group (``consumers.breaker``; ``Retries`` feeds it)
 GROUP_OPTIONS: dict[str, Any] = {
@@ -81,16 +88,20 @@ class ConsumerGroup:
     database for this group's idempotency table and handler sessions; ``catalogue`` defaults to
     ``schemas.CATALOGUE``. ``tables`` (a ``MetaData`` or ``Table`` objects) are the tables its
     handlers use: ``events run`` refuses to start while one is missing, rather than fail every
-    message on it.
+    message on it. ``delivery``: ``"ordered"`` (a consumer group: per-key order) or ``"shared"``
+    (a share group: a work queue without order, for as many members as there is work).
     """
 
     def __init__(self, name: str, *, pipeline: Sequence[type[Step]] | None = None,
                  database_url: str | None = None, catalogue: Catalogue | None = None,
-                 tables: MetaData | Iterable[Table] = (), **options: Any):
+                 tables: MetaData | Iterable[Table] = (), delivery: Delivery = ORDERED, **options: Any):
         if not GROUP_NAME.match(name):
             raise GroupDefinitionError(
                 f"group name {name!r} is not valid: use 1-200 lowercase letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit (it becomes part of topic names)")
+        if delivery not in DELIVERIES:
+            raise GroupDefinitionError(f"group {name!r}: delivery={delivery!r} is not valid: use 'ordered' (per-key "
+                                       "order, a consumer group) or 'shared' (no order, a share group)")
         from sqlalchemy import MetaData
 
         from schemas.catalogue import CATALOGUE
@@ -98,6 +109,7 @@ class ConsumerGroup:
         from .pipeline import DEFAULT_PIPELINE
 
         self.name = name
+        self.delivery: Delivery = delivery
         self.pipeline: tuple[type[Step], ...] = tuple(DEFAULT_PIPELINE if pipeline is None else pipeline)
         self.database_url = database_url
         self.catalogue = CATALOGUE if catalogue is None else catalogue
@@ -176,7 +188,8 @@ class ConsumerGroup:
         return [*self.domain_topics(prefix), self.retry_topic(prefix)]
 
     def __repr__(self) -> str:
-        return f"ConsumerGroup({self.name!r}, handlers={sorted(self.handlers)})"
+        shared = f", delivery={self.delivery!r}" if self.delivery != ORDERED else ""
+        return f"ConsumerGroup({self.name!r}, handlers={sorted(self.handlers)}{shared})"
 
 
 def handler_names(groups: Iterable[ConsumerGroup]) -> list[str]:

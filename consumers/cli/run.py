@@ -17,6 +17,7 @@ from rich.table import Table
 from schemas.settings import MAX_RETENTION_DAYS, get_settings
 
 from ..errors import ConsumerError
+from ..group import SHARED
 from ..logs import configure_logging
 
 out = Console()
@@ -84,15 +85,15 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
 
 def _run_one(group, concurrency: int | None, health_port: int | None, metrics_port: int | None,
              retention_days: float) -> None:
-    from ..runner import GroupRunner
+    from ..share_runner import runner_class
     from ..telemetry import configure
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     telemetry = configure(settings.metrics_port if metrics_port is None else metrics_port, group=group.name)
-    runner = GroupRunner(group, settings=settings, concurrency=concurrency, health_port=health_port,
-                         idempotency_retention=timedelta(days=retention_days),
-                         tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    runner = runner_class(group)(group, settings=settings, concurrency=concurrency, health_port=health_port,
+                                 idempotency_retention=timedelta(days=retention_days),
+                                 tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
 
     def on_signal(_signum, _frame):
         runner.stop()  # only sets an event: safe in a signal handler; the loop logs what follows
@@ -148,6 +149,7 @@ def _print_groups(groups) -> None:
     prefix = get_settings().topic_prefix
     table = Table("group", "handlers", "subscribes to", "dead letters")
     for group in groups:
-        table.add_row(group.name, "\n".join(f"{t} -> {h.name}" for t, h in sorted(group.handlers.items())),
+        name = f"{group.name}\n(shared)" if group.delivery == SHARED else group.name
+        table.add_row(name, "\n".join(f"{t} -> {h.name}" for t, h in sorted(group.handlers.items())),
                       "\n".join(group.topics(prefix)), group.dlq_topic(prefix))
     out.print(table)

@@ -6,9 +6,9 @@ import logging
 import time
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, ShareConsumer
 
-from consumers.config import consumer_config
+from consumers.config import consumer_config, share_consumer_config
 from consumers.errors import ConsumerError
 from schemas.settings import Settings
 
@@ -75,3 +75,22 @@ def test_kip848_leaves_broker_side_settings_out_and_refuses_them_when_given():
 def test_producer_properties_of_the_shared_settings_are_left_out():
     conf = consumer_config(settings(**{"linger.ms": "20", "sasl.mechanism": "PLAIN"}), "g")
     assert "linger.ms" not in conf and conf["sasl.mechanism"] == "PLAIN"
+
+
+def test_a_share_consumer_takes_the_settings_it_can_and_leaves_out_with_a_warning_what_it_refuses(caplog):
+    # Given settings written for ordered groups (an offset reset, a session timeout, the KIP-848 protocol)
+    mixed = settings(**{"auto.offset.reset": "latest", "session.timeout.ms": "30000", "group.protocol": "consumer",
+                        "client.rack": "rack-1", "acks": "all"})
+    # When a shared group's poller is configured from them
+    with caplog.at_level(logging.WARNING, logger="consumers.config"):
+        conf = share_consumer_config(mixed, "indexer", 2)
+    # Then what a share consumer refuses is left out and named once, the rest (not the producer's) kept
+    assert not {"auto.offset.reset", "session.timeout.ms", "group.protocol", "acks"} & set(conf)
+    assert conf["client.rack"] == "rack-1" and conf["group.id"] == "env1.indexer"
+    assert conf["client.id"].endswith("-p2")
+    assert conf["share.acknowledgement.mode"] == "explicit" and conf["max.poll.records"] == 1
+    assert [r.getMessage() for r in caplog.records if "left out" in r.getMessage()] == [
+        "group indexer is shared: auto.offset.reset, group.protocol, session.timeout.ms do(es) not apply to a share "
+        "consumer and are left out (a share group's broker-side configs decide them)"]
+    # And librdkafka takes the result (it refuses an inapplicable property when the client is made)
+    ShareConsumer({**conf, "logger": logging.getLogger("tests.quiet")}).close()

@@ -76,3 +76,16 @@ def test_one_handler_per_event_type_and_valid_group_names():
         group.handler(AppWasCreated)(noop)
     with pytest.raises(GroupDefinitionError, match="not valid"):
         ConsumerGroup("Has Spaces")
+
+
+def test_a_group_is_ordered_unless_declared_shared_and_a_wrong_delivery_is_refused_in_one_line():
+    # Given a group of each delivery
+    assert ConsumerGroup("g").delivery == "ordered"
+    shared = ConsumerGroup("indexer", delivery="shared")
+    # Then the shared one says so
+    assert shared.delivery == "shared" and "delivery='shared'" in repr(shared)
+    # And a delivery that is neither is refused, saying which ones exist
+    with pytest.raises(GroupDefinitionError) as refused:
+        ConsumerGroup("g", delivery="share")  # type: ignore[arg-type]
+    assert str(refused.value).count("\n") == 0
+    assert "delivery='share' is not valid" in str(refused.value) and "'shared'" in str(refused.value)

@@ -8,14 +8,16 @@ from collections.abc import Iterator
 
 from consumers.group import ConsumerGroup
 from consumers.runner import GroupRunner
+from consumers.share_runner import runner_class
 from tests.support.waiting import wait_until
 
 
 @contextlib.contextmanager
 def running(group: ConsumerGroup, **options) -> Iterator[GroupRunner]:
-    """Runs the group in a thread until the block ends (then stops it and checks it stopped)."""
+    """Runs the group in a thread (with the runner of its delivery) until the block ends (then stops
+    it and checks it stopped)."""
     options.setdefault("health_port", 0)
-    runner = GroupRunner(group, **options)
+    runner = runner_class(group)(group, **options)
     errors: list[BaseException] = []
 
     def target():

@@ -1,0 +1,412 @@
+"""Runs one shared group (``ConsumerGroup(..., delivery="shared")``): a Kafka share group (KIP-932).
+
+``concurrency`` pollers, each a thread with its own ``ShareConsumer`` (one member of the share group
+each: the client is not thread-safe, and in explicit mode every record of a poll must be
+acknowledged before the next poll). A poller runs each record it is given through the group's
+pipeline (the chain ``GroupRunner`` runs: decode, idempotency, retries, dead letters, the handler)
+on its own thread, and acknowledges it as the outcome says:
+
+    handled, duplicate, passed over     ACCEPT    done
+    dead-lettered, or no letter fits    REJECT    done: the broker never offers it again
+    abandoned (stopping, lock ending),  RELEASE   offered again at once, to any member, with its
+    or a bug in a step                            delivery count one higher
+
+KIP-932 has no delayed RELEASE, so retries with backoff stay in the pipeline, on the poller; a wait
+that would outlast the record's acquisition lock (``share.record.lock.duration.ms``) abandons the
+record instead, which releases it. A record on its last delivery (its delivery count at the group's
+``share.delivery.count.limit``) is never released: the broker would archive it without a trace, so
+it is dead-lettered by us (``LastDelivery``) and rejected. Only a process that dies on each of a
+record's deliveries leaves the broker to archive it unseen.
+
+A slow record holds only its own poller, and whatever else that poller's poll returned: librdkafka
+2.16 treats ``max.poll.records`` as best effort, and brokers acquire whole producer batches (it has no
+KIP-1206 ``record_limit`` acquire mode), so a poll may return more records than asked for. The
+poller runs them one after another; one whose lock is about to end before its turn is released
+unrun. Nothing of the ordered runner's partition bookkeeping applies: a share group has no offsets,
+no assignment and no lag the Python client can read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import AcknowledgeType, KafkaError, KafkaException, Message, ShareConsumer
+from confluent_kafka.admin import ConfigResource, ResourceType
+
+from schemas import headers as H
+from schemas.codec import AvroCodec
+from schemas.topics import Admin, configure_share_group
+
+from .breaker import OutageBreaker
+from .config import share_consumer_config
+from .errors import ConsumerError
+from .group import SHARED, ConsumerGroup
+from .health import HealthServer
+from .idempotency import IdempotencyStore, make_engine
+from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, NOT_DEAD_LETTERED, PASSED, Abandoned, Job, Lane
+from .pipeline import DeadLetters, Resources, build, claims_keys
+from .runner import EVENT_TYPE_NAME, GroupRunner, tune_interpreter
+from .tables import require_tables
+from .telemetry.fields import message_fields
+from .telemetry.metrics import ConsumerMetrics, meter_provider_configured
+
+log = logging.getLogger("consumers.share_runner")
+
+ACKS = {HANDLED: AcknowledgeType.ACCEPT, DUPLICATE: AcknowledgeType.ACCEPT, PASSED: AcknowledgeType.ACCEPT,
+        DEAD_LETTERED: AcknowledgeType.REJECT, NOT_DEAD_LETTERED: AcknowledgeType.REJECT,
+        ABANDONED: AcknowledgeType.RELEASE}
+ACK_NAMES = {AcknowledgeType.ACCEPT: "accept", AcknowledgeType.RELEASE: "release", AcknowledgeType.REJECT: "reject"}
+# Kafka's defaults, used when the group's configs cannot be read
+LOCK_DURATION_MS = 30_000
+DELIVERY_COUNT_LIMIT = 5
+LOCK_MARGIN_S = 3.0  # a record is given up (released) this long before its lock would end
+CLOSE_TIMEOUT_S = 15.0  # a poller's last commit of acknowledgements, then leaving the group
+
+
+class LastDelivery(Exception):
+    """The dead letter's error for a record abandoned on its last delivery."""
+
+
+class ShareLane(Lane):
+    """Where one record of a share group came from, and until when its acquisition lock holds: a
+    wait (backoff, an outage, a dead letter's retry) that would outlast it abandons the record."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, topic: str, partition: int, stop_waiting: threading.Event, deadline: float):
+        # Lane's offsets and committed position have no meaning here: a share group has none
+        self.topic = topic
+        self.partition = partition
+        self.revoked = False
+        self.stop_waiting = stop_waiting  # the runner's: set when it stops
+        self.outstanding = 0
+        self.deadline = deadline
+
+    def sleep(self, seconds: float) -> None:
+        if time.monotonic() + seconds > self.deadline:
+            raise Abandoned(f"{self.topic}[{self.partition}]: a {seconds:.1f}s wait would outlast its record's lock")
+        super().sleep(seconds)
+
+
+class ShareGroupRunner(GroupRunner):
+    """Runs a shared ``group`` until ``stop()`` (thread- and signal-safe) or a fatal Kafka error.
+
+    The options are ``GroupRunner``'s (``consumer_overrides`` go to every poller's
+    ``ShareConsumer``); ``concurrency`` is the number of pollers, so of records handled at once.
+    ``max_poll_records``: records a poller asks for per poll (1 spreads the work most evenly; librdkafka
+    takes it as a hint and may return a whole producer batch).
+    """
+
+    def __init__(self, group: ConsumerGroup, *, max_poll_records: int = 1, **options: Any):
+        if group.delivery != SHARED:
+            raise ValueError(f"group {group.name!r} is {group.delivery}: run it with GroupRunner")
+        super().__init__(group, **options)
+        self.max_poll_records = max_poll_records
+        self.lock_s = LOCK_DURATION_MS / 1000
+        self.delivery_limit = DELIVERY_COUNT_LIMIT
+        self.acks: Counter[str] = Counter()
+        self.redelivered = 0  # records that came with a delivery count above 1
+        self.handled_by: list[int] = [0] * self.concurrency  # records each poller finished (not abandoned)
+        self._counts = threading.Lock()
+        self._busy = [False] * self.concurrency  # running a record's pipeline
+        self._stop_waiting = threading.Event()
+        self._pollers: list[threading.Thread] = []
+        self._consumers: list[ShareConsumer] = []
+        self._dead_letters: DeadLetters | None = None
+        self._fatal: ConsumerError | None = None  # raised by run() once stopped
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._busy)
+
+    def status(self) -> dict[str, Any]:
+        return {"group": self.group.name, "delivery": SHARED, "joined": self.joined, "pollers": self.concurrency,
+                "in_flight": self.in_flight, "redelivered": self.redelivered, "acks": dict(self.acks),
+                **self.stats()}
+
+    # -- the run ------------------------------------------------------------------------------
+    def _start(self) -> bool:
+        """As ``GroupRunner._start``: what can be refused is refused before anything is created on
+        the cluster. Then the group's share configs (``share.auto.offset.reset=earliest`` must be
+        set before its first member joins) and its lock and delivery limit are read."""
+        group = self.group
+        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
+                              breaker=OutageBreaker.of(group, self.concurrency), producer=self._dead_letter_producer,
+                              tracer_provider=self.tracer_provider)
+        idempotent = claims_keys(group)
+        if idempotent or group.tables:
+            url = group.database_url or self.settings.database()
+            resources.engine = make_engine(url, pool_size=self.concurrency + 2)
+            if idempotent:
+                resources.store = IdempotencyStore(resources.engine, group.name)
+                resources.store.create()
+            require_tables(resources.engine, group.tables, group=group.name)
+        overrides = {**self.consumer_overrides, "error_cb": self._on_error}
+        self._consumers = [ShareConsumer(share_consumer_config(self.settings, group.name, i,
+                                                               max_poll_records=self.max_poll_records,
+                                                               overrides=overrides))
+                           for i in range(self.concurrency)]
+        self._dead_letter_producer()
+        provider = self.meter_provider
+        if provider is None and meter_provider_configured():
+            from opentelemetry import metrics
+            provider = metrics.get_meter_provider()
+        if provider is not None:
+            self.metrics = resources.metrics = ConsumerMetrics.of(provider)
+            self.metrics.watch(self)
+        self.resources = resources
+        self._chain, self._steps = build(resources, group.pipeline)
+        self._dead_letters = next((s for s in self._steps if isinstance(s, DeadLetters)), None)
+        tune_interpreter()
+        self.last_loop = time.monotonic()
+        if self.health_port:
+            self.health = HealthServer(self.health_port, live=self.is_live, ready=self.is_ready,
+                                       status=self.status).start()
+        admin = self._admin()
+        if not self._await_cluster(admin):
+            return False
+        if self.create_topics:
+            self._ensure_topics(admin)
+            configure_share_group(admin, self.group_id)
+        self._read_group_limits(admin)
+        self._check_time_limits()
+        resources.dead_letter_max_bytes = self._dead_letter_limit(admin)
+        if resources.store is not None:
+            threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
+        topics = group.topics(self.prefix)
+        for consumer in self._consumers:
+            consumer.subscribe(topics)
+        self._pollers = [threading.Thread(target=self._poll_loop, args=(i, consumer), daemon=True,
+                                          name=f"events-{group.name}-p{i}")
+                         for i, consumer in enumerate(self._consumers)]
+        for poller in self._pollers:
+            poller.start()
+        self.last_loop = time.monotonic()
+        log.info("group %s (share group %s) subscribed to %s with %d poller(s); records locked for %.0fs, at most "
+                 "%d deliveries", group.name, self.group_id, ", ".join(topics), self.concurrency, self.lock_s,
+                 self.delivery_limit)
+        self.started.set()
+        return True
+
+    def _read_group_limits(self, admin: Admin) -> None:
+        """The group's effective lock duration and delivery-count limit (its own, else the broker's)."""
+        try:
+            future = admin.describe_configs([ConfigResource(ResourceType.GROUP, self.group_id)], request_timeout=15)
+            config = next(iter(future.values())).result(15)
+            self.lock_s = int(config["share.record.lock.duration.ms"].value) / 1000
+            self.delivery_limit = int(config["share.delivery.count.limit"].value)
+        except (KafkaException, KeyError, ValueError, TypeError) as exc:
+            log.warning("group %s: cannot read its share configs (%s); taking Kafka's defaults: records locked for "
+                        "%.0fs, at most %d deliveries", self.group.name, exc, self.lock_s, self.delivery_limit)
+
+    def _check_time_limits(self) -> None:
+        """Refuses a handler's ``time_limit_s`` that the record's lock would not outlast: the broker
+        would offer the record to another member while the handler still runs."""
+        room = self.lock_s - LOCK_MARGIN_S
+        for handler in self.group.handlers.values():
+            limit = handler.options.get("time_limit_s", self.group.options.get("time_limit_s"))
+            if limit is not None and limit >= room:
+                raise ConsumerError(
+                    f"handler {handler.name}: time_limit_s={limit:g} does not end before the share group's record "
+                    f"lock ({self.lock_s:g}s, less {LOCK_MARGIN_S:g}s to acknowledge): lower it below {room:g}, or "
+                    f"raise share.record.lock.duration.ms of the group {self.group_id} (up to the broker's "
+                    "group.share.max.record.lock.duration.ms)")
+
+    def _loop(self) -> None:
+        """The pollers work; this thread serves the dead-letter producer's callbacks until stopped or
+        until every poller has ended (a fatal error). It keeps the runner live while pollers are:
+        a poller in a long handler polls again only when the handler ends, as a worker of the ordered
+        runner does (whose poll loop stays live meanwhile)."""
+        dead_letters = self._dead_letter_producer()
+        while not self._stop.wait(0.2):
+            dead_letters.poll(0)
+            if not any(p.is_alive() for p in self._pollers):
+                log.error("group %s: every poller has ended; stopping", self.group.name)
+                break
+            self.last_loop = time.monotonic()
+        if self._fatal is not None:
+            raise self._fatal
+
+    # -- a poller -----------------------------------------------------------------------------
+    def _poll_loop(self, index: int, consumer: ShareConsumer) -> None:
+        """One poller: poll, run each record, acknowledge it; the only thread that touches ``consumer``."""
+        breaker = self.resources.breaker if self.resources else None
+        try:
+            while not self._stop.is_set():
+                if breaker is not None and breaker.is_open():  # not polling: nothing is acquired to wait
+                    self._stop.wait(0.2)
+                    self.last_loop = time.monotonic()
+                    continue
+                try:
+                    records = consumer.poll(self.poll_timeout_s)
+                except KafkaException as exc:
+                    self._on_poll_error(exc.args[0] if exc.args else None, exc)
+                    continue
+                self.joined = True
+                self.last_loop = acquired = time.monotonic()  # the records' locks started about now
+                for record in records:
+                    if record.error() is not None:
+                        self._on_poll_error(record.error(), None)
+                        continue
+                    self._acknowledge(consumer, record, self._run_record(index, record, acquired))
+                if records:
+                    consumer.commit_async()  # else the acknowledgements wait for the next poll
+        except BaseException:
+            log.exception("group %s: poller %d failed; stopping the group", self.group.name, index)
+            self.stop()
+            raise
+        finally:
+            self._close(consumer)
+
+    def _run_record(self, index: int, record: Any, acquired: float) -> str:
+        """The pipeline on one record acquired at ``acquired``; its outcome (never raises). (``Any``:
+        confluent-kafka's stubs allow a ``Message`` no topic, offset or list of headers; a record has them.)"""
+        delivery = record.delivery_count() or 1
+        if delivery > 1:
+            with self._counts:
+                self.redelivered += 1
+        raw = record.headers()
+        event_type = next((v for k, v in raw if k == H.EVENT_TYPE), None) if raw else None
+        handler = self._handlers.get(event_type) if event_type is not None else None
+        lane = ShareLane(record.topic(), record.partition(), self._stop_waiting,
+                         acquired + self.lock_s - LOCK_MARGIN_S)
+        job = Job(record, lane, record.offset(), raw, event_type, handler)
+        if handler is None and event_type is not None and EVENT_TYPE_NAME.match(event_type):
+            outcome = PASSED  # another group's event type
+        elif self._stop.is_set():
+            outcome = ABANDONED
+        elif time.monotonic() >= lane.deadline:
+            log.warning("%s of group %s is released unrun: its lock ends in less than %.0fs, spent while the records "
+                        "before it in its poll ran", job.where(), self.group.name, LOCK_MARGIN_S,
+                        extra=message_fields(job, self.group.name))
+            outcome = ABANDONED
+        else:
+            self._busy[index] = True
+            try:
+                outcome = self._chain(job)
+            except Abandoned:
+                outcome = ABANDONED
+            except BaseException:  # noqa: BLE001 - a bug in a step: released, offered again
+                log.exception("the pipeline failed on %s; it is released (offered again)", job.where(),
+                              extra=message_fields(job, self.group.name))
+                outcome = ABANDONED
+            finally:
+                self._busy[index] = False
+        if outcome == ABANDONED and delivery >= self.delivery_limit:
+            outcome = self._last_delivery(job, delivery)
+        if self.metrics is not None and outcome != PASSED:
+            self._observe(job, outcome)
+        with self._counts:
+            self.outcomes[outcome] += 1
+            if outcome != ABANDONED:
+                self.handled_by[index] += 1
+        return outcome
+
+    def _last_delivery(self, job: Job, delivery: int) -> str:
+        """A record abandoned on its last delivery: dead-lettered by us rather than released to the
+        broker's archive. ABANDONED still when the group has no ``DeadLetters`` or the letter cannot
+        be sent before the record's lock ends."""
+        if self._dead_letters is None:
+            log.warning("%s of group %s was abandoned on its last delivery (%d of %d) and the group has no "
+                        "DeadLetters step: the broker archives it", job.where(), self.group.name, delivery,
+                        self.delivery_limit, extra=message_fields(job, self.group.name))
+            return ABANDONED
+        reason = LastDelivery(f"abandoned on its last delivery ({delivery} of the share group's "
+                              f"share.delivery.count.limit {self.delivery_limit}): the consumer stopped, or the "
+                              "record's lock was about to end")
+        try:
+            return DEAD_LETTERED if self._dead_letters.publish(job, reason) else NOT_DEAD_LETTERED
+        except Abandoned:
+            return ABANDONED
+
+    def _acknowledge(self, consumer: ShareConsumer, record: Message, outcome: str) -> None:
+        ack = ACKS[outcome]
+        try:
+            consumer.acknowledge(record, ack)
+        except KafkaException as exc:  # its lock ended meanwhile: the broker offers it again
+            log.warning("group %s: acknowledging %s[%d]@%d (%s) failed: %s", self.group.name, record.topic(),
+                        record.partition(), record.offset(), ACK_NAMES[ack], exc)
+            ack_name = "failed"
+        else:
+            ack_name = ACK_NAMES[ack]
+        with self._counts:
+            self.acks[ack_name] += 1
+
+    def _on_poll_error(self, err: KafkaError | None, exc: KafkaException | None) -> None:
+        if err is not None and err.code() in (KafkaError.GROUP_ID_NOT_FOUND, KafkaError.INCONSISTENT_GROUP_PROTOCOL):
+            # the broker's answer when the id is a consumer group's: "the group id does not exist"
+            self._fatal = ConsumerError(
+                f"group {self.group.name} is shared, but its Kafka group id {self.group_id} belongs to a consumer "
+                f"group (it ran ordered before: {err.str()}): stop its members, delete it with `kafka-consumer-groups "
+                f"--delete --group {self.group_id}`, then start again (the share group reads the topics from their "
+                "start; idempotency claims skip what was handled within the idempotency retention)")
+            self.stop()
+        elif err is not None and err.fatal():
+            log.error("fatal Kafka error in group %s: %s; stopping", self.group.name, err)
+            self.stop()
+        elif err is None or err.code() != KafkaError._PARTITION_EOF:
+            log.warning("group %s: %s", self.group.name, err or exc)
+        if exc is not None:
+            self._stop.wait(0.5)  # the poll itself failed: not at full speed
+
+    def _close(self, consumer: ShareConsumer) -> None:
+        """Sends the acknowledgements still held, then leaves the group."""
+        try:
+            consumer.commit_sync(CLOSE_TIMEOUT_S - 5)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("group %s: committing acknowledgements on close: %s (those records are offered again when "
+                        "their locks end)", self.group.name, exc)
+        try:
+            consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing a share consumer of group %s: %s", self.group.name, exc)
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Stops polling; idle pollers close their consumers (leaving the group); then waits end
+        (backoffs, outages: those records are released); running handlers get ``drain_timeout_s``;
+        each poller acknowledges, commits and closes its consumer. Releasing only once the idle
+        pollers are gone keeps a sibling from acquiring a released record again (a fetch of its last
+        poll may still be in flight), which would spend a delivery and, closing, release it once
+        more: on the record's last delivery the broker would archive it."""
+        self._stopping = True
+        self._stop.set()
+        idle_gone = time.monotonic() + self.poll_timeout_s + CLOSE_TIMEOUT_S
+        while time.monotonic() < idle_gone and any(
+                poller.is_alive() and not self._busy[i] for i, poller in enumerate(self._pollers)):
+            time.sleep(0.01)
+        self._stop_waiting.set()
+        if self._pollers:
+            log.info("group %s stopping: %d record(s) in flight get up to %.1fs to finish", self.group.name,
+                     self.in_flight, self.settings.drain_timeout_s)
+            deadline = time.monotonic() + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
+            for poller in self._pollers:
+                poller.join(max(0.0, deadline - time.monotonic()))
+            stuck = sum(p.is_alive() for p in self._pollers)
+            if stuck:
+                log.warning("group %s: %d poller(s) still running a handler after the drain timeout; their records "
+                            "are offered again when their locks end", self.group.name, stuck)
+            log.info("group %s stopped: %s", self.group.name, self.stats())
+        else:
+            for consumer in self._consumers:  # refused or stopped before subscribing
+                consumer.close()
+        for step in getattr(self, "_steps", ()):
+            step.close()
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+        if self.resources is not None and self.resources.engine is not None:
+            self.resources.engine.dispose()
+        if self.health is not None:
+            self.health.stop()
+        if self.metrics is not None:
+            self.metrics.unwatch(self)
+
+
+def runner_class(group: ConsumerGroup) -> type[GroupRunner]:
+    """The runner of ``group``'s delivery."""
+    return ShareGroupRunner if group.delivery == SHARED else GroupRunner

@@ -1,0 +1,295 @@
+"""A shared group (a Kafka share group, KIP-932) on the real broker: pollers that each take records,
+run the group's pipeline and acknowledge each record as its outcome says (ACCEPT, REJECT, RELEASE)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+
+import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from sqlalchemy import create_engine, select
+
+from consumers.broker.local import free_port
+from consumers.config import group_id
+from consumers.errors import ConsumerError
+from consumers.idempotency import processed_events
+from consumers.job import Abandoned
+from consumers.share_runner import ShareGroupRunner, ShareLane
+from tests.consumers import sample_handlers
+from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
+from tests.consumers.test_lifecycle import ROOT, distinct_handled, get
+
+
+def processed(url: str, group: str) -> list[str]:
+    """The event ids of the group's idempotency claims (one row per event handled)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(processed_events.c.event_id).where(processed_events.c.group_name == group)).all()
+    engine.dispose()
+    return sorted(r[0] for r in rows)
+
+
+def shared_group(url: str, behaviour: sample_handlers.Behaviour | None = None, **options):
+    return sample_handlers.recording_group(database_url=url, behaviour=behaviour, delivery="shared", **options)
+
+
+def publish_one_by_one(producer, topic: str, events) -> None:
+    """Each event in a producer batch of its own, as events published while things happen are: the
+    broker hands a share consumer whole batches (``max.poll.records`` is best effort in librdkafka)."""
+    for event in events:
+        publish(producer, topic, [event])
+
+
+def test_events_taken_by_two_pollers_are_each_handled_once_and_accepted(app_topic, group_topics, producer_factory,
+                                                                        effects_db):
+    # Given 30 events on 5 keys across 2 partitions, each taking 50 ms to handle
+    topic = app_topic(partitions=2)
+    group, _ = shared_group(effects_db, sample_handlers.Behaviour(default_delay_s=0.05))
+    group_topics(group.name)
+    events = [app_event(f"app-{i % 5}", i) for i in range(30)]
+    publish_one_by_one(producer_factory(), topic, events)
+    # When the shared group runs with 2 pollers until all are handled (which poller takes what is the
+    # broker's choice: while members <= partitions, Kafka gives each partition to one member)
+    with running(group, concurrency=2) as runner:
+        assert isinstance(runner, ShareGroupRunner)
+        wait_until(lambda: runner.stats()["handled"] == 30, 90, "30 handled")
+    # Then each event had its effect once and was claimed once, and every record was accepted once
+    ids = sorted(e.event_id for e in events)
+    assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
+    assert processed(effects_db, group.name) == ids
+    assert dict(runner.acks) == {"accept": 30} and sum(runner.handled_by) == 30
+    assert runner.redelivered == 0
+
+
+def test_a_failing_event_is_dead_lettered_once_and_rejected_not_redelivered(app_topic, group_topics, producer_factory,
+                                                                            sqlite_db, dlq_reader):
+    # Given a handler that always fails on one key, tried twice
+    topic = app_topic()
+    group, behaviour = shared_group(sqlite_db, max_attempts=2, min_backoff_s=0.05)
+    behaviour.fail["app-bad"] = -1
+    group_topics(group.name)
+    events = [app_event("app-ok", 1), app_event("app-bad", 2), app_event("app-ok", 3)]
+    publish(producer_factory(), topic, events)
+    dead_letters = dlq_reader(group.name)
+    # When the shared group runs
+    with running(group, concurrency=2) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 2 and runner.stats()["dead_lettered"] == 1, 60,
+                   "2 handled, 1 dead-lettered")
+        # Then the failing event has one dead letter, and its record was rejected, the others accepted
+        [letter] = read_messages(dead_letters, 1)
+        assert dict(letter.headers())["dlq-origin-offset"] == b"1"
+        assert dict(runner.acks) == {"accept": 2, "reject": 1}
+        # And the broker never offers it again: no second attempt, no second letter
+        assert nothing_more(dead_letters, 3.0) == []
+    assert behaviour.calls["app-bad"] == 2
+    # Nor to a new member of the group
+    with running(group) as again:
+        assert nothing_more(dead_letters, 3.0) == []
+        assert again.stats()["handled"] == again.stats()["dead_lettered"] == 0
+    assert behaviour.calls["app-bad"] == 2
+
+
+def test_a_runner_stopped_mid_stream_releases_what_it_holds_and_another_handles_it_once(
+        app_topic, group_topics, producer_factory, effects_db):
+    # Given 3 events, then one that fails once and then waits 10-20 s before its retry, then 8 more,
+    # each part in a producer batch of its own (a poll takes whole batches)
+    topic = app_topic()
+    group, behaviour = shared_group(effects_db, min_backoff_s=10.0, max_backoff_s=10.0)
+    behaviour.fail["app-held"] = 1
+    group_topics(group.name)
+    events = [*(app_event(f"app-{i}", i) for i in range(3)), app_event("app-held", 3),
+              *(app_event(f"app-{i}", i) for i in range(4, 12))]
+    producer = producer_factory()
+    for part in (events[:3], events[3:4], events[4:]):
+        publish(producer, topic, part)
+    # When a runner of one poller stops while it holds that event in its backoff, having handled the
+    # first 3 and not taken the last 8
+    with running(group, concurrency=1) as first:
+        wait_until(lambda: first.stats()["retries"] == 1, 60, "the held event in backoff")
+    # Then it released the held event, and accepted those it handled
+    assert first.stats()["handled"] == 3 and first.stats()["abandoned"] == 1
+    assert dict(first.acks) == {"accept": 3, "release": 1}
+    # When another runner of the group starts
+    with running(group, concurrency=2) as second:
+        # Then it handles the rest; the released event comes again (delivery count 2)
+        wait_until(lambda: second.stats()["handled"] == 9, 90, "the other 9 handled")
+    assert second.redelivered == 1
+    # And nothing was lost or done twice
+    ids = sorted(e.event_id for e in events)
+    assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
+    assert processed(effects_db, group.name) == ids
+    assert behaviour.calls["app-held"] == 2
+
+
+def set_group_config(admin, group: str, name: str, value: str) -> None:
+    """Sets one config of a (share) group and waits until the broker reads it back."""
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)])
+    next(iter(admin.incremental_alter_configs([resource]).values())).result(30)
+
+    def read_back() -> bool:
+        described = next(iter(admin.describe_configs([ConfigResource(ResourceType.GROUP, group)]).values()))
+        return described.result(30)[name].value == value
+
+    wait_until(read_back, 30, f"{name}={value} on {group}")
+
+
+def test_a_record_abandoned_on_its_last_delivery_is_dead_lettered_not_released(
+        kafka_env, admin, app_topic, group_topics, producer_factory, sqlite_db, dlq_reader):
+    # Given a share group that delivers a record at most twice, and an event whose handler fails twice,
+    # each time followed by a 10-20 s backoff
+    topic = app_topic()
+    group, behaviour = shared_group(sqlite_db, min_backoff_s=10.0, max_backoff_s=10.0)
+    behaviour.fail["app-1"] = 2
+    group_topics(group.name)
+    set_group_config(admin, group_id(kafka_env, group.name), "share.delivery.count.limit", "2")
+    publish(producer_factory(), topic, [app_event("app-1", 1)])
+    dead_letters = dlq_reader(group.name)
+    # When a runner stops while the event waits in its backoff (first delivery: released)
+    with running(group) as first:
+        assert first.delivery_limit == 2
+        wait_until(lambda: first.stats()["retries"] == 1, 60, "the first retry's backoff")
+    assert dict(first.acks) == {"release": 1}
+    # And a second runner stops while the event waits again (its last delivery)
+    with running(group) as second:
+        wait_until(lambda: second.stats()["retries"] == 1, 60, "the second delivery's backoff")
+    # Then the second dead-lettered it (saying why) and rejected it, rather than leave it to the broker's archive
+    assert second.redelivered == 1 and second.stats()["dead_lettered"] == 1
+    assert dict(second.acks) == {"reject": 1}
+    [letter] = read_messages(dead_letters, 1)
+    headers = dict(letter.headers())
+    assert headers["dlq-error-class"] == b"consumers.share_runner.LastDelivery"
+    assert b"last delivery (2 of" in headers["dlq-error-message"]
+    # And it is not offered again
+    with running(group) as third:
+        assert nothing_more(dead_letters, 3.0) == []
+        assert third.stats()["handled"] == third.stats()["abandoned"] == 0
+    assert behaviour.calls["app-1"] == 2
+
+
+def start_shared_run(database_url: str, health_port: int, delay_s: float) -> subprocess.Popen:
+    """`events run --group sample-shared` in its own process, as a pod runs it."""
+    env = dict(os.environ, EVENTS_DATABASE_URL=database_url, EVENTS_HANDLER_MODULES="tests.consumers.shared_handlers",
+               EVENTS_HEALTH_PORT=str(health_port), EVENTS_CONCURRENCY="2", EVENTS_DRAIN_TIMEOUT_S="5",
+               SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO")
+    return subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "sample-shared"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def ready(port: int) -> bool:
+    try:
+        return get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+    except urllib.error.URLError:  # not serving yet
+        return False
+
+
+def test_events_run_runs_a_shared_group_ready_when_polling_and_sigterm_leaves_nothing_undone(
+        kafka_env, app_topic, group_topics, producer_factory, sqlite_db):
+    # Given 60 slow events for the registered shared group
+    topic = app_topic(partitions=2)
+    group_topics("sample-shared")
+    events = [app_event(f"app-{i % 10}", i) for i in range(60)]
+    publish_one_by_one(producer_factory(), topic, events)
+    # When `events run --group sample-shared` runs
+    port = free_port()
+    proc = start_shared_run(sqlite_db, port, delay_s=0.1)
+    try:
+        # Then it is alive, and ready once its pollers poll, saying it is shared
+        wait_until(lambda: ready(port) or proc.poll() is not None, 60, "readiness")
+        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 200 and body["delivery"] == "shared" and body["pollers"] == 2
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        wait_until(lambda: distinct_handled(sqlite_db) >= 10 or proc.poll() is not None, 60, "10 handled")
+    finally:
+        # When it gets SIGTERM mid-stream
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    # Then it exits cleanly, having acknowledged what it handled
+    assert proc.returncode == 0, output
+    assert "stopped:" in output and "Traceback" not in output
+    # And a new process handles the rest: each event's effect once
+    proc = start_shared_run(sqlite_db, 0, delay_s=0.0)
+    try:
+        wait_until(lambda: distinct_handled(sqlite_db) == 60 or proc.poll() is not None, 90, "all 60 handled")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted(e.event_id for e in events)
+
+
+def test_a_runner_whose_pollers_are_all_in_a_long_handler_stays_live(monkeypatch, app_topic, group_topics,
+                                                                     producer_factory, sqlite_db):
+    # Given a liveness window of 1 s, and an event whose handling takes 3 s
+    monkeypatch.setattr("consumers.runner.LIVENESS_WINDOW_S", 1.0)
+    topic = app_topic()
+    group, behaviour = shared_group(sqlite_db, sample_handlers.Behaviour(delay_s={"app-slow": 3.0}))
+    group_topics(group.name)
+    publish(producer_factory(), topic, [app_event("app-slow", 1)])
+    # When its only poller runs it
+    with running(group, concurrency=1) as runner:
+        wait_until(lambda: runner.in_flight == 1, 60, "the slow event running")
+        # Then the runner stays live throughout (a pod is not restarted for a long job)
+        while runner.in_flight:
+            assert runner.is_live()
+            time.sleep(0.1)
+        assert runner.stats()["handled"] == 1
+
+
+def test_a_shared_group_whose_id_an_ordered_group_used_says_how_to_migrate(kafka_env, app_topic, group_topics,
+                                                                           producer_factory, sqlite_db):
+    # Given a group that ran ordered (a Kafka consumer group with a committed offset)
+    topic = app_topic()
+    ordered, _ = sample_handlers.recording_group(database_url=sqlite_db)
+    group_topics(ordered.name)
+    publish(producer_factory(), topic, [app_event("app-1", 1)])
+    with running(ordered) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 1, 60, "1 handled")
+    # When it is declared shared and started again
+    shared, _ = shared_group(sqlite_db)
+    # Then the runner stops with one line that says what to do
+    with pytest.raises(ConsumerError) as refused, running(shared):
+        pass
+    message = str(refused.value)
+    assert "\n" not in message and "belongs to a consumer group" in message
+    assert f"kafka-consumer-groups --delete --group {group_id(kafka_env, shared.name)}" in message
+
+
+def test_a_time_limit_the_record_lock_would_not_outlast_is_refused_in_one_line(app_topic, group_topics, sqlite_db):
+    # Given a shared group whose handler may run 60 s, and the default record lock of 30 s
+    app_topic()
+    group, _ = shared_group(sqlite_db, handler_options={"time_limit_s": 60})
+    group_topics(group.name)
+    # When it starts, then it is refused, saying what to change
+    with pytest.raises(ConsumerError) as refused, running(group):
+        pass
+    message = str(refused.value)
+    assert "\n" not in message and "time_limit_s=60 does not end before the share group's record lock (30s" in message
+    assert "lower it below 27" in message
+
+
+def test_an_ordered_group_is_not_run_by_the_share_runner():
+    ordered, _ = sample_handlers.recording_group()
+    with pytest.raises(ValueError, match="is ordered: run it with GroupRunner"):
+        ShareGroupRunner(ordered)
+
+
+def test_a_wait_that_would_outlast_the_records_lock_abandons_it_at_once():
+    # Given a record whose lock ends (less the margin) in 2 s
+    lane = ShareLane("t.app", 0, threading.Event(), time.monotonic() + 2.0)
+    # Then a short wait waits, and one past the lock abandons the record at once (it is released)
+    lane.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(Abandoned, match="would outlast its record's lock"):
+        lane.sleep(5.0)
+    assert time.monotonic() - started < 1.0
+    # And a stopping runner ends a wait as for an ordered group
+    lane.stop_waiting.set()
+    with pytest.raises(Abandoned):
+        lane.sleep(0.5)
