@@ -193,28 +193,12 @@ class GroupRunner:
         anything is created on the cluster: the consumer, then the pipeline's steps, each making what
         it alone uses (``Idempotency`` its engine and table, ``DeadLetters`` its producer)."""
         group = self.group
-        database_url = group.database_url or self.settings.database()
-        if group.tables:
-            self._require_tables(database_url)
+        database_url = self._database()
         # librdkafka refuses a wrong property when a client is made: the consumer (and, in the
         # pipeline, the dead-letter producer) before any topic
         conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
         self._consumer = Consumer(conf)
-        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
-                              breaker=OutageBreaker.of(group, self.concurrency), workers=self.concurrency,
-                              database_url=database_url, idempotency_retention=self.idempotency_retention,
-                              purge_interval_s=self.purge_interval_s, dead_letter_producer=self._dead_letter_producer,
-                              tracer_provider=self.tracer_provider)
-        provider = self.meter_provider
-        if provider is None and meter_provider_configured():
-            from opentelemetry import metrics
-            provider = metrics.get_meter_provider()
-        if provider is not None:
-            self.metrics = resources.metrics = ConsumerMetrics.of(provider)
-            self.metrics.watch(self)
-        self.resources = resources
-        self._chain, self._steps = build(resources, group.pipeline)
-        self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
+        resources = self._make_pipeline(database_url)
         tune_interpreter()
         self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
         self._dispatcher.start()
@@ -526,12 +510,38 @@ class GroupRunner:
         return Producer(producer_config({"client.id": f"events-dlq-{self.group.name}", "logger": LIBRDKAFKA_LOG},
                                         settings=self.settings))
 
-    def _require_tables(self, database_url: str) -> None:
-        engine = make_engine(database_url, pool_size=1)
-        try:
-            require_tables(engine, self.group.tables, group=self.group.name)
-        finally:
-            engine.dispose()
+    def _database(self) -> str:
+        """The group's database URL, once the tables its handlers use are there (refused in one line
+        when one is missing)."""
+        database_url = self.group.database_url or self.settings.database()
+        if self.group.tables:
+            engine = make_engine(database_url, pool_size=1)
+            try:
+                require_tables(engine, self.group.tables, group=self.group.name)
+            finally:
+                engine.dispose()
+        return database_url
+
+    def _make_pipeline(self, database_url: str) -> Resources:
+        """The group's resources, metrics and pipeline: its steps made (each making what it alone
+        uses), chained into ``_chain``, and those that serve Kafka clients in ``_pollers``."""
+        group = self.group
+        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
+                              breaker=OutageBreaker.of(group, self.concurrency), workers=self.concurrency,
+                              database_url=database_url, idempotency_retention=self.idempotency_retention,
+                              purge_interval_s=self.purge_interval_s, dead_letter_producer=self._dead_letter_producer,
+                              tracer_provider=self.tracer_provider)
+        provider = self.meter_provider
+        if provider is None and meter_provider_configured():
+            from opentelemetry import metrics
+            provider = metrics.get_meter_provider()
+        if provider is not None:
+            self.metrics = resources.metrics = ConsumerMetrics.of(provider)
+            self.metrics.watch(self)
+        self.resources = resources
+        self._chain, self._steps = build(resources, group.pipeline)
+        self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
+        return resources
 
     def _admin(self) -> Admin:
         """An admin client on the group's cluster, with its security settings only (the consumer's

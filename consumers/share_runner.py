@@ -38,21 +38,16 @@ from confluent_kafka import AcknowledgeType, KafkaError, KafkaException, Message
 from confluent_kafka.admin import ConfigResource, ResourceType
 
 from schemas import headers as H
-from schemas.codec import AvroCodec
 from schemas.topics import Admin, configure_share_group
 
-from .breaker import OutageBreaker
 from .config import share_consumer_config
 from .errors import ConsumerError
 from .group import SHARED, ConsumerGroup
 from .health import HealthServer
-from .idempotency import IdempotencyStore, make_engine
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, NOT_DEAD_LETTERED, PASSED, Abandoned, Job, Lane
-from .pipeline import DeadLetters, Resources, build, claims_keys
+from .pipeline import DeadLetters
 from .runner import EVENT_TYPE_NAME, GroupRunner, tune_interpreter
-from .tables import require_tables
 from .telemetry.fields import message_fields
-from .telemetry.metrics import ConsumerMetrics, meter_provider_configured
 
 log = logging.getLogger("consumers.share_runner")
 
@@ -114,7 +109,7 @@ class ShareGroupRunner(GroupRunner):
         self._counts = threading.Lock()
         self._busy = [False] * self.concurrency  # running a record's pipeline
         self._stop_waiting = threading.Event()
-        self._pollers: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # the pollers'
         self._consumers: list[ShareConsumer] = []
         self._dead_letters: DeadLetters | None = None
         self._fatal: ConsumerError | None = None  # raised by run() once stopped
@@ -134,32 +129,13 @@ class ShareGroupRunner(GroupRunner):
         the cluster. Then the group's share configs (``share.auto.offset.reset=earliest`` must be
         set before its first member joins) and its lock and delivery limit are read."""
         group = self.group
-        resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
-                              breaker=OutageBreaker.of(group, self.concurrency), producer=self._dead_letter_producer,
-                              tracer_provider=self.tracer_provider)
-        idempotent = claims_keys(group)
-        if idempotent or group.tables:
-            url = group.database_url or self.settings.database()
-            resources.engine = make_engine(url, pool_size=self.concurrency + 2)
-            if idempotent:
-                resources.store = IdempotencyStore(resources.engine, group.name)
-                resources.store.create()
-            require_tables(resources.engine, group.tables, group=group.name)
+        database_url = self._database()
         overrides = {**self.consumer_overrides, "error_cb": self._on_error}
         self._consumers = [ShareConsumer(share_consumer_config(self.settings, group.name, i,
                                                                max_poll_records=self.max_poll_records,
                                                                overrides=overrides))
                            for i in range(self.concurrency)]
-        self._dead_letter_producer()
-        provider = self.meter_provider
-        if provider is None and meter_provider_configured():
-            from opentelemetry import metrics
-            provider = metrics.get_meter_provider()
-        if provider is not None:
-            self.metrics = resources.metrics = ConsumerMetrics.of(provider)
-            self.metrics.watch(self)
-        self.resources = resources
-        self._chain, self._steps = build(resources, group.pipeline)
+        resources = self._make_pipeline(database_url)
         self._dead_letters = next((s for s in self._steps if isinstance(s, DeadLetters)), None)
         tune_interpreter()
         self.last_loop = time.monotonic()
@@ -175,16 +151,14 @@ class ShareGroupRunner(GroupRunner):
         self._read_group_limits(admin)
         self._check_time_limits()
         resources.dead_letter_max_bytes = self._dead_letter_limit(admin)
-        if resources.store is not None:
-            threading.Thread(target=self._purge_loop, name="events-purge", daemon=True).start()
         topics = group.topics(self.prefix)
         for consumer in self._consumers:
             consumer.subscribe(topics)
-        self._pollers = [threading.Thread(target=self._poll_loop, args=(i, consumer), daemon=True,
+        self._threads = [threading.Thread(target=self._poll_loop, args=(i, consumer), daemon=True,
                                           name=f"events-{group.name}-p{i}")
                          for i, consumer in enumerate(self._consumers)]
-        for poller in self._pollers:
-            poller.start()
+        for thread in self._threads:
+            thread.start()
         self.last_loop = time.monotonic()
         log.info("group %s (share group %s) subscribed to %s with %d poller(s); records locked for %.0fs, at most "
                  "%d deliveries", group.name, self.group_id, ", ".join(topics), self.concurrency, self.lock_s,
@@ -217,14 +191,14 @@ class ShareGroupRunner(GroupRunner):
                     "group.share.max.record.lock.duration.ms)")
 
     def _loop(self) -> None:
-        """The pollers work; this thread serves the dead-letter producer's callbacks until stopped or
-        until every poller has ended (a fatal error). It keeps the runner live while pollers are:
-        a poller in a long handler polls again only when the handler ends, as a worker of the ordered
-        runner does (whose poll loop stays live meanwhile)."""
-        dead_letters = self._dead_letter_producer()
+        """The pollers work; this thread serves the steps' Kafka clients (the dead-letter producer's
+        callbacks) until stopped or until every poller has ended (a fatal error). It keeps the runner
+        live while pollers are: a poller in a long handler polls again only when the handler ends, as
+        a worker of the ordered runner does (whose poll loop stays live meanwhile)."""
         while not self._stop.wait(0.2):
-            dead_letters.poll(0)
-            if not any(p.is_alive() for p in self._pollers):
+            for serve in self._pollers:
+                serve()
+            if not any(thread.is_alive() for thread in self._threads):
                 log.error("group %s: every poller has ended; stopping", self.group.name)
                 break
             self.last_loop = time.monotonic()
@@ -377,16 +351,16 @@ class ShareGroupRunner(GroupRunner):
         self._stop.set()
         idle_gone = time.monotonic() + self.poll_timeout_s + CLOSE_TIMEOUT_S
         while time.monotonic() < idle_gone and any(
-                poller.is_alive() and not self._busy[i] for i, poller in enumerate(self._pollers)):
+                thread.is_alive() and not self._busy[i] for i, thread in enumerate(self._threads)):
             time.sleep(0.01)
         self._stop_waiting.set()
-        if self._pollers:
+        if self._threads:
             log.info("group %s stopping: %d record(s) in flight get up to %.1fs to finish", self.group.name,
                      self.in_flight, self.settings.drain_timeout_s)
             deadline = time.monotonic() + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
-            for poller in self._pollers:
-                poller.join(max(0.0, deadline - time.monotonic()))
-            stuck = sum(p.is_alive() for p in self._pollers)
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            stuck = sum(thread.is_alive() for thread in self._threads)
             if stuck:
                 log.warning("group %s: %d poller(s) still running a handler after the drain timeout; their records "
                             "are offered again when their locks end", self.group.name, stuck)
@@ -394,13 +368,8 @@ class ShareGroupRunner(GroupRunner):
         else:
             for consumer in self._consumers:  # refused or stopped before subscribing
                 consumer.close()
-        for step in getattr(self, "_steps", ()):
-            step.close()
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
-        if self.resources is not None and self.resources.engine is not None:
-            self.resources.engine.dispose()
+        for step in self._steps:
+            step.close()  # the dead-letter producer flushed and dropped, the idempotency engine disposed of
         if self.health is not None:
             self.health.stop()
         if self.metrics is not None:

@@ -3,6 +3,7 @@ run the group's pipeline and acknowledge each record as its outcome says (ACCEPT
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from consumers.config import group_id
 from consumers.errors import ConsumerError
 from consumers.idempotency import processed_events
 from consumers.job import Abandoned
+from consumers.pipeline import DeadLetters
 from consumers.share_runner import ShareGroupRunner, ShareLane
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
@@ -125,6 +127,43 @@ def test_a_runner_stopped_mid_stream_releases_what_it_holds_and_another_handles_
     assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == ids
     assert processed(effects_db, group.name) == ids
     assert behaviour.calls["app-held"] == 2
+
+
+def kafka_clients() -> int:
+    """The librdkafka clients alive in this process (each has one thread named ``rdk:main``)."""
+    tasks = glob.glob("/proc/self/task/*/comm")
+    names = []
+    for comm in tasks:
+        try:
+            with open(comm) as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return names.count("rdk:main")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_a_stopped_runner_leaves_no_kafka_client_and_no_thread_of_its_steps(app_topic, group_topics, producer_factory,
+                                                                            sqlite_db):
+    # Given a shared group with an idempotent handler, and the Kafka clients this process has already
+    topic = app_topic()
+    group, _ = shared_group(sqlite_db)
+    group_topics(group.name)
+    publish(producer_factory(), topic, [app_event("app-1", 1)])
+    before = kafka_clients()
+    purging = f"events-purge-{group.name}"
+    # When a runner of 2 pollers handles an event, purging idempotency keys meanwhile, and stops
+    with running(group, concurrency=2, purge_interval_s=0.05) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 1, 60, "1 handled")
+        [dead_letters] = [step for step in runner._steps if isinstance(step, DeadLetters)]
+        assert dead_letters.producer is not None and kafka_clients() >= before + 3  # 2 pollers, the producer
+        assert any(t.name == purging for t in threading.enumerate())
+    # Then its steps released what they made: the dead-letter producer flushed and dropped, the purge
+    # thread ended; and no Kafka client of the runner is left (its consumers, admin, producer)
+    assert dead_letters.producer is None
+    wait_until(lambda: all(t.name != purging for t in threading.enumerate()), 10, "the purge thread to end")
+    assert not any(t.name.startswith(f"events-{group.name}-p") for t in threading.enumerate())
+    assert kafka_clients() == before
 
 
 def set_group_config(admin, group: str, name: str, value: str) -> None:
