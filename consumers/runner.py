@@ -202,15 +202,9 @@ class GroupRunner:
         tune_interpreter()
         self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
         self._dispatcher.start()
-        self.last_loop = time.monotonic()
-        if self.health_port:  # live while it waits for the cluster, ready once it joined
-            self.health = HealthServer(self.health_port, live=self.is_live, ready=self.is_ready,
-                                       status=self.status).start()
-        admin = self._admin()
-        if not self._await_cluster(admin):
+        admin = self._reach_cluster()
+        if admin is None:
             return False
-        if self.create_topics:
-            self._ensure_topics(admin)
         resources.dead_letter_max_bytes = self._dead_letter_limit(admin)
         topics = group.topics(self.prefix)
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -496,6 +490,11 @@ class GroupRunner:
             log.info("group %s stopped: %s", self.group.name, self.stats())
         if hasattr(self, "_dispatcher"):
             self._dispatcher.stop(timeout_s=1.0)
+        self._release()
+
+    def _release(self) -> None:
+        """Once the consumer(s) are closed, the rest: the steps (the dead-letter producer, the
+        idempotency engine and purge thread), the health endpoint, the metrics' watch."""
         for step in self._steps:
             step.close()  # the dead-letter producer flushed and dropped, the idempotency engine disposed of
         if self.health is not None:
@@ -542,6 +541,21 @@ class GroupRunner:
         self._chain, self._steps = build(resources, group.pipeline)
         self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
         return resources
+
+    def _reach_cluster(self) -> Admin | None:
+        """Serves the health endpoint (live while it waits for the cluster, ready once it joined),
+        waits for the cluster and creates the group's missing topics; the admin client, or None
+        when stopped while waiting."""
+        self.last_loop = time.monotonic()
+        if self.health_port:
+            self.health = HealthServer(self.health_port, live=self.is_live, ready=self.is_ready,
+                                       status=self.status).start()
+        admin = self._admin()
+        if not self._await_cluster(admin):
+            return None
+        if self.create_topics:
+            self._ensure_topics(admin)
+        return admin
 
     def _admin(self) -> Admin:
         """An admin client on the group's cluster, with its security settings only (the consumer's

@@ -43,7 +43,6 @@ from schemas.topics import Admin, configure_share_group
 from .config import share_consumer_config
 from .errors import ConsumerError
 from .group import SHARED, ConsumerGroup
-from .health import HealthServer
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, NOT_DEAD_LETTERED, PASSED, Abandoned, Job, Lane
 from .pipeline import DeadLetters
 from .runner import EVENT_TYPE_NAME, GroupRunner, tune_interpreter
@@ -138,15 +137,10 @@ class ShareGroupRunner(GroupRunner):
         resources = self._make_pipeline(database_url)
         self._dead_letters = next((s for s in self._steps if isinstance(s, DeadLetters)), None)
         tune_interpreter()
-        self.last_loop = time.monotonic()
-        if self.health_port:
-            self.health = HealthServer(self.health_port, live=self.is_live, ready=self.is_ready,
-                                       status=self.status).start()
-        admin = self._admin()
-        if not self._await_cluster(admin):
+        admin = self._reach_cluster()
+        if admin is None:
             return False
         if self.create_topics:
-            self._ensure_topics(admin)
             configure_share_group(admin, self.group_id)
         self._read_group_limits(admin)
         self._check_time_limits()
@@ -368,12 +362,7 @@ class ShareGroupRunner(GroupRunner):
         else:
             for consumer in self._consumers:  # refused or stopped before subscribing
                 consumer.close()
-        for step in self._steps:
-            step.close()  # the dead-letter producer flushed and dropped, the idempotency engine disposed of
-        if self.health is not None:
-            self.health.stop()
-        if self.metrics is not None:
-            self.metrics.unwatch(self)
+        self._release()
 
 
 def runner_class(group: ConsumerGroup) -> type[GroupRunner]:
