@@ -149,11 +149,11 @@ class IdempotencyStore:
         by_key: dict[str, str] = {}
         for key, event_id in rows:
             by_key.setdefault(key, event_id)
-        values = [{"group_name": self.group, "idempotency_key": key, "event_id": by_key[key], "processed_at": now}
-                  for key in sorted(by_key)]
+        keys = sorted(by_key)
         if self._insert is None:  # another database: one claim at a time, each in a savepoint
-            return {row["idempotency_key"] for row in values
-                    if self.claim(conn, row["idempotency_key"], row["event_id"])}
+            return {key for key in keys if self.claim(conn, key, by_key[key])}
+        values = [{"group_name": self.group, "idempotency_key": key, "event_id": by_key[key], "processed_at": now}
+                  for key in keys]
         claimed: set[str] = set()
         for start in range(0, len(values), CLAIMS_PER_STATEMENT):
             # matched by the returned key: RETURNING's row order is not guaranteed
