@@ -161,10 +161,10 @@ class IdempotencyStore:
             claimed.update(conn.execute(self._insert.values(chunk)).scalars())
         return claimed
 
-    def unclaim(self, conn: Connection, key: str) -> None:
-        """Deletes ``key``'s claim in the caller's transaction (an event that left its batch)."""
+    def unclaim(self, conn: Connection, keys: list[str]) -> None:
+        """Deletes the claims of ``keys`` in the caller's transaction (events that left their batch)."""
         conn.execute(delete(processed_events).where(processed_events.c.group_name == self.group,
-                                                    processed_events.c.idempotency_key == key))
+                                                    processed_events.c.idempotency_key.in_(keys)))
 
     def is_processed(self, key: str) -> bool:
         with self.engine.connect() as conn:

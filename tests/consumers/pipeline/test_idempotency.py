@@ -229,7 +229,7 @@ def test_claim_many_splits_a_large_batch_into_statements_and_unclaim_frees_a_key
     # When they are claimed, and one of them unclaimed, in one transaction
     with Session(engine) as session, session.begin():
         claimed = store.claim_many(session.connection(), rows)
-        store.unclaim(session.connection(), "key-0003")
+        store.unclaim(session.connection(), ["key-0003"])
     # Then two INSERTs claimed them all, and the unclaimed key is free again
     assert claimed == {key for key, _ in rows}
     assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 2

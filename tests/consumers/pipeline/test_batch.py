@@ -1,0 +1,187 @@
+"""Batches without a broker (``GroupHarness.send_batch``): one transaction for many idempotent events,
+a failing event leaving its batch with its key's later events, the rest committed once."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import OperationalError
+
+from consumers.errors import MessageRejected
+from consumers.group import ConsumerGroup, GroupDefinitionError
+from consumers.idempotency import processed_events
+from consumers.pipeline.batch import CommitInBatch
+from consumers.testing import GroupHarness
+from schemas.events import AppWasCreated
+from tests.consumers import sample_handlers
+from tests.consumers.sample_handlers import sample_effects
+from tests.consumers.support import app_event
+
+
+def harness_of(database_url: str, **options) -> tuple[GroupHarness, sample_handlers.Behaviour]:
+    group, behaviour = sample_handlers.recording_group("batched", tables=sample_handlers.metadata, **options)
+    return GroupHarness(group, database_url, create_tables=True), behaviour
+
+
+def transactions(harness: GroupHarness) -> dict[str, int]:
+    """Counts the batch engine's COMMITs, claim INSERTs and SAVEPOINTs from now on."""
+    assert harness.batches is not None
+    seen = {"commit": 0, "claims": 0, "savepoints": 0}
+
+    def statement(_conn, _cursor, sql, *_):
+        seen["claims"] += sql.lstrip().upper().startswith("INSERT INTO PROCESSED_EVENTS")
+
+    def count(name):
+        return lambda *_: seen.__setitem__(name, seen[name] + 1)
+
+    sa_event.listen(harness.batches.engine, "before_cursor_execute", statement)
+    sa_event.listen(harness.batches.engine, "commit", count("commit"))
+    sa_event.listen(harness.batches.engine, "savepoint", count("savepoints"))
+    return seen
+
+
+def effects(harness: GroupHarness) -> list[tuple[str, int, int]]:
+    """(app_id, seq, attempt) of each effect, in the order written."""
+    with harness.session() as session:
+        columns = (sample_effects.c.app_id, sample_effects.c.seq, sample_effects.c.attempt)
+        return [tuple(r) for r in session.execute(select(*columns).order_by(sample_effects.c.id))]
+
+
+def claims(harness: GroupHarness) -> int:
+    with harness.session() as session:
+        return session.scalar(select(func.count()).select_from(processed_events))
+
+
+def test_a_batch_of_many_keys_is_handled_in_one_transaction(database_url):
+    # Given a batching group, and 20 events over 5 keys
+    harness, _ = harness_of(database_url)
+    events = [app_event(f"app-{i % 5}", i) for i in range(20)]
+    with harness:
+        counted = transactions(harness)
+        # When they are sent as one batch
+        results = harness.send_batch(events)
+        # Then each was handled in the batch, with one claim statement and one commit, a savepoint each
+        assert [(r.outcome, r.batched, r.attempts) for r in results] == [("handled", True, 1)] * 20
+        assert counted == {"commit": 1, "claims": 1, "savepoints": 20}
+        assert harness.batches is not None and harness.batches.batches == 1
+        # and every effect is there once, in each key's order
+        assert sorted(effects(harness)) == sorted((f"app-{i % 5}", i, 1) for i in range(20))
+        for k in range(5):
+            assert [s for a, s, _ in effects(harness) if a == f"app-{k}"] == list(range(k, 20, 5))
+        assert claims(harness) == 20
+
+
+def test_duplicates_in_a_batch_are_skipped(database_url):
+    # Given an event handled before
+    harness, behaviour = harness_of(database_url)
+    old, new = app_event("app-1", 1), app_event("app-2", 2)
+    with harness:
+        assert harness.send(old).handled
+        counted = transactions(harness)
+        # When a batch brings it again, with a new event twice
+        results = harness.send_batch([old, new, new])
+        # Then the old one is a duplicate found by the batch's claim, the new one handled once, its twin
+        # (left out of the batch) a duplicate on its own after the batch committed
+        assert [(r.outcome, r.batched) for r in results] == [("duplicate", True), ("handled", True),
+                                                            ("duplicate", False)]
+        assert behaviour.calls == {"app-1": 1, "app-2": 1}
+        assert counted["savepoints"] == 1 and claims(harness) == 2
+
+
+def test_a_failing_event_leaves_its_batch_with_its_keys_later_events_and_is_retried_alone(database_url):
+    # Given a handler that fails once on the first event of app-1
+    harness, behaviour = harness_of(database_url, max_attempts=3)
+    behaviour.fail["app-1"] = 1
+    events = [app_event("app-1", 1), app_event("app-2", 1), app_event("app-1", 2), app_event("app-2", 2),
+              app_event("app-1", 3)]
+    with harness:
+        counted = transactions(harness)
+        # When they are sent as one batch
+        results = harness.send_batch(events)
+        # Then app-2's events committed in the batch; app-1's first failed there (its savepoint and claim
+        # undone), was retried alone as attempt 2 after one backoff, and app-1's later events ran after it
+        assert [(r.outcome, r.batched, r.attempts, len(r.backoffs)) for r in results] == [
+            ("handled", False, 2, 1), ("handled", True, 1, 0), ("handled", False, 1, 0), ("handled", True, 1, 0),
+            ("handled", False, 1, 0)]
+        assert [e for e in effects(harness) if e[0] == "app-1"] == [("app-1", 1, 2), ("app-1", 2, 1), ("app-1", 3, 1)]
+        assert sorted(e for e in effects(harness) if e[0] == "app-2") == [("app-2", 1, 1), ("app-2", 2, 1)]
+        assert counted["claims"] == 1 + 3  # the batch's one, then app-1's three alone
+        assert claims(harness) == 5
+
+
+@pytest.mark.parametrize("error", [RuntimeError, MessageRejected])
+def test_a_poison_event_in_a_batch_is_dead_lettered_once_and_the_rest_commit(database_url, error):
+    # Given a handler that always fails on app-1 (retried, or rejected at once), with three attempts
+    harness, behaviour = harness_of(database_url, max_attempts=3)
+    behaviour.fail["app-1"], behaviour.error = -1, error
+    events = [app_event(f"app-{i % 4}", i) for i in range(12)]
+    with harness:
+        # When they are sent as one batch
+        results = harness.send_batch(events)
+        # Then app-1's first event is dead-lettered once, after its attempts (the batch's the first)
+        poison = results[1]
+        attempts = 3 if error is RuntimeError else 1
+        assert poison.dead_lettered and poison.attempts == attempts and not poison.batched
+        assert len(harness.dead_letters) == 3  # app-1's three events: each fails for good, alone
+        assert [r.outcome for r in results if r.event.app_id == "app-1"] == ["dead_lettered"] * 3
+        # and every other event committed in the batch, once
+        assert all(r.handled and r.batched for r in results if r.event.app_id != "app-1")
+        assert sorted(effects(harness)) == sorted((f"app-{i % 4}", i, 1) for i in range(12) if i % 4 != 1)
+        assert claims(harness) == 9
+
+
+def test_a_database_error_rolls_back_the_whole_batch_and_every_event_runs_alone(database_url):
+    # Given a handler whose database connection fails once, on app-2's event (a dependency error)
+    harness, behaviour = harness_of(database_url, max_attempts=3)
+    behaviour.fail["app-2"] = 1
+    behaviour.error = lambda message: OperationalError("INSERT ...", {}, ConnectionRefusedError(message))
+    events = [app_event(f"app-{i}", i) for i in range(5)]
+    with harness:
+        # When they are sent as one batch
+        results = harness.send_batch(events)
+        # Then the batch was rolled back whole (app-0 and app-1's effects with it) and each event ran alone, once
+        assert harness.batches is not None and (harness.batches.batches, harness.batches.rolled_back) == (0, 1)
+        assert [(r.outcome, r.batched, r.attempts) for r in results] == [("handled", False, 1)] * 5
+        assert sorted(effects(harness)) == [(f"app-{i}", i, 1) for i in range(5)]
+        assert claims(harness) == 5 and harness.dead_letters == []
+
+
+def test_a_handler_that_commits_inside_a_batch_is_refused_and_its_event_runs_alone(database_url):
+    # Given a handler that commits its session itself
+    group = ConsumerGroup("committing", tables=sample_handlers.metadata)
+    refused: list[Exception] = []
+
+    @group.handler(AppWasCreated)
+    def commit_early(event, ctx):
+        ctx.session.execute(insert(sample_effects).values(event_id=event.event_id, app_id=event.app_id, seq=0,
+                                                          attempt=ctx.message.attempt, group_name=ctx.group))
+        try:
+            ctx.session.commit()
+        except CommitInBatch as exc:
+            refused.append(exc)
+            raise
+
+    with GroupHarness(group, database_url, create_tables=True) as harness:
+        # When two events are sent as a batch
+        results = harness.send_batch([app_event("app-1", 1), app_event("app-2", 2)])
+    # Then each commit was refused with a clear error, and each event ran alone instead, its effect once
+    assert len(refused) == 2 and "inside a batch" in str(refused[0])
+    assert [(r.outcome, r.batched) for r in results] == [("handled", False)] * 2
+    with harness.session() as session:
+        assert session.scalar(select(func.count()).select_from(sample_effects)) == 2
+
+
+def test_groups_that_do_not_batch_run_each_event_alone(database_url):
+    # Given a group with batch_max 1, and one whose handler is not batched
+    for options in ({"batch_max": 1}, {"handler_options": {"batched": False}}):
+        harness, _ = harness_of(database_url, **options)
+        with harness:
+            # Then it has no batch runner
+            assert harness.batches is None
+            with pytest.raises(ValueError, match="does not batch"):
+                harness.send_batch([app_event("app-1", 1)])
+    # And batch_max belongs to the group, not to a handler
+    group, behaviour = sample_handlers.recording_group("refused")
+    with pytest.raises(GroupDefinitionError, match="batch_max"):
+        group.handler("tenant_was_created", batch_max=5)(behaviour.handle)
