@@ -96,10 +96,12 @@ class BatchRunner:
         expected = [Decode, Tracing, Retries, Idempotency, TimeLimit]
         if batch_max <= 1 or [type(s) for s in steps if type(s) in expected] != expected:
             return None
-        if any(isinstance(s, Tracing) and s.active for s in steps):
+        tracing = next(s for s in steps if isinstance(s, Tracing))
+        idempotency = next(s for s in steps if isinstance(s, Idempotency))
+        if tracing.active or not idempotency.active:
             return None
         runner = cls(resources, steps, resources.group.option("batch_max_s"))
-        return runner if runner.batched_types and runner.engine is not None else None
+        return runner if runner.batched_types else None
 
     def batchable(self, job: Job) -> bool:
         """May ``job`` be taken into a batch (the dispatcher asks, under its lock)."""
