@@ -185,3 +185,16 @@ def test_groups_that_do_not_batch_run_each_event_alone(database_url):
     group, behaviour = sample_handlers.recording_group("refused")
     with pytest.raises(GroupDefinitionError, match="batch_max"):
         group.handler("tenant_was_created", batch_max=5)(behaviour.handle)
+
+
+def test_a_batch_open_batch_max_s_takes_no_more_events(database_url):
+    # Given a group whose batches take no more events once open 0 seconds (after their first)
+    harness, _ = harness_of(database_url, batch_max_s=0.0)
+    with harness:
+        counted = transactions(harness)
+        # When three events are sent as a batch
+        results = harness.send_batch([app_event(f"app-{i}", i) for i in range(3)])
+        # Then the first committed in the batch, the others went back unclaimed and ran alone, each once
+        assert [(r.outcome, r.batched) for r in results] == [("handled", True), ("handled", False), ("handled", False)]
+        assert counted["commit"] == 3 and claims(harness) == 3
+        assert sorted(effects(harness)) == [(f"app-{i}", i, 1) for i in range(3)]
