@@ -152,7 +152,7 @@ class GroupRunner:
         self._pollers: list[Callable[[], None]] = []  # the steps' that serve Kafka clients (``Step.poll``)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
         self.resources: Resources | None = None
-        self.batches: BatchRunner | None = None  # set in _start when the group's events are batched
+        self.batch_runner: BatchRunner | None = None  # set in _start when the group's events are batched
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -220,13 +220,13 @@ class GroupRunner:
         self._chain, self._steps = build(resources, group.pipeline)
         self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
         tune_interpreter()
-        batches = self.batches = BatchRunner.of(resources, self._steps, self.batch_max)
-        if batches is None:
+        batch_runner = self.batch_runner = BatchRunner.of(resources, self._steps, self.batch_max)
+        if batch_runner is None:
             self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
         else:
             self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}",
                                                process_batch=self._process_batch, batch_max=self.batch_max,
-                                               batchable=batches.batchable)
+                                               batchable=batch_runner.batchable)
         self._dispatcher.start()
         self.last_loop = time.monotonic()
         if self.health_port:  # live while it waits for the cluster, ready once it joined
@@ -334,9 +334,9 @@ class GroupRunner:
     def _process_batch(self, jobs: list[Job]) -> list[Job]:
         """On a worker: a batch in one transaction (``consumers.pipeline.batch``), then the reports of the
         jobs it finished (after its commit); returns the jobs to put back. Never raises."""
-        assert self.batches is not None  # the dispatcher batches only then
+        assert self.batch_runner is not None  # the dispatcher batches only then
         try:
-            finished, back = self.batches.run(jobs)
+            finished, back = self.batch_runner.run(jobs)
         except BaseException:  # noqa: BLE001 - a bug: every job runs alone instead
             log.exception("a batch of group %s failed; its %d events run alone", self.group.name, len(jobs))
             for job in jobs:

@@ -235,7 +235,7 @@ class GroupHarness:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)
             require_tables(self.engine, group.tables, group=group.name)
             self._chain, self._steps = build(self.resources, group.pipeline)
-            self.batches = BatchRunner.of(self.resources, self._steps, group.option("batch_max"))
+            self.batch_runner = BatchRunner.of(self.resources, self._steps, group.option("batch_max"))
         except BaseException:
             self.engine.dispose()
             raise
@@ -258,12 +258,12 @@ class GroupHarness:
     def send_batch(self, events: Iterable[Event]) -> list[Result]:
         """Processes ``events`` (each as ``send`` would) as one batch: in one transaction, each in a
         savepoint; then those that left the batch, one by one in order. Results in the events' order."""
-        if self.batches is None:
+        if self.batch_runner is None:
             raise ValueError(f"group {self.group.name!r} does not batch (batch_max 1, no idempotent batched handler, "
                              "tracing on, or a pipeline of its own): use send()")
         made = [self._job(*self._message_of(event)) for event in events]
         jobs = [job for job in made if isinstance(job, Job)]
-        finished, _ = self.batches.run(jobs)
+        finished, _ = self.batch_runner.run(jobs)
         in_batch = {id(job): outcome for job, outcome in finished}
         return [job if isinstance(job, Result)
                 else Result(in_batch[id(job)], cast(Message, job.message), job.event, job.attempts, batched=True)

@@ -36,11 +36,10 @@ from sqlalchemy.orm import Session
 
 from ..job import ABANDONED, DUPLICATE, HANDLED, Job
 from ..telemetry.fields import message_fields
+from . import DEFAULT_PIPELINE, compose
 from .decode import Decode
 from .idempotency import Idempotency
-from .retries import Retries
 from .step import Resources, Step
-from .time_limit import TimeLimit
 from .tracing import Tracing
 
 log = logging.getLogger("consumers.batch")
@@ -75,8 +74,6 @@ class BatchRunner:
     """Runs batches of one group's jobs (``run``); ``of`` makes one when the group batches."""
 
     def __init__(self, resources: Resources, steps: list[Step], batch_max_s: float):
-        from . import compose  # the package imports this module's neighbours first
-
         self.group = resources.group
         self.breaker = resources.breaker
         self.batch_max_s = batch_max_s
@@ -86,15 +83,14 @@ class BatchRunner:
         self.inner = compose(resources, steps[steps.index(idempotency) + 1:])
         self.batched_types = frozenset(t for t, h in self.group.handlers.items()
                                        if h.option("idempotent") and h.option("batched"))
-        self.batches = 0      # transactions committed, for tests and stats
+        self.committed = 0    # batches committed (for tests and stats)
         self.rolled_back = 0  # batches rolled back whole
 
     @classmethod
     def of(cls, resources: Resources, steps: list[Step], batch_max: int) -> BatchRunner | None:
         """A runner for the group's batches, or None when its events run one per transaction: ``batch_max``
         1, no handler batched, tracing on, or a pipeline other than the default one."""
-        expected = [Decode, Tracing, Retries, Idempotency, TimeLimit]
-        if batch_max <= 1 or [type(s) for s in steps if type(s) in expected] != expected:
+        if batch_max <= 1 or [type(s) for s in steps] != DEFAULT_PIPELINE:
             return None
         tracing = next(s for s in steps if isinstance(s, Tracing))
         idempotency = next(s for s in steps if isinstance(s, Idempotency))
@@ -173,7 +169,7 @@ class BatchRunner:
                 if failure is None:
                     done.append((job, HANDLED))
                     continue
-                job.solo, job.first_failure, job.attempts = True, failure, 1
+                job.solo, job.first_failure = True, failure
                 cut.add(key)
                 back.append(job)
                 unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
@@ -188,7 +184,7 @@ class BatchRunner:
                         extra=message_fields(jobs[0], self.group.name))
             return [], self._alone(jobs)
         session.close()
-        self.batches += 1
+        self.committed += 1
         for handler in {job.handler.name for job, outcome in done if outcome == HANDLED}:  # type: ignore[union-attr]
             self.breaker.success(handler)
         return done, back

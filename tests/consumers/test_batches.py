@@ -36,8 +36,8 @@ def test_a_backlog_over_many_keys_is_handled_once_in_batches_and_in_each_keys_or
     # When a group with 4 workers works through it
     with running(group, concurrency=4) as runner:
         wait_until(lambda: runner.stats()["handled"] == 600, 120, "600 events handled")
-        assert runner.batches is not None
-        batches = runner.batches.batches
+        assert runner.batch_runner is not None
+        batches = runner.batch_runner.committed
     # Then batches formed (fewer transactions than events), every effect is there once, each key's in order
     assert 0 < batches < 600
     assert runner.stats()["duplicates"] == 0 and runner.stats()["dead_lettered"] == 0
@@ -62,7 +62,7 @@ def test_a_poison_event_in_a_batch_is_dead_lettered_once_and_the_rest_commit_onc
     with running(group, concurrency=4) as runner:
         wait_until(lambda: runner.stats()["handled"] == 300 and runner.stats()["dead_lettered"] == 1, 120,
                    "300 events handled and 1 dead-lettered")
-        assert runner.batches is not None and runner.batches.batches > 0
+        assert runner.batch_runner is not None and runner.batch_runner.committed > 0
         # Then the poison event was tried three times (the first in its batch) and dead-lettered once
         reader = dlq_reader(group.name)
         [letter] = read_messages(reader, 1)
@@ -102,9 +102,9 @@ def test_a_database_lost_mid_batch_loses_nothing_and_does_nothing_twice(
     # When the group works through the backlog
     with running(group, concurrency=4) as runner:
         wait_until(lambda: runner.stats()["handled"] == 300, 120, "300 events handled")
-        assert runner.batches is not None
+        assert runner.batch_runner is not None
         # Then the batch holding the 120th was rolled back whole, and its events ran again, alone
-        assert lost.is_set() and runner.batches.rolled_back >= 1 and runner.batches.batches > 0
+        assert lost.is_set() and runner.batch_runner.rolled_back >= 1 and runner.batch_runner.committed > 0
         assert calls[120] == 2
     # and every event's effect is there exactly once, each key's in order, nothing dead-lettered
     assert runner.stats()["dead_lettered"] == 0 and runner.stats()["duplicates"] == 0

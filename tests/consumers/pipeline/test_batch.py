@@ -26,7 +26,7 @@ def harness_of(database_url: str, **options) -> tuple[GroupHarness, sample_handl
 
 def transactions(harness: GroupHarness) -> dict[str, int]:
     """Counts the batch engine's COMMITs, claim INSERTs and SAVEPOINTs from now on."""
-    assert harness.batches is not None
+    assert harness.batch_runner is not None
     seen = {"commit": 0, "claims": 0, "savepoints": 0}
 
     def statement(_conn, _cursor, sql, *_):
@@ -35,9 +35,9 @@ def transactions(harness: GroupHarness) -> dict[str, int]:
     def count(name):
         return lambda *_: seen.__setitem__(name, seen[name] + 1)
 
-    sa_event.listen(harness.batches.engine, "before_cursor_execute", statement)
-    sa_event.listen(harness.batches.engine, "commit", count("commit"))
-    sa_event.listen(harness.batches.engine, "savepoint", count("savepoints"))
+    sa_event.listen(harness.batch_runner.engine, "before_cursor_execute", statement)
+    sa_event.listen(harness.batch_runner.engine, "commit", count("commit"))
+    sa_event.listen(harness.batch_runner.engine, "savepoint", count("savepoints"))
     return seen
 
 
@@ -64,7 +64,7 @@ def test_a_batch_of_many_keys_is_handled_in_one_transaction(database_url):
         # Then each was handled in the batch, with one claim statement and one commit, a savepoint each
         assert [(r.outcome, r.batched, r.attempts) for r in results] == [("handled", True, 1)] * 20
         assert counted == {"commit": 1, "claims": 1, "savepoints": 20}
-        assert harness.batches is not None and harness.batches.batches == 1
+        assert harness.batch_runner is not None and harness.batch_runner.committed == 1
         # and every effect is there once, in each key's order
         assert sorted(effects(harness)) == sorted((f"app-{i % 5}", i, 1) for i in range(20))
         for k in range(5):
@@ -141,7 +141,8 @@ def test_a_database_error_rolls_back_the_whole_batch_and_every_event_runs_alone(
         # When they are sent as one batch
         results = harness.send_batch(events)
         # Then the batch was rolled back whole (app-0 and app-1's effects with it) and each event ran alone, once
-        assert harness.batches is not None and (harness.batches.batches, harness.batches.rolled_back) == (0, 1)
+        batch_runner = harness.batch_runner
+        assert batch_runner is not None and (batch_runner.committed, batch_runner.rolled_back) == (0, 1)
         assert [(r.outcome, r.batched, r.attempts) for r in results] == [("handled", False, 1)] * 5
         assert sorted(effects(harness)) == [(f"app-{i}", i, 1) for i in range(5)]
         assert claims(harness) == 5 and harness.dead_letters == []
@@ -178,7 +179,7 @@ def test_groups_that_do_not_batch_run_each_event_alone(database_url):
         harness, _ = harness_of(database_url, **options)
         with harness:
             # Then it has no batch runner
-            assert harness.batches is None
+            assert harness.batch_runner is None
             with pytest.raises(ValueError, match="does not batch"):
                 harness.send_batch([app_event("app-1", 1)])
     # And batch_max belongs to the group, not to a handler
