@@ -3,6 +3,8 @@ a failing event leaving its batch with its key's later events, the rest committe
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, insert, select
@@ -11,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from consumers.errors import MessageRejected
 from consumers.group import ConsumerGroup, GroupDefinitionError
 from consumers.idempotency import processed_events
+from consumers.job import Job
 from consumers.pipeline.batch import CommitInBatch
 from consumers.testing import GroupHarness
 from schemas.events import AppWasCreated
@@ -199,3 +202,23 @@ def test_a_batch_open_batch_max_s_takes_no_more_events(database_url):
         assert [(r.outcome, r.batched) for r in results] == [("handled", True), ("handled", False), ("handled", False)]
         assert counted["commit"] == 3 and claims(harness) == 3
         assert sorted(effects(harness)) == [(f"app-{i}", i, 1) for i in range(3)]
+
+
+def test_a_batchs_completions_are_reported_only_after_its_commit(database_url):
+    # Given a runner's batch path over a harness's batch runner, and the completions seen at COMMIT
+    from consumers.runner import GroupRunner
+
+    harness, _ = harness_of(database_url)
+    runner = GroupRunner(harness.group, health_port=0)
+    runner.batch_runner = harness.batch_runner
+    seen_at_commit: list[int] = []
+    assert harness.batch_runner is not None
+    sa_event.listen(harness.batch_runner.engine, "commit",
+                    lambda _conn: seen_at_commit.append(len(runner._completions)))
+    with harness:
+        jobs = [cast(Job, harness._job(*harness._message_of(app_event(f"app-{i}", i)))) for i in range(5)]
+        # When the runner runs them as a batch
+        back = runner._process_batch(jobs)
+    # Then nothing was reported when COMMIT ran, and all five were reported after it
+    assert back == [] and seen_at_commit == [0]
+    assert [outcome for _, _, outcome in runner._completions] == ["handled"] * 5
