@@ -260,7 +260,7 @@ class GroupHarness:
         savepoint; then those that left the batch, one by one in order. Results in the events' order."""
         if self.batch_runner is None:
             raise ValueError(f"group {self.group.name!r} does not batch (batch_max 1, no idempotent batched handler, "
-                             "tracing on, or a pipeline of its own): use send()")
+                             "or a pipeline of its own): use send()")
         made = [self._job(*self._message_of(event)) for event in events]
         jobs = [job for job in made if isinstance(job, Job)]
         finished, _ = self.batch_runner.run(jobs)

@@ -23,7 +23,11 @@ decides. A batch open ``batch_max_s`` takes on no more events; the rest go back 
 A handler must not end the transaction itself: ``ctx.session.commit()`` and ``.rollback()`` raise
 ``CommitInBatch`` (the event then runs alone, where they behave as before); declare it
 ``batched=False`` to always run it alone (so also a handler with effects outside the database).
-Groups with tracing configured, or a pipeline other than the default, run every event alone.
+Groups with a pipeline other than the default run every event alone.
+
+Tracing: each event run in a batch has its CONSUMER span, as ``Tracing`` opens it, ended after the
+COMMIT with its outcome and ``events.batch.size``; an event that leaves the batch ends its span with
+``events.outcome`` ``left_batch`` (and the error), and gets a new span when it runs alone.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import time
 from collections.abc import Hashable
 
+from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.orm import Session
 
 from ..job import ABANDONED, DUPLICATE, HANDLED, Job
@@ -40,9 +45,11 @@ from . import DEFAULT_PIPELINE, compose
 from .decode import Decode
 from .idempotency import Idempotency
 from .step import Resources, Step
-from .tracing import Tracing
+from .tracing import record_error, start_consumer_span
 
 log = logging.getLogger("consumers.batch")
+
+LEFT_BATCH = "left_batch"  # a span's outcome only: the event runs again, alone
 
 
 class CommitInBatch(RuntimeError):
@@ -77,6 +84,7 @@ class BatchRunner:
         self.group = resources.group
         self.breaker = resources.breaker
         self.batch_max_s = batch_max_s
+        self.tracer = resources.tracer  # set by an active Tracing step
         self.decode = next(s for s in steps if isinstance(s, Decode))
         idempotency = next(s for s in steps if isinstance(s, Idempotency))
         self.engine, self.store = idempotency.engine, idempotency.store
@@ -89,12 +97,10 @@ class BatchRunner:
     @classmethod
     def of(cls, resources: Resources, steps: list[Step], batch_max: int) -> BatchRunner | None:
         """A runner for the group's batches, or None when its events run one per transaction: ``batch_max``
-        1, no handler batched, tracing on, or a pipeline other than the default one."""
+        1, no handler batched and idempotent, or a pipeline other than the default one."""
         if batch_max <= 1 or [type(s) for s in steps] != DEFAULT_PIPELINE:
             return None
-        tracing = next(s for s in steps if isinstance(s, Tracing))
-        idempotency = next(s for s in steps if isinstance(s, Idempotency))
-        if tracing.active or not idempotency.active:
+        if not next(s for s in steps if isinstance(s, Idempotency)).active:
             return None
         runner = cls(resources, steps, resources.group.option("batch_max_s"))
         return runner if runner.batched_types else None
@@ -162,6 +168,7 @@ class BatchRunner:
                     if is_claimed:
                         unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
                     continue
+                self._open_span(job, len(jobs))
                 if not is_claimed:
                     done.append((job, DUPLICATE))
                     continue
@@ -169,6 +176,7 @@ class BatchRunner:
                 if failure is None:
                     done.append((job, HANDLED))
                     continue
+                self._end_span(job, LEFT_BATCH, failure)
                 job.solo, job.first_failure = True, failure
                 cut.add(key)
                 back.append(job)
@@ -182,9 +190,13 @@ class BatchRunner:
             log.warning("group %s: a batch of %d events was rolled back (%s: %s); each runs alone now",
                         self.group.name, len(jobs), type(exc).__name__, str(exc)[:200],
                         extra=message_fields(jobs[0], self.group.name))
+            for job in jobs:
+                self._end_span(job, LEFT_BATCH, exc)
             return [], self._alone(jobs)
         session.close()
         self.committed += 1
+        for job, outcome in done:
+            self._end_span(job, outcome)
         for handler in {job.handler.name for job, outcome in done if outcome == HANDLED}:  # type: ignore[union-attr]
             self.breaker.success(handler)
         return done, back
@@ -206,6 +218,24 @@ class BatchRunner:
         finally:
             job.session = None
         return None
+
+    def _open_span(self, job: Job, size: int) -> None:
+        """The job's CONSUMER span, as ``Tracing`` opens it (when tracing), with the batch's size."""
+        if self.tracer is not None:
+            job.span = start_consumer_span(self.tracer, job, self.group.name, {"events.batch.size": size})
+
+    @staticmethod
+    def _end_span(job: Job, outcome: str, exc: BaseException | None = None) -> None:
+        span, job.span = job.span, None
+        if span is None:
+            return
+        if exc is not None:
+            record_error(span, exc)
+        span.set_attribute("events.outcome", outcome)
+        span.set_attribute("events.attempts", job.attempts)
+        if outcome != HANDLED and outcome != DUPLICATE and exc is None:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
 
     @staticmethod
     def _alone(jobs: list[Job]) -> list[Job]:

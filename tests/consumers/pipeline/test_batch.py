@@ -222,3 +222,34 @@ def test_a_batchs_completions_are_reported_only_after_its_commit(database_url):
     # Then nothing was reported when COMMIT ran, and all five were reported after it
     assert back == [] and seen_at_commit == [0]
     assert [outcome for _, _, outcome in runner._completions] == ["handled"] * 5
+
+
+def test_each_event_of_a_batch_keeps_its_consumer_span_ended_after_the_commit(database_url):
+    # Given a traced, batching group whose handler fails once on app-1
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    group, behaviour = sample_handlers.recording_group("traced", tables=sample_handlers.metadata)
+    behaviour.fail["app-1"] = 1
+    with GroupHarness(group, database_url, create_tables=True, tracer_provider=provider) as harness:
+        # When three events, published inside a request's span, are sent as one batch
+        with provider.get_tracer("test").start_as_current_span("request") as request:
+            results = harness.send_batch([app_event(f"app-{i}", i) for i in range(3)])
+    assert [(r.outcome, r.batched) for r in results] == [("handled", True), ("handled", False), ("handled", True)]
+    # Then app-0 and app-2 have one CONSUMER span each, children of the request, outcome handled, with the
+    # batch's size; app-1 has one that left the batch (with its error), and one of its run alone
+    consumer = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert all(s.parent.span_id == request.get_span_context().span_id for s in consumer)
+    by_offset = sorted(((s.attributes["messaging.kafka.offset"], s.attributes["events.outcome"],
+                         s.attributes.get("events.batch.size"), s.status.status_code) for s in consumer),
+                       key=lambda row: (row[0], row[2] is None))
+    assert by_offset == [(0, "handled", 3, StatusCode.UNSET), (1, "left_batch", 3, StatusCode.ERROR),
+                         (1, "handled", None, StatusCode.UNSET), (2, "handled", 3, StatusCode.UNSET)]
+    # and each handler call has its span inside its event's CONSUMER span
+    handle = [s for s in exporter.get_finished_spans() if s.name == "handle app_was_created"]
+    assert len(handle) == 4 and {s.parent.span_id for s in handle} <= {s.context.span_id for s in consumer}
