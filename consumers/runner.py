@@ -93,7 +93,8 @@ class GroupRunner:
 
     ``health_port``: ``None`` takes the settings' port, ``0`` serves no health endpoints.
     ``consumer_overrides``: librdkafka properties over the settings' (tests, benchmarks).
-    ``batch_max``: most idempotent events per transaction, over the group's option (1: one each).
+    ``batch_max``: most idempotent events per transaction (1: one each), over the settings' (``EVENTS_BATCH_MAX``),
+    over the group's option.
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     one is set, else that telemetry is off (``consumers.telemetry``).
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
@@ -114,7 +115,7 @@ class GroupRunner:
         self.health_port = self.settings.health_port if health_port is None else health_port
         self.consumer_overrides = consumer_overrides or {}
         self.batch_size = batch_size
-        self.batch_max = group.option("batch_max") if batch_max is None else batch_max
+        self.batch_max = batch_max or self.settings.batch_max or group.option("batch_max")
         self.max_buffered = max_buffered or max(2000, self.concurrency * 200)
         self.max_uncommitted = self.max_buffered * 20
         self.poll_timeout_s = poll_timeout_s

@@ -253,3 +253,16 @@ def test_each_event_of_a_batch_keeps_its_consumer_span_ended_after_the_commit(da
     # and each handler call has its span inside its event's CONSUMER span
     handle = [s for s in exporter.get_finished_spans() if s.name == "handle app_was_created"]
     assert len(handle) == 4 and {s.parent.span_id for s in handle} <= {s.context.span_id for s in consumer}
+
+
+def test_batch_max_comes_from_the_runner_then_the_settings_then_the_group(monkeypatch):
+    from consumers.runner import GroupRunner
+    from schemas.settings import Settings
+
+    # Given a group whose batch_max is 20
+    group, _ = sample_handlers.recording_group("sized", batch_max=20)
+    # Then a runner takes the group's, unless the settings (EVENTS_BATCH_MAX) or the runner's own say otherwise
+    assert GroupRunner(group, settings=Settings()).batch_max == 20
+    monkeypatch.setenv("EVENTS_BATCH_MAX", "1")
+    assert GroupRunner(group, settings=Settings()).batch_max == 1
+    assert GroupRunner(group, settings=Settings(), batch_max=7).batch_max == 7
