@@ -266,3 +266,61 @@ def test_batch_max_comes_from_the_runner_then_the_settings_then_the_group(monkey
     monkeypatch.setenv("EVENTS_BATCH_MAX", "1")
     assert GroupRunner(group, settings=Settings()).batch_max == 1
     assert GroupRunner(group, settings=Settings(), batch_max=7).batch_max == 7
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite's one write lock cannot deadlock
+def test_two_members_whose_batches_deadlock_end_with_every_effect_once(database_url, caplog):
+    # Given two members of a group whose handlers lock two rows, in opposite orders for two of the events,
+    # each waiting for the other to hold its first row (so PostgreSQL must break a deadlock)
+    import threading
+
+    from sqlalchemy import update
+
+    both_hold_one = threading.Barrier(2)
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+    group = ConsumerGroup("deadlocking", tables=sample_handlers.metadata)
+
+    @group.handler(AppWasCreated)
+    def lock_rows(event, ctx):
+        with lock:
+            calls[event.event_id] = calls.get(event.event_id, 0) + 1
+            first_call = calls[event.event_id] == 1
+        order = {"app-b": (1001, 1002), "app-d": (1002, 1001)}.get(event.app_id)  # one row then the other
+        if order is not None:
+            first, second = order
+            ctx.session.execute(update(sample_effects).where(sample_effects.c.id == first).values(attempt=0))
+            if first_call:
+                both_hold_one.wait(10)
+            ctx.session.execute(update(sample_effects).where(sample_effects.c.id == second).values(attempt=0))
+        ctx.session.execute(insert(sample_effects).values(event_id=event.event_id, app_id=event.app_id, seq=1,
+                                                          attempt=ctx.message.attempt, group_name=ctx.group))
+
+    members = [GroupHarness(group, database_url, create_tables=True) for _ in range(2)]
+    with members[0].session() as session, session.begin():
+        session.execute(insert(sample_effects), [{"id": i, "event_id": f"row-{i}", "app_id": "-", "seq": 0,
+                                                  "attempt": 0, "group_name": "-"} for i in (1001, 1002)])
+    batches = [[app_event("app-a", 1), app_event("app-b", 2)],
+               [app_event("app-c", 3), app_event("app-d", 4)]]
+    results: dict[int, list] = {}
+    # When each member runs its batch at the same time
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, members[i].send_batch(batches[i])))
+               for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    try:
+        # Then one batch committed, the deadlock's victim was rolled back and its events ran alone; every
+        # event was handled, its effect there once, nothing dead-lettered, and no outage was taken for it
+        assert sorted(m.batch_runner.rolled_back for m in members) == [0, 1]  # type: ignore[union-attr]
+        assert "DeadlockDetected" in caplog.text
+        assert all(r.handled for i in range(2) for r in results[i])
+        with members[0].session() as session:
+            written = session.scalars(select(sample_effects.c.event_id).where(sample_effects.c.seq == 1)).all()
+        assert sorted(written) == sorted(e.event_id for batch in batches for e in batch)
+        assert all(m.dead_letters == [] and not m.resources.breaker.is_open() for m in members)
+    finally:
+        for member in members:
+            member.close()
