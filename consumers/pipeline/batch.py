@@ -50,6 +50,9 @@ from .tracing import record_error, start_consumer_span
 log = logging.getLogger("consumers.batch")
 
 LEFT_BATCH = "left_batch"  # a span's outcome only: the event runs again, alone
+# PostgreSQL caches 64 subtransactions per transaction (a savepoint that writes takes one); past them the
+# whole server slows down (pg_subtrans lookups)
+POSTGRES_SUBXIDS = 64
 
 
 class CommitInBatch(RuntimeError):
@@ -100,8 +103,13 @@ class BatchRunner:
         1, no handler batched and idempotent, or a pipeline other than the default one."""
         if batch_max <= 1 or [type(s) for s in steps] != DEFAULT_PIPELINE:
             return None
-        if not next(s for s in steps if isinstance(s, Idempotency)).active:
+        idempotency = next(s for s in steps if isinstance(s, Idempotency))
+        if not idempotency.active:
             return None
+        if batch_max > POSTGRES_SUBXIDS and idempotency.engine.dialect.name == "postgresql":  # type: ignore[union-attr]
+            log.warning("group %s: batch_max %d is above %d, which overflows PostgreSQL's cache of a transaction's "
+                        "savepoints and slows the whole server down: use %d or less", resources.group.name,
+                        batch_max, POSTGRES_SUBXIDS, POSTGRES_SUBXIDS)
         runner = cls(resources, steps, resources.group.option("batch_max_s"))
         return runner if runner.batched_types else None
 

@@ -324,3 +324,13 @@ def test_two_members_whose_batches_deadlock_end_with_every_effect_once(database_
     finally:
         for member in members:
             member.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # the limit is PostgreSQL's
+def test_a_batch_max_past_postgresqls_savepoint_cache_is_warned_about(database_url, caplog):
+    # Given a group whose batches would take 65 savepoints on PostgreSQL
+    harness, _ = harness_of(database_url, batch_max=65)
+    with harness:
+        # Then starting it says so, and what to use instead
+        assert "batch_max 65 is above 64" in caplog.text and "use 64 or less" in caplog.text
