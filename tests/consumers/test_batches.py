@@ -111,3 +111,31 @@ def test_a_database_lost_mid_batch_loses_nothing_and_does_nothing_twice(
     effects = sample_handlers.effects(effects_db)
     assert sorted(e[0] for e in effects) == sorted(e.event_id for e in events)
     assert by_key(effects) == {f"app-{k}": list(range(k, 300, 8)) for k in range(8)}
+
+
+def test_a_backlog_delivered_again_after_its_commit_was_lost_is_all_duplicates(
+        kafka_env, app_topic, group_topics, producer_factory, effects_db, admin):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    from consumers.config import group_id
+
+    # Given a backlog of 300 events handled in batches
+    topic = app_topic()
+    group, _ = sample_handlers.recording_group(database_url=effects_db)
+    group_topics(group.name)
+    events = [app_event(f"app-{i % 12}", i) for i in range(300)]
+    publish(producer_factory(), topic, events)
+    with running(group, concurrency=4) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 300, 120, "300 events handled")
+    # And the group's offsets lost (rewound to the start), as when a process dies between COMMIT and offset store
+    for future in admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group_id(kafka_env, group.name), [TopicPartition(topic, 0, 0)])]).values():
+        future.result(30)
+    # When the group runs again and gets every event a second time
+    again, behaviour = sample_handlers.recording_group(database_url=effects_db)
+    with running(again, concurrency=4) as runner:
+        wait_until(lambda: runner.stats()["duplicates"] == 300, 120, "300 duplicates")
+        assert runner.batch_runner is not None and runner.batch_runner.committed > 0
+    # Then batches found them all claimed: no handler ran, every effect is there once
+    assert runner.stats()["handled"] == 0 and sum(behaviour.calls.values()) == 0
+    assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == sorted(e.event_id for e in events)

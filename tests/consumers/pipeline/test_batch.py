@@ -334,3 +334,18 @@ def test_a_batch_max_past_postgresqls_savepoint_cache_is_warned_about(database_u
     with harness:
         # Then starting it says so, and what to use instead
         assert "batch_max 65 is above 64" in caplog.text and "use 64 or less" in caplog.text
+
+
+def test_a_redelivered_batch_is_all_duplicates_without_running_a_handler(database_url):
+    # Given a batch handled and committed (then, say, the process died before its offsets were stored)
+    harness, behaviour = harness_of(database_url)
+    events = [app_event(f"app-{i % 3}", i) for i in range(9)]
+    with harness:
+        assert all(r.handled for r in harness.send_batch(events))
+        counted = transactions(harness)
+        # When the same events are delivered again as a batch
+        results = harness.send_batch(events)
+        # Then the one claim statement finds them all: duplicates, no handler run, no savepoint
+        assert [(r.outcome, r.batched) for r in results] == [("duplicate", True)] * 9
+        assert sum(behaviour.calls.values()) == 9
+        assert counted == {"commit": 1, "claims": 1, "savepoints": 0}
