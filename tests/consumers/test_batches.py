@@ -17,6 +17,13 @@ from tests.consumers.sample_handlers import sample_effects
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
 
 
+def publish_backlog(producer_factory, topic: str, count: int, keys: int) -> list[AppWasCreated]:
+    """``count`` events over ``keys`` apps, published before the group runs: a backlog."""
+    events = [app_event(f"app-{i % keys}", i) for i in range(count)]
+    publish(producer_factory(), topic, events)
+    return events
+
+
 def by_key(effects: list[tuple[str, str, int]]) -> dict[str, list[int]]:
     """Each app's sequence numbers in the order their effects were committed."""
     seqs: dict[str, list[int]] = defaultdict(list)
@@ -31,8 +38,7 @@ def test_a_backlog_over_many_keys_is_handled_once_in_batches_and_in_each_keys_or
     topic = app_topic(partitions=3)
     group, behaviour = sample_handlers.recording_group(database_url=effects_db, batch_max=50)
     group_topics(group.name)
-    events = [app_event(f"app-{i % 40}", i) for i in range(600)]
-    publish(producer_factory(), topic, events)
+    events = publish_backlog(producer_factory, topic, 600, 40)
     # When a group with 4 workers works through it
     with running(group, concurrency=4) as runner:
         wait_until(lambda: runner.stats()["handled"] == 600, 120, "600 events handled")
@@ -97,8 +103,7 @@ def test_a_database_lost_mid_batch_loses_nothing_and_does_nothing_twice(
             raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("disk I/O error"))
 
     group_topics(group.name)
-    events = [app_event(f"app-{i % 8}", i) for i in range(300)]
-    publish(producer_factory(), topic, events)
+    events = publish_backlog(producer_factory, topic, 300, 8)
     # When the group works through the backlog
     with running(group, concurrency=4) as runner:
         wait_until(lambda: runner.stats()["handled"] == 300, 120, "300 events handled")
@@ -123,8 +128,7 @@ def test_a_backlog_delivered_again_after_its_commit_was_lost_is_all_duplicates(
     topic = app_topic()
     group, _ = sample_handlers.recording_group(database_url=effects_db)
     group_topics(group.name)
-    events = [app_event(f"app-{i % 12}", i) for i in range(300)]
-    publish(producer_factory(), topic, events)
+    events = publish_backlog(producer_factory, topic, 300, 12)
     with running(group, concurrency=4) as runner:
         wait_until(lambda: runner.stats()["handled"] == 300, 120, "300 events handled")
     # And the group's offsets lost (rewound to the start), as when a process dies between COMMIT and offset store
