@@ -265,9 +265,16 @@ class GroupHarness:
         jobs = [job for job in made if isinstance(job, Job)]
         finished, _ = self.batch_runner.run(jobs)
         in_batch = {id(job): outcome for job, outcome in finished}
-        return [job if isinstance(job, Result)
-                else Result(in_batch[id(job)], cast(Message, job.message), job.event, job.attempts, batched=True)
-                if id(job) in in_batch else self._run(job) for job in made]
+        results = []
+        for job in made:
+            if isinstance(job, Result):  # passed over
+                results.append(job)
+            elif id(job) in in_batch:
+                results.append(Result(in_batch[id(job)], cast(Message, job.message), job.event, job.attempts,
+                                      batched=True))
+            else:  # left the batch: alone, as the per-event path runs it
+                results.append(self._run(job))
+        return results
 
     def _message_of(self, event: Event, key: str | None = None, idempotency_key: str | None = None,
                     headers: Mapping[str, str | bytes] | None = None,
