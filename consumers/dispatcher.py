@@ -7,6 +7,16 @@ leaves the others to the remaining keys, and work proceeds roughly in fetch orde
 each partition's committable position keeps up with what is done (taking a key's whole queue at
 once would finish one key's backlog before the next key's first message, and hold the commits
 back). Submitting a batch takes the lock once.
+
+Batched takes (``process_batch`` given and ``batch_max`` above 1): a worker takes the head of the
+ready line, and the keys behind it up to its share of the line (``ceil(ready / workers)`` keys), and
+from each a contiguous run of batchable jobs (``batchable(job)``), ``batch_max`` jobs at most in all.
+It stops at a key whose next job is not batchable; when the first key's is not, or the take holds
+one job, the job runs alone through ``process`` as above. Nothing waits for a batch to fill: a batch
+is what is queued now, so batches grow only with the backlog. The worker holds every key of its batch
+until ``process_batch(jobs)`` returns the jobs it did not finish; those go back to the head of their
+key's queue in their order, ahead of anything queued meanwhile. ``process_batch`` must finish some
+jobs or return the others made unbatchable, or they would be taken again as they are.
 """
 
 from __future__ import annotations
@@ -16,18 +26,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
+from math import ceil
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 class KeyedDispatcher:
-    """``submit([(key, job), ...])``; ``process(job)`` runs on a worker and must not raise."""
+    """``submit([(key, job), ...])``; ``process(job)`` and ``process_batch(jobs) -> jobs to put back``
+    run on a worker and must not raise."""
 
-    def __init__(self, process: Callable[[Any], None], *, workers: int, name: str = "events-worker"):
+    def __init__(self, process: Callable[[Any], None], *, workers: int, name: str = "events-worker",
+                 process_batch: Callable[[list[Any]], list[Any]] | None = None, batch_max: int = 1,
+                 batchable: Callable[[Any], bool] = lambda job: True):
         if workers < 1:
             raise ValueError(f"a dispatcher needs at least one worker, not {workers}")
+        if batch_max < 1:
+            raise ValueError(f"batch_max must be at least 1, not {batch_max}")
         self._process = process
+        self._process_batch = process_batch
+        self._batch_max = batch_max if process_batch is not None else 1
+        self._batchable = batchable
         self._workers = workers
         self._name = name
         lock = threading.Lock()
@@ -40,6 +59,7 @@ class KeyedDispatcher:
         self._stopping = False
         self._low_water = 0                        # wait_below() is waiting for pending < this
         self._threads: list[threading.Thread] = []
+        self.batches = 0                           # batches run through process_batch (for tests and stats)
 
     # -- owner's side -------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,30 +132,70 @@ class KeyedDispatcher:
     # -- workers' side ------------------------------------------------------------------------
     def _work(self) -> None:
         cond = self._cond
-        process = self._process
         ready = self._ready
-        queues = self._queues
         while True:
             with cond:
                 while not ready:
                     if self._stopping:
                         return
                     cond.wait()
-                key = ready.popleft()
-                queue = queues[key]
-                job = queue.popleft()
+                taken = self._take()
+                batch = [job for _, jobs in taken for job in jobs]
                 self._running += 1
+                if len(batch) > 1:
+                    self.batches += 1
+            put_back: list[Any] = []
             try:
-                process(job)
+                if len(batch) == 1:
+                    self._process(batch[0])
+                else:
+                    assert self._process_batch is not None  # only batched takes hold several jobs
+                    put_back = self._process_batch(batch)
             except BaseException:  # noqa: BLE001 - the pipeline catches; this is the last net
                 log.exception("a job escaped the pipeline; its offset will not be committed")
             with cond:
                 self._running -= 1
-                self._pending -= 1
-                if queue:
-                    ready.append(key)  # more to do: back of the line, behind keys that waited
-                    cond.notify()
-                else:
-                    del queues[key]
-                if not self._pending or self._pending == self._low_water - 1:
-                    self._drained.notify_all()
+                self._release(taken, put_back)
+
+    def _take(self) -> list[tuple[Hashable, list[Any]]]:
+        """The next take, under the lock: ``[(key, [jobs in queue order]), ...]``, each key taken off the
+        ready line."""
+        ready, queues = self._ready, self._queues
+        key = ready.popleft()
+        queue = queues[key]
+        batchable = self._batchable
+        if self._batch_max == 1 or not batchable(queue[0]):
+            return [(key, [queue.popleft()])]
+        room = self._batch_max
+        keys_left = ceil((len(ready) + 1) / self._workers)
+        taken: list[tuple[Hashable, list[Any]]] = []
+        while True:
+            jobs = []
+            while queue and room and batchable(queue[0]):
+                jobs.append(queue.popleft())
+                room -= 1
+            taken.append((key, jobs))
+            keys_left -= 1
+            if not (room and keys_left and ready and batchable(queues[ready[0]][0])):
+                return taken
+            key = ready.popleft()
+            queue = queues[key]
+
+    def _release(self, taken: list[tuple[Hashable, list[Any]]], put_back: list[Any]) -> None:
+        """Under the lock: puts ``put_back`` at the head of their keys' queues in order, counts the
+        rest as finished, and hands the keys back (to the back of the ready line if they have more)."""
+        back = {id(job) for job in put_back}
+        finished = 0
+        for key, jobs in taken:
+            queue = self._queues[key]
+            again = [job for job in jobs if id(job) in back]
+            queue.extendleft(reversed(again))
+            finished += len(jobs) - len(again)
+            if queue:
+                self._ready.append(key)  # more to do: back of the line, behind keys that waited
+                self._cond.notify()
+            else:
+                del self._queues[key]
+        self._pending -= finished
+        if not self._pending or self._pending < self._low_water:
+            self._drained.notify_all()

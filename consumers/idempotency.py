@@ -12,6 +12,7 @@ or replay you expect; a replay older than that runs handlers again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +47,7 @@ processed_events = Table(
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CLAIMS_PER_STATEMENT = 500  # 4 parameters a row: well under SQLite's and PostgreSQL's bind limits
 
 
 def make_engine(url: str, *, pool_size: int = 8) -> Engine:
@@ -92,14 +94,15 @@ def create_table(engine: Engine) -> None:
 
 
 def _insert_ignoring_conflict(dialect: str):
+    """``INSERT .. ON CONFLICT DO NOTHING RETURNING idempotency_key``, where the dialect has it."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
         return (pg_insert(processed_events).on_conflict_do_nothing(index_elements=["group_name", "idempotency_key"])
-                .returning(processed_events.c.event_id))
+                .returning(processed_events.c.idempotency_key))
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
         return (sqlite_insert(processed_events).on_conflict_do_nothing(index_elements=["group_name", "idempotency_key"])
-                .returning(processed_events.c.event_id))
+                .returning(processed_events.c.idempotency_key))
     return None
 
 
@@ -136,6 +139,32 @@ class IdempotencyStore:
                             processed_events.c.idempotency_key == key)
                      .values(event_id=event_id, processed_at=now))
         return True
+
+    def claim_many(self, conn: Connection, rows: Iterable[tuple[str, str]]) -> set[str]:
+        """Claims many ``(key, event_id)`` in the caller's transaction with one multi-row INSERT (one per
+        ``CLAIMS_PER_STATEMENT`` rows); returns the keys claimed now, the others being duplicates. Rows go
+        in key order, so concurrent batches take the unique index's locks in one order and never deadlock
+        on claims; a key given twice is claimed for its first event only."""
+        now = datetime.now(UTC)
+        by_key: dict[str, str] = {}
+        for key, event_id in rows:
+            by_key.setdefault(key, event_id)
+        keys = sorted(by_key)
+        if self._insert is None:  # another database: one claim at a time, each in a savepoint
+            return {key for key in keys if self.claim(conn, key, by_key[key])}
+        values = [{"group_name": self.group, "idempotency_key": key, "event_id": by_key[key], "processed_at": now}
+                  for key in keys]
+        claimed: set[str] = set()
+        for start in range(0, len(values), CLAIMS_PER_STATEMENT):
+            # matched by the returned key: RETURNING's row order is not guaranteed
+            chunk = values[start:start + CLAIMS_PER_STATEMENT]
+            claimed.update(conn.execute(self._insert.values(chunk)).scalars())
+        return claimed
+
+    def unclaim(self, conn: Connection, keys: list[str]) -> None:
+        """Deletes the claims of ``keys`` in the caller's transaction (events that left their batch)."""
+        conn.execute(delete(processed_events).where(processed_events.c.group_name == self.group,
+                                                    processed_events.c.idempotency_key.in_(keys)))
 
     def is_processed(self, key: str) -> bool:
         with self.engine.connect() as conn:

@@ -59,7 +59,8 @@ class Job:
     """Mutable per-message state the steps read and fill in."""
 
     __slots__ = ("message", "lane", "offset", "raw_headers", "raw_event_type", "handler", "headers", "event",
-                 "idempotency_key", "reprocess", "prior_attempts", "attempts", "session", "span")
+                 "idempotency_key", "reprocess", "prior_attempts", "attempts", "session", "span", "solo",
+                 "first_failure")
 
     def __init__(self, message: Message, lane: Lane, offset: int, raw_headers: list[tuple[str, bytes]] | None,
                  raw_event_type: bytes | None, handler: Handler | None):
@@ -77,6 +78,8 @@ class Job:
         self.attempts = 0         # attempts made in this delivery
         self.session: Session | None = None
         self.span: Any = None
+        self.solo = False         # runs alone (per-event path), never in a batch: it left one
+        self.first_failure: Exception | None = None  # a batch's failed attempt, which Retries counts as attempt 1
 
     @property
     def topic(self) -> str:

@@ -47,6 +47,7 @@ from .idempotency import make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
 from .offsets import OffsetTracker
 from .pipeline import Resources, Step, build
+from .pipeline.batch import BatchRunner
 from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry.fields import event_type_of, message_fields
@@ -92,6 +93,8 @@ class GroupRunner:
 
     ``health_port``: ``None`` takes the settings' port, ``0`` serves no health endpoints.
     ``consumer_overrides``: librdkafka properties over the settings' (tests, benchmarks).
+    ``batch_max``: most idempotent events per transaction (1: one each), over the settings' (``EVENTS_BATCH_MAX``),
+    over the group's option.
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     one is set, else that telemetry is off (``consumers.telemetry``).
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
@@ -102,7 +105,7 @@ class GroupRunner:
                  batch_size: int = 500, max_buffered: int | None = None, poll_timeout_s: float = 0.1,
                  revoke_timeout_s: float = 10.0, create_topics: bool = True,
                  idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
-                 tracer_provider: Any = None, meter_provider: Any = None):
+                 tracer_provider: Any = None, meter_provider: Any = None, batch_max: int | None = None):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         self.group = group
@@ -112,6 +115,7 @@ class GroupRunner:
         self.health_port = self.settings.health_port if health_port is None else health_port
         self.consumer_overrides = consumer_overrides or {}
         self.batch_size = batch_size
+        self.batch_max = batch_max or self.settings.batch_max or group.option("batch_max")
         self.max_buffered = max_buffered or max(2000, self.concurrency * 200)
         self.max_uncommitted = self.max_buffered * 20
         self.poll_timeout_s = poll_timeout_s
@@ -149,6 +153,7 @@ class GroupRunner:
         self._pollers: list[Callable[[], None]] = []  # the steps' that serve Kafka clients (``Step.poll``)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
         self.resources: Resources | None = None
+        self.batch_runner: BatchRunner | None = None  # set in _start when the group's events are batched
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -200,7 +205,13 @@ class GroupRunner:
         self._consumer = Consumer(conf)
         resources = self._make_pipeline(database_url)
         tune_interpreter()
-        self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
+        batch_runner = self.batch_runner = BatchRunner.of(resources, self._steps, self.batch_max)
+        if batch_runner is None:
+            self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
+        else:
+            self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}",
+                                               process_batch=self._process_batch, batch_max=self.batch_max,
+                                               batchable=batch_runner.batchable)
         self._dispatcher.start()
         admin = self._reach_cluster()
         if admin is None:
@@ -297,9 +308,27 @@ class GroupRunner:
                               "will not move past it until the group restarts)", job.where(),
                               extra=message_fields(job, self.group.name))
                 outcome = ABANDONED
+        self._report(job, outcome)
+
+    def _process_batch(self, jobs: list[Job]) -> list[Job]:
+        """On a worker: a batch in one transaction (``consumers.pipeline.batch``), then the reports of the
+        jobs it finished (after its commit); returns the jobs to put back. Never raises."""
+        assert self.batch_runner is not None  # the dispatcher batches only then
+        try:
+            finished, back = self.batch_runner.run(jobs)
+        except BaseException:  # noqa: BLE001 - a bug: every job runs alone instead
+            log.exception("a batch of group %s failed; its %d events run alone", self.group.name, len(jobs))
+            for job in jobs:
+                job.solo = True
+            return jobs
+        for job, outcome in finished:
+            self._report(job, outcome)
+        return back
+
+    def _report(self, job: Job, outcome: str) -> None:
         if self.metrics is not None:
             self._observe(job, outcome)
-        self._completions.append((lane, job.offset, outcome))
+        self._completions.append((job.lane, job.offset, outcome))
 
     def _observe(self, job: Job, outcome: str) -> None:
         """Counts the outcome of a message (a worker; only when metrics are on)."""

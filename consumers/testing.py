@@ -11,6 +11,7 @@ headed as the producer SDK publishes them, and tells what became of each::
         with harness.session() as session:
             ...  # the handler's effects, committed
         assert harness.send(same_event).duplicate
+        results = harness.send_batch([event_1, event_2, event_3])  # as a worker takes them under a backlog
 
 What is not the runtime's: there is no broker, no poll loop and no worker thread. Messages are
 processed one at a time on the caller's thread, in the order sent. Dead letters are recorded
@@ -19,6 +20,8 @@ recorded (``Result.backoffs``) instead of slept. A message whose failures the ou
 for a dependency outage would wait in the runtime for the dependency: here it ends ``abandoned``
 (not finished; the runtime would deliver it again), and the group stays paused for the breaker's
 backoff, as the runtime's would, so later messages end ``abandoned`` too until it closes.
+``send_batch`` runs events as one batch (``consumers.pipeline.batch``), then those that left it one
+by one, in order (the runtime may batch those again).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from .idempotency import make_engine
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, PASSED, Abandoned, Job, Lane
 from .pipeline import Resources, build
 from .pipeline import dead_letters as DL
+from .pipeline.batch import BatchRunner
 from .runner import EVENT_TYPE_NAME
 from .tables import require_tables
 
@@ -129,6 +133,7 @@ class Result:
     attempts: int = 0
     backoffs: tuple[float, ...] = ()
     dead_letter: DeadLetter | None = None
+    batched: bool = False  # finished in a batch's transaction (``GroupHarness.send_batch``)
 
     @property
     def handled(self) -> bool:
@@ -230,6 +235,7 @@ class GroupHarness:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)
             require_tables(self.engine, group.tables, group=group.name)
             self._chain, self._steps = build(self.resources, group.pipeline)
+            self.batch_runner = BatchRunner.of(self.resources, self._steps, group.option("batch_max"))
         except BaseException:
             self.engine.dispose()
             raise
@@ -239,12 +245,7 @@ class GroupHarness:
              headers: Mapping[str, str | bytes] | None = None, partition: int = 0) -> Result:
         """Processes ``event`` as published by the producer SDK (its Avro bytes, its headers, its
         topic and key; ``key``, ``idempotency_key`` and extra ``headers`` as ``publish`` takes them)."""
-        spec = self.group.catalogue.for_event(event)
-        value = self._codec.encode(event)
-        message_headers = event_headers(static_headers(spec), event, idempotency_key, headers)
-        key = getattr(event, spec.key_field) if key is None else key
-        return self._process(spec.topic(self.prefix), partition, key.encode() if key is not None else None, value,
-                             message_headers, epoch_millis(event.occurred_at))
+        return self._process(*self._message_of(event, key, idempotency_key, headers, partition))
 
     def send_raw(self, value: bytes | None, *, headers: Iterable[tuple[str, str | bytes]] = (),
                  key: bytes | None = None, topic: str | None = None, partition: int = 0) -> Result:
@@ -254,8 +255,44 @@ class GroupHarness:
         return self._process(topic or self.group.domain_topics(self.prefix)[0], partition, key, value, raw,
                              int(time.time() * 1000))
 
+    def send_batch(self, events: Iterable[Event]) -> list[Result]:
+        """Processes ``events`` (each as ``send`` would) as one batch: in one transaction, each in a
+        savepoint; then those that left the batch, one by one in order. Results in the events' order."""
+        if self.batch_runner is None:
+            raise ValueError(f"group {self.group.name!r} does not batch (batch_max 1, no idempotent batched handler, "
+                             "or a pipeline of its own): use send()")
+        made = [self._job(*self._message_of(event)) for event in events]
+        jobs = [job for job in made if isinstance(job, Job)]
+        finished, _ = self.batch_runner.run(jobs)
+        in_batch = {id(job): outcome for job, outcome in finished}
+        results = []
+        for job in made:
+            if isinstance(job, Result):  # passed over
+                results.append(job)
+            elif id(job) in in_batch:
+                results.append(Result(in_batch[id(job)], cast(Message, job.message), job.event, job.attempts,
+                                      batched=True))
+            else:  # left the batch: alone, as the per-event path runs it
+                results.append(self._run(job))
+        return results
+
+    def _message_of(self, event: Event, key: str | None = None, idempotency_key: str | None = None,
+                    headers: Mapping[str, str | bytes] | None = None,
+                    partition: int = 0) -> tuple[str, int, bytes | None, bytes, Headers, int]:
+        spec = self.group.catalogue.for_event(event)
+        value = self._codec.encode(event)
+        message_headers = event_headers(static_headers(spec), event, idempotency_key, headers)
+        key = getattr(event, spec.key_field) if key is None else key
+        return (spec.topic(self.prefix), partition, key.encode() if key is not None else None, value,
+                message_headers, epoch_millis(event.occurred_at))
+
     def _process(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers,
                  timestamp_ms: int) -> Result:
+        job = self._job(topic, partition, key, value, headers, timestamp_ms)
+        return job if isinstance(job, Result) else self._run(job)
+
+    def _job(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers,
+             timestamp_ms: int) -> Job | Result:
         offset = next(self._offsets.setdefault((topic, partition), itertools.count()))
         message = Message(topic, partition, offset, key, value, headers or None, timestamp_ms)
         # the poll loop's part (``GroupRunner._accept``): pass over other event types by their header
@@ -265,7 +302,10 @@ class GroupHarness:
             return Result(PASSED, message)
         lane = _InstantLane(topic, partition, self.resources.breaker)
         # ignore the type: ours has every method of confluent_kafka.Message the pipeline reads
-        job = Job(cast(Any, message), lane, offset, message.headers(), event_type, handler)
+        return Job(cast(Any, message), lane, offset, message.headers(), event_type, handler)
+
+    def _run(self, job: Job) -> Result:
+        message, lane = cast(Message, job.message), cast(_InstantLane, job.lane)
         before = len(self.dead_letters)
         try:
             outcome = self._chain(job)

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; unset means SQLite under EVENTS_HOME.")
     kafka: dict[str, str] = Field(default_factory=dict, description="librdkafka properties, passed through.")
     concurrency: int = Field(default=8, ge=1, le=1024)
+    batch_max: int | None = Field(default=None, ge=1, le=10_000,
+                                  description="Most idempotent events per transaction, over each group's batch_max; "
+                                              "1 turns batches off.")
     drain_timeout_s: float = Field(default=30.0, gt=0, le=MAX_DRAIN_TIMEOUT_S, allow_inf_nan=False)
     health_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)

@@ -37,6 +37,7 @@ def effective(group: str) -> dict:
         "topic_prefix": settings.topic_prefix,
         "database_url": _safe_url(settings.database()),
         "concurrency": settings.concurrency,
+        "batch_max": settings.batch_max,
         "drain_timeout_s": settings.drain_timeout_s,
         "health_port": settings.health_port,
         "metrics_port": settings.metrics_port,

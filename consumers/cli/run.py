@@ -49,6 +49,9 @@ class Days(click.FloatRange):
 @click.option("--list", "list_groups", is_flag=True, help="List the registered groups and exit.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
               help="Messages handled at once (default: settings' concurrency, EVENTS_CONCURRENCY).")
+@click.option("--batch-max", type=click.IntRange(1, 10_000), default=None,
+              help="Most idempotent events per database transaction; 1 turns batches off "
+                   "(default: EVENTS_BATCH_MAX, else the group's batch_max, 50).")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None,
               help="Port of /healthz and /readyz (default: EVENTS_HEALTH_PORT; 0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -57,7 +60,8 @@ class Days(click.FloatRange):
               help="How long processed idempotency keys are kept, older ones purged hourly "
                    "(default: EVENTS_IDEMPOTENCY_RETENTION_DAYS, 7).")
 def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,
-            health_port: int | None, metrics_port: int | None, idempotency_retention_days: float | None) -> None:
+            batch_max: int | None, health_port: int | None, metrics_port: int | None,
+            idempotency_retention_days: float | None) -> None:
     """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
 
     Handler modules are found by `consumers.handlers` and EVENTS_HANDLER_MODULES (comma-separated modules).
@@ -77,22 +81,22 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
     if idempotency_retention_days is None:
         idempotency_retention_days = get_settings().idempotency_retention_days
     if run_all:
-        sys.exit(_run_all([g.name for g in groups], concurrency, health_port, metrics_port,
+        sys.exit(_run_all([g.name for g in groups], concurrency, batch_max, health_port, metrics_port,
                           idempotency_retention_days))
     assert group_name is not None  # --group NAME, since not --all
-    _run_one(registry.get(group_name), concurrency, health_port, metrics_port, idempotency_retention_days)
+    _run_one(registry.get(group_name), concurrency, batch_max, health_port, metrics_port, idempotency_retention_days)
 
 
-def _run_one(group, concurrency: int | None, health_port: int | None, metrics_port: int | None,
-             retention_days: float) -> None:
+def _run_one(group, concurrency: int | None, batch_max: int | None, health_port: int | None,
+             metrics_port: int | None, retention_days: float) -> None:
     from ..share_runner import runner_class
     from ..telemetry import configure
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     telemetry = configure(settings.metrics_port if metrics_port is None else metrics_port, group=group.name)
-    runner = runner_class(group)(group, settings=settings, concurrency=concurrency, health_port=health_port,
-                                 idempotency_retention=timedelta(days=retention_days),
+    runner = runner_class(group)(group, settings=settings, concurrency=concurrency, batch_max=batch_max,
+                                 health_port=health_port, idempotency_retention=timedelta(days=retention_days),
                                  tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
 
     def on_signal(_signum, _frame):
@@ -106,8 +110,8 @@ def _run_one(group, concurrency: int | None, health_port: int | None, metrics_po
         telemetry.shutdown()
 
 
-def _run_all(names: list[str], concurrency: int | None, health_port: int | None, metrics_port: int | None,
-             retention_days: float) -> int:
+def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, health_port: int | None,
+             metrics_port: int | None, retention_days: float) -> int:
     """One child process per group (health and metrics ports counted up from the given ones);
     signals are passed on; when one child ends, all are stopped."""
     base_port = get_settings().health_port if health_port is None else health_port
@@ -120,6 +124,8 @@ def _run_all(names: list[str], concurrency: int | None, health_port: int | None,
                 "--idempotency-retention-days", str(retention_days)]
         if concurrency:
             args += ["--concurrency", str(concurrency)]
+        if batch_max:
+            args += ["--batch-max", str(batch_max)]
         children[name] = subprocess.Popen(args, env=os.environ.copy())
         out.print(f"started [bold]{name}[/] (pid {children[name].pid})")
     stopping = False

@@ -100,9 +100,14 @@ def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]
         for step in reversed(instances):
             step.close()
         raise
+    return compose(resources, instances), instances
+
+
+def compose(resources: Resources, steps: list[Step]) -> CallNext:
+    """Chains the active ``steps`` around the handler's call."""
     telemetry = resources.tracer is not None or resources.metrics is not None
     chain: CallNext = partial(observed_handler, resources) if telemetry else call_handler
-    for step in reversed(instances):
+    for step in reversed(steps):
         if step.active:
             chain = partial(step.process, call_next=chain)
-    return chain, instances
+    return chain

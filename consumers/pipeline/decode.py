@@ -26,6 +26,11 @@ class Decode(Step):
         self.decode = resources.codec.decode
 
     def process(self, job: Job, call_next: CallNext) -> str:
+        self.prepare(job)
+        return call_next(job)
+
+    def prepare(self, job: Job) -> None:
+        """Fills in the job's headers, event, idempotency key, reprocess flag and prior attempts, or raises."""
         handler = job.handler
         if handler is None:
             raw = job.raw_event_type
@@ -58,4 +63,3 @@ class Decode(Step):
                 job.prior_attempts = max(0, int(attempt))
             except ValueError:
                 raise BadHeader(f"the '{H.ATTEMPT}' header is malformed: {attempt[:40]!r} is not a number") from None
-        return call_next(job)

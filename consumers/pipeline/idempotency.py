@@ -35,7 +35,7 @@ log = logging.getLogger("consumers.idempotency")
 
 
 class Idempotency(Step):
-    options = {"idempotent": True}
+    options = {"idempotent": True, "batched": True}  # batched: may share a transaction (consumers.pipeline.batch)
 
     def __init__(self, resources: Resources):
         super().__init__(resources)

@@ -9,9 +9,11 @@ never misses ``max.poll.interval.ms``, and other keys go on being handled meanwh
 
 Which failures are retried: exceptions in ``retry_on`` (default: every ``Exception``) and in
 ``pause_on``, never ``MessageRejected`` (raise it from a handler for "this will never work"), the
-codec's errors, or pydantic's ``ValidationError``. Failures in ``pause_on`` (dependency errors:
-the database or a service is down) also feed the group's ``OutageBreaker``: during an outage
-messages wait for the dependency instead of being dead-lettered (see ``consumers.breaker``).
+codec's errors, or pydantic's ``ValidationError``. An event that failed in a batch comes here with
+that failure as its attempt 1 (``Job.first_failure``): the next attempt is its 2nd, after a backoff.
+Failures in ``pause_on`` (dependency errors: the database or a service is down) also feed the
+group's ``OutageBreaker``: during an outage messages wait for the dependency instead of being
+dead-lettered (see ``consumers.breaker``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Retries(Step):
         job.attempts = 1
         started = time.monotonic()
         try:
+            first, job.first_failure = job.first_failure, None
+            if first is not None:  # attempt 1 failed in a batch (consumers.pipeline.batch)
+                raise first
             outcome = call_next(job)
         except Exception as exc:  # noqa: BLE001 - sorted below
             handler = job.handler

@@ -5,7 +5,8 @@ the runner, or set globally by the process); otherwise the step leaves the chain
 
 The CONSUMER span is the *child* of the context in the message's ``traceparent`` header (the
 producer's PRODUCER span), not a root span linked to it: every message is published once and
-processed one at a time (no batches), which is the case OpenTelemetry's messaging conventions let
+processed on its own (a message handled in a database batch keeps a CONSUMER span of its own,
+``consumers.pipeline.batch``), which is the case OpenTelemetry's messaging conventions let
 a process span take the creation context as its parent, so one trace reads end to end from the
 application's request through Kafka into every group's handler. Each group's span is a sibling
 under the same PRODUCER span. Inside it: one INTERNAL span per handler attempt (``handle
@@ -109,12 +110,16 @@ def record_error(span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"[:300]))
 
 
+def start_consumer_span(tracer, job: Job, group: str, attributes: dict):
+    """The message's CONSUMER span, started (not current), with ``attributes`` over the messaging ones."""
+    return tracer.start_span(f"process {job.topic}", context=parent_context(job), kind=SpanKind.CONSUMER,
+                             attributes={**span_attributes(job, group), **attributes})
+
+
 def failed_span(tracer, job: Job, group: str, exc: BaseException):
     """The CONSUMER span of a message that failed before ``Tracing`` opened one, already ended:
     the exception recorded, status ERROR, outcome ``dead_lettered``."""
-    span = tracer.start_span(f"process {job.topic}", context=parent_context(job), kind=SpanKind.CONSUMER,
-                             attributes={**span_attributes(job, group), "events.outcome": "dead_lettered",
-                                         "events.attempts": 0})
+    span = start_consumer_span(tracer, job, group, {"events.outcome": "dead_lettered", "events.attempts": 0})
     record_error(span, exc)
     span.end()
     return span

@@ -6,6 +6,8 @@ import threading
 import time
 from collections import defaultdict
 
+import pytest
+
 from consumers.dispatcher import KeyedDispatcher
 from tests.consumers.support import wait_until
 
@@ -92,3 +94,190 @@ def test_a_job_that_raises_does_not_stop_its_worker():
     assert dispatcher.wait_idle(10)
     assert done == ["a", "b"]
     dispatcher.stop()
+
+
+# -- batched takes --------------------------------------------------------------------------------
+
+class Item:
+    """A job of a batched dispatcher: its key, its number within the key, and whether it may be batched."""
+
+    def __init__(self, key: str, n: int, solo: bool = False):
+        self.key, self.n, self.solo = key, n, solo
+
+    def __repr__(self) -> str:
+        return f"{self.key}{self.n}{'!' if self.solo else ''}"
+
+
+def batchable(item: Item) -> bool:
+    return not item.solo
+
+
+class Gate:
+    """A solo job on a key of its own that holds the only worker until opened, so a backlog queues up."""
+
+    def __init__(self):
+        self.running, self.open = threading.Event(), threading.Event()
+
+    def close_on(self, dispatcher: KeyedDispatcher) -> None:
+        dispatcher.submit([("gate", Item("gate", 0, solo=True))])
+        assert self.running.wait(10)
+
+    def hold(self, item: Item) -> bool:
+        """Called by the test's ``process``: True when ``item`` was the gate."""
+        if item.key != "gate":
+            return False
+        self.running.set()
+        self.open.wait(30)
+        return True
+
+
+def test_a_batched_take_keeps_each_keys_order_and_never_runs_a_key_on_two_workers():
+    # Given 8 workers taking batches of up to 20, and a batch runner that finishes a random prefix of
+    # each key's jobs and gives back the rest (the first of them made solo when nothing of the key finished)
+    import random
+    rng = random.Random(19)
+    lock = threading.Lock()
+    order: dict[str, list[int]] = defaultdict(list)
+    running: dict[str, int] = defaultdict(int)
+    overlap = []
+
+    def enter(keys):
+        with lock:
+            for key in keys:
+                running[key] += 1
+                if running[key] > 1:
+                    overlap.append(key)
+
+    def leave(keys, done):
+        with lock:
+            for item in done:
+                order[item.key].append(item.n)
+            for key in keys:
+                running[key] -= 1
+
+    def process(item):
+        enter({item.key})
+        time.sleep(0.0002)
+        leave({item.key}, [item])
+
+    def process_batch(items):
+        keys = {item.key for item in items}
+        enter(keys)
+        done, back = [], []
+        for key in sorted(keys):
+            mine = [item for item in items if item.key == key]
+            cut = rng.randrange(len(mine) + 1) if rng.random() < 0.3 else len(mine)
+            done += mine[:cut]
+            back += mine[cut:]
+            if cut == 0:
+                mine[0].solo = True
+        time.sleep(0.0005)
+        leave(keys, done)
+        rng.shuffle(back)  # the dispatcher puts them back in their queue order whatever the order given
+        return back
+
+    dispatcher = KeyedDispatcher(process, workers=8, process_batch=process_batch, batch_max=20, batchable=batchable)
+    dispatcher.start()
+    items = [Item(f"k{i % 30}", i) for i in range(3000)]
+    # When they are submitted in chunks
+    for start in range(0, len(items), 97):
+        dispatcher.submit((item.key, item) for item in items[start:start + 97])
+    assert dispatcher.wait_idle(60)
+    dispatcher.stop()
+    # Then every job ran once, each key's in submission order, no key on two workers at once, and batches formed
+    for k in range(30):
+        assert order[f"k{k}"] == [item.n for item in items if item.key == f"k{k}"]
+    assert overlap == []
+    assert dispatcher.pending == 0 and dispatcher.batches > 0
+
+
+def test_jobs_given_back_go_to_the_head_of_their_key_in_order():
+    # Given one worker held by a gate while k1..k3 queue up
+    calls: list[tuple[str, list[Item], int]] = []
+    gate = Gate()
+    dispatcher: KeyedDispatcher
+
+    def process(item):
+        if gate.hold(item):
+            return
+        calls.append(("one", [item], dispatcher.pending))
+
+    def process_batch(items):
+        calls.append(("batch", list(items), dispatcher.pending))
+        if len(calls) == 1:
+            # k4 and k5 arrive while the batch runs; k2 and k3 leave it, k2 made solo
+            dispatcher.submit([("k", Item("k", 4)), ("k", Item("k", 5))])
+            items[1].solo = True
+            return [items[2], items[1]]
+        return []
+
+    dispatcher = KeyedDispatcher(process, workers=1, process_batch=process_batch, batch_max=50, batchable=batchable)
+    dispatcher.start()
+    gate.close_on(dispatcher)
+    dispatcher.submit([("k", Item("k", n)) for n in (1, 2, 3)])
+    # When the gate opens
+    gate.open.set()
+    assert dispatcher.wait_idle(10)
+    dispatcher.stop()
+    # Then k1..k3 ran as a batch, k2 then ran alone, and k3, k4, k5 after it, as a batch, in order
+    assert [(kind, [i.n for i in items], pending) for kind, items, pending in calls] == [
+        ("batch", [1, 2, 3], 3), ("one", [2], 4), ("batch", [3, 4, 5], 3)]
+
+
+def test_a_take_stops_at_a_job_that_cannot_be_batched_and_a_lone_job_runs_alone():
+    # Given one worker held by a gate while key k queues 1, 2, a solo 3 and 4, and key m queues 1
+    calls: list[tuple[str, list[str]]] = []
+    gate = Gate()
+
+    def process(item):
+        if gate.hold(item):
+            return
+        calls.append(("one", [repr(item)]))
+
+    def process_batch(items):
+        calls.append(("batch", [repr(item) for item in items]))
+        return []
+
+    dispatcher = KeyedDispatcher(process, workers=1, process_batch=process_batch, batch_max=50, batchable=batchable)
+    dispatcher.start()
+    gate.close_on(dispatcher)
+    dispatcher.submit([("k", Item("k", 1)), ("k", Item("k", 2)), ("k", Item("k", 3, solo=True)), ("k", Item("k", 4)),
+                       ("m", Item("m", 1))])
+    # When the gate opens
+    gate.open.set()
+    assert dispatcher.wait_idle(10)
+    dispatcher.stop()
+    # Then the first take is k's run up to its solo job, with m's; the solo job runs alone, and so does
+    # k4, the only job ready then (nothing waits for a batch to fill)
+    assert calls == [("batch", ["k1", "k2", "m1"]), ("one", ["k3!"]), ("one", ["k4"])]
+
+
+@pytest.mark.parametrize(("batch_max", "expected"), [
+    (3, [("batch", [1, 2, 3]), ("batch", [4, 5, 6]), ("one", [7])]),
+    (1, [("one", [n]) for n in range(1, 8)]),
+])
+def test_batch_max_bounds_a_take_and_batch_max_1_never_batches(batch_max, expected):
+    # Given one worker held by a gate while 7 jobs of one key queue up
+    calls: list[tuple[str, list[int]]] = []
+    gate = Gate()
+
+    def process(item):
+        if gate.hold(item):
+            return
+        calls.append(("one", [item.n]))
+
+    def process_batch(items):
+        calls.append(("batch", [item.n for item in items]))
+        return []
+
+    dispatcher = KeyedDispatcher(process, workers=1, process_batch=process_batch, batch_max=batch_max,
+                                 batchable=batchable)
+    dispatcher.start()
+    gate.close_on(dispatcher)
+    dispatcher.submit([("k", Item("k", n)) for n in range(1, 8)])
+    # When the gate opens
+    gate.open.set()
+    assert dispatcher.wait_idle(10)
+    dispatcher.stop()
+    # Then batches hold batch_max jobs at most, and with batch_max 1 every job runs alone
+    assert calls == expected

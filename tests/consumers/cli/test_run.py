@@ -72,3 +72,8 @@ def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, to
     text = log.read_text()
     assert "started sample-recorder" in text
     assert "group sample-recorder stopped" in text
+
+
+def test_a_batch_max_below_1_is_refused_in_one_line():
+    result = CliRunner().invoke(main, ["run", "--group", "sample-recorder", "--batch-max", "0"])
+    assert result.exit_code == 2 and "--batch-max" in result.output and "Traceback" not in result.output

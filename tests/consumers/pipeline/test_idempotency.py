@@ -7,11 +7,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from consumers.config import group_id
-from consumers.idempotency import IdempotencyStore, make_engine, processed_events
+from consumers.idempotency import CLAIMS_PER_STATEMENT, IdempotencyStore, make_engine, processed_events
 from schemas import headers as H
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, event_headers, publish, running, wait_until
@@ -186,3 +186,79 @@ def test_the_step_purges_old_keys_until_it_is_closed(database_url):
         engine.dispose()
     # And closing the step ends its purging
     wait_until(lambda: all(t.name != purging for t in threading.enumerate()), 10, "the purge thread to end")
+
+
+def _statements(engine) -> list[str]:
+    """The SQL statements ``engine`` runs from now on (to count round trips)."""
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_: seen.append(statement))
+    return seen
+
+
+def test_claim_many_claims_new_keys_in_one_statement_and_reports_the_duplicates(database_url):
+    # Given a store where key-2 was claimed before
+    engine = make_engine(database_url)
+    store = IdempotencyStore(engine, "g")
+    store.create()
+    with Session(engine) as session, session.begin():
+        store.claim(session.connection(), "key-2", "e-old")
+    statements = _statements(engine)
+    # When four keys (key-2 among them, and key-3 given twice) are claimed at once
+    with Session(engine) as session, session.begin():
+        claimed = store.claim_many(session.connection(),
+                                   [("key-4", "e-4"), ("key-2", "e-2"), ("key-3", "e-3"), ("key-1", "e-1"),
+                                    ("key-3", "e-3b")])
+    # Then the three new keys are claimed by one INSERT, in key order, and key-2 is left as it was
+    assert claimed == {"key-1", "key-3", "key-4"}
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 1
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(processed_events.c.idempotency_key, processed_events.c.event_id)).all())
+    assert rows == {"key-1": "e-1", "key-2": "e-old", "key-3": "e-3", "key-4": "e-4"}
+    engine.dispose()
+
+
+def test_claim_many_splits_a_large_batch_into_statements_and_unclaim_frees_a_key(database_url):
+    # Given more keys than one statement takes
+    engine = make_engine(database_url)
+    store = IdempotencyStore(engine, "g")
+    store.create()
+    count = CLAIMS_PER_STATEMENT + 7
+    rows = [(f"key-{i:04d}", f"e-{i}") for i in range(count)]
+    statements = _statements(engine)
+    # When they are claimed, and one of them unclaimed, in one transaction
+    with Session(engine) as session, session.begin():
+        claimed = store.claim_many(session.connection(), rows)
+        store.unclaim(session.connection(), ["key-0003"])
+    # Then two INSERTs claimed them all, and the unclaimed key is free again
+    assert claimed == {key for key, _ in rows}
+    assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 2
+    assert not store.is_processed("key-0003") and store.is_processed("key-0004")
+    with Session(engine) as session, session.begin():
+        assert store.claim_many(session.connection(), rows) == {"key-0003"}
+    engine.dispose()
+
+
+def test_claim_many_waits_for_a_concurrent_claim_and_sees_it(database_url):
+    # Given a first transaction that claims key-2 and stays open for a moment
+    engine = make_engine(database_url)
+    store = IdempotencyStore(engine, "g")
+    store.create()
+    claimed_first = threading.Event()
+
+    def first():
+        with Session(engine) as session, session.begin():
+            store.claim(session.connection(), "key-2", "e-2")
+            claimed_first.set()
+            time.sleep(0.5)  # a hold, as in the single-claim test above
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    claimed_first.wait(10)
+    # When a batch claims key-1..key-3 meanwhile
+    with Session(engine) as session, session.begin():
+        claimed = store.claim_many(session.connection(), [("key-1", "e-1"), ("key-2", "e-2"), ("key-3", "e-3")])
+    thread.join()
+    engine.dispose()
+    # Then it got the two others and saw key-2 as a duplicate
+    assert claimed == {"key-1", "key-3"}

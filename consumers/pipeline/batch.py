@@ -1,0 +1,252 @@
+"""Batches: many idempotent events handled in one database transaction.
+
+Under a backlog the dispatcher hands a worker a *batch*: contiguous runs of ready keys' queued
+jobs, all of idempotent, ``batched`` handlers (``consumers.dispatcher``). ``BatchRunner.run`` then:
+
+1. decodes each job; one that fails to decode, is a replay's ``events-reprocess``, or repeats an
+   idempotency key seen earlier in the batch leaves the batch (below);
+2. opens one transaction and claims every idempotency key with one statement
+   (``IdempotencyStore.claim_many``); keys claimed before are duplicates, skipped;
+3. runs each claimed job's handler (through the steps after ``Idempotency``: time limit, telemetry)
+   in a SAVEPOINT, with ``ctx.session`` the batch's session;
+4. removes the claims of the jobs that did not run, and commits once. Outcomes are reported only
+   after COMMIT returns, so no offset moves before its effects are durable.
+
+An event *leaves the batch*: its savepoint (if it ran) is rolled back, its claim removed, and it goes
+back to the head of its key's queue with every later event of its key (per-key order), made ``solo``:
+it runs alone on the per-event path, whose ``Retries`` counts the batch's failure as attempt 1
+(backoff, dead letters and the breaker as ever). A ``pause_on`` failure (the database or a service is
+down), or anything raised outside a savepoint (the claim, COMMIT, a time limit landing in runtime
+code), rolls the whole batch back and sends every event the per-event way, where the outage breaker
+decides. A batch open ``batch_max_s`` takes on no more events; the rest go back still batchable.
+
+A handler must not end the transaction itself: ``ctx.session.commit()`` and ``.rollback()`` raise
+``CommitInBatch`` (the event then runs alone, where they behave as before); declare it
+``batched=False`` to always run it alone (so also a handler with effects outside the database).
+Groups with a pipeline other than the default run every event alone.
+
+Tracing: each event run in a batch has its CONSUMER span, as ``Tracing`` opens it, ended after the
+COMMIT with its outcome and ``events.batch.size``; an event that leaves the batch ends its span with
+``events.outcome`` ``left_batch`` (and the error), and gets a new span when it runs alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable
+
+from opentelemetry.trace import Status, StatusCode
+from sqlalchemy.orm import Session
+
+from ..job import ABANDONED, DUPLICATE, HANDLED, Job
+from ..telemetry.fields import message_fields
+from . import DEFAULT_PIPELINE, compose
+from .decode import Decode
+from .idempotency import Idempotency
+from .step import Resources, Step
+from .tracing import record_error, start_consumer_span
+
+log = logging.getLogger("consumers.batch")
+
+LEFT_BATCH = "left_batch"  # a span's outcome only: the event runs again, alone
+# PostgreSQL caches 64 subtransactions per transaction (a savepoint that writes takes one); past them the
+# whole server slows down (pg_subtrans lookups)
+POSTGRES_SUBXIDS = 64
+
+
+class CommitInBatch(RuntimeError):
+    """A handler called ``ctx.session.commit()`` or ``.rollback()`` while in a batch."""
+
+
+class BatchSession(Session):
+    """The session of a batch (its handlers' ``ctx.session``): only the runner ends its transaction."""
+
+    def commit(self) -> None:
+        raise CommitInBatch("ctx.session.commit() inside a batch: the runner commits the whole batch; this event "
+                            "will run again on its own (declare the handler batched=False to always run it alone)")
+
+    def rollback(self) -> None:
+        raise CommitInBatch("ctx.session.rollback() inside a batch: raise an exception to undo this event's "
+                            "effects; this event will run again on its own (or declare the handler batched=False)")
+
+    def commit_batch(self) -> None:
+        super().commit()
+
+
+def dispatch_key(job: Job) -> Hashable:
+    """The key the runner dispatched ``job`` under: its message key, else its partition."""
+    key = job.message.key()
+    return job.lane if key is None else key
+
+
+class BatchRunner:
+    """Runs batches of one group's jobs (``run``); ``of`` makes one when the group batches."""
+
+    def __init__(self, resources: Resources, steps: list[Step], batch_max_s: float):
+        self.group = resources.group
+        self.breaker = resources.breaker
+        self.batch_max_s = batch_max_s
+        self.tracer = resources.tracer  # set by an active Tracing step
+        self.decode = next(s for s in steps if isinstance(s, Decode))
+        idempotency = next(s for s in steps if isinstance(s, Idempotency))
+        self.engine, self.store = idempotency.engine, idempotency.store
+        self.inner = compose(resources, steps[steps.index(idempotency) + 1:])
+        self.batched_types = frozenset(t for t, h in self.group.handlers.items()
+                                       if h.option("idempotent") and h.option("batched"))
+        self.committed = 0    # batches committed (for tests and stats)
+        self.rolled_back = 0  # batches rolled back whole
+
+    @classmethod
+    def of(cls, resources: Resources, steps: list[Step], batch_max: int) -> BatchRunner | None:
+        """A runner for the group's batches, or None when its events run one per transaction: ``batch_max``
+        1, no handler batched and idempotent, or a pipeline other than the default one."""
+        if batch_max <= 1 or [type(s) for s in steps] != DEFAULT_PIPELINE:
+            return None
+        idempotency = next(s for s in steps if isinstance(s, Idempotency))
+        if not idempotency.active:
+            return None
+        if batch_max > POSTGRES_SUBXIDS and idempotency.engine.dialect.name == "postgresql":  # type: ignore[union-attr]
+            log.warning("group %s: batch_max %d is above %d, which overflows PostgreSQL's cache of a transaction's "
+                        "savepoints and slows the whole server down: use %d or less", resources.group.name,
+                        batch_max, POSTGRES_SUBXIDS, POSTGRES_SUBXIDS)
+        runner = cls(resources, steps, resources.group.option("batch_max_s"))
+        return runner if runner.batched_types else None
+
+    def batchable(self, job: Job) -> bool:
+        """May ``job`` be taken into a batch (the dispatcher asks, under its lock)."""
+        handler = job.handler
+        return not job.solo and handler is not None and handler.event_type in self.batched_types
+
+    def run(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[Job]]:
+        """Handles ``jobs`` (a batch, in each key's order) in one transaction; returns the finished
+        ``(job, outcome)`` pairs, reported after the commit, and the jobs to put back."""
+        if self.breaker.is_open():  # an outage: the per-event path waits for it, lane by lane
+            return [], self._alone(jobs)
+        finished: list[tuple[Job, str]] = []
+        back: list[Job] = []
+        cut: set[Hashable] = set()  # keys with an event out of the batch: their later events wait behind it
+        candidates: list[Job] = []
+        seen: set[str] = set()
+        for job in jobs:
+            key = dispatch_key(job)
+            if job.lane.revoked:
+                finished.append((job, ABANDONED))
+                continue
+            if key in cut:
+                back.append(job)
+                continue
+            try:
+                self.decode.prepare(job)
+            except Exception:  # noqa: BLE001 - the per-event path decodes it again and dead-letters it
+                job.solo = True
+            if job.solo or job.reprocess or job.idempotency_key in seen:
+                job.solo = True
+                cut.add(key)
+                back.append(job)
+                continue
+            assert job.idempotency_key is not None  # decoded
+            seen.add(job.idempotency_key)
+            candidates.append(job)
+        if candidates:
+            done, left = self._transaction(candidates)
+            finished += done
+            back += left
+        return finished, back
+
+    def _transaction(self, jobs: list[Job]) -> tuple[list[tuple[Job, str]], list[Job]]:
+        """``jobs``' claims and handlers in one transaction (each key's jobs before any it left out)."""
+        done: list[tuple[Job, str]] = []
+        back: list[Job] = []
+        cut: set[Hashable] = set()
+        unclaim: list[str] = []
+        session = BatchSession(self.engine, expire_on_commit=False)
+        try:
+            session.begin()
+            conn = session.connection()
+            claimed = self.store.claim_many(conn, [(job.idempotency_key, job.event.event_id)  # type: ignore[misc,union-attr]
+                                                   for job in jobs])
+            started = time.monotonic()
+            for job in jobs:
+                key = dispatch_key(job)
+                is_claimed = job.idempotency_key in claimed
+                if key in cut or (done and time.monotonic() - started >= self.batch_max_s):
+                    cut.add(key)
+                    back.append(job)
+                    if is_claimed:
+                        unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
+                    continue
+                self._open_span(job, len(jobs))
+                if not is_claimed:
+                    done.append((job, DUPLICATE))
+                    continue
+                failure = self._handle(job, session)
+                if failure is None:
+                    done.append((job, HANDLED))
+                    continue
+                self._end_span(job, LEFT_BATCH, failure)
+                job.solo, job.first_failure = True, failure
+                cut.add(key)
+                back.append(job)
+                unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
+            if unclaim:
+                self.store.unclaim(conn, unclaim)
+            session.commit_batch()
+        except BaseException as exc:  # noqa: BLE001 - anything outside a savepoint: the whole batch goes back
+            session.close()  # rolls back
+            self.rolled_back += 1
+            log.warning("group %s: a batch of %d events was rolled back (%s: %s); each runs alone now",
+                        self.group.name, len(jobs), type(exc).__name__, str(exc)[:200],
+                        extra=message_fields(jobs[0], self.group.name))
+            for job in jobs:
+                self._end_span(job, LEFT_BATCH, exc)
+            return [], self._alone(jobs)
+        session.close()
+        self.committed += 1
+        for job, outcome in done:
+            self._end_span(job, outcome)
+        for handler in {job.handler.name for job, outcome in done if outcome == HANDLED}:  # type: ignore[union-attr]
+            self.breaker.success(handler)
+        return done, back
+
+    def _handle(self, job: Job, session: BatchSession) -> Exception | None:
+        """Runs ``job``'s handler in a savepoint: None when it succeeded, else its failure (the savepoint
+        rolled back). Raises a ``pause_on`` failure and anything not an ``Exception`` (the whole batch)."""
+        handler = job.handler
+        assert handler is not None  # decoded
+        job.attempts = 1
+        job.session = session
+        try:
+            with session.begin_nested():
+                self.inner(job)
+        except Exception as exc:  # noqa: BLE001 - sorted here
+            if isinstance(exc, handler.option("pause_on")):
+                raise
+            return exc
+        finally:
+            job.session = None
+        return None
+
+    def _open_span(self, job: Job, size: int) -> None:
+        """The job's CONSUMER span, as ``Tracing`` opens it (when tracing), with the batch's size."""
+        if self.tracer is not None:
+            job.span = start_consumer_span(self.tracer, job, self.group.name, {"events.batch.size": size})
+
+    @staticmethod
+    def _end_span(job: Job, outcome: str, exc: BaseException | None = None) -> None:
+        span, job.span = job.span, None
+        if span is None:
+            return
+        if exc is not None:
+            record_error(span, exc)
+        span.set_attribute("events.outcome", outcome)
+        span.set_attribute("events.attempts", job.attempts)
+        if outcome != HANDLED and outcome != DUPLICATE and exc is None:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    @staticmethod
+    def _alone(jobs: list[Job]) -> list[Job]:
+        for job in jobs:
+            job.solo, job.first_failure, job.attempts = True, None, 0
+        return jobs
