@@ -363,8 +363,3 @@ class ShareGroupRunner(GroupRunner):
             for consumer in self._consumers:  # refused or stopped before subscribing
                 consumer.close()
         self._release()
-
-
-def runner_class(group: ConsumerGroup) -> type[GroupRunner]:
-    """The runner of ``group``'s delivery."""
-    return ShareGroupRunner if group.delivery == SHARED else GroupRunner

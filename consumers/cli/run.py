@@ -89,7 +89,7 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
 
 def _run_one(group, concurrency: int | None, batch_max: int | None, health_port: int | None,
              metrics_port: int | None, retention_days: float) -> None:
-    from ..share_runner import runner_class
+    from ..runners import runner_class
     from ..telemetry import configure
 
     settings = get_settings()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from consumers.group import ConsumerGroup
 from consumers.runner import GroupRunner
-from consumers.share_runner import runner_class
+from consumers.runners import runner_class
 from tests.support.waiting import wait_until
 
 
