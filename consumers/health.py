@@ -17,6 +17,7 @@ from .errors import ConsumerError
 from .serving import PooledHTTPServer, QuietHandler
 
 log = logging.getLogger("consumers.health")
+PORT_REFUSED = "cannot serve the health endpoints on port"  # the start of the refusal (the demo looks for it)
 
 
 class HealthServer:
@@ -42,7 +43,7 @@ class HealthServer:
         try:
             self._server = PooledHTTPServer((host, port), Handler)
         except OSError as exc:
-            raise ConsumerError(f"cannot serve the health endpoints on port {port}: {exc.strerror}; give a free "
+            raise ConsumerError(f"{PORT_REFUSED} {port}: {exc.strerror}; give a free "
                                 "port with --health-port (`events run`: or EVENTS_HEALTH_PORT), or 0 for none") from exc
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="events-health", daemon=True)

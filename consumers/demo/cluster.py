@@ -29,6 +29,7 @@ from schemas.topics import Plan, apply, plan
 from ..broker import LocalBroker
 from ..broker.cluster import LocalCluster
 from ..broker.local import free_port
+from ..health import PORT_REFUSED
 
 LIBRDKAFKA_LOG = logging.getLogger("consumers.demo.librdkafka")
 """Where librdkafka's own log lines of the demo's clients go (the run's demo.log, not the console)."""
@@ -88,9 +89,6 @@ def _settle(futures: dict, what: str, timeout_s: float) -> None:
             LIBRDKAFKA_LOG.warning("deleting %s: %s", what, str(exc) or f"no answer within {timeout_s:.0f}s")
 
 
-HEALTH_PORT_TAKEN = "cannot serve the health endpoints on port"  # consumers.health's refusal, errno aside
-
-
 @dataclass
 class GroupProcess:
     name: str
@@ -145,7 +143,7 @@ class GroupProcesses:
         joining) is started again on another port instead."""
         with self._restarting:
             for group in self.groups.values():
-                if group.returncode == 1 and HEALTH_PORT_TAKEN in group.log_tail(3):
+                if group.returncode == 1 and PORT_REFUSED in group.log_tail(3):
                     group.health_port = self.health_ports[group.name] = free_port()
                     self._start(group)
         return {g.name: g.returncode for g in self.groups.values() if g.returncode is not None}
