@@ -56,7 +56,7 @@ __all__ = ["ALL_EVENTS", "AppDraftWorkflowWasSynced", "AppModelConfigWasUpdated"
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'schemas' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

@@ -1,20 +1,24 @@
 """A wheel that stands alone: ``python -m build`` makes a wheel and an sdist; the wheel carries every
 file the packages read; installed the way the image installs it (with the constraints and both
 PostgreSQL drivers) into a fresh virtualenv, run from a directory outside the checkout, it runs
-``events demo --size small`` on the suite's broker."""
+``events demo --size small`` on the suite's broker. Its packages are ``dify_events.schemas``,
+``.producers`` and ``.consumers``, and nothing else at the top: no ``schemas`` of ours to shadow
+another distribution's."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tarfile
+import tomllib
 import uuid
 import zipfile
 
-from .venvs import CONSTRAINTS, REPO, run, source_tree
+from .venvs import CONSTRAINTS, PYPROJECT, REPO, run, source_tree
 
-PACKAGES = ("schemas", "producers", "consumers")
+PACKAGES = ("schemas", "producers", "consumers")  # the repository's folders; installed as dify_events.<folder>
 
 
 def data_files() -> set[str]:
@@ -34,8 +38,10 @@ def test_the_wheel_installed_outside_the_checkout_runs_the_demo(kafka_bootstrap,
     needed = data_files()
     assert {"schemas/topics.yaml", "consumers/broker/pom.xml", "consumers/broker/log4j2.properties"} <= needed
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
-    assert needed <= in_wheel, f"missing from the wheel: {sorted(needed - in_wheel)}"
-    assert not [name for name in in_wheel if name.startswith("tests/")]
+    missing = {f"dify_events/{name}" for name in needed} - in_wheel
+    assert not missing, f"missing from the wheel: {sorted(missing)}"
+    # (and nothing beside dify_events/ and its metadata: no tests, no top-level schemas/ of ours)
+    assert {name.split("/")[0] for name in in_wheel if ".dist-info/" not in name} == {"dify_events"}
     with tarfile.open(sdist) as archive:
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert needed <= in_sdist, f"missing from the sdist: {sorted(needed - in_sdist)}"
@@ -57,5 +63,21 @@ def test_the_wheel_installed_outside_the_checkout_runs_the_demo(kafka_bootstrap,
 
     # Then it exits 0 with every check holding, from the installed packages (not the checkout's)
     assert json.loads(report.read_text())["ok"], done.stdout[-3000:]
-    where = run([venv / "bin" / "python", "-c", "import consumers; print(consumers.__file__)"], cwd=elsewhere, env=env)
+    where = run([venv / "bin" / "python", "-c", "import dify_events.consumers as c; print(c.__file__)"], cwd=elsewhere,
+                env=env)
     assert where.stdout.startswith(str(venv)), where.stdout
+    # And the old top-level names are not installed at all
+    for name in PACKAGES:
+        old = subprocess.run([venv / "bin" / "python", "-c", f"import {name}"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True)
+        assert f"No module named '{name}'" in old.stderr, old.stderr
+
+
+def test_the_build_configuration_lists_every_package_of_the_folders():
+    # setuptools' package-dir maps each folder to dify_events.<folder>; a subpackage missing from
+    # `packages` would be missing from the wheel (and only there: the checkout and -e have it all)
+    configured = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]
+    assert configured["package-dir"] == {f"dify_events.{name}": name for name in PACKAGES}
+    folders = {"dify_events." + init.parent.relative_to(REPO).as_posix().replace("/", ".")
+               for name in PACKAGES for init in (REPO / name).rglob("__init__.py")}
+    assert sorted(folders) == sorted(configured["packages"])
