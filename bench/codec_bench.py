@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fastavro  # noqa: E402
 from fastavro import schemaless_reader, schemaless_writer  # noqa: E402
 
-from schemas.catalogue import CATALOGUE  # noqa: E402
-from schemas.codec import AvroCodec  # noqa: E402
-from schemas.samples import sample_events  # noqa: E402
+from dify_events.schemas.catalogue import CATALOGUE  # noqa: E402
+from dify_events.schemas.codec import AvroCodec  # noqa: E402
+from dify_events.schemas.samples import sample_events  # noqa: E402
 
 
 def best_rates(rounds: int, *cases) -> list[float]:

@@ -22,15 +22,15 @@ if str(ROOT) not in sys.path:
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from schemas.catalogue import CATALOGUE  # noqa: E402
-from schemas.events import (  # noqa: E402
+from dify_events.schemas.catalogue import CATALOGUE  # noqa: E402
+from dify_events.schemas.events import (  # noqa: E402
     AppDraftWorkflowWasSynced,
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
     AppWasCreated,
     Event,
 )
-from schemas.samples import sample_events  # noqa: E402
+from dify_events.schemas.samples import sample_events  # noqa: E402
 
 # The consume topic holds the app domain's four event types in turn (a real domain topic mixes
 # types), keyed by app id over KEYS apps: every contender decodes each with its writer schema.
@@ -139,8 +139,8 @@ class Broker:
         if configured:
             self.bootstrap, self.version = configured, "(external cluster)"
             return
-        from consumers.broker import LocalBroker
-        from schemas.settings import cache_dir, local_broker_home
+        from dify_events.consumers.broker import LocalBroker
+        from dify_events.schemas.settings import cache_dir, local_broker_home
 
         broker = LocalBroker(local_broker_home(), cache_dir())
         state = broker.status()

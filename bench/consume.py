@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from producers.producer import EventProducer
-from schemas.settings import Settings
+from dify_events.producers.producer import EventProducer
+from dify_events.schemas.settings import Settings
 
 from . import peers
 from .common import BENCH, PARTITIONS, ROOT, Row, app_events, ratio, run_json_child, writer_schemas
@@ -163,7 +163,7 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
         try:
             from tests.support.postgres import postgres_server
         except ImportError:
-            from consumers.demo.postgres import throwaway_postgres as postgres_server
+            from dify_events.consumers.demo.postgres import throwaway_postgres as postgres_server
         contenders["postgres"] = ("consume", "events run + idempotency claim per event, PostgreSQL", None)
         notes["postgres"] = f"{db_events:,} events/run; throwaway server, fsync=off"
         results["postgres"] = []

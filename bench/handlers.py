@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from consumers import ConsumerGroup, register
+from dify_events.consumers import ConsumerGroup, register
 
 from .common import APP_EVENTS, SENT_HEADER, WINDOW_HEADER, vm_hwm_kib
 

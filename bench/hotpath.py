@@ -47,8 +47,8 @@ TOPIC = "bench.app"
 
 def messages(count: int) -> list[Message]:
     """What a consumer of ``bench.app`` would fetch: SDK-encoded values and headers."""
-    from producers.producer import EventProducer
-    from schemas.settings import Settings
+    from dify_events.producers.producer import EventProducer
+    from dify_events.schemas.settings import Settings
 
     sdk = EventProducer({"bootstrap.servers": "127.0.0.1:1"},
                         settings=Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="bench"), poll_thread=False)
@@ -104,19 +104,19 @@ def meter_provider():
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-        import consumers.telemetry.metrics  # noqa: F401
+        import dify_events.consumers.telemetry.metrics  # noqa: F401
     except ImportError:
         return None
     return MeterProvider(metric_readers=[InMemoryMetricReader()])
 
 
 def make_runner(patches: list[str], metrics: bool = False):
-    from consumers.breaker import OutageBreaker
-    from consumers.group import ConsumerGroup
-    from consumers.pipeline import Resources, build
-    from consumers.runner import GroupRunner
-    from schemas.codec import AvroCodec
-    from schemas.settings import Settings
+    from dify_events.consumers.breaker import OutageBreaker
+    from dify_events.consumers.group import ConsumerGroup
+    from dify_events.consumers.pipeline import Resources, build
+    from dify_events.consumers.runner import GroupRunner
+    from dify_events.schemas.codec import AvroCodec
+    from dify_events.schemas.settings import Settings
 
     from . import prototype
     from .common import APP_EVENTS
@@ -136,7 +136,7 @@ def make_runner(patches: list[str], metrics: bool = False):
                                  dead_letter_producer=NullProducer)  # type: ignore[arg-type]
     provider = meter_provider() if metrics else None
     if provider is not None:  # as GroupRunner._start does when a meter provider is configured
-        from consumers.telemetry.metrics import ConsumerMetrics
+        from dify_events.consumers.telemetry.metrics import ConsumerMetrics
 
         runner.metrics = runner.resources.metrics = ConsumerMetrics.of(provider)
     runner._chain, runner._steps = build(runner.resources, group.pipeline)
@@ -147,7 +147,7 @@ def make_runner(patches: list[str], metrics: bool = False):
 
 
 def run_runtime(runner, msgs: list[Message], batch: int = 500) -> None:
-    from consumers.job import Lane
+    from dify_events.consumers.job import Lane
 
     runner.outcomes.clear()
     runner._lanes.clear()
@@ -171,7 +171,8 @@ def run_runtime(runner, msgs: list[Message], batch: int = 500) -> None:
 
 def threaded_runner(patches: list[str], workers: int):
     """A runner whose dispatcher is the real one (or a prototype's), with ``workers`` threads."""
-    import consumers.runner
+    import dify_events.consumers.runner  # noqa: F401 - makes consumers.runner an attribute
+    from dify_events import consumers
 
     runner = make_runner(patches)
     runner._dispatcher = consumers.runner.KeyedDispatcher(runner._process, workers=workers, name="bench-worker")
@@ -181,8 +182,8 @@ def threaded_runner(patches: list[str], workers: int):
 
 
 def stages(msgs: list[Message], rounds: int, patches: list[str], threads: list[int]) -> dict[str, tuple[float, float]]:
-    from schemas.catalogue import CATALOGUE
-    from schemas.codec import AvroCodec
+    from dify_events.schemas.catalogue import CATALOGUE
+    from dify_events.schemas.codec import AvroCodec
 
     schemas = {spec.current.fingerprint: spec.current.schema for spec in CATALOGUE}
     codec = AvroCodec()

@@ -30,8 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
-from producers.producer import EventProducer
-from schemas.settings import Settings
+from dify_events.producers.producer import EventProducer
+from dify_events.schemas.settings import Settings
 
 from .common import PARTITIONS, SENT_HEADER, WINDOW_HEADER, Row, app_events, wait_for
 from .runtime import RuntimeProcess

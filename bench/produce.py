@@ -27,12 +27,12 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import Producer
 from fastavro import schemaless_writer
 
-from producers.config import producer_config
-from producers.producer import EventProducer
-from schemas import headers as names
-from schemas.catalogue import CATALOGUE
-from schemas.samples import sample_events
-from schemas.settings import Settings
+from dify_events.producers.config import producer_config
+from dify_events.producers.producer import EventProducer
+from dify_events.schemas import headers as names
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.samples import sample_events
+from dify_events.schemas.settings import Settings
 
 from .common import Row
 

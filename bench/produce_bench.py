@@ -44,10 +44,10 @@ import confluent_kafka  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from bench.produce import HandLoop, Run, field_dicts, run_hand, run_sdk  # noqa: E402 - shared with `make bench`
-from producers.config import producer_config  # noqa: E402
-from producers.producer import EventProducer  # noqa: E402
-from schemas.catalogue import CATALOGUE  # noqa: E402
-from schemas.settings import Settings, get_settings  # noqa: E402
+from dify_events.producers.config import producer_config  # noqa: E402
+from dify_events.producers.producer import EventProducer  # noqa: E402
+from dify_events.schemas.catalogue import CATALOGUE  # noqa: E402
+from dify_events.schemas.settings import Settings, get_settings  # noqa: E402
 
 
 def _client_version() -> str:

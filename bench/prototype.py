@@ -26,8 +26,8 @@ import gc
 import logging
 import os
 
-from consumers.dispatcher import KeyedDispatcher
-from consumers.runner import GC_THRESHOLD, GroupRunner
+from dify_events.consumers.dispatcher import KeyedDispatcher
+from dify_events.consumers.runner import GC_THRESHOLD, GroupRunner
 
 log = logging.getLogger("consumers.dispatcher")
 
@@ -136,7 +136,7 @@ def _gc_after_start(start, threshold: tuple[int, int, int] | None):
 
 
 def apply(names: list[str]) -> None:
-    import consumers.runner as runner
+    import dify_events.consumers.runner as runner
 
     global _base_dispatcher
     # the ignores: replacing the runtime's class and method in place is the point of a prototype

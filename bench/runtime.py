@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from consumers.broker.local import free_port
+from dify_events.consumers.broker.local import free_port
 
 from .common import ROOT, child_env, vm_hwm_kib, wait_for
 
@@ -31,7 +31,7 @@ class RuntimeProcess:
         self.env = child_env(bootstrap, prefix, home, BENCH_GROUP=group, BENCH_OUT=str(self.out),
                              BENCH_IDEMPOTENT="1" if idempotent else "0", BENCH_LATENCY="1" if latency else "0",
                              **{"EVENTS_METRICS_PORT": str(free_port()), **(env or {})})
-        self.args = [sys.executable, "-m", "consumers", "run", "--group", group,
+        self.args = [sys.executable, "-m", "dify_events.consumers", "run", "--group", group,
                      "--health-port", str(self.health_port)]
         self.proc: subprocess.Popen | None = None
         self.peak_rss_kib: int | None = None

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from producers.config import producer_config
-from producers.producer import EventProducer
-from schemas.settings import Settings
+from dify_events.producers.config import producer_config
+from dify_events.producers.producer import EventProducer
+from dify_events.schemas.settings import Settings
 
 from .common import PARTITIONS, Row, app_events, vm_hwm_kib, wait_for
 from .runtime import RuntimeProcess

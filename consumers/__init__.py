@@ -2,7 +2,7 @@
 
 What a handler module needs, in one import::
 
-    from consumers import ConsumerGroup, HandlerContext, MessageRejected, register
+    from dify_events.consumers import ConsumerGroup, HandlerContext, MessageRejected, register
 
 The runner (``consumers.runner.GroupRunner``), the pipeline's steps (``consumers.pipeline``) and
 the rest stay in their modules. These imports are light (no SQLAlchemy, no schemas): every

@@ -1,5 +1,5 @@
 """``python -m consumers ...`` is the ``events`` command (what ``events run --all`` spawns per group)."""
 
-from consumers.cli import main
+from dify_events.consumers.cli import main
 
 main()

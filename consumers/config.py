@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Any
 
-from schemas.settings import Settings
+from dify_events.schemas.settings import Settings
 
 from .errors import ConsumerError
 

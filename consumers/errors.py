@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import EventsError
+from dify_events.schemas.errors import EventsError
 
 
 class ConsumerError(EventsError):

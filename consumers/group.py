@@ -31,8 +31,8 @@ from .errors import GroupDefinitionError
 if TYPE_CHECKING:
     from sqlalchemy import MetaData, Table
 
-    from schemas.catalogue import Catalogue
-    from schemas.events import Event
+    from dify_events.schemas.catalogue import Catalogue
+    from dify_events.schemas.events import Event
 
     from .context import HandlerContext
     from .pipeline import Step
@@ -106,7 +106,7 @@ class ConsumerGroup:
                                        "order, a consumer group) or 'shared' (no order, a share group)")
         from sqlalchemy import MetaData
 
-        from schemas.catalogue import CATALOGUE
+        from dify_events.schemas.catalogue import CATALOGUE
 
         from .pipeline import DEFAULT_PIPELINE
 

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from schemas.headers import IDEMPOTENCY_KEY_MAX_LENGTH
+from dify_events.schemas.headers import IDEMPOTENCY_KEY_MAX_LENGTH
 
 metadata = MetaData()
 

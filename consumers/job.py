@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
     from sqlalchemy.orm import Session
 
-    from schemas.events import Event
+    from dify_events.schemas.events import Event
 
     from .group import Handler
 

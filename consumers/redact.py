@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import traceback
 
-from schemas.errors import describe_validation_error
+from dify_events.schemas.errors import describe_validation_error
 
 __all__ = ["error_message", "error_traceback", "fqcn", "mask_credentials", "redact"]
 

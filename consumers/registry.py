@@ -16,7 +16,7 @@ from .errors import DuplicateGroup, GroupDefinitionError, UnknownGroup
 from .group import ConsumerGroup
 
 HANDLER_MODULES_ENV = "EVENTS_HANDLER_MODULES"
-BUILTIN_HANDLERS = "consumers.handlers"
+BUILTIN_HANDLERS = "dify_events.consumers.handlers"
 
 _groups: dict[str, ConsumerGroup] = {}
 

@@ -30,13 +30,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from producers.config import producer_config
-from producers.sizes import DEFAULT_MESSAGE_MAX_BYTES, largest_record
-from schemas import headers as H
-from schemas.codec import AvroCodec
-from schemas.errors import TopicsError
-from schemas.settings import Settings, get_settings
-from schemas.topics import Admin, cluster_metadata, topic_config
+from dify_events.producers.config import producer_config
+from dify_events.producers.sizes import DEFAULT_MESSAGE_MAX_BYTES, largest_record
+from dify_events.schemas import headers as H
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.errors import TopicsError
+from dify_events.schemas.settings import Settings, get_settings
+from dify_events.schemas.topics import Admin, cluster_metadata, topic_config
 
 from .breaker import OutageBreaker
 from .config import LIBRDKAFKA_LOG, consumer_config, group_id
@@ -630,7 +630,7 @@ class GroupRunner:
         declares them (``schemas/topics.yaml``: partitions, replication clamped to the brokers,
         retention and the other keys); never alters a topic that exists (``events topics apply``
         does). Warns about missing domain topics, which are ``events topics apply``'s to create."""
-        from schemas.topics import create_missing, group_topics
+        from dify_events.schemas.topics import create_missing, group_topics
 
         metadata = cluster_metadata(admin, 15.0)
         for topic in self.group.domain_topics(self.prefix):

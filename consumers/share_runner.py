@@ -37,8 +37,8 @@ from typing import Any
 from confluent_kafka import AcknowledgeType, KafkaError, KafkaException, Message, ShareConsumer
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from schemas import headers as H
-from schemas.topics import Admin, configure_share_group
+from dify_events.schemas import headers as H
+from dify_events.schemas.topics import Admin, configure_share_group
 
 from .config import share_consumer_config
 from .errors import ConsumerError

@@ -21,7 +21,7 @@ class MissingTables(ConsumerError):
 
 def create_tables(engine: Engine) -> tuple[list[str], list[str]]:
     """Creates every missing table; returns (created, already there), by name."""
-    from producers.outbox import metadata as outbox_tables
+    from dify_events.producers.outbox import metadata as outbox_tables
 
     from . import idempotency
     from .domain import Base

@@ -4,7 +4,7 @@
 tracing, retries, idempotency, time limits, dead letters) on events you give it, encoded and
 headed as the producer SDK publishes them, and tells what became of each::
 
-    from consumers.testing import GroupHarness
+    from dify_events.consumers.testing import GroupHarness
 
     with GroupHarness(group, "sqlite:///test.db", create_tables=True) as harness:
         assert harness.send(AppWasCreated(tenant_id="t1", app_id="a1", ...)).handled
@@ -35,10 +35,10 @@ from typing import Any, cast
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from producers.headers import Headers, epoch_millis, event_headers, static_headers
-from schemas import headers as H
-from schemas.codec import AvroCodec
-from schemas.events import Event
+from dify_events.producers.headers import Headers, epoch_millis, event_headers, static_headers
+from dify_events.schemas import headers as H
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.events import Event
 
 from .breaker import OutageBreaker
 from .group import ConsumerGroup

@@ -3,7 +3,7 @@ consumers' dead-letter and retry producers): production defaults, then the user'
 
 from __future__ import annotations
 
-from schemas.settings import Settings, get_settings
+from dify_events.schemas.settings import Settings, get_settings
 
 PRODUCER_DEFAULTS: dict[str, object] = {
     "enable.idempotence": True,   # no duplicates or reordering from librdkafka's own retries

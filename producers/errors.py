@@ -16,7 +16,7 @@ The outbox's own errors (``OutboxError`` and subclasses) are here too.
 
 from __future__ import annotations
 
-from schemas.errors import EventsError
+from dify_events.schemas.errors import EventsError
 
 
 class PublishError(EventsError):

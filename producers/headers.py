@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from opentelemetry.propagate import inject
 from opentelemetry.trace import get_current_span
 
-from schemas import headers as names
-from schemas.catalogue import EventSpec
-from schemas.events import Event
+from dify_events.schemas import headers as names
+from dify_events.schemas.catalogue import EventSpec
+from dify_events.schemas.events import Event
 
 Headers = list[tuple[str, bytes]]
 

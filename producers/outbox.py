@@ -38,11 +38,11 @@ from sqlalchemy import (
     text,
 )
 
-from schemas.catalogue import CATALOGUE, Catalogue
-from schemas.codec import AvroCodec
-from schemas.errors import UnknownEventType
-from schemas.events import Event
-from schemas.settings import get_settings
+from dify_events.schemas.catalogue import CATALOGUE, Catalogue
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.errors import UnknownEventType
+from dify_events.schemas.events import Event
+from dify_events.schemas.settings import get_settings
 
 from .errors import OutboxTableMissing, UnpublishableEvent
 from .headers import build_headers

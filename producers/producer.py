@@ -36,11 +36,11 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.catalogue import CATALOGUE, Catalogue, EventSpec
-from schemas.codec import HEADER_SIZE, AvroCodec
-from schemas.errors import UnknownEventType
-from schemas.events import Event
-from schemas.settings import Settings, get_settings
+from dify_events.schemas.catalogue import CATALOGUE, Catalogue, EventSpec
+from dify_events.schemas.codec import HEADER_SIZE, AvroCodec
+from dify_events.schemas.errors import UnknownEventType
+from dify_events.schemas.events import Event
+from dify_events.schemas.settings import Settings, get_settings
 
 from .config import producer_config
 from .errors import DeliveryFailed, MessageTooLarge, PublishError, QueueFull, UnpublishableEvent

@@ -5,7 +5,7 @@ Dify's ``api/events/*.py`` define blinker signals and its services call
 build the typed event from the sender (a Dify model object, anything with attributes, or a dict)
 and the keyword arguments, and publish it::
 
-    from producers.signals import app_was_created          # was: from events.app_event import ...
+    from dify_events.producers.signals import app_was_created          # was: from events.app_event import ...
 
     app_was_created.send(app, account=account)              # -> AppWasCreated on <prefix>.app
     app_was_created.send(app, account=account, session=db.session)   # -> into the outbox instead
@@ -40,8 +40,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.errors import EventsError
-from schemas.events import (
+from dify_events.schemas.errors import EventsError
+from dify_events.schemas.events import (
     AppDraftWorkflowWasSynced,
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,

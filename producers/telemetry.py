@@ -25,7 +25,7 @@ from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKin
 from .errors import PublishError
 
 if TYPE_CHECKING:
-    from schemas.events import Event
+    from dify_events.schemas.events import Event
 
     from .producer import EventProducer
 

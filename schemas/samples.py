@@ -3,7 +3,7 @@ benchmark and demos."""
 
 from __future__ import annotations
 
-from schemas.events import (
+from dify_events.schemas.events import (
     AppDraftWorkflowWasSynced,
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,

@@ -50,7 +50,7 @@ def kafka_bootstrap() -> Iterator[str]:
 def kafka_client_config(kafka_bootstrap) -> dict[str, str]:
     """What a plain client of the test cluster needs: its address and, for a configured secured
     cluster, the security properties of the platform's settings (``EVENTS_KAFKA_SASL_...``)."""
-    from schemas.settings import get_settings
+    from dify_events.schemas.settings import get_settings
 
     security = {k: v for k, v in get_settings().kafka_properties().items()
                 if k.startswith(("security.", "sasl.", "ssl."))}
@@ -71,7 +71,7 @@ def kafka_env(kafka_bootstrap, monkeypatch, tmp_path) -> Iterator[str]:
 
 def settings_pointed_at(bootstrap: str, monkeypatch, tmp_path) -> Iterator[str]:
     """The body of ``kafka_env`` for any cluster: yields the unique prefix, then clears the settings."""
-    from schemas.settings import get_settings
+    from dify_events.schemas.settings import get_settings
 
     prefix = unique("t").replace("-", "")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", bootstrap)

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import consumers
-import producers
-import schemas
+from dify_events import consumers, producers, schemas
 
 
 def loaded_by(statement: str, modules: list[str]) -> list[str]:
@@ -23,17 +21,18 @@ def loaded_by(statement: str, modules: list[str]) -> list[str]:
 
 def test_a_handler_module_needs_one_import_from_consumers():
     namespace: dict = {}
-    exec("from consumers import *", namespace)
+    exec("from dify_events.consumers import *", namespace)
     for name in consumers.__all__:
         module = importlib.import_module(namespace[name].__module__)
         assert getattr(module, name) is namespace[name] is getattr(consumers, name)
     assert {"ConsumerGroup", "HandlerContext", "MessageRejected", "register"} <= set(consumers.__all__)
 
 
-@pytest.mark.parametrize("statement", ["import consumers", "import consumers.cli"])
+@pytest.mark.parametrize("statement", ["import dify_events.consumers", "import dify_events.consumers.cli"])
 def test_importing_consumers_loads_neither_sqlalchemy_nor_the_schemas(statement):
     # every consumers.* import runs consumers/__init__.py: the CLI's included
-    assert loaded_by(statement, ["sqlalchemy", "schemas.events", "schemas.codec", "consumers.pipeline"]) == []
+    assert loaded_by(statement, ["sqlalchemy", "dify_events.schemas.events", "dify_events.schemas.codec",
+                                 "dify_events.consumers.pipeline"]) == []
 
 
 def type_checked_names(package) -> set[str]:
@@ -55,19 +54,22 @@ def test_every_lazy_name_is_shown_to_type_checkers_and_imports(package):
 
 
 @pytest.mark.parametrize("statement, heavy", [
-    ("import producers.config", ["sqlalchemy", "schemas.events", "producers.outbox"]),
-    ("from producers import EventProducer", ["sqlalchemy", "producers.outbox", "producers.relay"]),
-    ("import schemas.settings", ["schemas.events", "schemas.codec", "schemas.catalogue"]),
+    ("import dify_events.producers.config", ["sqlalchemy", "dify_events.schemas.events",
+                                             "dify_events.producers.outbox"]),
+    ("from dify_events.producers import EventProducer", ["sqlalchemy", "dify_events.producers.outbox",
+                                                         "dify_events.producers.relay"]),
+    ("import dify_events.schemas.settings", ["dify_events.schemas.events", "dify_events.schemas.codec",
+                                             "dify_events.schemas.catalogue"]),
 ])
 def test_a_name_or_a_module_of_the_sdk_loads_only_what_it_needs(statement, heavy):
     assert loaded_by(statement, heavy) == []
 
 
 def test_the_pipeline_exports_what_composing_one_takes():
-    from consumers import pipeline
+    from dify_events.consumers import pipeline
 
     namespace: dict = {}
-    exec("from consumers.pipeline import *", namespace)
+    exec("from dify_events.consumers.pipeline import *", namespace)
     steps = {step.__name__ for step in pipeline.DEFAULT_PIPELINE}
     exported = set(namespace) - {"__builtins__"}
     assert exported == set(pipeline.__all__) == steps | {"DEFAULT_PIPELINE", "Step", "CallNext"}
@@ -75,7 +77,7 @@ def test_the_pipeline_exports_what_composing_one_takes():
 
 def test_every_event_type_is_exported_by_schemas_and_schemas_events():
     # Given the event types of the catalogue; then each is a name of both packages, and the same class
-    from schemas import events
+    from dify_events.schemas import events
 
     for event_type in schemas.ALL_EVENTS:
         name = event_type.__name__

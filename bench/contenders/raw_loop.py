@@ -25,7 +25,7 @@ def main() -> None:
     topic = cfg["topic"]
     if cfg.get("typed"):
         sys.path.insert(0, cfg["root"])
-        from schemas.codec import AvroCodec
+        from dify_events.schemas.codec import AvroCodec
 
         codec_decode = AvroCodec().decode
 

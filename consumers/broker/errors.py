@@ -1,4 +1,4 @@
-from schemas.errors import EventsError
+from dify_events.schemas.errors import EventsError
 
 
 class BrokerError(EventsError):

@@ -11,7 +11,7 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 
-from schemas.errors import EventsError
+from dify_events.schemas.errors import EventsError
 
 from ..redact import mask_credentials
 
@@ -63,7 +63,7 @@ def _why_unreachable(timeout_s: float = 5.0) -> str | None:
     not answer (a metadata request that listens to the error callback); None when it is not."""
     import logging
 
-    from schemas.topics import admin_client, cluster_metadata
+    from dify_events.schemas.topics import admin_client, cluster_metadata
 
     quiet = logging.getLogger("consumers.cli.probe")
     quiet.propagate = False

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.status import Status
 from rich.table import Table
 
-from schemas.settings import cache_dir, local_broker_home, local_cluster_home
+from dify_events.schemas.settings import cache_dir, local_broker_home, local_cluster_home
 
 from ..broker import LocalBroker
 from ..broker.cluster import LocalCluster

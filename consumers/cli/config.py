@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.settings import config_file, get_settings, is_secret, masked
+from dify_events.schemas.settings import config_file, get_settings, is_secret, masked
 
 out = Console()
 
@@ -24,8 +24,8 @@ def _safe_url(url: str) -> str:
 
 def effective(group: str) -> dict:
     """Settings, source and client properties, secrets masked (``masked()``/``is_secret()``)."""
-    from consumers.config import consumer_config
-    from producers.config import producer_config
+    from dify_events.consumers.config import consumer_config
+    from dify_events.producers.config import producer_config
 
     settings = get_settings()
     try:

@@ -8,8 +8,8 @@ import signal
 import click
 from rich.console import Console
 
-from schemas.errors import EventsError
-from schemas.settings import get_settings
+from dify_events.schemas.errors import EventsError
+from dify_events.schemas.settings import get_settings
 
 from ..recovery.times import parse_duration
 

@@ -7,7 +7,7 @@ import json
 import click
 from rich.console import Console
 
-from schemas.settings import get_settings
+from dify_events.schemas.settings import get_settings
 
 out = Console()
 

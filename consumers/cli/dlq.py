@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from schemas.settings import get_settings
+from dify_events.schemas.settings import get_settings
 
 from ..recovery import browse, dead_letters, kafka
 from ..recovery.browse import Listing

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from schemas.settings import get_settings
+from dify_events.schemas.settings import get_settings
 
 out = Console()
 err = Console(stderr=True)
@@ -71,7 +71,7 @@ def command() -> None:
 @database_option
 def init(database_url: str | None) -> None:
     """Create the event_outbox table (if missing) in the database."""
-    from producers.outbox import create_outbox_table
+    from dify_events.producers.outbox import create_outbox_table
 
     engine = _engine(database_url)
     create_outbox_table(engine)
@@ -108,7 +108,7 @@ def relay(database_url: str | None, once: bool, batch_size: int, poll_interval: 
 
 def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval: float, retention: str,
            health_port: int) -> None:
-    from producers.relay import OutboxRelay
+    from dify_events.producers.relay import OutboxRelay
 
     engine = _engine(database_url)
     with OutboxRelay(engine, batch_size=batch_size, poll_interval_s=poll_interval,
@@ -158,7 +158,7 @@ def _health_server(outbox_relay, stop: threading.Event, port: int):
 @database_option
 def status(database_url: str | None) -> None:
     """Pending, failing and sent rows, the oldest pending row and the last send."""
-    from producers.outbox import outbox_status
+    from dify_events.producers.outbox import outbox_status
 
     state = outbox_status(_engine(database_url))
     table = Table(show_header=False, box=None)
@@ -179,7 +179,7 @@ def status(database_url: str | None) -> None:
 @click.option("--older-than", default="7d", show_default=True, help="Delete rows sent longer ago than this.")
 def purge(database_url: str | None, older_than: str) -> None:
     """Delete sent rows older than the retention period (pending rows are never deleted)."""
-    from producers.outbox import purge_sent
+    from dify_events.producers.outbox import purge_sent
 
     deleted = purge_sent(_engine(database_url), parse_duration(older_than))
     out.print(f"deleted {deleted} sent rows older than {older_than}")

@@ -11,11 +11,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.errors import EventsError
-from schemas.headers import idempotency_key_problem
+from dify_events.schemas.errors import EventsError
+from dify_events.schemas.headers import idempotency_key_problem
 
 if TYPE_CHECKING:
-    from producers.producer import EventProducer
+    from dify_events.producers.producer import EventProducer
 
 out = Console()
 
@@ -48,7 +48,7 @@ def command(event_type: str, stdin: str | None, json_text: str | None, file_: IO
                                             "name": "Support bot", "created_by": "u1"}'
     cat events.jsonl | events publish message_was_created -
     """
-    from schemas.catalogue import CATALOGUE
+    from dify_events.schemas.catalogue import CATALOGUE
 
     if stdin not in (None, "-"):
         raise click.UsageError(f"unexpected argument {stdin!r}: give the events with --json, --file or '-'")
@@ -67,8 +67,8 @@ def command(event_type: str, stdin: str | None, json_text: str | None, file_: IO
                                 f"{len(records)} (each event's own id is its idempotency key)")
     events = _validate(spec, records)
 
-    from producers.errors import PublishError
-    from producers.producer import Delivery, EventProducer
+    from dify_events.producers.errors import PublishError
+    from dify_events.producers.producer import Delivery, EventProducer
 
     outcomes: Sequence[Delivery | PublishError | None]  # publish(wait=True) gives a Delivery, never None
     with EventProducer(poll_thread=True) as producer:
@@ -133,7 +133,7 @@ def _check_sendable(producer: EventProducer, wheres: list[str], events: list, ke
                     idempotency_key: str | None) -> None:
     """Encodes every event and checks its size with its headers before the first is sent: one that
     cannot go means none goes."""
-    from producers.errors import PublishError
+    from dify_events.producers.errors import PublishError
 
     problems = []
     for where, event in zip(wheres, events, strict=True):
@@ -147,7 +147,7 @@ def _check_sendable(producer: EventProducer, wheres: list[str], events: list, ke
 
 
 def _show(events, outcomes, output: str) -> None:
-    from producers.errors import PublishError
+    from dify_events.producers.errors import PublishError
 
     if output == "json":
         for event, outcome in zip(events, outcomes, strict=True):

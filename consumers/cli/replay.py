@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from schemas.settings import get_settings
+from dify_events.schemas.settings import get_settings
 
 from ..config import group_id
 from ..recovery import kafka, replay

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.settings import MAX_RETENTION_DAYS, get_settings
+from dify_events.schemas.settings import MAX_RETENTION_DAYS, get_settings
 
 from ..errors import ConsumerError
 from ..group import SHARED
@@ -118,7 +118,7 @@ def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, h
     base_metrics = get_settings().metrics_port if metrics_port is None else metrics_port
     children: dict[str, subprocess.Popen] = {}
     for i, name in enumerate(names):
-        args = [sys.executable, "-m", "consumers", "run", "--group", name,
+        args = [sys.executable, "-m", "dify_events.consumers", "run", "--group", name,
                 "--health-port", str(base_port + i if base_port else 0),
                 "--metrics-port", str(base_metrics + i if base_metrics else 0),
                 "--idempotency-retention-days", str(retention_days)]

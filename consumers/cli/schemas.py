@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.catalogue import AVRO_ROOT, CATALOGUE, EventSpec
-from schemas.compat import check_folder
-from schemas.conformance import mismatches
-from schemas.settings import get_settings
+from dify_events.schemas.catalogue import AVRO_ROOT, CATALOGUE, EventSpec
+from dify_events.schemas.compat import check_folder
+from dify_events.schemas.conformance import mismatches
+from dify_events.schemas.settings import get_settings
 
 from ._tables import output_option, print_json
 

@@ -8,9 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from schemas.settings import get_settings
-from schemas.topics import TOPICS_FILE, admin_client, list_topics, load_topics_file, plan
-from schemas.topics import apply as apply_plan
+from dify_events.schemas.settings import get_settings
+from dify_events.schemas.topics import TOPICS_FILE, admin_client, list_topics, load_topics_file, plan
+from dify_events.schemas.topics import apply as apply_plan
 
 out = Console()
 err = Console(stderr=True)

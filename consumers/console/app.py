@@ -8,8 +8,8 @@ from confluent_kafka import KafkaException
 from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 
-from schemas.errors import EventsError
-from schemas.settings import Settings
+from dify_events.schemas.errors import EventsError
+from dify_events.schemas.settings import Settings
 
 from ..group import ConsumerGroup
 from ..redact import redact

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from schemas.catalogue import CATALOGUE
+from dify_events.schemas.catalogue import CATALOGUE
 
 from ..cli.config import effective
 from ..cli.schemas import catalogue_entry

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from schemas.settings import Settings
+from dify_events.schemas.settings import Settings
 
 from ..config import group_id
 from ..group import ConsumerGroup

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import abort, current_app
 
-from schemas.settings import Settings
+from dify_events.schemas.settings import Settings
 
 from ..group import ConsumerGroup
 from .sampler import Sampler

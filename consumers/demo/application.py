@@ -20,9 +20,9 @@ from confluent_kafka import Producer
 from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from producers import EventProducer, OutboxRelay, PublishError, add_to_outbox
-from producers.outbox import event_outbox
-from producers.signals import SIGNALS
+from dify_events.producers import EventProducer, OutboxRelay, PublishError, add_to_outbox
+from dify_events.producers.outbox import event_outbox
+from dify_events.producers.signals import SIGNALS
 
 from .workload import OUTBOX, SDK, Change, Poison
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from schemas.events import AppDraftWorkflowWasSynced
+from dify_events.schemas.events import AppDraftWorkflowWasSynced
 
 from ..domain import Base, Document, Provider, Tenant, TenantDefaultModel, TenantSetting, ToolParameterCache, search
 from ..domain.invariants import Check, check_all, examples

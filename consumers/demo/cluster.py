@@ -23,8 +23,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from schemas.settings import Settings, cache_dir, local_broker_home, local_cluster_home
-from schemas.topics import Plan, apply, plan
+from dify_events.schemas.settings import Settings, cache_dir, local_broker_home, local_cluster_home
+from dify_events.schemas.topics import Plan, apply, plan
 
 from ..broker import LocalBroker
 from ..broker.cluster import LocalCluster
@@ -132,7 +132,7 @@ class GroupProcesses:
         env = {**self.env, "EVENTS_HEALTH_PORT": str(group.health_port)}
         with open(group.log_file, "ab") as log_file:
             group.process = subprocess.Popen(
-                [sys.executable, "-m", "consumers", "run", "--group", group.name,
+                [sys.executable, "-m", "dify_events.consumers", "run", "--group", group.name,
                  "--concurrency", str(self.concurrency)],
                 env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_terminate_with_parent)

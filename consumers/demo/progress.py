@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from schemas.settings import Settings
+from dify_events.schemas.settings import Settings
 
 from ..config import PRODUCER_ONLY
 from ..group import ConsumerGroup

@@ -30,12 +30,12 @@ from rich.console import Console
 from rich.live import Live
 from sqlalchemy import Engine, create_engine, func, select
 
-from producers import EventProducer, create_outbox_table
-from producers.config import producer_config
-from producers.outbox import event_outbox
-from schemas.errors import EventsError
-from schemas.settings import Settings, default_home, get_settings
-from schemas.topics import admin_client
+from dify_events.producers import EventProducer, create_outbox_table
+from dify_events.producers.config import producer_config
+from dify_events.producers.outbox import event_outbox
+from dify_events.schemas.errors import EventsError
+from dify_events.schemas.settings import Settings, default_home, get_settings
+from dify_events.schemas.topics import admin_client
 
 from .. import idempotency, registry
 from ..domain import App, create_all

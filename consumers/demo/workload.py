@@ -34,10 +34,10 @@ from functools import partial
 from itertools import pairwise
 from typing import Any, Final, Literal
 
-from producers import dify_calls as dify
-from producers.signals import SIGNALS
-from schemas import headers as H
-from schemas.events import DocumentIndexCreated, Event, TenantWasCreated, TenantWasUpdated
+from dify_events.producers import dify_calls as dify
+from dify_events.producers.signals import SIGNALS
+from dify_events.schemas import headers as H
+from dify_events.schemas.events import DocumentIndexCreated, Event, TenantWasCreated, TenantWasUpdated
 
 from ..domain import (
     App,
@@ -685,8 +685,8 @@ def _chunks(items: list[str], n: int) -> list[list[str]]:
 
 
 def _encode(event: Event) -> bytes:
-    from schemas.catalogue import CATALOGUE
-    from schemas.codec import AvroCodec
+    from dify_events.schemas.catalogue import CATALOGUE
+    from dify_events.schemas.codec import AvroCodec
 
     return AvroCodec(CATALOGUE).encode(event)
 

@@ -26,9 +26,9 @@ from collections.abc import Iterable
 
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, AppDatasetJoin, AppDatasetJoinVersion, Dataset, insert_ignore
-from schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, AppDatasetJoin, AppDatasetJoinVersion, Dataset, insert_ignore
+from dify_events.schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated
 
 from .versions import is_stale, version_of
 

@@ -12,9 +12,9 @@ when the group is not deployed. Naturally idempotent: one row per event.
 
 from __future__ import annotations
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, AppTelemetry, insert_ignore
-from schemas.events import AppWasCreated, AppWasDeleted, AppWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, AppTelemetry, insert_ignore
+from dify_events.schemas.events import AppWasCreated, AppWasDeleted, AppWasUpdated
 
 group = register(ConsumerGroup("app-telemetry", tables=DOMAIN))
 

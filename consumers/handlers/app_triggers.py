@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, AppTrigger, insert_ignore
-from consumers.domain.trigger import ENABLED, PLUGIN, SCHEDULE, WEBHOOK
-from schemas.events import AppPublishedWorkflowWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, AppTrigger, insert_ignore
+from dify_events.consumers.domain.trigger import ENABLED, PLUGIN, SCHEDULE, WEBHOOK
+from dify_events.schemas.events import AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import nodes, of_workflow_app
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
-from consumers.domain import DocumentSegment, SegmentAttachmentBinding, UploadFile, rowcount
+from dify_events.consumers.domain import DocumentSegment, SegmentAttachmentBinding, UploadFile, rowcount
 
 _IMAGE_LINK = re.compile(r"!\[image\]\((https?://.*?(file-preview|image-preview))\)")
 

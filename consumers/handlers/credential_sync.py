@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import uuid
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, WorkspaceSyncTask, insert_ignore
-from schemas.events import TenantWasCreated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, WorkspaceSyncTask, insert_ignore
+from dify_events.schemas.events import TenantWasCreated
 
 group = register(ConsumerGroup("credential-sync", tables=DOMAIN))
 TASK_IDS = uuid.UUID("0c6d3f1a-6b7e-4f0a-9d4c-2e8b5a7f1c39")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import (
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import (
     DOMAIN,
     AppDatasetJoin,
     DatasetMetadata,
@@ -32,8 +32,8 @@ from consumers.domain import (
     rowcount,
     unindex,
 )
-from consumers.domain.app import RAG_PIPELINE
-from schemas.events import DatasetWasDeleted
+from dify_events.consumers.domain.app import RAG_PIPELINE
+from dify_events.schemas.events import DatasetWasDeleted
 
 from .cleanup import delete_attachments, delete_files, delete_segment_images
 

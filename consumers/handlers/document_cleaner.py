@@ -16,9 +16,16 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, Dataset, DatasetMetadataBinding, DocumentSegment, SegmentAttachmentBinding, unindex
-from schemas.events import DocumentWasDeleted
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import (
+    DOMAIN,
+    Dataset,
+    DatasetMetadataBinding,
+    DocumentSegment,
+    SegmentAttachmentBinding,
+    unindex,
+)
+from dify_events.schemas.events import DocumentWasDeleted
 
 from .cleanup import delete_attachments, delete_files, delete_segment_images
 

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import (
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import (
     DOMAIN,
     Dataset,
     Document,
@@ -36,9 +36,9 @@ from consumers.domain import (
     split_segments,
     unindex,
 )
-from consumers.domain.dataset import COMPLETED, ERROR, INDEXING
-from consumers.domain.search import word_count
-from schemas.events import DocumentIndexCreated
+from dify_events.consumers.domain.dataset import COMPLETED, ERROR, INDEXING
+from dify_events.consumers.domain.search import word_count
+from dify_events.schemas.events import DocumentIndexCreated
 
 from .errors import DocumentNotFound, TenantMismatch
 

@@ -6,7 +6,7 @@ retried by the runtime with backoff, then dead-lettered when the attempts are sp
 
 from __future__ import annotations
 
-from consumers import MessageRejected
+from dify_events.consumers import MessageRejected
 
 
 class DocumentNotFound(MessageRejected):

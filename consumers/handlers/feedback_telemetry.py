@@ -13,9 +13,9 @@ exporter is configured, here when the group is not deployed. Naturally idempoten
 
 from __future__ import annotations
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, FeedbackTelemetry, insert_ignore
-from schemas.events import FeedbackWasCreated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, FeedbackTelemetry, insert_ignore
+from dify_events.schemas.events import FeedbackWasCreated
 
 group = register(ConsumerGroup("feedback-telemetry", tables=DOMAIN))
 

@@ -7,9 +7,9 @@ writes in the caller's session and skips when the caller says ``created_records_
 
 from __future__ import annotations
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, InstalledApp, insert_ignore
-from schemas.events import AppWasCreated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, InstalledApp, insert_ignore
+from dify_events.schemas.events import AppWasCreated
 
 group = register(ConsumerGroup("installed-app-provisioner", tables=DOMAIN))
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, MessageRejected, register
-from consumers.domain import DOMAIN, WorkflowPluginTrigger, insert_ignore
-from consumers.domain.trigger import PLUGIN
-from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, MessageRejected, register
+from dify_events.consumers.domain import DOMAIN, WorkflowPluginTrigger, insert_ignore
+from dify_events.consumers.domain.trigger import PLUGIN
+from dify_events.schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import WorkflowEvent, nodes, of_workflow_app
 

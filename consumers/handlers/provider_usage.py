@@ -43,8 +43,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, case, literal, or_, select, update
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import (
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import (
     DOMAIN,
     MessageUsage,
     Provider,
@@ -54,7 +54,7 @@ from consumers.domain import (
     insert_ignore,
     rowcount,
 )
-from consumers.domain.provider import (
+from dify_events.consumers.domain.provider import (
     CHARGED_APP_MODES,
     POOLED_QUOTA_TYPES,
     SYSTEM,
@@ -62,7 +62,7 @@ from consumers.domain.provider import (
     model_credits,
     short_provider_name,
 )
-from schemas.events import MessageWasCreated
+from dify_events.schemas.events import MessageWasCreated
 
 group = register(ConsumerGroup("provider-usage", tables=DOMAIN))
 

@@ -14,9 +14,9 @@ import string
 
 from sqlalchemy import select
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, Site, insert_ignore
-from schemas.events import AppWasCreated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, Site, insert_ignore
+from dify_events.schemas.events import AppWasCreated
 
 group = register(ConsumerGroup("site-provisioner", tables=DOMAIN))
 

@@ -19,11 +19,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, Provider, Tenant, TenantDefaultModel, TenantSetting, insert_ignore
-from consumers.domain.provider import DEFAULT_MODELS, HOSTED_PROVIDERS, SYSTEM, ensure_provider, plan_quota
-from consumers.domain.tenant import tenant_plan
-from schemas.events import Event, TenantWasCreated, TenantWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, Provider, Tenant, TenantDefaultModel, TenantSetting, insert_ignore
+from dify_events.consumers.domain.provider import DEFAULT_MODELS, HOSTED_PROVIDERS, SYSTEM, ensure_provider, plan_quota
+from dify_events.consumers.domain.tenant import tenant_plan
+from dify_events.schemas.events import Event, TenantWasCreated, TenantWasUpdated
 
 from .versions import is_stale, version_of
 

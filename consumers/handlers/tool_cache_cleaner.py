@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, ToolParameterCache, rowcount
-from schemas.events import AppDraftWorkflowWasSynced
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, ToolParameterCache, rowcount
+from dify_events.schemas.events import AppDraftWorkflowWasSynced
 
 group = register(ConsumerGroup("tool-cache-cleaner", tables=DOMAIN))
 

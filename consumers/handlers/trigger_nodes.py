@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
+from dify_events.schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
 
 WORKFLOW = "workflow"
 WorkflowEvent = AppDraftWorkflowWasSynced | AppPublishedWorkflowWasUpdated

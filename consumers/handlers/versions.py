@@ -10,7 +10,7 @@ same millisecond.
 
 from __future__ import annotations
 
-from schemas.events import Event
+from dify_events.schemas.events import Event
 
 
 def version_of(event: Event) -> str:

@@ -17,10 +17,10 @@ import secrets
 
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, register
-from consumers.domain import DOMAIN, App, WorkflowWebhookTrigger, insert_ignore
-from consumers.domain.trigger import WEBHOOK
-from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, register
+from dify_events.consumers.domain import DOMAIN, App, WorkflowWebhookTrigger, insert_ignore
+from dify_events.consumers.domain.trigger import WEBHOOK
+from dify_events.schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated
 
 from .plugin_triggers import TooManyTriggers
 from .trigger_nodes import WorkflowEvent, nodes, of_workflow_app

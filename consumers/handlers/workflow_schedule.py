@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from sqlalchemy import delete, select
 
-from consumers import ConsumerGroup, HandlerContext, MessageRejected, register
-from consumers.domain import DOMAIN, WorkflowSchedulePlan, insert_ignore, rowcount
-from consumers.domain.trigger import SCHEDULE
-from schemas.events import AppPublishedWorkflowWasUpdated
+from dify_events.consumers import ConsumerGroup, HandlerContext, MessageRejected, register
+from dify_events.consumers.domain import DOMAIN, WorkflowSchedulePlan, insert_ignore, rowcount
+from dify_events.consumers.domain.trigger import SCHEDULE
+from dify_events.schemas.events import AppPublishedWorkflowWasUpdated
 
 from .trigger_nodes import nodes, of_workflow_app
 

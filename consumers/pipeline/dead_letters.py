@@ -43,8 +43,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
-from producers.sizes import record_size
-from schemas import headers as H
+from dify_events.producers.sizes import record_size
+from dify_events.schemas import headers as H
 
 from ..config import group_id
 from ..errors import DeadLetterFailed

@@ -11,7 +11,7 @@ Also read here: the idempotency key (the ``idempotency-key`` header, else the ev
 
 from __future__ import annotations
 
-from schemas import headers as H
+from dify_events.schemas import headers as H
 
 from ..errors import BadHeader, EmptyValue
 from ..job import Job

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
-from schemas.errors import CodecError
+from dify_events.schemas.errors import CodecError
 
 from ..errors import MessageRejected
 from ..job import HANDLED, Job

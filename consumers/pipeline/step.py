@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
+from dify_events.producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
 
-    from schemas.codec import AvroCodec
+    from dify_events.schemas.codec import AvroCodec
 
     from ..breaker import OutageBreaker
     from ..group import ConsumerGroup

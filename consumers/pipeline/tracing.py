@@ -22,7 +22,7 @@ from __future__ import annotations
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
 
-from schemas import headers as H
+from dify_events.schemas import headers as H
 
 from ..job import Job
 from ..redact import error_message, error_traceback, fqcn

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.codec import AvroCodec
-from schemas.settings import Settings
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.settings import Settings
 
 from ..group import ConsumerGroup
 from . import dead_letters, kafka

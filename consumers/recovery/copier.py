@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from producers.config import producer_config
-from schemas.settings import Settings
+from dify_events.producers.config import producer_config
+from dify_events.schemas.settings import Settings
 
 from .errors import CopyFailed
 

@@ -15,8 +15,8 @@ from typing import cast
 
 from confluent_kafka import Message
 
-from schemas import headers as H
-from schemas.settings import Settings
+from dify_events.schemas import headers as H
+from dify_events.schemas.settings import Settings
 
 from ..pipeline import dead_letters as DL
 from . import kafka

@@ -22,8 +22,8 @@ from typing import Any, cast
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from schemas.settings import Settings, get_settings
-from schemas.topics import admin_client, list_offsets
+from dify_events.schemas.settings import Settings, get_settings
+from dify_events.schemas.topics import admin_client, list_offsets
 
 from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY
 from .errors import MissingTopic, RecoveryError

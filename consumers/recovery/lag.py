@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas.settings import Settings
-from schemas.topics import list_offsets
+from dify_events.schemas.settings import Settings
+from dify_events.schemas.topics import list_offsets
 
 from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY, group_id
 from ..group import ConsumerGroup

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka.admin import AdminClient
 
-from schemas.settings import Settings
+from dify_events.schemas.settings import Settings
 
 from . import kafka
 from .dead_letters import DeadLetter

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas import headers as H
-from schemas.settings import Settings
+from dify_events.schemas import headers as H
+from dify_events.schemas.settings import Settings
 
 from ..config import group_id
 from ..group import ConsumerGroup

@@ -17,8 +17,8 @@ from typing import cast
 
 from confluent_kafka.admin import AdminClient
 
-from schemas import headers as H
-from schemas.settings import Settings
+from dify_events.schemas import headers as H
+from dify_events.schemas.settings import Settings
 
 from ..group import ConsumerGroup
 from . import kafka

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from schemas import headers as H
+from dify_events.schemas import headers as H
 
 if TYPE_CHECKING:
     from ..job import Job

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from schemas.catalogue import CATALOGUE
+from dify_events.schemas.catalogue import CATALOGUE
 from tests.consumers.conftest import app_topic, dlq_reader, sqlite_db  # noqa: F401 - fixtures
 from tests.producers.conftest import domain_topics, read_messages  # noqa: F401 - fixtures
 
@@ -46,6 +46,6 @@ def run_events(*args: str, env: dict[str, str] | None = None, input: str | None 
                timeout_s: float = 60, inherit: bool = True) -> subprocess.CompletedProcess:
     """``python -m consumers ARGS`` in a process of its own, as a person runs `events` (with this
     process's environment and ``env`` over it; only ``env`` when not ``inherit``)."""
-    return subprocess.run([sys.executable, "-m", "consumers", *args],
+    return subprocess.run([sys.executable, "-m", "dify_events.consumers", *args],
                           env={**os.environ, **(env or {})} if inherit else dict(env or {}),
                           input=input, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)

@@ -17,15 +17,15 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from sqlalchemy import create_engine, func, select
 
-from consumers.broker import LocalBroker
-from consumers.broker.local import free_port
-from consumers.domain import create_all
-from consumers.group import ConsumerGroup
-from consumers.idempotency import processed_events
-from consumers.runner import GroupRunner
-from schemas import MessageWasCreated
-from schemas.settings import Settings, cache_dir
-from schemas.topics import TopicsError
+from dify_events.consumers.broker import LocalBroker
+from dify_events.consumers.broker.local import free_port
+from dify_events.consumers.domain import create_all
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.idempotency import processed_events
+from dify_events.consumers.runner import GroupRunner
+from dify_events.schemas import MessageWasCreated
+from dify_events.schemas.settings import Settings, cache_dir
+from dify_events.schemas.topics import TopicsError
 from tests.bad_input.conftest import ROOT, run_events
 
 WRONG = "wrong-Pa55word-" + uuid.uuid4().hex[:6]
@@ -92,7 +92,7 @@ def test_everything_reaches_it_through_the_config_file_and_never_shows_the_passw
     tables.dispose()
     log = tmp_path / "run.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "provider-usage"],
+        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "provider-usage"],
                                 env={**secure_env, "EVENTS_LOG_LEVEL": "DEBUG"}, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -160,7 +160,7 @@ def test_a_wrong_password_or_an_untrusted_certificate_is_refused_clearly_without
     assert events(secure_env, "db", "init", **override).returncode == 0
     log = tmp_path / "run.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "provider-usage"],
+        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "provider-usage"],
                                 env={**secure_env, **override, "EVENTS_LOG_LEVEL": "DEBUG"}, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
     expected = (("Authentication failed", "SASL") if "PASSWORD" in str(override)

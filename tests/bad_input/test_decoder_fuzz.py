@@ -10,13 +10,13 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.breaker import OutageBreaker
-from consumers.job import DEAD_LETTERED, DUPLICATE, HANDLED, Job, Lane
-from consumers.pipeline import Resources, build
-from consumers.runner import EVENT_TYPE_NAME
-from producers.config import producer_config
-from schemas import headers as H
-from schemas.codec import AvroCodec
+from dify_events.consumers.breaker import OutageBreaker
+from dify_events.consumers.job import DEAD_LETTERED, DUPLICATE, HANDLED, Job, Lane
+from dify_events.consumers.pipeline import Resources, build
+from dify_events.consumers.runner import EVENT_TYPE_NAME
+from dify_events.producers.config import producer_config
+from dify_events.schemas import headers as H
+from dify_events.schemas.codec import AvroCodec
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, read_messages
 

@@ -10,20 +10,20 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from consumers.breaker import OutageBreaker
-from consumers.errors import BadHeader
-from consumers.job import Job, Lane
-from consumers.pipeline import Decode, Resources
-from consumers.registry import get
-from producers import EventProducer, add_to_outbox, create_outbox_table
-from producers.errors import DeliveryFailed, MessageTooLarge, UnpublishableEvent
-from producers.headers import build_headers
-from producers.outbox import event_outbox
-from schemas import headers as H
-from schemas.catalogue import CATALOGUE
-from schemas.codec import AvroCodec
-from schemas.events import AppWasCreated, MessageWasCreated
-from schemas.settings import Settings
+from dify_events.consumers.breaker import OutageBreaker
+from dify_events.consumers.errors import BadHeader
+from dify_events.consumers.job import Job, Lane
+from dify_events.consumers.pipeline import Decode, Resources
+from dify_events.consumers.registry import get
+from dify_events.producers import EventProducer, add_to_outbox, create_outbox_table
+from dify_events.producers.errors import DeliveryFailed, MessageTooLarge, UnpublishableEvent
+from dify_events.producers.headers import build_headers
+from dify_events.producers.outbox import event_outbox
+from dify_events.schemas import headers as H
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.events import AppWasCreated, MessageWasCreated
+from dify_events.schemas.settings import Settings
 from tests.bad_input.test_decoder_fuzz import FakeMessage
 
 APP = dict(tenant_id="t1", app_id="a1", mode="chat", name="Support bot", created_by="u1")
@@ -95,7 +95,7 @@ KEYS = {"255-ascii": "k" * 255, "256-ascii": "k" * 256, "255-accented": "é" * 2
 
 def consumer_accepts(key: str) -> bool:
     """Whether a group's Decode step takes the idempotency-key header of this key as written."""
-    import consumers.handlers  # noqa: F401 - registers the seed's groups
+    import dify_events.consumers.handlers  # noqa: F401 - registers the seed's groups
 
     group = get("site-provisioner")
     event = AppWasCreated(**APP)

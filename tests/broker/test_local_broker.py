@@ -12,12 +12,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.broker import KAFKA_VERSION, BrokerError, BrokerState, LocalBroker
-from consumers.broker.local import free_port
-from schemas.settings import cache_dir
+from dify_events.consumers.broker import KAFKA_VERSION, BrokerError, BrokerState, LocalBroker
+from dify_events.consumers.broker.local import free_port
+from dify_events.schemas.settings import cache_dir
 from tests.support.waiting import wait_until
 
-EVENTS = [sys.executable, "-m", "consumers.cli"]
+EVENTS = [sys.executable, "-m", "dify_events.consumers.cli"]
 
 
 def events(home, *args, check=True):

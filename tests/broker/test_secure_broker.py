@@ -7,9 +7,9 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.broker import LocalBroker
-from consumers.broker.local import free_port
-from schemas.settings import Settings, cache_dir
+from dify_events.consumers.broker import LocalBroker
+from dify_events.consumers.broker.local import free_port
+from dify_events.schemas.settings import Settings, cache_dir
 
 QUIET = logging.getLogger("tests.librdkafka")
 QUIET.addHandler(logging.NullHandler())

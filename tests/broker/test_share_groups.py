@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import AcknowledgeType, ShareConsumer
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from schemas.topics import configure_share_group
+from dify_events.schemas.topics import configure_share_group
 from tests.conftest import unique
 from tests.support.waiting import wait_until
 

@@ -17,8 +17,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.broker.local import free_port
-from consumers.config import group_id
+from dify_events.consumers.broker.local import free_port
+from dify_events.consumers.config import group_id
 from tests.conftest import unique
 from tests.console import handlers
 from tests.consumers.support import app_event, publish
@@ -50,7 +50,7 @@ class World:
 
     def start_group(self, **env: str) -> subprocess.Popen:
         log = open(self.log.with_name(f"group-{time.monotonic_ns()}.log"), "wb")  # noqa: SIM115 - the process's
-        return subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", handlers.GROUP,
+        return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", handlers.GROUP,
                                  "--health-port", "0", "--metrics-port", str(self.metrics_port)],
                                 env={**self.env, **env}, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -100,7 +100,8 @@ def world(kafka_bootstrap, kafka_client_config, admin, tmp_path_factory) -> Iter
     publish(producer, topic, [app_event(f"app-{i}", i) for i in range(6, 11)])
 
     console = subprocess.Popen(
-        [sys.executable, "-m", "consumers", "console", "--port", "0", "--interval", "0.5s", "--window", "2m",
+        [sys.executable, "-m", "dify_events.consumers", "console", "--port", "0", "--interval", "0.5s", "--window",
+         "2m",
          "--allow-actions", "--metrics", f"http://127.0.0.1:{world.metrics_port}/metrics"],
         env={**env, "EVENTS_CONSOLE_TOKEN": TOKEN}, cwd=ROOT, stdout=subprocess.PIPE,
         stderr=open(world.log, "wb"), stdin=subprocess.DEVNULL, text=True)  # noqa: SIM115 - the process's

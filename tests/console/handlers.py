@@ -9,11 +9,11 @@ import os
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
 
-from consumers.context import HandlerContext
-from consumers.errors import MessageRejected
-from consumers.group import ConsumerGroup
-from consumers.registry import register
-from schemas.events import AppWasCreated
+from dify_events.consumers.context import HandlerContext
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.registry import register
+from dify_events.schemas.events import AppWasCreated
 
 GROUP = "console-sample"
 metadata = MetaData()

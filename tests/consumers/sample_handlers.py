@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, insert, select
 
-from consumers.context import HandlerContext
-from consumers.group import ConsumerGroup
-from consumers.registry import register
-from schemas.events import AppWasCreated
+from dify_events.consumers.context import HandlerContext
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.registry import register
+from dify_events.schemas.events import AppWasCreated
 
 metadata = MetaData()
 sample_effects = Table(

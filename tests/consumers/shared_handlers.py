@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from consumers.registry import register
+from dify_events.consumers.registry import register
 from tests.consumers.sample_handlers import Behaviour, recording_group
 
 _behaviour = Behaviour(default_delay_s=float(os.environ.get("SAMPLE_HANDLER_DELAY_S", "0")))

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, Producer
 
-from schemas import headers as H
-from schemas.codec import AvroCodec
-from schemas.events import AppWasCreated
+from dify_events.schemas import headers as H
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.events import AppWasCreated
 from tests.support.running import running  # noqa: F401 - re-exported to this package's tests
 from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 
@@ -67,7 +67,7 @@ def peek(topic: str, partition: int, offset: int, count: int) -> list:
 
     from confluent_kafka import TopicPartition
 
-    from schemas.settings import get_settings
+    from dify_events.schemas.settings import get_settings
 
     consumer = Consumer({"bootstrap.servers": get_settings().bootstrap(), "group.id": f"peek-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})

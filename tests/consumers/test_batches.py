@@ -10,8 +10,8 @@ from collections import defaultdict
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
-from consumers.group import ConsumerGroup
-from schemas.events import AppWasCreated
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.schemas.events import AppWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.sample_handlers import sample_effects
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
@@ -122,7 +122,7 @@ def test_a_backlog_delivered_again_after_its_commit_was_lost_is_all_duplicates(
         kafka_env, app_topic, group_topics, producer_factory, effects_db, admin):
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-    from consumers.config import group_id
+    from dify_events.consumers.config import group_id
 
     # Given a backlog of 300 events handled in batches
     topic = app_topic()

@@ -8,9 +8,9 @@ import time
 import pytest
 from confluent_kafka import Consumer, ShareConsumer
 
-from consumers.config import consumer_config, share_consumer_config
-from consumers.errors import ConsumerError
-from schemas.settings import Settings
+from dify_events.consumers.config import consumer_config, share_consumer_config
+from dify_events.consumers.errors import ConsumerError
+from dify_events.schemas.settings import Settings
 
 
 def settings(**kafka) -> Settings:

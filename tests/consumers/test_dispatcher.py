@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from consumers.dispatcher import KeyedDispatcher
+from dify_events.consumers.dispatcher import KeyedDispatcher
 from tests.consumers.support import wait_until
 
 

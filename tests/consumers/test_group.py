@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.errors import GroupDefinitionError
-from consumers.group import ConsumerGroup
-from consumers.pipeline import DeadLetters, Decode
-from schemas.events import AppWasCreated, DocumentWasDeleted, MessageWasCreated
+from dify_events.consumers.errors import GroupDefinitionError
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.pipeline import DeadLetters, Decode
+from dify_events.schemas.events import AppWasCreated, DocumentWasDeleted, MessageWasCreated
 
 
 def noop(event, ctx):

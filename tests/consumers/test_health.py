@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from consumers.broker.local import free_port
-from consumers.errors import ConsumerError
-from consumers.health import HealthServer
-from consumers.serving import READ_TIMEOUT_S, WORKERS
+from dify_events.consumers.broker.local import free_port
+from dify_events.consumers.errors import ConsumerError
+from dify_events.consumers.health import HealthServer
+from dify_events.consumers.serving import READ_TIMEOUT_S, WORKERS
 from tests.support.waiting import wait_until
 
 
@@ -41,7 +41,7 @@ def _health_server():
 
 
 def _metrics_server():
-    from consumers.telemetry import configure
+    from dify_events.consumers.telemetry import configure
 
     telemetry = configure(free_port(), set_global=False, host="127.0.0.1")
     return telemetry.metrics_port, "/metrics", telemetry.shutdown

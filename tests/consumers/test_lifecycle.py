@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import ConsumerGroupState, ConsumerGroupType
 
-from consumers.broker.local import free_port
-from consumers.config import group_id
+from dify_events.consumers.broker.local import free_port
+from dify_events.consumers.config import group_id
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, peek, publish, running, wait_until
 
@@ -30,7 +30,8 @@ def start_events_run(database_url: str, *, delay_s: float, drain_s: float = 20, 
                SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO",
                # a killed member's partitions move on after 6 s (the broker's minimum), not 45 s
                EVENTS_KAFKA_SESSION_TIMEOUT_MS="6000", EVENTS_KAFKA_HEARTBEAT_INTERVAL_MS="1000")
-    return subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "sample-recorder"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "sample-recorder"],
+                            env=env,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

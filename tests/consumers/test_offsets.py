@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.offsets import OffsetTracker
+from dify_events.consumers.offsets import OffsetTracker
 
 
 def test_position_waits_for_the_earliest_unfinished_offset():

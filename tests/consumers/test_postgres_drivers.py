@@ -13,8 +13,8 @@ import sqlalchemy
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from producers import OutboxRelay
-from producers.outbox import add_to_outbox, create_outbox_table, outbox_status
+from dify_events.producers import OutboxRelay
+from dify_events.producers.outbox import add_to_outbox, create_outbox_table, outbox_status
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, publish, running, wait_until
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumers import registry
-from consumers.errors import DuplicateGroup, GroupDefinitionError, UnknownGroup
-from consumers.group import ConsumerGroup
+from dify_events.consumers import registry
+from dify_events.consumers.errors import DuplicateGroup, GroupDefinitionError, UnknownGroup
+from dify_events.consumers.group import ConsumerGroup
 
 
 def test_discover_imports_the_modules_named_in_the_environment(monkeypatch):

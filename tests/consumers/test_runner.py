@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from consumers.config import group_id
-from consumers.pipeline import DeadLetters, Decode
-from consumers.runner import GC_THRESHOLD, SWITCH_INTERVAL_S
-from schemas.events import TenantWasCreated
+from dify_events.consumers.config import group_id
+from dify_events.consumers.pipeline import DeadLetters, Decode
+from dify_events.consumers.runner import GC_THRESHOLD, SWITCH_INTERVAL_S
+from dify_events.schemas.events import TenantWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
 from tests.recovery.support import wait_committed_to_end

@@ -5,14 +5,14 @@ from __future__ import annotations
 import confluent_kafka
 import pytest
 
-from consumers.errors import GroupDefinitionError
-from consumers.group import ConsumerGroup
-from consumers.runner import GroupRunner
-from consumers.runners import runner_class
+from dify_events.consumers.errors import GroupDefinitionError
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.runner import GroupRunner
+from dify_events.consumers.runners import runner_class
 
 
 def test_an_ordered_group_runs_on_the_group_runner_and_a_shared_one_on_the_share_runner():
-    from consumers.share_runner import ShareGroupRunner
+    from dify_events.consumers.share_runner import ShareGroupRunner
 
     assert runner_class(ConsumerGroup("ordered")) is GroupRunner
     assert runner_class(ConsumerGroup("shared", delivery="shared")) is ShareGroupRunner

@@ -16,13 +16,13 @@ import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from sqlalchemy import create_engine, select
 
-from consumers.broker.local import free_port
-from consumers.config import group_id
-from consumers.errors import ConsumerError
-from consumers.idempotency import processed_events
-from consumers.job import Abandoned
-from consumers.pipeline import DeadLetters
-from consumers.share_runner import ShareGroupRunner, ShareLane
+from dify_events.consumers.broker.local import free_port
+from dify_events.consumers.config import group_id
+from dify_events.consumers.errors import ConsumerError
+from dify_events.consumers.idempotency import processed_events
+from dify_events.consumers.job import Abandoned
+from dify_events.consumers.pipeline import DeadLetters
+from dify_events.consumers.share_runner import ShareGroupRunner, ShareLane
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
 from tests.consumers.test_lifecycle import ROOT, distinct_handled, get
@@ -203,7 +203,7 @@ def test_a_record_abandoned_on_its_last_delivery_is_dead_lettered_not_released(
     assert dict(second.acks) == {"reject": 1}
     [letter] = read_messages(dead_letters, 1)
     headers = dict(letter.headers())
-    assert headers["dlq-error-class"] == b"consumers.share_runner.LastDelivery"
+    assert headers["dlq-error-class"] == b"dify_events.consumers.share_runner.LastDelivery"
     assert b"last delivery (2 of" in headers["dlq-error-message"]
     # And it is not offered again
     with running(group) as third:
@@ -217,7 +217,8 @@ def start_shared_run(database_url: str, health_port: int, delay_s: float) -> sub
     env = dict(os.environ, EVENTS_DATABASE_URL=database_url, EVENTS_HANDLER_MODULES="tests.consumers.shared_handlers",
                EVENTS_HEALTH_PORT=str(health_port), EVENTS_CONCURRENCY="2", EVENTS_DRAIN_TIMEOUT_S="5",
                SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO")
-    return subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "sample-shared"], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "sample-shared"], env=env,
+                            cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -266,7 +267,7 @@ def test_events_run_runs_a_shared_group_ready_when_polling_and_sigterm_leaves_no
 def test_a_runner_whose_pollers_are_all_in_a_long_handler_stays_live(monkeypatch, app_topic, group_topics,
                                                                      producer_factory, sqlite_db):
     # Given a liveness window of 1 s, and an event whose handling takes 3 s
-    monkeypatch.setattr("consumers.runner.LIVENESS_WINDOW_S", 1.0)
+    monkeypatch.setattr("dify_events.consumers.runner.LIVENESS_WINDOW_S", 1.0)
     topic = app_topic()
     group, behaviour = shared_group(sqlite_db, sample_handlers.Behaviour(delay_s={"app-slow": 3.0}))
     group_topics(group.name)

@@ -12,12 +12,12 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from consumers.errors import MessageRejected
-from consumers.idempotency import processed_events
-from consumers.pipeline import dead_letters as DL
-from consumers.testing import GroupHarness
-from schemas import headers as H
-from schemas.events import AppWasCreated, TenantWasCreated
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.idempotency import processed_events
+from dify_events.consumers.pipeline import dead_letters as DL
+from dify_events.consumers.testing import GroupHarness
+from dify_events.schemas import headers as H
+from dify_events.schemas.events import AppWasCreated, TenantWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.sample_handlers import sample_effects
 from tests.consumers.support import app_event
@@ -94,11 +94,11 @@ def test_a_rejected_message_is_dead_lettered_at_once_with_its_headers(database_u
         # with the original key, value and headers, and why and where it failed
         assert (letter.key, letter.value) == (result.message.key(), result.message.value())
         assert letter.header(H.EVENT_ID) == event.event_id
-        assert letter.error_class == "consumers.errors.MessageRejected"
-        assert letter.reason == "consumers.errors.MessageRejected: told to fail on app-1 (attempt 1)"
+        assert letter.error_class == "dify_events.consumers.errors.MessageRejected"
+        assert letter.reason == "dify_events.consumers.errors.MessageRejected: told to fail on app-1 (attempt 1)"
         assert (letter.header(DL.ORIGIN_TOPIC), letter.header(DL.ORIGIN_OFFSET)) == ("events.app", "0")
         assert letter.header(DL.GROUP) == "harnessed"
-        assert letter.header(DL.DLT_EXCEPTION_FQCN) == "consumers.errors.MessageRejected"
+        assert letter.header(DL.DLT_EXCEPTION_FQCN) == "dify_events.consumers.errors.MessageRejected"
 
 
 def test_undecodable_bytes_are_dead_lettered_without_reaching_the_handler(database_url):
@@ -109,13 +109,13 @@ def test_undecodable_bytes_are_dead_lettered_without_reaching_the_handler(databa
         # Then it is dead-lettered with the codec's error, the handler never called
         assert result.dead_lettered and result.attempts == 0 and result.event is None
         assert result.dead_letter.value == b"not avro"
-        assert result.dead_letter.error_class == "schemas.errors.NotSingleObjectEncoded"
+        assert result.dead_letter.error_class == "dify_events.schemas.errors.NotSingleObjectEncoded"
         assert "not Avro single-object encoded" in result.dead_letter.reason
         assert behaviour.calls == {}
         # and a message without an event-type header too, saying what is missing
         headless = harness.send_raw(b"\x00")
         assert headless.dead_lettered
-        assert headless.dead_letter.error_class == "consumers.errors.BadHeader"
+        assert headless.dead_letter.error_class == "dify_events.consumers.errors.BadHeader"
         assert H.EVENT_TYPE in headless.dead_letter.reason
         assert len(harness.dead_letters) == 2
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from consumers.errors import MessageRejected
-from consumers.handlers.document_indexer import group
-from schemas.events import DocumentIndexCreated
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.handlers.document_indexer import group
+from dify_events.schemas.events import DocumentIndexCreated
 
 EVENT_ID = os.environ["FAIL_INDEX_EVENT_ID"]
 MARKER = os.environ["FAIL_INDEX_MARKER"]

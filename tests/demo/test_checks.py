@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, delete, insert
 
-from consumers import idempotency, registry
-from consumers.demo.checks import digest, every_event_claimed_once, match_dead_letters
-from consumers.demo.progress import GroupProgress
-from consumers.demo.run import Snapshot, _settled, _twice_check
-from consumers.demo.workload import SIZES, ExpectedDeadLetter, build
-from consumers.domain import Tenant, create_all, utcnow
-from consumers.pipeline import dead_letters as DL
-from consumers.recovery.dead_letters import DeadLetter
+from dify_events.consumers import idempotency, registry
+from dify_events.consumers.demo.checks import digest, every_event_claimed_once, match_dead_letters
+from dify_events.consumers.demo.progress import GroupProgress
+from dify_events.consumers.demo.run import Snapshot, _settled, _twice_check
+from dify_events.consumers.demo.workload import SIZES, ExpectedDeadLetter, build
+from dify_events.consumers.domain import Tenant, create_all, utcnow
+from dify_events.consumers.pipeline import dead_letters as DL
+from dify_events.consumers.recovery.dead_letters import DeadLetter
 
 POISON = ExpectedDeadLetter("provider-usage", "BadHeader", "garbage bytes without headers")
 
@@ -23,7 +23,7 @@ def letter(error_class: str, message: str, offset: int = 0) -> DeadLetter:
 
 def test_a_dead_letter_of_the_expected_group_and_error_is_the_poison():
     # Given the poison's dead letter and one nobody expected
-    letters = {"provider-usage": [letter("consumers.errors.BadHeader", "no event-type header")],
+    letters = {"provider-usage": [letter("dify_events.consumers.errors.BadHeader", "no event-type header")],
                "site-provisioner": [letter("RuntimeError", "boom")]}
     # When they are matched against the workload's expectations
     rows, missing = match_dead_letters(letters, [POISON])
@@ -34,14 +34,16 @@ def test_a_dead_letter_of_the_expected_group_and_error_is_the_poison():
 
 
 def test_poison_published_twice_is_expected_twice_and_missing_once_if_it_appears_once():
-    rows, missing = match_dead_letters({"provider-usage": [letter("consumers.errors.BadHeader", "m")]}, [POISON],
+    rows, missing = match_dead_letters({"provider-usage": [letter("dify_events.consumers.errors.BadHeader", "m")]},
+                                       [POISON],
                                        passes=2)
     assert rows[0].count == 1 and rows[0].expected == POISON.what
     assert missing == [POISON]
 
 
 def test_the_same_error_of_another_group_is_not_the_poison():
-    rows, missing = match_dead_letters({"document-indexer": [letter("consumers.errors.BadHeader", "m")]}, [POISON])
+    rows, missing = match_dead_letters({"document-indexer": [letter("dify_events.consumers.errors.BadHeader", "m")]},
+                                       [POISON])
     assert rows[0].expected is None and missing == [POISON]
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from consumers.demo.workload import SIZES, Change, build
-from consumers.handlers import GROUPS
+from dify_events.consumers.demo.workload import SIZES, Change, build
+from dify_events.consumers.handlers import GROUPS
 from tests.handlers.kafka import wait_until
 
 SMALL = build(SIZES["small"])
@@ -32,7 +32,7 @@ def demo(tmp_path: Path, kafka_bootstrap: str, *args: str,
     extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTS_")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, EVENTS_HOME=str(tmp_path / "home"), COLUMNS="160", **extra)
-    done = subprocess.run([sys.executable, "-m", "consumers", "demo", "--size", "small", "--delete-topics",
+    done = subprocess.run([sys.executable, "-m", "dify_events.consumers", "demo", "--size", "small", "--delete-topics",
                            "--prefix", f"tdemo{uuid.uuid4().hex[:10]}", "--report-json", str(report), *args],
                           env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     return done, json.loads(report.read_text()) if report.exists() else None
@@ -95,7 +95,7 @@ def test_on_a_machine_with_nothing_configured_the_demo_starts_and_stops_its_own_
     env.update(EVENTS_HOME=str(tmp_path / "home"), COLUMNS="160")
     report = tmp_path / "report.json"
     # When the demo runs (asked to stop the broker it starts, and to clean its topics up)
-    done = subprocess.run([sys.executable, "-m", "consumers", "demo", "--size", "small", "--stop-broker",
+    done = subprocess.run([sys.executable, "-m", "dify_events.consumers", "demo", "--size", "small", "--stop-broker",
                            "--delete-topics", "--report-json", str(report)],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S)
     # Then it started the local broker in that home, ran clean, and stopped it again
@@ -160,7 +160,7 @@ def test_a_database_that_holds_data_is_refused(tmp_path, kafka_bootstrap):
     # Given a database whose apps table has a row
     url = f"sqlite:///{tmp_path / 'used.db'}"
     engine = create_engine(url)
-    from consumers.domain import create_all
+    from dify_events.consumers.domain import create_all
 
     create_all(engine)
     with engine.begin() as conn:
@@ -194,7 +194,8 @@ def test_killing_the_demo_leaves_no_group_process_behind(tmp_path, kafka_bootstr
     prefix = f"tdemo{uuid.uuid4().hex[:10]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTS_")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, EVENTS_HOME=str(tmp_path / "home"))
-    demo_process = subprocess.Popen([sys.executable, "-m", "consumers", "demo", "--size", "small", "--prefix", prefix],
+    demo_process = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "demo", "--size", "small",
+                                     "--prefix", prefix],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: len(group_processes(prefix)) == len(GROUPS), 60, f"the {len(GROUPS)} group processes")

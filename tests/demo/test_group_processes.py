@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from consumers.demo.cluster import GroupProcesses
+from dify_events.consumers.demo.cluster import GroupProcesses
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
@@ -31,7 +31,8 @@ def test_a_group_whose_health_port_was_taken_meanwhile_starts_again_on_another(t
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTS_")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, EVENTS_TOPIC_PREFIX=f"gp{uuid.uuid4().hex[:8]}",
                EVENTS_DATABASE_URL=f"sqlite:///{tmp_path / 'events.db'}", EVENTS_METRICS_PORT="0")
-    subprocess.run([sys.executable, "-m", "consumers", "db", "init"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dify_events.consumers", "db", "init"], env=env, check=True,
+                   capture_output=True)
     processes = GroupProcesses(["provider-usage"], log_dir=tmp_path / "logs", env=env, concurrency=1)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from consumers.demo.workload import OUTBOX, SDK, SIZES, Change, Poison, Size, build
-from consumers.domain import Dataset, Document, Message
-from schemas.codec import AvroCodec
-from schemas.events import DocumentIndexCreated, MessageWasCreated
+from dify_events.consumers.demo.workload import OUTBOX, SDK, SIZES, Change, Poison, Size, build
+from dify_events.consumers.domain import Dataset, Document, Message
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.events import DocumentIndexCreated, MessageWasCreated
 
 SMALL = SIZES["small"]
 codec = AvroCodec()

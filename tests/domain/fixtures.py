@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from consumers.domain import create_all
-from consumers.idempotency import make_engine
+from dify_events.consumers.domain import create_all
+from dify_events.consumers.idempotency import make_engine
 
 log = logging.getLogger("tests.handlers")
 

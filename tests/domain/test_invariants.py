@@ -4,7 +4,7 @@ names what is wrong when the database breaks it."""
 import pytest
 from sqlalchemy import delete, update
 
-from consumers.domain import (
+from dify_events.consumers.domain import (
     App,
     AppDatasetJoin,
     AppModelConfig,
@@ -18,14 +18,17 @@ from consumers.domain import (
     Site,
     Workflow,
 )
-from consumers.domain.invariants import CHECKS, Check, check_all
-from consumers.handlers.app_dataset_joins import sync_joins_with_model_config, sync_joins_with_published_workflow
-from consumers.handlers.dataset_cleaner import clean_dataset
-from consumers.handlers.document_indexer import index_documents
-from consumers.handlers.installed_app_provisioner import create_installed_app
-from consumers.handlers.provider_usage import record_provider_usage
-from consumers.handlers.site_provisioner import create_site_record
-from schemas.events import (
+from dify_events.consumers.domain.invariants import CHECKS, Check, check_all
+from dify_events.consumers.handlers.app_dataset_joins import (
+    sync_joins_with_model_config,
+    sync_joins_with_published_workflow,
+)
+from dify_events.consumers.handlers.dataset_cleaner import clean_dataset
+from dify_events.consumers.handlers.document_indexer import index_documents
+from dify_events.consumers.handlers.installed_app_provisioner import create_installed_app
+from dify_events.consumers.handlers.provider_usage import record_provider_usage
+from dify_events.consumers.handlers.site_provisioner import create_site_record
+from dify_events.schemas.events import (
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
     AppWasCreated,

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import StatementError
 
-from consumers.domain import (
+from dify_events.consumers.domain import (
     App,
     AppModelConfig,
     Base,

@@ -2,8 +2,8 @@
 
 from sqlalchemy import func, select
 
-from consumers.domain import DocumentKeyword, DocumentSegment, keywords, search, split_segments, unindex
-from consumers.domain.search import MAX_KEYWORD_LENGTH, word_count
+from dify_events.consumers.domain import DocumentKeyword, DocumentSegment, keywords, search, split_segments, unindex
+from dify_events.consumers.domain.search import MAX_KEYWORD_LENGTH, word_count
 
 
 def test_keywords_fold_case_drop_common_words_and_pair_cjk_characters():

@@ -23,11 +23,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from consumers.recovery.kafka import read_ranges, reader, watermarks
-from schemas import headers as H
-from schemas.catalogue import CATALOGUE
-from schemas.events import Event
-from schemas.settings import Settings
+from dify_events.consumers.recovery.kafka import read_ranges, reader, watermarks
+from dify_events.schemas import headers as H
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.events import Event
+from dify_events.schemas.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 from confluent_kafka.admin import AdminClient
 
-from consumers.broker.cluster import LocalCluster
-from consumers.broker.local import wait_for_exit
+from dify_events.consumers.broker.cluster import LocalCluster
+from dify_events.consumers.broker.local import wait_for_exit
 from tests.faults.harness import wait_for
 
 INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, text
 
-import consumers.handlers  # noqa: F401 - registers the seed's groups
-from consumers.broker import LocalBroker
-from consumers.broker.local import free_port, port_is_free, wait_for_exit
-from schemas.settings import cache_dir
+import dify_events.consumers.handlers  # noqa: F401 - registers the seed's groups
+from dify_events.consumers.broker import LocalBroker
+from dify_events.consumers.broker.local import free_port, port_is_free, wait_for_exit
+from dify_events.schemas.settings import cache_dir
 from tests.conftest import settings_pointed_at, unique
 from tests.support.kafka import local_cluster
 from tests.support.waiting import wait_until

@@ -11,11 +11,11 @@ import hashlib
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
-from consumers.context import HandlerContext
-from consumers.errors import MessageRejected
-from consumers.group import ConsumerGroup
-from consumers.registry import register
-from schemas.events import MessageWasCreated
+from dify_events.consumers.context import HandlerContext
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.registry import register
+from dify_events.schemas.events import MessageWasCreated
 
 metadata = MetaData()
 flaky_effects = Table(

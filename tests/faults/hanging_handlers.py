@@ -13,10 +13,10 @@ import time
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
-from consumers.context import HandlerContext
-from consumers.group import ConsumerGroup
-from consumers.registry import register
-from schemas.events import AppWasCreated
+from dify_events.consumers.context import HandlerContext
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.registry import register
+from dify_events.schemas.events import AppWasCreated
 
 NEVER, FIRST, ALWAYS = "never", "first", "always"
 TIME_LIMIT_S = 1.0

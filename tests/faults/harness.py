@@ -28,26 +28,32 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from consumers import registry
-from consumers.demo.application import Application, Relay
-from consumers.demo.cluster import LIBRDKAFKA_LOG, GroupProcesses, _terminate_with_parent, apply_topics, group_env
-from consumers.demo.progress import Probe, read_dead_letters
-from consumers.demo.run import _prepare_database
-from consumers.demo.workload import SDK, Change, Size, build
-from consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
-from consumers.domain.invariants import (
+from dify_events.consumers import registry
+from dify_events.consumers.demo.application import Application, Relay
+from dify_events.consumers.demo.cluster import (
+    LIBRDKAFKA_LOG,
+    GroupProcesses,
+    _terminate_with_parent,
+    apply_topics,
+    group_env,
+)
+from dify_events.consumers.demo.progress import Probe, read_dead_letters
+from dify_events.consumers.demo.run import _prepare_database
+from dify_events.consumers.demo.workload import SDK, Change, Size, build
+from dify_events.consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
+from dify_events.consumers.domain.invariants import (
     every_app_has_one_installed_app,
     every_app_has_one_site,
     provider_usage_equals_message_tokens,
 )
-from consumers.idempotency import processed_events
-from producers import EventProducer
-from producers.config import producer_config
-from producers.outbox import event_outbox
-from schemas.catalogue import CATALOGUE
-from schemas.events import Event
-from schemas.settings import Settings
-from schemas.topics import admin_client
+from dify_events.consumers.idempotency import processed_events
+from dify_events.producers import EventProducer
+from dify_events.producers.config import producer_config
+from dify_events.producers.outbox import event_outbox
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.events import Event
+from dify_events.schemas.settings import Settings
+from dify_events.schemas.topics import admin_client
 from tests.faults.checker import History, Verdict, check, read_log
 from tests.support.waiting import wait_until
 
@@ -258,7 +264,7 @@ class World:
     def _spawn(self, name: str) -> subprocess.Popen:
         with open(self.processes.groups[name].log_file, "ab") as log_file:
             return subprocess.Popen(
-                [sys.executable, "-m", "consumers", "run", "--group", name, "--concurrency",
+                [sys.executable, "-m", "dify_events.consumers", "run", "--group", name, "--concurrency",
                  str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)
 

@@ -18,17 +18,17 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import OffsetSpec
 from sqlalchemy import create_engine, select
 
-from consumers import registry
-from consumers.demo.cluster import LIBRDKAFKA_LOG, apply_topics
-from consumers.demo.progress import Probe
-from consumers.domain import Site
-from consumers.idempotency import make_engine
-from consumers.tables import create_tables
-from producers import EventProducer
-from schemas import headers as H
-from schemas.events import AppWasCreated
-from schemas.settings import Settings
-from schemas.topics import admin_client, list_offsets
+from dify_events.consumers import registry
+from dify_events.consumers.demo.cluster import LIBRDKAFKA_LOG, apply_topics
+from dify_events.consumers.demo.progress import Probe
+from dify_events.consumers.domain import Site
+from dify_events.consumers.idempotency import make_engine
+from dify_events.consumers.tables import create_tables
+from dify_events.producers import EventProducer
+from dify_events.schemas import headers as H
+from dify_events.schemas.events import AppWasCreated
+from dify_events.schemas.settings import Settings
+from dify_events.schemas.topics import admin_client, list_offsets
 from tests.faults.conftest import kill_broker
 from tests.faults.harness import wait_for
 from tests.support.waiting import wait_until
@@ -57,7 +57,8 @@ class GroupProcess:
 
     def start(self) -> GroupProcess:
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", GROUP], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", GROUP],
+                                         env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT)
         return self
 

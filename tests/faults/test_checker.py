@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from schemas.events import MessageWasCreated
+from dify_events.schemas.events import MessageWasCreated
 from tests.faults.checker import History, Position, check
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

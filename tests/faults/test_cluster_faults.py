@@ -18,14 +18,14 @@ import pytest
 from confluent_kafka.admin import NewTopic
 from sqlalchemy import create_engine, func, insert, select
 
-from consumers.config import group_id
-from consumers.demo.cluster import _terminate_with_parent
-from consumers.demo.progress import read_dead_letters
-from consumers.demo.workload import SDK, Change
-from consumers.recovery.kafka import read_ranges, reader, watermarks
-from consumers.recovery.redrive import REDRIVEN_FROM
-from producers.outbox import event_outbox
-from schemas.events import MessageWasCreated
+from dify_events.consumers.config import group_id
+from dify_events.consumers.demo.cluster import _terminate_with_parent
+from dify_events.consumers.demo.progress import read_dead_letters
+from dify_events.consumers.demo.workload import SDK, Change
+from dify_events.consumers.recovery.kafka import read_ranges, reader, watermarks
+from dify_events.consumers.recovery.redrive import REDRIVEN_FROM
+from dify_events.producers.outbox import event_outbox
+from dify_events.schemas.events import MessageWasCreated
 from tests.faults import flaky_handlers as F
 from tests.faults.cluster import (
     Clock,
@@ -235,7 +235,7 @@ def _held(w, topic: str) -> int:
 
 def _redrive(w, *, rate: float) -> subprocess.Popen:
     log = open(w.run_dir / "redrive.log", "ab")  # noqa: SIM115 - the child keeps it; closed with the run dir
-    return subprocess.Popen([sys.executable, "-m", "consumers", "dlq", "redrive", "--group", "faults-flaky",
+    return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "dlq", "redrive", "--group", "faults-flaky",
                              "--rate", str(rate)], env=w.env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)
 

@@ -12,14 +12,14 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from consumers.demo.cluster import find_cluster
-from schemas.settings import Settings
-from schemas.topics import admin_client, list_topics, load_topics_file
+from dify_events.consumers.demo.cluster import find_cluster
+from dify_events.schemas.settings import Settings
+from dify_events.schemas.topics import admin_client, list_topics, load_topics_file
 from tests.conftest import unique
 from tests.faults.cluster import fully_replicated
 from tests.faults.harness import wait_for
 
-EVENTS = [sys.executable, "-m", "consumers.cli"]
+EVENTS = [sys.executable, "-m", "dify_events.consumers.cli"]
 
 
 def events(cluster, *args: str, check: bool = True, prefix: str = "events") -> subprocess.CompletedProcess:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from consumers.demo.postgres import MAX_CONNECTIONS, _as_postgres_user, pg_bin, throwaway_postgres
-from consumers.demo.workload import SDK, Change
+from dify_events.consumers.demo.postgres import MAX_CONNECTIONS, _as_postgres_user, pg_bin, throwaway_postgres
+from dify_events.consumers.demo.workload import SDK, Change
 from tests.faults.harness import assert_exactly_once, fresh_database, wait_for, world
 
 OUTAGE_S = 12.0

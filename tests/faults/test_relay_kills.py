@@ -9,9 +9,9 @@ import sys
 
 from sqlalchemy import func, select
 
-from consumers.demo.cluster import _terminate_with_parent
-from consumers.demo.workload import Size
-from producers.outbox import event_outbox
+from dify_events.consumers.demo.cluster import _terminate_with_parent
+from dify_events.consumers.demo.workload import Size
+from dify_events.producers.outbox import event_outbox
 from tests.faults.harness import assert_exactly_once, topic_messages, wait_for, world
 
 KILLS = 4
@@ -27,7 +27,7 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_its_resends_change_nothing(w
 
         def relay():
             return subprocess.Popen(
-                [sys.executable, "-m", "consumers", "outbox", "relay", "--database-url", w.database_url,
+                [sys.executable, "-m", "dify_events.consumers", "outbox", "relay", "--database-url", w.database_url,
                  "--batch-size", "3", "--poll-interval", "0.05"],
                 env=w.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_terminate_with_parent)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, select
 
-from consumers.demo.workload import Size
-from schemas.events import AppWasCreated
+from dify_events.consumers.demo.workload import Size
+from dify_events.schemas.events import AppWasCreated
 from tests.faults import hanging_handlers as H
 from tests.faults.harness import assert_exactly_once, world
 

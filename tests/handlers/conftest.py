@@ -2,8 +2,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from consumers.group import ConsumerGroup
-from consumers.testing import GroupHarness
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.testing import GroupHarness
 from tests.domain.fixtures import add, db, engine, handle  # noqa: F401 - fixtures
 
 

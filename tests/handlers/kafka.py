@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from consumers.group import ConsumerGroup
-from consumers.runner import GroupRunner
-from schemas.settings import Settings
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.runner import GroupRunner
+from dify_events.schemas.settings import Settings
 from tests.support.running import running as run_in_thread
 from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 

@@ -1,6 +1,6 @@
 """Rows the application writes before it publishes: datasets and documents with their text."""
 
-from consumers.domain import Dataset, Document
+from dify_events.consumers.domain import Dataset, Document
 
 KAFKA_TEXT = """Apache Kafka keeps events in partitioned topics.
 

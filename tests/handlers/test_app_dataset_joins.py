@@ -4,9 +4,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from consumers.domain import AppDatasetJoin, AppDatasetJoinVersion, Dataset
-from consumers.handlers.app_dataset_joins import sync_joins_with_model_config, sync_joins_with_published_workflow
-from schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated
+from dify_events.consumers.domain import AppDatasetJoin, AppDatasetJoinVersion, Dataset
+from dify_events.consumers.handlers.app_dataset_joins import (
+    sync_joins_with_model_config,
+    sync_joins_with_published_workflow,
+)
+from dify_events.schemas.events import AppModelConfigWasUpdated, AppPublishedWorkflowWasUpdated
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

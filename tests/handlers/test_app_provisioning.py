@@ -2,10 +2,10 @@
 
 from sqlalchemy import select
 
-from consumers.domain import InstalledApp, Site
-from consumers.handlers.installed_app_provisioner import create_installed_app
-from consumers.handlers.site_provisioner import CODE_ALPHABET, CODE_LENGTH, create_site_record
-from schemas.events import AppWasCreated
+from dify_events.consumers.domain import InstalledApp, Site
+from dify_events.consumers.handlers.installed_app_provisioner import create_installed_app
+from dify_events.consumers.handlers.site_provisioner import CODE_ALPHABET, CODE_LENGTH, create_site_record
+from dify_events.schemas.events import AppWasCreated
 
 
 def app_created(app_id="a1", tenant_id="t1", **fields) -> AppWasCreated:

@@ -3,11 +3,11 @@ and the index no longer finds it."""
 
 from sqlalchemy import delete, func, select
 
-from consumers.domain import AppDatasetJoin, Dataset, Document, DocumentKeyword, DocumentSegment, search
-from consumers.handlers.dataset_cleaner import clean_dataset
-from consumers.handlers.document_cleaner import clean_document
-from consumers.handlers.document_indexer import index_documents
-from schemas.events import DatasetWasDeleted, DocumentIndexCreated, DocumentWasDeleted
+from dify_events.consumers.domain import AppDatasetJoin, Dataset, Document, DocumentKeyword, DocumentSegment, search
+from dify_events.consumers.handlers.dataset_cleaner import clean_dataset
+from dify_events.consumers.handlers.document_cleaner import clean_document
+from dify_events.consumers.handlers.document_indexer import index_documents
+from dify_events.schemas.events import DatasetWasDeleted, DocumentIndexCreated, DocumentWasDeleted
 
 from .rows import AVRO_TEXT, KAFKA_TEXT, dataset, document
 

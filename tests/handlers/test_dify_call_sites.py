@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from consumers.domain import (
+from dify_events.consumers.domain import (
     App,
     AppDatasetJoin,
     AppTelemetry,
@@ -38,13 +38,13 @@ from consumers.domain import (
     WorkflowWebhookTrigger,
     WorkspaceSyncTask,
 )
-from consumers.domain.app import RAG_PIPELINE
-from consumers.handlers import GROUPS
-from producers import dify_calls as dify
-from producers.outbox import create_outbox_table, event_outbox
-from producers.signals import SIGNALS
-from schemas.catalogue import CATALOGUE
-from schemas.codec import AvroCodec
+from dify_events.consumers.domain.app import RAG_PIPELINE
+from dify_events.consumers.handlers import GROUPS
+from dify_events.producers import dify_calls as dify
+from dify_events.producers.outbox import create_outbox_table, event_outbox
+from dify_events.producers.signals import SIGNALS
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.codec import AvroCodec
 
 T, ACCOUNT, APP, DS, DS2, DOC, FILE, IMAGE, ATTACHMENT = (
     "t1", "acc-1", "app-1", "ds-1", "ds-2", "doc-1", "file-1", "img-1", "att-1")

@@ -4,11 +4,11 @@ their keywords in the index where ``search`` finds them."""
 import pytest
 from sqlalchemy import func, select
 
-from consumers.domain import Document, DocumentKeyword, DocumentSegment, keywords, search
-from consumers.errors import MessageRejected
-from consumers.handlers.document_indexer import EMPTY, NO_WORDS, index_documents
-from consumers.handlers.errors import DocumentNotFound, TenantMismatch
-from schemas.events import DocumentIndexCreated
+from dify_events.consumers.domain import Document, DocumentKeyword, DocumentSegment, keywords, search
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.handlers.document_indexer import EMPTY, NO_WORDS, index_documents
+from dify_events.consumers.handlers.errors import DocumentNotFound, TenantMismatch
+from dify_events.schemas.events import DocumentIndexCreated
 
 from .rows import AVRO_TEXT, KAFKA_TEXT, dataset, document
 

@@ -9,11 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from consumers.domain import Document, Provider, TenantSetting, ToolParameterCache, search
-from consumers.domain.provider import PLAN_QUOTAS
-from consumers.handlers import document_indexer, tenant_provisioner, tool_cache_cleaner
-from consumers.pipeline import dead_letters as DL
-from schemas.events import AppDraftWorkflowWasSynced, DocumentIndexCreated, TenantWasCreated, TenantWasUpdated, ToolNode
+from dify_events.consumers.domain import Document, Provider, TenantSetting, ToolParameterCache, search
+from dify_events.consumers.domain.provider import PLAN_QUOTAS
+from dify_events.consumers.handlers import document_indexer, tenant_provisioner, tool_cache_cleaner
+from dify_events.consumers.pipeline import dead_letters as DL
+from dify_events.schemas.events import (
+    AppDraftWorkflowWasSynced,
+    DocumentIndexCreated,
+    TenantWasCreated,
+    TenantWasUpdated,
+    ToolNode,
+)
 
 from .rows import AVRO_TEXT, KAFKA_TEXT, dataset, document
 

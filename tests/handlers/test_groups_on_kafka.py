@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete, func, select
 
-from consumers.domain import (
+from dify_events.consumers.domain import (
     AppDatasetJoin,
     Dataset,
     Document,
@@ -21,7 +21,7 @@ from consumers.domain import (
     Site,
     search,
 )
-from consumers.handlers import (
+from dify_events.consumers.handlers import (
     GROUPS,
     app_dataset_joins,
     dataset_cleaner,
@@ -30,10 +30,10 @@ from consumers.handlers import (
     provider_usage,
     site_provisioner,
 )
-from consumers.handlers.document_indexer import index_documents
-from consumers.registry import discover
-from producers import EventProducer
-from schemas.events import (
+from dify_events.consumers.handlers.document_indexer import index_documents
+from dify_events.consumers.registry import discover
+from dify_events.producers import EventProducer
+from dify_events.schemas.events import (
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
     AppWasCreated,
@@ -42,7 +42,7 @@ from schemas.events import (
     DocumentWasDeleted,
     MessageWasCreated,
 )
-from schemas.settings import get_settings
+from dify_events.schemas.settings import get_settings
 
 from .kafka import running, settled, wait_until
 from .rows import AVRO_TEXT, KAFKA_TEXT, dataset, document

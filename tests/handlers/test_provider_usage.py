@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from consumers.domain import MessageUsage, Provider, ProviderUsage, TenantCreditPool
-from consumers.domain.provider import model_credits, short_provider_name
-from consumers.handlers.provider_usage import record_provider_usage
-from schemas.events import MessageWasCreated
+from dify_events.consumers.domain import MessageUsage, Provider, ProviderUsage, TenantCreditPool
+from dify_events.consumers.domain.provider import model_credits, short_provider_name
+from dify_events.consumers.handlers.provider_usage import record_provider_usage
+from dify_events.schemas.events import MessageWasCreated
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 FULL = "langgenius/openai/openai"

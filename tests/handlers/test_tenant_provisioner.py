@@ -4,11 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from consumers.domain import Provider, Tenant, TenantDefaultModel, TenantSetting
-from consumers.domain.provider import HOSTED_PROVIDERS, PLAN_QUOTAS
-from consumers.handlers.provider_usage import record_provider_usage
-from consumers.handlers.tenant_provisioner import provision_tenant, sync_tenant_settings
-from schemas.events import MessageWasCreated, TenantWasCreated, TenantWasUpdated
+from dify_events.consumers.domain import Provider, Tenant, TenantDefaultModel, TenantSetting
+from dify_events.consumers.domain.provider import HOSTED_PROVIDERS, PLAN_QUOTAS
+from dify_events.consumers.handlers.provider_usage import record_provider_usage
+from dify_events.consumers.handlers.tenant_provisioner import provision_tenant, sync_tenant_settings
+from dify_events.schemas.events import MessageWasCreated, TenantWasCreated, TenantWasUpdated
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

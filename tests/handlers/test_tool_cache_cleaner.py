@@ -2,9 +2,9 @@
 
 from sqlalchemy import select
 
-from consumers.domain import ToolParameterCache
-from consumers.handlers.tool_cache_cleaner import clear_tool_parameter_cache
-from schemas.events import AppDraftWorkflowWasSynced, ToolNode
+from dify_events.consumers.domain import ToolParameterCache
+from dify_events.consumers.handlers.tool_cache_cleaner import clear_tool_parameter_cache
+from dify_events.schemas.events import AppDraftWorkflowWasSynced, ToolNode
 
 
 def cached(app_id, node_id, tool_name="google_search", tenant_id="t1") -> ToolParameterCache:

@@ -10,14 +10,20 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from consumers.domain import App, AppTrigger, WorkflowPluginTrigger, WorkflowSchedulePlan, WorkflowWebhookTrigger
-from consumers.errors import MessageRejected
-from consumers.handlers.app_triggers import sync_app_triggers
-from consumers.handlers.plugin_triggers import sync_on_publish as sync_plugins
-from consumers.handlers.webhooks import sync_on_draft as webhooks_on_draft
-from consumers.handlers.webhooks import sync_on_publish as webhooks_on_publish
-from consumers.handlers.workflow_schedule import schedule_config, sync_schedule_plan, visual_to_cron
-from schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated, TriggerNode
+from dify_events.consumers.domain import (
+    App,
+    AppTrigger,
+    WorkflowPluginTrigger,
+    WorkflowSchedulePlan,
+    WorkflowWebhookTrigger,
+)
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.handlers.app_triggers import sync_app_triggers
+from dify_events.consumers.handlers.plugin_triggers import sync_on_publish as sync_plugins
+from dify_events.consumers.handlers.webhooks import sync_on_draft as webhooks_on_draft
+from dify_events.consumers.handlers.webhooks import sync_on_publish as webhooks_on_publish
+from dify_events.consumers.handlers.workflow_schedule import schedule_config, sync_schedule_plan, visual_to_cron
+from dify_events.schemas.events import AppDraftWorkflowWasSynced, AppPublishedWorkflowWasUpdated, TriggerNode
 
 AT = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 

@@ -237,8 +237,8 @@ def test_defaults_run_one_deployment_per_group(render):
 
 PLATFORM_GROUPS = """
 import json
-from consumers import registry
-from schemas.topics import desired_topics
+from dify_events.consumers import registry
+from dify_events.schemas.topics import desired_topics
 groups = registry.discover()
 partitions = {s.name: s.partitions for s in desired_topics("events", groups=[g.name for g in groups])}
 print(json.dumps({g.name: max(partitions[t] for t in g.domain_topics("events")) for g in groups}))
@@ -661,7 +661,7 @@ def test_settings_are_in_the_config_map_not_inline(render, values):
 def test_the_runtime_accepts_every_config_file(render, values, tmp_path, monkeypatch):
     """Each config file the chart writes loads into the runtime's Settings (extra keys forbidden)."""
     # Given
-    from schemas.settings import Settings
+    from dify_events.schemas.settings import Settings
     for name in list(os.environ):
         if name.startswith(("EVENTS_", "KAFKA_")):
             monkeypatch.delenv(name)
@@ -820,7 +820,7 @@ def test_the_relay_is_off_by_default(render):
 
 def test_the_relay_runs_events_outbox_relay_beside_the_groups(render):
     # Given
-    from consumers.cli.outbox import relay as relay_command
+    from dify_events.consumers.cli.outbox import relay as relay_command
     values = values_of("relay")["relay"]
 
     # When
@@ -1118,7 +1118,7 @@ def test_the_console_is_off_by_default(render):
 
 def test_the_console_runs_events_console_behind_a_service_with_the_token_from_a_secret(render):
     # Given
-    from consumers.cli.console import command as console_command
+    from dify_events.consumers.cli.console import command as console_command
 
     # When
     rendered = render(EXAMPLES["relay"], set_values=console_values())

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from consumers.telemetry import metrics
+from dify_events.consumers.telemetry import metrics
 from tests.helm.conftest import CHART
 
 DASHBOARD = CHART / "files" / "dashboard.json"

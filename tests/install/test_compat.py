@@ -132,7 +132,7 @@ def test_a_url_naming_a_driver_that_is_not_installed_is_one_clear_line(postgres_
     # Given Dify's environment, which has psycopg2 and not psycopg 3
     venv = dify_venv()
     # When a command is given a psycopg 3 URL
-    done = subprocess.run([venv / "bin" / "python", "-m", "consumers", "outbox", "status", "--database-url",
+    done = subprocess.run([venv / "bin" / "python", "-m", "dify_events.consumers", "outbox", "status", "--database-url",
                            with_driver(postgres_url, "psycopg")], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     # Then it says what to install, in one line, and exits 1

@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from schemas.settings import cache_dir
+from dify_events.schemas.settings import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CONSTRAINTS = REPO / "constraints.txt"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from schemas.catalogue import CATALOGUE
+from dify_events.schemas.catalogue import CATALOGUE
 
 
 @pytest.fixture

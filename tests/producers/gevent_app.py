@@ -23,9 +23,9 @@ from gevent.pool import Pool
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from producers import EventProducer, OutboxRelay
-from producers.outbox import add_to_outbox, create_outbox_table, outbox_status
-from schemas.events import AppWasCreated
+from dify_events.producers import EventProducer, OutboxRelay
+from dify_events.producers.outbox import add_to_outbox, create_outbox_table, outbox_status
+from dify_events.schemas.events import AppWasCreated
 
 _producer: EventProducer | None = None
 

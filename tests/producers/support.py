@@ -10,9 +10,9 @@ from collections import defaultdict
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
-from producers.outbox import add_to_outbox, create_outbox_table, event_outbox
-from schemas import headers as names
-from schemas.events import AppWasCreated
+from dify_events.producers.outbox import add_to_outbox, create_outbox_table, event_outbox
+from dify_events.schemas import headers as names
+from dify_events.schemas.events import AppWasCreated
 from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 
 
@@ -47,7 +47,7 @@ def relay_process(database_url: str, *args: str, linger_ms: int = 5) -> subproce
     """`events outbox relay` in its own process, on this test's broker, prefix and database."""
     env = {**os.environ, "EVENTS_DATABASE_URL": database_url, "EVENTS_KAFKA_LINGER_MS": str(linger_ms),
            "EVENTS_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "consumers.cli", "outbox", "relay", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "dify_events.consumers.cli", "outbox", "relay", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
-from consumers.broker.local import free_port
-from consumers.cli import main
-from producers.outbox import event_outbox
-from schemas import headers as names
-from schemas.codec import AvroCodec
+from dify_events.consumers.broker.local import free_port
+from dify_events.consumers.cli import main
+from dify_events.producers.outbox import event_outbox
+from dify_events.schemas import headers as names
+from dify_events.schemas.codec import AvroCodec
 
 from .conftest import headers_of
 from .support import counts, outbox_engine, relay_process, seed, wait_until

@@ -11,8 +11,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect
 
-from consumers.idempotency import create_table as create_processed_events
-from producers.outbox import create_outbox_table
+from dify_events.consumers.idempotency import create_table as create_processed_events
+from dify_events.producers.outbox import create_outbox_table
 
 REVISION = next((Path(__file__).parents[2] / "docs" / "dify").glob("*_add_event_outbox_and_processed_events.py"))
 TABLES = ("event_outbox", "processed_events")

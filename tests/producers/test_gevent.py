@@ -12,8 +12,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from consumers.broker.local import free_port
-from schemas import headers as names
+from dify_events.consumers.broker.local import free_port
+from dify_events.schemas import headers as names
 
 from .conftest import headers_of
 from .support import wait_until

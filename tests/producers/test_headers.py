@@ -9,11 +9,11 @@ from opentelemetry.baggage import set_baggage
 from opentelemetry.context import attach, detach
 from opentelemetry.sdk.trace import TracerProvider
 
-from producers.headers import build_headers, epoch_millis, header_value
-from schemas import headers as names
-from schemas.catalogue import CATALOGUE
-from schemas.events import AppWasCreated
-from schemas.samples import APP, TENANT, sample_events
+from dify_events.producers.headers import build_headers, epoch_millis, header_value
+from dify_events.schemas import headers as names
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.events import AppWasCreated
+from dify_events.schemas.samples import APP, TENANT, sample_events
 
 tracer = TracerProvider().get_tracer("tests.producers")
 

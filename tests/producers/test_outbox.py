@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import Column, MetaData, String, Table, create_engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from producers import EventProducer, OutboxRelay, OutboxTableMissing, RelayAlreadyRunning
-from producers.outbox import add_to_outbox, event_outbox, outbox_status, purge_sent
-from schemas import headers as names
-from schemas.catalogue import CATALOGUE
-from schemas.codec import AvroCodec
-from schemas.samples import TENANT, sample_events
+from dify_events.producers import EventProducer, OutboxRelay, OutboxTableMissing, RelayAlreadyRunning
+from dify_events.producers.outbox import add_to_outbox, event_outbox, outbox_status, purge_sent
+from dify_events.schemas import headers as names
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.samples import TENANT, sample_events
 
 from .conftest import headers_of
 from .support import counts, expected_order, first_seen_order, outbox_engine, seed
@@ -34,7 +34,7 @@ def marker_read(read_messages, topic: str, *, expected: int) -> list:
 
 
 def seed_marker(topic: str) -> str:
-    from schemas.events import AppWasCreated
+    from dify_events.schemas.events import AppWasCreated
 
     marker = AppWasCreated(tenant_id=TENANT, app_id="marker", mode="chat", name="marker", created_by="u")
     with EventProducer() as producer:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from producers import (
+from dify_events.producers import (
     Delivery,
     DeliveryFailed,
     EventProducer,
@@ -19,11 +19,11 @@ from producers import (
     QueueFull,
     UnpublishableEvent,
 )
-from schemas import headers as names
-from schemas.catalogue import CATALOGUE
-from schemas.codec import AvroCodec
-from schemas.events import AppWasCreated, Event, TenantWasCreated
-from schemas.samples import APP, TENANT, sample_events
+from dify_events.schemas import headers as names
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.events import AppWasCreated, Event, TenantWasCreated
+from dify_events.schemas.samples import APP, TENANT, sample_events
 
 from .conftest import headers_of
 from .support import wait_until

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from schemas import headers as names
+from dify_events.schemas import headers as names
 
 from .conftest import headers_of
 from .support import counts, expected_order, first_seen_order, outbox_engine, relay_process, seed, wait_until

@@ -9,12 +9,12 @@ from types import SimpleNamespace as Obj
 import pytest
 from sqlalchemy.orm import Session
 
-from producers import EventProducer, signals
-from producers.signals import SIGNALS, SignalError, app_was_created, configure, document_index_created
-from schemas import headers as names
-from schemas.codec import AvroCodec
-from schemas.errors import EventsError
-from schemas.events import (
+from dify_events.producers import EventProducer, signals
+from dify_events.producers.signals import SIGNALS, SignalError, app_was_created, configure, document_index_created
+from dify_events.schemas import headers as names
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.errors import EventsError
+from dify_events.schemas.events import (
     AppDraftWorkflowWasSynced,
     AppModelConfigWasUpdated,
     AppPublishedWorkflowWasUpdated,
@@ -182,9 +182,9 @@ def test_a_bridge_publishes_and_runs_the_receivers_not_yet_cut_over(tmp_path):
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
-    from producers import dify_calls as dify
-    from producers.outbox import create_outbox_table, event_outbox
-    from producers.signals import Bridge, app_was_created
+    from dify_events.producers import dify_calls as dify
+    from dify_events.producers.outbox import create_outbox_table, event_outbox
+    from dify_events.producers.signals import Bridge, app_was_created
 
     dify_signal = blinker.Namespace().signal("app-was-created")
     bridge = Bridge(app_was_created, dify_signal)

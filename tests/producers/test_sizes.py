@@ -7,7 +7,7 @@ import logging
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from producers.sizes import record_size
+from dify_events.producers.sizes import record_size
 
 LIMIT = 20_000
 SHAPES = {

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from consumers import registry
-from consumers.cli import main
+from dify_events.consumers import registry
+from dify_events.consumers.cli import main
 from tests.consumers import sample_handlers
 
 

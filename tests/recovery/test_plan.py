@@ -7,17 +7,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.group import ConsumerGroup
-from consumers.pipeline import dead_letters as DL
-from consumers.recovery import plan as P
-from consumers.recovery.dead_letters import DeadLetter, Selection, header_text, parse_position
-from consumers.recovery.errors import BadSelection, GroupActive, NotReplaySafe
-from consumers.recovery.kafka import Member
-from consumers.recovery.positions import Position
-from consumers.recovery.redrive import REDRIVEN_FROM, redrive_headers
-from consumers.recovery.replay import REPLAYED_FROM, RUN, check_replay_safe, copy_headers
-from schemas import headers as H
-from schemas.events import AppWasCreated, TenantWasCreated
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.pipeline import dead_letters as DL
+from dify_events.consumers.recovery import plan as P
+from dify_events.consumers.recovery.dead_letters import DeadLetter, Selection, header_text, parse_position
+from dify_events.consumers.recovery.errors import BadSelection, GroupActive, NotReplaySafe
+from dify_events.consumers.recovery.kafka import Member
+from dify_events.consumers.recovery.positions import Position
+from dify_events.consumers.recovery.redrive import REDRIVEN_FROM, redrive_headers
+from dify_events.consumers.recovery.replay import REPLAYED_FROM, RUN, check_replay_safe, copy_headers
+from dify_events.schemas import headers as H
+from dify_events.schemas.events import AppWasCreated, TenantWasCreated
 
 T = datetime(2025, 3, 1, 12, tzinfo=UTC)
 

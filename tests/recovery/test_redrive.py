@@ -10,12 +10,12 @@ from collections import Counter
 import pytest
 from sqlalchemy import create_engine, select
 
-from consumers.config import group_id
-from consumers.recovery.dead_letters import Selection
-from consumers.recovery.errors import CopyFailed
-from consumers.recovery.ledger import ledger_topic
-from consumers.recovery.redrive import Redrive
-from schemas.settings import get_settings
+from dify_events.consumers.config import group_id
+from dify_events.consumers.recovery.dead_letters import Selection
+from dify_events.consumers.recovery.errors import CopyFailed
+from dify_events.consumers.recovery.ledger import ledger_topic
+from dify_events.consumers.recovery.redrive import Redrive
+from dify_events.schemas.settings import get_settings
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, event_headers, publish, running, wait_until
 

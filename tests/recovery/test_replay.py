@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, delete, text
 
-from consumers.broker.jars import classpath
-from consumers.config import group_id
-from consumers.recovery.replay import REPLAYED_FROM, RUN
-from schemas import headers as H
-from schemas.settings import cache_dir
+from dify_events.consumers.broker.jars import classpath
+from dify_events.consumers.config import group_id
+from dify_events.consumers.recovery.replay import REPLAYED_FROM, RUN
+from dify_events.schemas import headers as H
+from dify_events.schemas.settings import cache_dir
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, peek, publish, running, wait_until
 from tests.consumers.test_lifecycle import ROOT, start_events_run, stop
@@ -293,7 +293,8 @@ def events(*args: str) -> subprocess.CompletedProcess:
     """The `events` command in its own process, as an operator runs it."""
     env = dict(os.environ, EVENTS_HANDLER_MODULES="tests.consumers.sample_handlers", PYTHONPATH=str(ROOT),
                COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "consumers", *args], env=env, cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dify_events.consumers", *args], env=env, cwd=ROOT,
+                          capture_output=True,
                           text=True, timeout=120)
 
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from consumers.recovery.errors import BadOffsets, BadTime
-from consumers.recovery.positions import Position, parse_positions
-from consumers.recovery.times import parse_duration, parse_time, show, to_millis
+from dify_events.consumers.recovery.errors import BadOffsets, BadTime
+from dify_events.consumers.recovery.positions import Position, parse_positions
+from dify_events.consumers.recovery.times import parse_duration, parse_time, show, to_millis
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

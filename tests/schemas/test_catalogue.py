@@ -12,10 +12,10 @@ from avro.schema import _crc_64_fingerprint as avro_crc64  # the reference imple
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.catalogue import AVRO_ROOT, CATALOGUE, Catalogue, crc64_avro, pascal_case
-from schemas.errors import CatalogueError, UnknownEventType, UnknownSchema
-from schemas.events import ALL_EVENTS, AppWasCreated, MessageWasCreated
-from schemas.samples import DATASET, sample_events
+from dify_events.schemas.catalogue import AVRO_ROOT, CATALOGUE, Catalogue, crc64_avro, pascal_case
+from dify_events.schemas.errors import CatalogueError, UnknownEventType, UnknownSchema
+from dify_events.schemas.events import ALL_EVENTS, AppWasCreated, MessageWasCreated
+from dify_events.schemas.samples import DATASET, sample_events
 
 EXPECTED_KEYS = {
     "app_was_created": "app_id", "app_model_config_was_updated": "app_id",
@@ -147,7 +147,7 @@ def test_a_schema_without_a_model_does_not_load(folder):
 
 
 def test_catalogue_is_loaded_once_at_import():
-    import schemas.catalogue as module
+    import dify_events.schemas.catalogue as module
 
     assert module.CATALOGUE is CATALOGUE
     assert CATALOGUE.for_event(MessageWasCreated) is CATALOGUE.get("message_was_created")

@@ -15,11 +15,11 @@ from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import headers
-from schemas.catalogue import AVRO_ROOT, CATALOGUE, Catalogue
-from schemas.codec import AvroCodec, single_object_header, split_single_object
-from schemas.conformance import mismatches
-from schemas.errors import (
+from dify_events.schemas import headers
+from dify_events.schemas.catalogue import AVRO_ROOT, CATALOGUE, Catalogue
+from dify_events.schemas.codec import AvroCodec, single_object_header, split_single_object
+from dify_events.schemas.conformance import mismatches
+from dify_events.schemas.errors import (
     CatalogueError,
     CodecError,
     CorruptBody,
@@ -31,8 +31,8 @@ from schemas.errors import (
     UnknownEventType,
     UnknownSchema,
 )
-from schemas.events import ALL_EVENTS, Event, Id, MessageWasCreated, TenantWasCreated, TenantWasUpdated
-from schemas.samples import TENANT, sample_events
+from dify_events.schemas.events import ALL_EVENTS, Event, Id, MessageWasCreated, TenantWasCreated, TenantWasUpdated
+from dify_events.schemas.samples import TENANT, sample_events
 
 codec = AvroCodec()
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from consumers.cli import main
-from schemas.catalogue import AVRO_ROOT
-from schemas.compat import check_folder, check_versions
+from dify_events.consumers.cli import main
+from dify_events.schemas.catalogue import AVRO_ROOT
+from dify_events.schemas.compat import check_folder, check_versions
 
 TENANT_V1 = json.loads((AVRO_ROOT / "tenant" / "tenant_was_created.v1.avsc").read_text())
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from schemas.catalogue import CATALOGUE
-from schemas.conformance import mismatches
-from schemas.events import ALL_EVENTS, MessageWasCreated, TenantWasCreated, new_event_id, utcnow
-from schemas.samples import TENANT, sample_events
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.conformance import mismatches
+from dify_events.schemas.events import ALL_EVENTS, MessageWasCreated, TenantWasCreated, new_event_id, utcnow
+from dify_events.schemas.samples import TENANT, sample_events
 
 
 @pytest.mark.parametrize("spec", list(CATALOGUE), ids=lambda s: s.event_type)
@@ -86,7 +86,7 @@ def test_invalid_values_are_rejected_when_the_event_is_built(overrides, field, w
 
 
 def test_app_mode_is_one_of_difys_modes():
-    from schemas.events import AppWasCreated
+    from dify_events.schemas.events import AppWasCreated
 
     for mode in ("chat", "completion", "agent-chat", "advanced-chat", "workflow"):
         AppWasCreated(tenant_id=TENANT, app_id="a", mode=mode, name="n", created_by="u")
@@ -95,7 +95,7 @@ def test_app_mode_is_one_of_difys_modes():
 
 
 def test_document_index_created_needs_at_least_one_document():
-    from schemas.events import DocumentIndexCreated
+    from dify_events.schemas.events import DocumentIndexCreated
 
     with pytest.raises(ValidationError, match="document_ids"):
         DocumentIndexCreated(tenant_id=TENANT, dataset_id="d", document_ids=[])

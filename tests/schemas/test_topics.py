@@ -13,11 +13,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from consumers.cli import main
-from consumers.runner import GroupRunner
-from schemas.catalogue import CATALOGUE
-from schemas.errors import TopicsError
-from schemas.topics import (
+from dify_events.consumers.cli import main
+from dify_events.consumers.runner import GroupRunner
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.errors import TopicsError
+from dify_events.schemas.topics import (
     TOPICS_FILE,
     Admin,
     TopicsFile,
@@ -179,7 +179,7 @@ def test_extra_specs_are_created_as_given(prefix, admin):
 def test_apply_manages_every_registered_group_unless_told_otherwise(prefix, admin, monkeypatch):
     # Given the platform's groups (and a handler module's, as `events run` finds them)
     monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers")
-    from consumers import registry
+    from dify_events.consumers import registry
 
     names = [g.name for g in registry.discover()]
     assert {"provider-usage", "document-indexer", "tenant-provisioner"} <= set(names)

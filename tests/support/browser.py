@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consumers.demo.postgres import install_debian_package
+from dify_events.consumers.demo.postgres import install_debian_package
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

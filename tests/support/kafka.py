@@ -16,11 +16,11 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from consumers.broker import BrokerError, LocalBroker
-from consumers.broker.cluster import LocalCluster
-from consumers.broker.local import free_port
-from schemas.settings import cache_dir
-from schemas.topics import topic_config
+from dify_events.consumers.broker import BrokerError, LocalBroker
+from dify_events.consumers.broker.cluster import LocalCluster
+from dify_events.consumers.broker.local import free_port
+from dify_events.schemas.settings import cache_dir
+from dify_events.schemas.topics import topic_config
 from tests.support.waiting import wait_until
 
 DOCKER_IMAGE = "confluentinc/cp-kafka:8.4.1"

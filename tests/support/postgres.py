@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from consumers.demo.postgres import throwaway_postgres
+from dify_events.consumers.demo.postgres import throwaway_postgres
 
 
 @contextlib.contextmanager

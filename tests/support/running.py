@@ -6,9 +6,9 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from consumers.group import ConsumerGroup
-from consumers.runner import GroupRunner
-from consumers.runners import runner_class
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.runner import GroupRunner
+from dify_events.consumers.runners import runner_class
 from tests.support.waiting import wait_until
 
 

@@ -18,8 +18,8 @@ import uuid
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.group import ConsumerGroup
-from schemas.settings import Settings
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.schemas.settings import Settings
 from tests.consumers.support import app_event, codec, event_headers, running, wait_until
 
 

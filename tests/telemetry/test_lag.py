@@ -8,10 +8,10 @@ import re
 import subprocess
 import threading
 
-from consumers.broker.jars import classpath
-from consumers.group import ConsumerGroup
-from schemas.events import AppWasCreated
-from schemas.settings import cache_dir, get_settings
+from dify_events.consumers.broker.jars import classpath
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.schemas.events import AppWasCreated
+from dify_events.schemas.settings import cache_dir, get_settings
 from tests.consumers.support import app_event, publish, running, wait_until
 from tests.telemetry.support import points
 

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.exc import IntegrityError
 
-from consumers.idempotency import make_engine
-from consumers.logs import JsonFormatter, RepeatedLines, TextFormatter, configure_logging
-from consumers.redact import error_message, error_traceback, redact
+from dify_events.consumers.idempotency import make_engine
+from dify_events.consumers.logs import JsonFormatter, RepeatedLines, TextFormatter, configure_logging
+from dify_events.consumers.redact import error_message, error_traceback, redact
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, publish, running, wait_until
 from tests.telemetry.support import points, value
@@ -218,7 +218,7 @@ def test_a_running_group_logs_no_credentials_and_its_lines_carry_the_ids(
 
 
 def test_the_record_of_an_outage_pause_names_the_message_that_tripped_it(caplog):
-    from consumers.breaker import OutageBreaker
+    from dify_events.consumers.breaker import OutageBreaker
 
     # Given a breaker that opens on the first dependency failure
     breaker = OutageBreaker("g", threshold=1)

@@ -6,10 +6,10 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
 
-from consumers.telemetry.metrics import SECONDS_BUCKETS, ConsumerMetrics, HistogramCollector
-from consumers.telemetry.metrics import key as metric_key
-from consumers.telemetry.setup import prometheus_reader
-from producers.producer import EventProducer
+from dify_events.consumers.telemetry.metrics import SECONDS_BUCKETS, ConsumerMetrics, HistogramCollector
+from dify_events.consumers.telemetry.metrics import key as metric_key
+from dify_events.consumers.telemetry.setup import prometheus_reader
+from dify_events.producers.producer import EventProducer
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, running, wait_until
 from tests.telemetry.support import points, value

@@ -11,9 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from consumers.broker.local import free_port
-from producers.outbox import add_to_outbox, create_outbox_table
-from schemas import headers as H
+from dify_events.consumers.broker.local import free_port
+from dify_events.producers.outbox import add_to_outbox, create_outbox_table
+from dify_events.schemas import headers as H
 from tests.consumers.support import app_event, publish, wait_until
 from tests.consumers.test_lifecycle import start_events_run, stop
 from tests.helm.test_dashboard import DASHBOARD, queried_metrics
@@ -112,7 +112,7 @@ def test_the_outbox_relay_serves_its_published_events_on_metrics_when_asked(kafk
     engine.dispose()
     # When the relay runs with --metrics-port
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "consumers", "outbox", "relay", "--database-url", url,
+    proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "outbox", "relay", "--database-url", url,
                              "--metrics-port", str(port), "--poll-interval", "0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.redact import redact
+from dify_events.consumers.redact import redact
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, publish, read_messages, running, wait_until
 from tests.telemetry.test_logs import configured

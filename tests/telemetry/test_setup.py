@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from consumers.telemetry import configure
+from dify_events.consumers.telemetry import configure
 
 
 @pytest.fixture

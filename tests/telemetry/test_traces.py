@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from opentelemetry.trace import SpanKind, StatusCode
 
-from producers.producer import EventProducer
-from schemas import headers as H
+from dify_events.producers.producer import EventProducer
+from dify_events.schemas import headers as H
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, read_messages, running, wait_until
 

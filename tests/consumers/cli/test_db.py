@@ -11,12 +11,12 @@ import time
 
 from sqlalchemy import create_engine, inspect, select
 
-from consumers.domain import DOMAIN, Site
-from consumers.idempotency import processed_events
-from producers import EventProducer
-from producers.outbox import event_outbox
-from schemas.events import AppWasCreated
-from schemas.settings import get_settings
+from dify_events.consumers.domain import DOMAIN, Site
+from dify_events.consumers.idempotency import processed_events
+from dify_events.producers import EventProducer
+from dify_events.producers.outbox import event_outbox
+from dify_events.schemas.events import AppWasCreated
+from dify_events.schemas.settings import get_settings
 from tests.bad_input.conftest import run_events
 from tests.support.waiting import wait_until
 
@@ -53,7 +53,7 @@ def test_events_run_on_a_fresh_database_says_to_run_db_init_then_runs_after_it(k
     assert run_events("topics", "apply", "--group", "site-provisioner").returncode == 0
     log = tmp_path / "run.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--group", "site-provisioner"],
+        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "site-provisioner"],
                                 env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     try:
         event = AppWasCreated(tenant_id="t1", app_id="a1", mode="chat", name="Support bot", created_by="u1")

@@ -9,7 +9,7 @@ import sys
 
 from click.testing import CliRunner
 
-from consumers.cli import main
+from dify_events.consumers.cli import main
 from tests.consumers import sample_handlers
 from tests.support.waiting import wait_until
 
@@ -18,7 +18,7 @@ def test_list_shows_registered_groups_with_their_topics(monkeypatch):
     # Given the sample handler module, and a topic prefix
     monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers")
     monkeypatch.setenv("EVENTS_TOPIC_PREFIX", "env1")
-    from schemas.settings import get_settings
+    from dify_events.schemas.settings import get_settings
     get_settings.cache_clear()
     # When the groups are listed
     result = CliRunner().invoke(main, ["run", "--list"], env={"COLUMNS": "250"})
@@ -56,7 +56,7 @@ def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, to
            "EVENTS_HEALTH_PORT": "0", "EVENTS_METRICS_PORT": "0"}
     # When `events run --all` starts, and its group joins
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "consumers", "run", "--all"], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--all"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
         try:
             # every group (fifteen of the platform's, and the sample) starts its own child first

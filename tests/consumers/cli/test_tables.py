@@ -11,14 +11,14 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from consumers.cli import main
-from consumers.cli.dlq import letters_table
-from consumers.cli.replay import plan_table
-from consumers.pipeline import dead_letters as DL
-from consumers.recovery.dead_letters import DeadLetter
-from consumers.recovery.plan import REWIND, Range, ReplayPlan, Request
-from schemas import headers as H
-from schemas.settings import get_settings
+from dify_events.consumers.cli import main
+from dify_events.consumers.cli.dlq import letters_table
+from dify_events.consumers.cli.replay import plan_table
+from dify_events.consumers.pipeline import dead_letters as DL
+from dify_events.consumers.recovery.dead_letters import DeadLetter
+from dify_events.consumers.recovery.plan import REWIND, Range, ReplayPlan, Request
+from dify_events.schemas import headers as H
+from dify_events.schemas.settings import get_settings
 
 PREFIX = "demo20261206215130fe04"
 
@@ -38,9 +38,9 @@ def letter(offset: int, error_class: str, event_type: str, message: str) -> Dead
 
 def test_dead_letters_fit_80_columns_with_each_error_class_on_one_line():
     # Given dead letters with long event types, module paths and messages
-    letters = [letter(0, "schemas.errors.NotSingleObjectEncoded", "app_published_workflow_was_updated",
+    letters = [letter(0, "dify_events.schemas.errors.NotSingleObjectEncoded", "app_published_workflow_was_updated",
                       "not Avro single-object encoded: expected the marker c301 and an 8-byte fingerprint " * 3),
-               letter(17, "consumers.handlers.document_indexer.DocumentNotFound", "document_index_created",
+               letter(17, "dify_events.consumers.handlers.document_indexer.DocumentNotFound", "document_index_created",
                       "document 4f1c… of dataset 9a2b… is gone"),
                letter(123456, "RuntimeError", "message_was_created", "boom")]
 

@@ -10,13 +10,13 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
-from consumers.errors import MessageRejected
-from consumers.group import ConsumerGroup, GroupDefinitionError
-from consumers.idempotency import processed_events
-from consumers.job import Job
-from consumers.pipeline.batch import CommitInBatch
-from consumers.testing import GroupHarness
-from schemas.events import AppWasCreated
+from dify_events.consumers.errors import MessageRejected
+from dify_events.consumers.group import ConsumerGroup, GroupDefinitionError
+from dify_events.consumers.idempotency import processed_events
+from dify_events.consumers.job import Job
+from dify_events.consumers.pipeline.batch import CommitInBatch
+from dify_events.consumers.testing import GroupHarness
+from dify_events.schemas.events import AppWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.sample_handlers import sample_effects
 from tests.consumers.support import app_event
@@ -206,7 +206,7 @@ def test_a_batch_open_batch_max_s_takes_no_more_events(database_url):
 
 def test_a_batchs_completions_are_reported_only_after_its_commit(database_url):
     # Given a runner's batch path over a harness's batch runner, and the completions seen at COMMIT
-    from consumers.runner import GroupRunner
+    from dify_events.consumers.runner import GroupRunner
 
     harness, _ = harness_of(database_url)
     runner = GroupRunner(harness.group, health_port=0)
@@ -256,8 +256,8 @@ def test_each_event_of_a_batch_keeps_its_consumer_span_ended_after_the_commit(da
 
 
 def test_batch_max_comes_from_the_runner_then_the_settings_then_the_group(monkeypatch):
-    from consumers.runner import GroupRunner
-    from schemas.settings import Settings
+    from dify_events.consumers.runner import GroupRunner
+    from dify_events.schemas.settings import Settings
 
     # Given a group whose batch_max is 20
     group, _ = sample_handlers.recording_group("sized", batch_max=20)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.breaker import OutageBreaker
-from consumers.group import ConsumerGroup
-from consumers.pipeline import build
-from consumers.pipeline.step import Resources, Step
-from schemas.codec import AvroCodec
-from schemas.events import AppWasCreated
+from dify_events.consumers.breaker import OutageBreaker
+from dify_events.consumers.group import ConsumerGroup
+from dify_events.consumers.pipeline import build
+from dify_events.consumers.pipeline.step import Resources, Step
+from dify_events.schemas.codec import AvroCodec
+from dify_events.schemas.events import AppWasCreated
 
 closed: list[str] = []
 

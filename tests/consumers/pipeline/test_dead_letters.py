@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.logs import JsonFormatter, TextFormatter
-from consumers.pipeline.dead_letters import fit_letter
-from consumers.recovery.dead_letters import Selection
-from consumers.recovery.redrive import Redrive
-from producers import EventProducer
-from producers.sizes import record_size
-from schemas import headers as H
-from schemas.settings import Settings, get_settings
+from dify_events.consumers.logs import JsonFormatter, TextFormatter
+from dify_events.consumers.pipeline.dead_letters import fit_letter
+from dify_events.consumers.recovery.dead_letters import Selection
+from dify_events.consumers.recovery.redrive import Redrive
+from dify_events.producers import EventProducer
+from dify_events.producers.sizes import record_size
+from dify_events.schemas import headers as H
+from dify_events.schemas.settings import Settings, get_settings
 from tests.consumers import sample_handlers
 from tests.consumers.pipeline.test_decode import avro_body_with
 from tests.consumers.support import (
@@ -89,7 +89,7 @@ def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, 
 def test_a_rejected_message_is_dead_lettered_at_once(kafka_env, app_topic, group_topics, producer_factory,
                                                      sqlite_db, dlq_reader):
     # Given a handler that rejects app-bad (MessageRejected: retrying cannot help)
-    from consumers.errors import MessageRejected
+    from dify_events.consumers.errors import MessageRejected
 
     topic = app_topic()
     group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=5, min_backoff_s=0.01)
@@ -105,7 +105,7 @@ def test_a_rejected_message_is_dead_lettered_at_once(kafka_env, app_topic, group
     [dead] = read_messages(dlq_reader(group.name), 1)
     headers = dict(dead.headers())
     assert headers["dlq-attempts"] == b"1"
-    assert headers["dlq-error-class"] == b"consumers.errors.MessageRejected"
+    assert headers["dlq-error-class"] == b"dify_events.consumers.errors.MessageRejected"
 
 
 def test_a_redriven_message_keeps_its_first_origin_and_counts_earlier_attempts(
@@ -173,7 +173,7 @@ def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
     assert leaky_headers["kafka_dlt-exception-message"] == leaky_headers["dlq-error-message"]
     stack = leaky_headers["kafka_dlt-exception-stacktrace"].decode()
     assert "Traceback" in stack and "LeakyError: told to fail on app-leaky" in stack and "user:***@db/x" in stack
-    assert invalid_headers["dlq-error-class"] == b"schemas.errors.InvalidEvent"
+    assert invalid_headers["dlq-error-class"] == b"dify_events.schemas.errors.InvalidEvent"
     message = invalid_headers["dlq-error-message"].decode()
     assert "app_was_created event" in message and "1 error: mode: Input should be" in message, message
     stack = invalid_headers["kafka_dlt-exception-stacktrace"].decode()
@@ -191,7 +191,7 @@ def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
     assert {r.event_id for r in dead_lettered} == {leaky.event_id, sample.event_id}
     messages = " | ".join(r.getMessage() for r in dead_lettered)
     assert "LeakyError" in messages and "user:***@db/x" in messages
-    assert "schemas.errors.InvalidEvent" in messages and "mode: Input should be" in messages
+    assert "dify_events.schemas.errors.InvalidEvent" in messages and "mode: Input should be" in messages
     text = TextFormatter().format(dead_lettered[0])
     assert f"group={group.name} " in text and "event_id=" in text and "offset=" in text
     assert json.loads(JsonFormatter().format(dead_lettered[0]))["group"] == group.name
@@ -247,7 +247,7 @@ def test_a_dead_letter_too_large_for_its_topic_still_goes_and_holds_up_nothing(
     assert omitted.value() is None
     assert headers["dlq-original-omitted"] == f"value too large (1500000 bytes); still at {topic}[0]@1".encode()
     assert headers["dlq-origin-offset"] == b"1"
-    assert headers["dlq-error-class"] == b"schemas.errors.NotSingleObjectEncoded"
+    assert headers["dlq-error-class"] == b"dify_events.schemas.errors.NotSingleObjectEncoded"
     # And a redrive leaves that one out (re-driven, it would only fail as an empty message), and takes the other
     plan = Redrive(get_settings(), group).prepare(Selection(), execute=False)
     assert [letter.key for letter in plan.omitted] == [b"app-poison"]

@@ -7,9 +7,9 @@ import random
 
 from fastavro import schemaless_writer
 
-from schemas import headers as H
-from schemas.catalogue import CATALOGUE
-from schemas.events import TenantWasCreated
+from dify_events.schemas import headers as H
+from dify_events.schemas.catalogue import CATALOGUE
+from dify_events.schemas.events import TenantWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, codec, event_headers, read_messages, running, wait_until
 
@@ -35,24 +35,25 @@ def test_every_bad_input_is_dead_lettered_with_its_reason_and_the_stream_goes_on
     noise = bytes(random.Random(7).getrandbits(8) for _ in range(64)).replace(b"\xC3", b"\x00")
     tenant = TenantWasCreated(tenant_id="tenant-1", tenant_name="t")
     cases = {  # key: (value, headers, expected error class, words the reason must contain)
-        "random-bytes": (noise, event_headers(sample), "schemas.errors.NotSingleObjectEncoded", "single-object"),
-        "truncated": (codec.encode(sample)[:-6], event_headers(sample), "schemas.errors.CorruptBody",
+        "random-bytes": (noise, event_headers(sample), "dify_events.schemas.errors.NotSingleObjectEncoded",
+                         "single-object"),
+        "truncated": (codec.encode(sample)[:-6], event_headers(sample), "dify_events.schemas.errors.CorruptBody",
                       "does not decode"),
         "unknown-fingerprint": (b"\xC3\x01" + b"\x01" * 8 + codec.encode(sample)[10:], event_headers(sample),
-                                "schemas.errors.UnknownSchema", "0101010101010101"),
-        "other-type": (codec.encode(tenant), event_headers(sample), "schemas.errors.EventTypeMismatch",
+                                "dify_events.schemas.errors.UnknownSchema", "0101010101010101"),
+        "other-type": (codec.encode(tenant), event_headers(sample), "dify_events.schemas.errors.EventTypeMismatch",
                        "tenant_was_created"),
         "missing-header": (codec.encode(sample), [(H.EVENT_ID, sample.event_id.encode())],
-                           "consumers.errors.BadHeader", "no 'event-type' header"),
+                           "dify_events.consumers.errors.BadHeader", "no 'event-type' header"),
         "malformed-header": (codec.encode(sample), [(H.EVENT_TYPE, b"\xff\xfeApp Was Created")],
-                             "consumers.errors.BadHeader", "malformed"),
+                             "dify_events.consumers.errors.BadHeader", "malformed"),
         "malformed-key": (codec.encode(sample), event_headers(sample)[:2] + [(H.IDEMPOTENCY_KEY, b"")],
-                          "consumers.errors.BadHeader", "idempotency-key"),
+                          "dify_events.consumers.errors.BadHeader", "idempotency-key"),
         "model-rejects": (avro_body_with(sample, mode="not-a-mode"), event_headers(sample),
-                          "schemas.errors.InvalidEvent", "mode"),
+                          "dify_events.schemas.errors.InvalidEvent", "mode"),
         "bad-event-id": (avro_body_with(sample, event_id="not-a-uuid"), event_headers(sample),
-                         "schemas.errors.InvalidEvent", "event_id"),
-        "empty-value": (b"", event_headers(sample), "consumers.errors.EmptyValue", "no value"),
+                         "dify_events.schemas.errors.InvalidEvent", "event_id"),
+        "empty-value": (b"", event_headers(sample), "dify_events.consumers.errors.EmptyValue", "no value"),
     }
     producer = producer_factory()
     for key, (value, headers, _, _) in cases.items():

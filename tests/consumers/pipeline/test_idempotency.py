@@ -10,9 +10,9 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from consumers.config import group_id
-from consumers.idempotency import CLAIMS_PER_STATEMENT, IdempotencyStore, make_engine, processed_events
-from schemas import headers as H
+from dify_events.consumers.config import group_id
+from dify_events.consumers.idempotency import CLAIMS_PER_STATEMENT, IdempotencyStore, make_engine, processed_events
+from dify_events.schemas import headers as H
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, event_headers, publish, running, wait_until
 
@@ -156,10 +156,10 @@ def test_purge_expires_only_old_keys_of_its_own_group(database_url):
 
 def test_the_step_purges_old_keys_until_it_is_closed(database_url):
     # Given a group's key processed 8 days ago, and one processed now
-    from consumers.breaker import OutageBreaker
-    from consumers.pipeline import Idempotency
-    from consumers.pipeline.step import Resources
-    from schemas.codec import AvroCodec
+    from dify_events.consumers.breaker import OutageBreaker
+    from dify_events.consumers.pipeline import Idempotency
+    from dify_events.consumers.pipeline.step import Resources
+    from dify_events.schemas.codec import AvroCodec
 
     group, _ = sample_handlers.recording_group(database_url=database_url)
     engine = make_engine(database_url)

@@ -21,5 +21,5 @@ def test_a_handler_past_its_time_limit_is_interrupted_and_retried(kafka_env, app
     # Then both attempts were interrupted, and the dead letter says why
     assert behaviour.calls["app-slow"] == 2
     [dead] = read_messages(dlq_reader(group.name), 1)
-    assert dict(dead.headers())["dlq-error-class"] == b"consumers.errors.TimeLimitExceeded"
+    assert dict(dead.headers())["dlq-error-class"] == b"dify_events.consumers.errors.TimeLimitExceeded"
     assert [e[1] for e in sample_handlers.effects(sqlite_db)] == ["app-ok"]

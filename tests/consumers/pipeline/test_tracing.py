@@ -7,8 +7,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from consumers.pipeline.tracing import tracing_configured
-from schemas import headers as H
+from dify_events.consumers.pipeline.tracing import tracing_configured
+from dify_events.schemas import headers as H
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, event_headers, publish, running, wait_until
 
@@ -54,10 +54,10 @@ def test_without_a_tracer_provider_the_step_stays_out_of_the_chain(monkeypatch, 
     from opentelemetry import trace
     from opentelemetry.trace import ProxyTracerProvider
 
-    from consumers.breaker import OutageBreaker
-    from consumers.pipeline import build
-    from consumers.pipeline.step import Resources
-    from schemas.codec import AvroCodec
+    from dify_events.consumers.breaker import OutageBreaker
+    from dify_events.consumers.pipeline import build
+    from dify_events.consumers.pipeline.step import Resources
+    from dify_events.schemas.codec import AvroCodec
 
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: ProxyTracerProvider())
     # Then tracing is not active, and the chain does not include it
