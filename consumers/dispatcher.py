@@ -132,40 +132,63 @@ class KeyedDispatcher:
     # -- workers' side ------------------------------------------------------------------------
     def _work(self) -> None:
         cond = self._cond
+        process = self._process
         ready = self._ready
+        queues = self._queues
+        batchable = self._batchable if self._batch_max > 1 else None
         while True:
             with cond:
                 while not ready:
                     if self._stopping:
                         return
                     cond.wait()
-                taken = self._take()
-                batch = [job for _, jobs in taken for job in jobs]
-                self._running += 1
-                if len(batch) > 1:
-                    self.batches += 1
-            put_back: list[Any] = []
-            try:
-                if len(batch) == 1:
-                    self._process(batch[0])
+                key = ready.popleft()
+                queue = queues[key]
+                if batchable is not None and batchable(queue[0]):
+                    taken = self._take(key, queue)
                 else:
-                    assert self._process_batch is not None  # only batched takes hold several jobs
-                    put_back = self._process_batch(batch)
+                    taken = None
+                    job = queue.popleft()
+                self._running += 1
+            if taken is not None:
+                self._run_batch(taken)
+                continue
+            # one job: the common path, kept free of the batch's bookkeeping
+            try:
+                process(job)
             except BaseException:  # noqa: BLE001 - the pipeline catches; this is the last net
                 log.exception("a job escaped the pipeline; its offset will not be committed")
             with cond:
                 self._running -= 1
-                self._release(taken, put_back)
+                self._pending -= 1
+                if queue:
+                    ready.append(key)  # more to do: back of the line, behind keys that waited
+                    cond.notify()
+                else:
+                    del queues[key]
+                if not self._pending or self._pending < self._low_water:
+                    self._drained.notify_all()
 
-    def _take(self) -> list[tuple[Hashable, list[Any]]]:
-        """The next take, under the lock: ``[(key, [jobs in queue order]), ...]``, each key taken off the
-        ready line."""
-        ready, queues = self._ready, self._queues
-        key = ready.popleft()
-        queue = queues[key]
-        batchable = self._batchable
-        if self._batch_max == 1 or not batchable(queue[0]):
-            return [(key, [queue.popleft()])]
+    def _run_batch(self, taken: list[tuple[Hashable, list[Any]]]) -> None:
+        batch = [job for _, jobs in taken for job in jobs]
+        put_back: list[Any] = []
+        try:
+            if len(batch) == 1:
+                self._process(batch[0])
+            else:
+                assert self._process_batch is not None  # only batched takes hold several jobs
+                put_back = self._process_batch(batch)
+        except BaseException:  # noqa: BLE001 - the pipeline catches; this is the last net
+            log.exception("a job escaped the pipeline; its offset will not be committed")
+        with self._cond:
+            self._running -= 1
+            self.batches += len(batch) > 1
+            self._release(taken, put_back)
+
+    def _take(self, key: Hashable, queue: deque) -> list[tuple[Hashable, list[Any]]]:
+        """Under the lock, ``key`` just taken off the ready line and its next job batchable: the batch,
+        ``[(key, [jobs in queue order]), ...]``, each of its keys taken off the ready line."""
+        ready, queues, batchable = self._ready, self._queues, self._batchable
         room = self._batch_max
         keys_left = ceil((len(ready) + 1) / self._workers)
         taken: list[tuple[Hashable, list[Any]]] = []
