@@ -328,6 +328,23 @@ def test_runtime_settings_follow_values(render):
     assert cleaner["tolerations"][0]["key"] == "workload"
 
 
+def test_batch_max_reaches_the_config_file_only_where_set(render, tmp_path):
+    """Unset, a group keeps the batch_max its handlers' module gave it; set, the file overrides it."""
+    # Given: a default for every group, and a group that turns batches off
+    values = write_values(tmp_path, "defaults:\n  batchMax: 200\ngroups:\n  - name: busy\n"
+                                    "  - name: careful\n    batchMax: 1\n")
+
+    # When
+    deployments = deployments_by_group(render(values))
+
+    # Then
+    assert config_file_of(render(values), deployments["busy"])["batch_max"] == 200
+    assert config_file_of(render(values), deployments["careful"])["batch_max"] == 1
+    # and without a value, the file says nothing of it
+    unset = render(EXAMPLES["three-groups"])
+    assert all("batch_max" not in config_file_of(unset, d) for d in deployments_by_group(unset).values())
+
+
 def test_a_false_or_zero_in_a_group_overrides_the_defaults(render):
     # Given: defaults that enable the HPA and a PDB, and a group that turns both off
     values = ["defaults.autoscaling.hpa.enabled=true", "groups[0].name=quiet", "groups[0].replicas=0",
