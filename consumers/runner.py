@@ -93,6 +93,8 @@ class GroupRunner:
 
     ``health_port``: ``None`` takes the settings' port, ``0`` serves no health endpoints.
     ``consumer_overrides``: librdkafka properties over the settings' (tests, benchmarks).
+    ``consumer_factory``: makes the Kafka consumer from its librdkafka configuration (a test's or a
+    tool's wrapper around ``confluent_kafka.Consumer``, which is the default).
     ``batch_max``: most idempotent events per transaction (1: one each), over the settings' (``EVENTS_BATCH_MAX``),
     over the group's option.
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
@@ -105,7 +107,8 @@ class GroupRunner:
                  batch_size: int = 500, max_buffered: int | None = None, poll_timeout_s: float = 0.1,
                  revoke_timeout_s: float = 10.0, create_topics: bool = True,
                  idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
-                 tracer_provider: Any = None, meter_provider: Any = None, batch_max: int | None = None):
+                 tracer_provider: Any = None, meter_provider: Any = None, batch_max: int | None = None,
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         self.group = group
@@ -114,6 +117,7 @@ class GroupRunner:
         self.concurrency = concurrency or self.settings.concurrency
         self.health_port = self.settings.health_port if health_port is None else health_port
         self.consumer_overrides = consumer_overrides or {}
+        self.consumer_factory = consumer_factory
         self.batch_size = batch_size
         self.batch_max = batch_max or self.settings.batch_max or group.option("batch_max")
         self.max_buffered = max_buffered or max(2000, self.concurrency * 200)
@@ -202,7 +206,7 @@ class GroupRunner:
         # librdkafka refuses a wrong property when a client is made: the consumer (and, in the
         # pipeline, the dead-letter producer) before any topic
         conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
-        self._consumer = Consumer(conf)
+        self._consumer = self.consumer_factory(conf)
         resources = self._make_pipeline(database_url)
         tune_interpreter()
         batch_runner = self.batch_runner = BatchRunner.of(resources, self._steps, self.batch_max)

@@ -6,6 +6,7 @@ import gc
 import sys
 
 import pytest
+from confluent_kafka import Consumer
 
 from dify_events.consumers.config import group_id
 from dify_events.consumers.pipeline import DeadLetters, Decode
@@ -108,6 +109,29 @@ def test_a_group_whose_pipeline_has_no_retries_runs_and_handles_events(
         # Then it starts and handles the events
         wait_until(lambda: runner.stats()["handled"] == 2, what="2 handled")
     assert sorted(behaviour.order) == [("app-1", 1), ("app-2", 2)]
+    assert committed_offsets(group_id(kafka_env, group.name), topic) == [2]
+
+
+def test_a_consumer_factory_makes_the_runners_consumer_from_its_configuration(
+        kafka_env, app_topic, group_topics, producer_factory, committed_offsets):
+    # Given a factory that records the configuration it is given and makes the real consumer
+    topic = app_topic()
+    group, _ = sample_handlers.recording_group(pipeline=[DeadLetters, Decode])
+    group_topics(group.name)
+    publish(producer_factory(), topic, [app_event("app-1", 1), app_event("app-2", 2)])
+    made: list[dict] = []
+
+    def factory(conf: dict) -> Consumer:
+        made.append(conf)
+        return Consumer(conf)
+
+    # When the group runs with it
+    with running(group, consumer_factory=factory) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 2, what="2 handled")
+    # Then its one consumer came from the factory, with the group's id and the runner's settings
+    [conf] = made
+    assert conf["group.id"] == group_id(kafka_env, group.name)
+    assert conf["enable.auto.offset.store"] is False
     assert committed_offsets(group_id(kafka_env, group.name), topic) == [2]
 
 
