@@ -49,6 +49,7 @@ from .pipeline import dead_letters as DL
 from .pipeline.batch import BatchRunner
 from .runner import EVENT_TYPE_NAME
 from .tables import require_tables
+from .telemetry.metrics import ConsumerMetrics
 
 __all__ = ["DeadLetter", "GroupHarness", "Message", "Result"]
 
@@ -211,11 +212,12 @@ class GroupHarness:
     ``create_tables``: create the group's ``tables`` when missing (else they must exist, as
     ``events run`` requires). ``prefix``: the topic prefix (the group's topics' names).
     ``tracer_provider``: OpenTelemetry's, to test tracing (``None``: the global one, if set).
+    ``meter_provider``: OpenTelemetry's, to test the counters a pipeline keeps (``None``: none).
     Use it as a context manager, or call ``close()``.
     """
 
     def __init__(self, group: ConsumerGroup, database_url: str, *, create_tables: bool = False,
-                 prefix: str = "events", tracer_provider: Any = None):
+                 prefix: str = "events", tracer_provider: Any = None, meter_provider: Any = None):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         self.group = group
@@ -230,6 +232,8 @@ class GroupHarness:
         self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=OutageBreaker.of(group, 1),
                                    database_url=database_url, dead_letter_producer=lambda: cast(Any, self._producer),
                                    tracer_provider=tracer_provider)
+        if meter_provider is not None:
+            self.resources.metrics = ConsumerMetrics.of(meter_provider)
         try:
             if create_tables and group.tables:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)

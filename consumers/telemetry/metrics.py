@@ -66,6 +66,10 @@ COUNTERS = {  # our name -> (instrument, unit, description)
     "abandoned": ("events.messages.abandoned", "{message}",
                   "Messages left unfinished (revoked, stopping, a step's bug): delivered again"),
     "pauses": ("events.consumer.pauses", "{pause}", "Times the group paused fetching, by reason"),
+    "batches": ("events.consumer.batches", "{batch}",
+                "Transactions that held several idempotent events, by result (committed, rolled_back)"),
+    "batched": ("events.messages.batched", "{message}",
+                "Messages handled or skipped as duplicates inside a batch's committed transaction"),
 }
 HISTOGRAMS = {  # our name -> (Prometheus family, its labels, description); buckets: SECONDS_BUCKETS
     "handler_duration": ("events_handler_duration_seconds", ("group", "event_type", "outcome"),

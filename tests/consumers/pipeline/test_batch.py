@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import cast
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
@@ -20,6 +22,7 @@ from dify_events.schemas.events import AppWasCreated
 from tests.consumers import sample_handlers
 from tests.consumers.sample_handlers import sample_effects
 from tests.consumers.support import app_event
+from tests.telemetry.support import points, value
 
 
 def harness_of(database_url: str, **options) -> tuple[GroupHarness, sample_handlers.Behaviour]:
@@ -349,3 +352,25 @@ def test_a_redelivered_batch_is_all_duplicates_without_running_a_handler(databas
         assert [(r.outcome, r.batched) for r in results] == [("duplicate", True)] * 9
         assert sum(behaviour.calls.values()) == 9
         assert counted == {"commit": 1, "claims": 1, "savepoints": 0}
+
+
+def test_batches_are_counted_by_result_with_the_messages_they_held(database_url):
+    # Given a batching group whose pipeline keeps metrics, and whose database fails once on app-9's event
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    group, behaviour = sample_handlers.recording_group("batched", tables=sample_handlers.metadata, max_attempts=3)
+    behaviour.fail["app-9"] = 1
+    behaviour.error = lambda message: OperationalError("INSERT ...", {}, ConnectionRefusedError(message))
+    events = [app_event(f"app-{i}", i) for i in range(5)]
+    with GroupHarness(group, database_url, create_tables=True, meter_provider=provider) as harness:
+        # When five events run in a batch, then the same five again (duplicates, skipped in a batch),
+        # then two whose batch the database error rolls back whole
+        harness.send_batch(events)
+        harness.send_batch(events)
+        harness.send_batch([app_event("app-8", 8), app_event("app-9", 9)])
+    # Then two batches committed, holding ten messages, and one rolled back
+    collected = points(reader)
+    assert value(collected, "events.consumer.batches", group="batched", result="committed") == 2
+    assert value(collected, "events.messages.batched", group="batched") == 10
+    assert value(collected, "events.consumer.batches", group="batched", result="rolled_back") == 1
+    provider.shutdown()
