@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 from .errors import GroupDefinitionError
 
-# SQLAlchemy and the catalogue are imported when a group is made: `import consumers`, which every
+# SQLAlchemy and the catalogue are imported when a group is made: the package's import, which every
 # consumers.* import runs (the CLI's too), loads neither
 if TYPE_CHECKING:
     from sqlalchemy import MetaData, Table

@@ -2,11 +2,11 @@
 transactional outbox in the application's own database transaction (``add_to_outbox``) and let
 the relay (``OutboxRelay``, ``events outbox relay``) publish them after commit.
 
-``from producers import EventProducer`` imports only what it names: the names below are imported
+``from dify_events.producers import EventProducer`` imports only what it names: the names below are imported
 on first use (``__getattr__``), and the ``TYPE_CHECKING`` block shows them to type checkers.
 Importing them all at once would load SQLAlchemy (the outbox, the relay) for every user of the
-producer and every ``producers.*`` import, the CLI's ``producers.config`` included: ``from
-producers import EventProducer`` took 156 ms, 284 ms with eager imports (min of 7 runs, 2 cores).
+producer and every ``producers.*`` import, the CLI's ``producers.config`` included: that import
+took 156 ms, 284 ms with eager imports (min of 7 runs, 2 cores).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The event contract: Avro schemas, typed event models, the catalogue and the codec.
 
-``from schemas import AvroCodec, CATALOGUE, AppWasCreated`` imports only what it names: the names
+``from dify_events.schemas import AvroCodec, CATALOGUE, AppWasCreated`` imports only what it names: the names
 below are imported on first use (``__getattr__``), and the ``TYPE_CHECKING`` block shows them to
 type checkers. Importing them all at once would load every model and schema for every
 ``schemas.*`` import, ``schemas.settings`` and ``schemas.errors`` included, which every ``events``
-command and the producer's configuration import: ``import schemas.settings`` took 112 ms, 173 ms
+command and the producer's configuration import: ``import dify_events.schemas.settings`` took 112 ms, 173 ms
 with eager imports (min of 7 runs, 2 cores).
 """
 
