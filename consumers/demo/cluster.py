@@ -135,7 +135,7 @@ class GroupProcesses:
                 [sys.executable, "-m", "dify_events.consumers", "run", "--group", group.name,
                  "--concurrency", str(self.concurrency)],
                 env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_terminate_with_parent)
+                preexec_fn=terminate_with_parent)
 
     def exited(self) -> dict[str, int]:
         """Groups whose process has ended, with its exit code. A group whose health port another
@@ -164,7 +164,7 @@ class GroupProcesses:
         return {g.name: g.returncode for g in self.groups.values()}
 
 
-def _terminate_with_parent() -> None:
+def terminate_with_parent() -> None:
     """In the child, before exec: SIGTERM when the demo's process dies, however it dies (Linux's
     PR_SET_PDEATHSIG), so a killed demo leaves no group processes behind. Elsewhere: nothing."""
     try:

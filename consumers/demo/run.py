@@ -111,7 +111,7 @@ class Demo:
     def _run(self, settings: Settings, cluster: Cluster, run_dir: Path, stack: contextlib.ExitStack) -> int:
         options, console, prefix = self.options, self.console, settings.topic_prefix
         database_url = settings.database()
-        engine = _prepare_database(database_url)
+        engine = prepare_database(database_url)
         stack.callback(engine.dispose)
         reader = create_engine(database_url) if not database_url.startswith("sqlite") else create_engine(
             database_url, connect_args={"timeout": 30})
@@ -173,7 +173,7 @@ class Demo:
         rows, missing = C.match_dead_letters(letters, workload.expected_dead_letters, 2 if options.twice else 1)
         results = [*C.run_checks(engine, workload), claims]
         if snapshots:
-            results.append(_twice_check(*snapshots))
+            results.append(twice_check(*snapshots))
         return self._summary(workload, application, final, rows, missing, results, exit_codes, processes)
 
     def _pass(self, workload: Workload, application: Application, relay: Relay, monitor: Monitor,
@@ -206,7 +206,7 @@ class Demo:
             self._check_alive(processes, relay)
             self._plain_progress()
             # an empty outbox: every event is on the broker now, so a later measurement sees it all
-            if application.outbox_pending() == 0 and _settled(monitor, time.monotonic()):
+            if application.outbox_pending() == 0 and groups_settled(monitor, time.monotonic()):
                 return
             if time.monotonic() > deadline:
                 behind = [f"{g.name} (lag {g.lag:,}{', not joined' if not g.joined else ''})"
@@ -329,7 +329,7 @@ class Demo:
                     f"run directory {run_dir}[/]", highlight=False)
 
 
-def _prepare_database(url: str) -> Engine:
+def prepare_database(url: str) -> Engine:
     """An engine for the application's writes, on a database with the domain, outbox and
     idempotency tables, refused unless it holds no data yet."""
     if url.startswith("sqlite:///"):
@@ -349,7 +349,7 @@ def _prepare_database(url: str) -> Engine:
     return engine
 
 
-def _settled(monitor: Monitor, since: float) -> bool:
+def groups_settled(monitor: Monitor, since: float) -> bool:
     """Two measurements in a row, both begun after ``since``, find every group idle and no count
     moved between them: nothing left to read, nothing running, nothing finished in between."""
     first = monitor.measurement_after(since, timeout_s=5.0)
@@ -370,7 +370,7 @@ def _handled(monitor: Monitor) -> dict[str, int]:
     return {name: g.handled for name, g in monitor.latest.items()}
 
 
-def _twice_check(before: Snapshot, after: Snapshot) -> Check:
+def twice_check(before: Snapshot, after: Snapshot) -> Check:
     name = "publishing every event twice changes nothing"
     if before.sha == after.sha:
         return Check(name, True, f"domain tables identical after the second pass: {len(after.rows)} tables, "

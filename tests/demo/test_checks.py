@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, delete, insert
 from dify_events.consumers import idempotency, registry
 from dify_events.consumers.demo.checks import digest, every_event_claimed_once, match_dead_letters
 from dify_events.consumers.demo.progress import GroupProgress
-from dify_events.consumers.demo.run import Snapshot, _settled, _twice_check
+from dify_events.consumers.demo.run import Snapshot, groups_settled, twice_check
 from dify_events.consumers.demo.workload import SIZES, ExpectedDeadLetter, build
 from dify_events.consumers.domain import Tenant, create_all, utcnow
 from dify_events.consumers.pipeline import dead_letters as DL
@@ -78,25 +78,25 @@ def progress(handled: int = 5, lag: int = 0, in_flight: int | None = 0) -> dict[
 
 def test_the_groups_are_settled_only_when_two_measurements_in_a_row_find_them_idle_and_agree():
     # an idle group measured twice alike
-    assert _settled(Measurements(progress(), progress()), 0.0)
+    assert groups_settled(Measurements(progress(), progress()), 0.0)
     # behind, busy, or still finishing messages between the two measurements: not settled
-    assert not _settled(Measurements(progress(lag=1), progress()), 0.0)
-    assert not _settled(Measurements(progress(in_flight=1), progress()), 0.0)
-    assert not _settled(Measurements(progress(), progress(in_flight=2)), 0.0)
-    assert not _settled(Measurements(progress(handled=5), progress(handled=6)), 0.0)
-    assert not _settled(Measurements(progress()), 0.0)
+    assert not groups_settled(Measurements(progress(lag=1), progress()), 0.0)
+    assert not groups_settled(Measurements(progress(in_flight=1), progress()), 0.0)
+    assert not groups_settled(Measurements(progress(), progress(in_flight=2)), 0.0)
+    assert not groups_settled(Measurements(progress(handled=5), progress(handled=6)), 0.0)
+    assert not groups_settled(Measurements(progress()), 0.0)
     # a process whose health endpoint did not answer is judged by its lag and counts alone
-    assert _settled(Measurements(progress(in_flight=None), progress()), 0.0)
+    assert groups_settled(Measurements(progress(in_flight=None), progress()), 0.0)
 
 
 def test_a_second_pass_that_changed_the_tables_says_which_and_which_groups_handled_events_anew():
     before = Snapshot("a", {"documents": 57, "document_segments": 300}, {"document-indexer": 20, "site-provisioner": 9})
     after = Snapshot("b", {"documents": 57, "document_segments": 312}, {"document-indexer": 21, "site-provisioner": 9})
-    check = _twice_check(before, after)
+    check = twice_check(before, after)
     assert not check.ok
     assert "document_segments 300 -> 312" in check.detail and "documents 57" not in check.detail
     assert "events handled anew in it: document-indexer +1" in check.detail
-    assert _twice_check(before, before).ok
+    assert twice_check(before, before).ok
 
 
 def test_a_group_missing_the_claim_of_an_event_it_takes_or_holding_a_foreign_one_fails_the_claims_check(tmp_path):

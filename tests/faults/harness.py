@@ -33,12 +33,12 @@ from dify_events.consumers.demo.application import Application, Relay
 from dify_events.consumers.demo.cluster import (
     LIBRDKAFKA_LOG,
     GroupProcesses,
-    _terminate_with_parent,
     apply_topics,
     group_env,
+    terminate_with_parent,
 )
 from dify_events.consumers.demo.progress import Probe, read_dead_letters
-from dify_events.consumers.demo.run import _prepare_database
+from dify_events.consumers.demo.run import prepare_database
 from dify_events.consumers.demo.workload import SDK, Change, Size, build
 from dify_events.consumers.domain import App, InstalledApp, Message, MessageUsage, ProviderUsage, Site
 from dify_events.consumers.domain.invariants import (
@@ -126,7 +126,7 @@ class World:
         self.prefix, self.database_url, self.run_dir = prefix, database_url, run_dir
         self.names = groups
         self.workload = build(size, seed=seed)
-        self.engine = _prepare_database(database_url)
+        self.engine = prepare_database(database_url)
         self.admin = admin_client(self.settings, logger=LIBRDKAFKA_LOG)
         apply_topics(self.admin, prefix, groups)
         env = group_env(self.settings, bootstrap=bootstrap, prefix=prefix, database_url=database_url)
@@ -266,7 +266,7 @@ class World:
             return subprocess.Popen(
                 [sys.executable, "-m", "dify_events.consumers", "run", "--group", name, "--concurrency",
                  str(self.processes.concurrency)], env={**self.env, "EVENTS_HEALTH_PORT": "0"},
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=terminate_with_parent)
 
     def log_count(self, needle: str) -> int:
         return sum(p.read_text(errors="replace").count(needle) for p in (self.run_dir / "logs").glob("*.log"))

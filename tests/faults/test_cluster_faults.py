@@ -19,7 +19,7 @@ from confluent_kafka.admin import NewTopic
 from sqlalchemy import create_engine, func, insert, select
 
 from dify_events.consumers.config import group_id
-from dify_events.consumers.demo.cluster import _terminate_with_parent
+from dify_events.consumers.demo.cluster import terminate_with_parent
 from dify_events.consumers.demo.progress import read_dead_letters
 from dify_events.consumers.demo.workload import SDK, Change
 from dify_events.consumers.recovery.kafka import read_ranges, reader, watermarks
@@ -237,7 +237,7 @@ def _redrive(w, *, rate: float) -> subprocess.Popen:
     log = open(w.run_dir / "redrive.log", "ab")  # noqa: SIM115 - the child keeps it; closed with the run dir
     return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "dlq", "redrive", "--group", "faults-flaky",
                              "--rate", str(rate)], env=w.env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)
+                            stdin=subprocess.DEVNULL, preexec_fn=terminate_with_parent)
 
 
 def _redriven_copies(w, retry: str) -> Counter[str]:

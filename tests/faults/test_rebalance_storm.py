@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from dify_events.consumers.demo.cluster import _terminate_with_parent
+from dify_events.consumers.demo.cluster import terminate_with_parent
 from tests.faults.harness import assert_exactly_once, wait_for, world
 
 CYCLES = 3
@@ -30,7 +30,7 @@ def test_members_joining_and_leaving_repeatedly_lose_and_double_nothing(world_ar
                     members.append((log, subprocess.Popen(
                         [sys.executable, "-m", "dify_events.consumers", "run", "--group", GROUP, "--concurrency", "2"],
                         env={**w.env, "EVENTS_HEALTH_PORT": "0"}, stdout=out, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, preexec_fn=_terminate_with_parent)))
+                        stdin=subprocess.DEVNULL, preexec_fn=terminate_with_parent)))
             for log, _ in members:
                 wait_for(lambda log=log: " assigned " in log.read_text(errors="replace"), 40, f"{log.name} to join")
                 joins += 1

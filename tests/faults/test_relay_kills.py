@@ -9,7 +9,7 @@ import sys
 
 from sqlalchemy import func, select
 
-from dify_events.consumers.demo.cluster import _terminate_with_parent
+from dify_events.consumers.demo.cluster import terminate_with_parent
 from dify_events.consumers.demo.workload import Size
 from dify_events.producers.outbox import event_outbox
 from tests.faults.harness import assert_exactly_once, topic_messages, wait_for, world
@@ -30,7 +30,7 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_its_resends_change_nothing(w
                 [sys.executable, "-m", "dify_events.consumers", "outbox", "relay", "--database-url", w.database_url,
                  "--batch-size", "3", "--poll-interval", "0.05"],
                 env=w.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_terminate_with_parent)
+                preexec_fn=terminate_with_parent)
 
         def sent() -> int:
             with w.engine.connect() as conn:
