@@ -186,7 +186,9 @@ class BatchRunner:
                     done.append((job, HANDLED))
                     continue
                 self._end_span(job, LEFT_BATCH, failure)
-                job.solo, job.first_failure = True, failure
+                # a commit refused in a batch is no failure of the handler: alone, it runs afresh
+                job.solo = True
+                job.first_failure = None if isinstance(failure, CommitInBatch) else failure
                 cut.add(key)
                 back.append(job)
                 unclaim.append(job.idempotency_key)  # type: ignore[arg-type]

@@ -154,12 +154,14 @@ def test_a_database_error_rolls_back_the_whole_batch_and_every_event_runs_alone(
         assert claims(harness) == 5 and harness.dead_letters == []
 
 
-def test_a_handler_that_commits_inside_a_batch_is_refused_and_its_event_runs_alone(database_url):
-    # Given a handler that commits its session itself
+@pytest.mark.parametrize("options", [{}, {"max_attempts": 1}, {"retry_on": (ValueError,)}],
+                         ids=["retries", "one-attempt", "retry-on-other-errors"])
+def test_a_handler_that_commits_inside_a_batch_is_refused_and_its_event_runs_alone(database_url, options):
+    # Given a handler that commits its session itself (whose retries, if any, would not cover the refusal)
     group = ConsumerGroup("committing", tables=sample_handlers.metadata)
     refused: list[Exception] = []
 
-    @group.handler(AppWasCreated)
+    @group.handler(AppWasCreated, **options)
     def commit_early(event, ctx):
         ctx.session.execute(insert(sample_effects).values(event_id=event.event_id, app_id=event.app_id, seq=0,
                                                           attempt=ctx.message.attempt, group_name=ctx.group))
@@ -174,7 +176,7 @@ def test_a_handler_that_commits_inside_a_batch_is_refused_and_its_event_runs_alo
         results = harness.send_batch([app_event("app-1", 1), app_event("app-2", 2)])
     # Then each commit was refused with a clear error, and each event ran alone instead, its effect once
     assert len(refused) == 2 and "inside a batch" in str(refused[0])
-    assert [(r.outcome, r.batched) for r in results] == [("handled", False)] * 2
+    assert [(r.outcome, r.batched, r.attempts) for r in results] == [("handled", False, 1)] * 2
     with harness.session() as session:
         assert session.scalar(select(func.count()).select_from(sample_effects)) == 2
 
