@@ -26,7 +26,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -41,7 +41,7 @@ from dify_events.schemas.topics import Admin, cluster_metadata, topic_config
 from .breaker import OutageBreaker
 from .config import LIBRDKAFKA_LOG, consumer_config, group_id
 from .dispatcher import KeyedDispatcher
-from .group import ConsumerGroup
+from .group import ORDERED, ConsumerGroup, Delivery
 from .health import HealthServer
 from .idempotency import make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
@@ -102,6 +102,8 @@ class GroupRunner:
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
     """
 
+    delivery: ClassVar[Delivery] = ORDERED  # the groups it runs
+
     def __init__(self, group: ConsumerGroup, *, settings: Settings | None = None, concurrency: int | None = None,
                  health_port: int | None = None, consumer_overrides: dict[str, Any] | None = None,
                  batch_size: int = 500, max_buffered: int | None = None, poll_timeout_s: float = 0.1,
@@ -111,6 +113,9 @@ class GroupRunner:
                  consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
+        if group.delivery != self.delivery:
+            raise ValueError(f"group {group.name!r} has delivery={group.delivery!r}, which {type(self).__name__} "
+                             "does not run: take the runner consumers.runners.runner_class(group) gives")
         self.group = group
         self.settings = settings or get_settings()
         self.prefix = self.settings.topic_prefix

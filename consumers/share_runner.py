@@ -95,9 +95,9 @@ class ShareGroupRunner(GroupRunner):
     takes it as a hint and may return a whole producer batch).
     """
 
+    delivery = SHARED
+
     def __init__(self, group: ConsumerGroup, *, max_poll_records: int = 1, **options: Any):
-        if group.delivery != SHARED:
-            raise ValueError(f"group {group.name!r} is {group.delivery}: run it with GroupRunner")
         super().__init__(group, **options)
         self.max_poll_records = max_poll_records
         self.lock_s = LOCK_DURATION_MS / 1000

@@ -9,6 +9,7 @@ from dify_events.consumers.errors import GroupDefinitionError
 from dify_events.consumers.group import ConsumerGroup
 from dify_events.consumers.runner import GroupRunner
 from dify_events.consumers.runners import runner_class
+from dify_events.schemas.events import AppWasCreated
 
 
 def test_an_ordered_group_runs_on_the_group_runner_and_a_shared_one_on_the_share_runner():
@@ -16,6 +17,21 @@ def test_an_ordered_group_runs_on_the_group_runner_and_a_shared_one_on_the_share
 
     assert runner_class(ConsumerGroup("ordered")) is GroupRunner
     assert runner_class(ConsumerGroup("shared", delivery="shared")) is ShareGroupRunner
+
+
+def test_each_runner_refuses_a_group_of_the_other_delivery():
+    from dify_events.consumers.share_runner import ShareGroupRunner
+
+    # Given an ordered group and a shared one, each with a handler
+    ordered, shared = ConsumerGroup("ordered"), ConsumerGroup("shared", delivery="shared")
+    for group in (ordered, shared):
+        group.handler(AppWasCreated)(lambda event, ctx: None)
+
+    # Then a runner given the other kind refuses it, saying which runner to take
+    with pytest.raises(ValueError, match="delivery='shared', which GroupRunner does not run: .*runner_class"):
+        GroupRunner(shared, health_port=0)
+    with pytest.raises(ValueError, match="delivery='ordered', which ShareGroupRunner does not run"):
+        ShareGroupRunner(ordered, health_port=0)
 
 
 def test_a_shared_group_on_a_confluent_kafka_without_share_consumers_is_refused_in_one_line(monkeypatch):

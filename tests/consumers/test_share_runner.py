@@ -314,12 +314,6 @@ def test_a_time_limit_the_record_lock_would_not_outlast_is_refused_in_one_line(a
     assert "lower it below 27" in message
 
 
-def test_an_ordered_group_is_not_run_by_the_share_runner():
-    ordered, _ = sample_handlers.recording_group()
-    with pytest.raises(ValueError, match="is ordered: run it with GroupRunner"):
-        ShareGroupRunner(ordered)
-
-
 def test_a_wait_that_would_outlast_the_records_lock_abandons_it_at_once():
     # Given a record whose lock ends (less the margin) in 2 s
     lane = ShareLane("t.app", 0, threading.Event(), time.monotonic() + 2.0)
