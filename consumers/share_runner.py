@@ -91,6 +91,9 @@ class ShareGroupRunner(GroupRunner):
 
     The options are ``GroupRunner``'s (``consumer_overrides`` go to every poller's
     ``ShareConsumer``); ``concurrency`` is the number of pollers, so of records handled at once.
+    Those of an ordered group's fetch loop mean nothing here (``batch_size``, ``max_buffered``,
+    ``revoke_timeout_s``, ``batch_max``: a poller runs its records one by one); a ``consumer_factory``
+    is refused (each poller makes its own ``ShareConsumer``).
     ``max_poll_records``: records a poller asks for per poll (1 spreads the work most evenly; librdkafka
     takes it as a hint and may return a whole producer batch).
     """
@@ -98,6 +101,9 @@ class ShareGroupRunner(GroupRunner):
     delivery = SHARED
 
     def __init__(self, group: ConsumerGroup, *, max_poll_records: int = 1, **options: Any):
+        if "consumer_factory" in options:
+            raise ValueError("a shared group's pollers make their own ShareConsumers: consumer_factory is for "
+                             "GroupRunner")
         super().__init__(group, **options)
         self.max_poll_records = max_poll_records
         self.lock_s = LOCK_DURATION_MS / 1000
@@ -124,9 +130,10 @@ class ShareGroupRunner(GroupRunner):
 
     # -- the run ------------------------------------------------------------------------------
     def _start(self) -> bool:
-        """As ``GroupRunner._start``: what can be refused is refused before anything is created on
-        the cluster. Then the group's share configs (``share.auto.offset.reset=earliest`` must be
-        set before its first member joins) and its lock and delivery limit are read."""
+        """As ``GroupRunner._start``: a librdkafka property or the database is refused before anything
+        is created on the cluster. Then the group's share configs (``share.auto.offset.reset=earliest``
+        must be set before its first member joins) and its lock and delivery limit are read; a
+        ``time_limit_s`` that would outlast the lock is refused only then, the topics made."""
         group = self.group
         database_url = self._database()
         overrides = {**self.consumer_overrides, "error_cb": self._on_error}

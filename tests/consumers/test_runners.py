@@ -32,6 +32,9 @@ def test_each_runner_refuses_a_group_of_the_other_delivery():
         GroupRunner(shared, health_port=0)
     with pytest.raises(ValueError, match="delivery='ordered', which ShareGroupRunner does not run"):
         ShareGroupRunner(ordered, health_port=0)
+    # and the share runner, whose pollers make their own consumers, refuses a consumer factory
+    with pytest.raises(ValueError, match="consumer_factory is for GroupRunner"):
+        ShareGroupRunner(shared, health_port=0, consumer_factory=confluent_kafka.Consumer)
 
 
 def test_a_shared_group_on_a_confluent_kafka_without_share_consumers_is_refused_in_one_line(monkeypatch):
