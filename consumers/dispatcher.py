@@ -29,7 +29,7 @@ from collections.abc import Callable, Hashable, Iterable
 from math import ceil
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("consumers.dispatcher")
 
 
 class KeyedDispatcher:

@@ -48,7 +48,7 @@ from .headers import Headers, event_headers, static_headers
 from .sizes import DEFAULT_MESSAGE_MAX_BYTES, record_size
 from .telemetry import ProducerTelemetry
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("producers.producer")
 
 POLL_EVERY = 64     # publish() serves delivery reports every this many events
 IDLE_POLL_S = 0.02  # the poll thread serves them when nobody else has for this long

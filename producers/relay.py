@@ -55,7 +55,7 @@ from .errors import OutboxError, PublishError, RelayAlreadyRunning
 from .outbox import event_outbox, purge_sent, require_outbox_table, utcnow
 from .producer import Delivery, EventProducer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("producers.relay")
 
 _ROW_COLUMNS = (event_outbox.c.id, event_outbox.c.event_id, event_outbox.c.topic, event_outbox.c.key,
                 event_outbox.c.payload, event_outbox.c.headers)

@@ -83,3 +83,12 @@ def test_every_event_type_is_exported_by_schemas_and_schemas_events():
         name = event_type.__name__
         assert name in schemas.__all__ and name in events.__all__, name
         assert getattr(schemas, name) is event_type
+
+
+def test_loggers_keep_the_names_operators_configure():
+    """Logger names are configuration (levels, filters, the JSON logs' ``logger`` field): they stay
+    ``consumers.*``, ``producers.*`` and ``schemas.*``, whatever name the package is installed under."""
+    root = Path(__file__).resolve().parent.parent
+    by_module_name = [str(path.relative_to(root)) for folder in ("consumers", "producers", "schemas")
+                      for path in (root / folder).rglob("*.py") if "getLogger(__name__)" in path.read_text()]
+    assert by_module_name == []
