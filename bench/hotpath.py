@@ -135,7 +135,7 @@ def make_runner(patches: list[str], metrics: bool = False):
                                  breaker=OutageBreaker(group.name),
                                  dead_letter_producer=NullProducer)  # type: ignore[arg-type]
     provider = meter_provider() if metrics else None
-    if provider is not None:  # as GroupRunner._start does when a meter provider is configured
+    if provider is not None:  # as GroupRunner._make_pipeline does when a meter provider is configured
         from dify_events.consumers.telemetry.metrics import ConsumerMetrics
 
         runner.metrics = runner.resources.metrics = ConsumerMetrics.of(provider)

@@ -1,5 +1,5 @@
 """The consumer runtime as production runs it: ``events run --group NAME`` in its own process
-(``python -m consumers run``), with the bench's group (``bench/handlers.py``), watched through the
+(``python -m dify_events.consumers run``), with the bench's group (``bench/handlers.py``), watched through the
 progress file its handler module writes, stopped with SIGTERM (drain, commit, leave the group)."""
 
 from __future__ import annotations

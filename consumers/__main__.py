@@ -1,4 +1,4 @@
-"""``python -m consumers ...`` is the ``events`` command (what ``events run --all`` spawns per group)."""
+"""``python -m dify_events.consumers ...`` is the ``events`` command (what ``events run --all`` spawns per group)."""
 
 from dify_events.consumers.cli import main
 

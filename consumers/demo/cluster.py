@@ -2,7 +2,7 @@
 
 The cluster is the configured one (``KAFKA_BOOTSTRAP_SERVERS``, ``EVENTS_BOOTSTRAP_SERVERS`` or
 the config file), else the local broker of ``events broker``, started when it is not running.
-Every consumer group runs as ``python -m consumers run --group NAME`` in a process of its own,
+Every consumer group runs as ``python -m dify_events.consumers run --group NAME`` in a process of its own,
 configured by environment variables only, as a pod of the Helm chart is; its output goes to
 ``<run dir>/logs/<group>.log``.
 """

@@ -44,7 +44,7 @@ def topic_messages(admin):
 
 def run_events(*args: str, env: dict[str, str] | None = None, input: str | None = None,
                timeout_s: float = 60, inherit: bool = True) -> subprocess.CompletedProcess:
-    """``python -m consumers ARGS`` in a process of its own, as a person runs `events` (with this
+    """``python -m dify_events.consumers ARGS`` in a process of its own, as a person runs `events` (with this
     process's environment and ``env`` over it; only ``env`` when not ``inherit``)."""
     return subprocess.run([sys.executable, "-m", "dify_events.consumers", *args],
                           env={**os.environ, **(env or {})} if inherit else dict(env or {}),

@@ -3,7 +3,7 @@ Kafka, a steady stream of the demo's workload played on a thread (rows + outbox,
 poison), and at the end a count of every event's effects against what was published.
 
 Built from the demo's own parts (``consumers.demo``): the workload, ``Application`` (plays it),
-``Relay``, ``GroupProcesses`` (one ``python -m consumers run --group`` per group), ``Probe`` (lag),
+``Relay``, ``GroupProcesses`` (one ``python -m dify_events.consumers run --group`` per group), ``Probe`` (lag),
 ``read_dead_letters``. A scenario injects its faults while ``stream()`` runs, then ``settle()``
 waits for the groups to drain and ``figures()`` counts lost and doubled effects, and checks the run's
 history (``tests.faults.checker``: acknowledged, applied, per-key order).
