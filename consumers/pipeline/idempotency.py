@@ -32,6 +32,7 @@ from ..job import DUPLICATE, Job
 from .step import CallNext, Resources, Step
 
 log = logging.getLogger("consumers.idempotency")
+PURGE_JOIN_S = 5.0  # past it, close() disposes the engine under a purge stuck on its database
 
 
 class Idempotency(Step):
@@ -41,6 +42,7 @@ class Idempotency(Step):
         super().__init__(resources)
         self._active = any(h.option("idempotent") for h in self.group.handlers.values())
         self._stop = threading.Event()
+        self._purger: threading.Thread | None = None
         self.engine: Engine | None = None
         if not self._active:
             return
@@ -54,8 +56,9 @@ class Idempotency(Step):
             self.engine.dispose()
             raise
         if resources.purge_interval_s is not None:
-            threading.Thread(target=self._purge_loop, args=(resources.purge_interval_s,),
-                             name=f"events-purge-{self.group.name}", daemon=True).start()
+            self._purger = threading.Thread(target=self._purge_loop, args=(resources.purge_interval_s,),
+                                            name=f"events-purge-{self.group.name}", daemon=True)
+            self._purger.start()
 
     @property
     def active(self) -> bool:
@@ -89,6 +92,9 @@ class Idempotency(Step):
                 return
 
     def close(self) -> None:
+        """Stops the purge (a purge under way has ``PURGE_JOIN_S`` to finish) and releases the engine."""
         self._stop.set()
+        if self._purger is not None:
+            self._purger.join(PURGE_JOIN_S)
         if self.engine is not None:
             self.engine.dispose()
