@@ -1,15 +1,14 @@
 """The groups this process knows: registered by handler modules, found by ``discover()``.
 
-``discover()`` imports ``consumers.handlers`` when that package exists (the platform's own
-handlers), then every module named in ``EVENTS_HANDLER_MODULES`` (comma-separated dotted names,
-e.g. ``EVENTS_HANDLER_MODULES=myapp.handlers,tests.consumers.sample_handlers``). A handler module
-builds its groups and calls ``register(group)`` at import time.
+``discover()`` imports the modules named in ``EVENTS_HANDLER_MODULES`` (comma-separated dotted
+names, e.g. ``EVENTS_HANDLER_MODULES=myapp.handlers``), by default ``dify_events.consumers.handlers``
+(Dify's receivers as groups): an application of its own names its modules, and adds that one to run
+Dify's beside them. A handler module builds its groups and calls ``register(group)`` at import time.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 
 from .errors import DuplicateGroup, GroupDefinitionError, UnknownGroup
@@ -48,25 +47,21 @@ def all_groups() -> list[ConsumerGroup]:
     return [_groups[name] for name in sorted(_groups)]
 
 
-def handler_modules() -> list[str]:
-    """The modules ``discover()`` imports, in order."""
-    modules = []
-    if importlib.util.find_spec(BUILTIN_HANDLERS) is not None:
-        modules.append(BUILTIN_HANDLERS)
-    for name in os.environ.get(HANDLER_MODULES_ENV, "").split(","):
-        if name.strip() and name.strip() not in modules:
-            modules.append(name.strip())
-    return modules
+def handler_modules(*, builtin: bool = False) -> list[str]:
+    """The modules ``discover()`` imports, in order: ``EVENTS_HANDLER_MODULES``'s, else Dify's receivers.
+    ``builtin``: Dify's receivers first in any case (the demo runs them)."""
+    named = [name.strip() for name in os.environ.get(HANDLER_MODULES_ENV, "").split(",") if name.strip()]
+    return list(dict.fromkeys([BUILTIN_HANDLERS] * builtin + named)) or [BUILTIN_HANDLERS]
 
 
-def discover() -> list[ConsumerGroup]:
+def discover(*, builtin: bool = False) -> list[ConsumerGroup]:
     """Imports the handler modules (which register their groups) and returns every group."""
-    for name in handler_modules():
+    for name in handler_modules(builtin=builtin):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name and name.startswith(exc.name):
-                raise GroupDefinitionError(f"the handler module {name!r} (from {HANDLER_MODULES_ENV} or the platform) "
-                                   f"cannot be imported: {exc}") from exc
+                raise GroupDefinitionError(f"the handler module {name!r} (from {HANDLER_MODULES_ENV}) "
+                                           f"cannot be imported: {exc}") from exc
             raise
     return all_groups()

@@ -64,7 +64,7 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
             idempotency_retention_days: float | None) -> None:
     """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
 
-    Handler modules are found by `consumers.handlers` and EVENTS_HANDLER_MODULES (comma-separated modules).
+    Handler modules: EVENTS_HANDLER_MODULES (comma-separated), by default Dify's receivers.
     Metrics are served on /metrics (Prometheus) and, like traces, exported by OTLP when
     OTEL_EXPORTER_OTLP_ENDPOINT is set.
     """

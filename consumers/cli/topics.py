@@ -37,7 +37,7 @@ def apply(dry_run: bool, groups: tuple[str, ...], no_groups: bool, path: Path, t
     never changes a replication factor, never touches keys the file does not name.
 
     The topics are the catalogue's domain topics and the dead-letter and retry topics of every
-    registered consumer group (`consumers.handlers` and EVENTS_HANDLER_MODULES, as `events run`
+    registered consumer group (EVENTS_HANDLER_MODULES', by default Dify's receivers, as `events run`
     finds them), or of the groups named with --group."""
     if groups and no_groups:
         raise click.UsageError("give --group NAME or --no-groups, not both")

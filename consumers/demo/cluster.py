@@ -30,6 +30,7 @@ from ..broker import LocalBroker
 from ..broker.cluster import LocalCluster
 from ..broker.local import free_port
 from ..health import PORT_REFUSED
+from ..registry import HANDLER_MODULES_ENV, handler_modules
 
 LIBRDKAFKA_LOG = logging.getLogger("consumers.demo.librdkafka")
 """Where librdkafka's own log lines of the demo's clients go (the run's demo.log, not the console)."""
@@ -176,8 +177,9 @@ def terminate_with_parent() -> None:
 
 
 def group_env(settings: Settings, *, bootstrap: str, prefix: str, database_url: str) -> dict[str, str]:
-    """The environment of a group's process: the run's cluster, prefix and database."""
+    """The environment of a group's process: the run's cluster, prefix, database and handler modules."""
     env = {k: v for k, v in os.environ.items() if k not in ("EVENTS_BOOTSTRAP_SERVERS", "EVENTS_HEALTH_PORT")}
+    env[HANDLER_MODULES_ENV] = ",".join(handler_modules(builtin=True))
     env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, EVENTS_TOPIC_PREFIX=prefix, EVENTS_DATABASE_URL=database_url,
                EVENTS_DRAIN_TIMEOUT_S=str(min(settings.drain_timeout_s, 20.0)), PYTHONUNBUFFERED="1",
                EVENTS_METRICS_PORT="0")  # fifteen processes on one machine: no /metrics (the demo reads /healthz)

@@ -116,7 +116,7 @@ class Demo:
         reader = create_engine(database_url) if not database_url.startswith("sqlite") else create_engine(
             database_url, connect_args={"timeout": 30})
         stack.callback(reader.dispose)
-        groups = registry.discover()
+        groups = registry.discover(builtin=True)  # Dify's receivers, and EVENTS_HANDLER_MODULES' beside them
         names = [g.name for g in groups]
         admin = admin_client(settings, logger=LIBRDKAFKA_LOG)
         the_plan = apply_topics(admin, prefix, names)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from dify_events.consumers import registry
@@ -17,6 +21,32 @@ def test_discover_imports_the_modules_named_in_the_environment(monkeypatch):
     # Then its group is registered and found by name
     assert "tests.consumers.sample_handlers" in registry.handler_modules()
     assert registry.get("sample-recorder") in groups
+
+
+def test_the_modules_named_replace_difys_receivers_which_are_the_default(monkeypatch):
+    # By default, Dify's receivers (the platform's own groups)
+    monkeypatch.delenv("EVENTS_HANDLER_MODULES", raising=False)
+    assert registry.handler_modules() == ["dify_events.consumers.handlers"]
+    # Named, an application's modules replace them (Dify's run beside them only when named too)
+    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers")
+    assert registry.handler_modules() == ["tests.consumers.sample_handlers"]
+    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "dify_events.consumers.handlers,tests.consumers.sample_handlers")
+    assert registry.handler_modules() == ["dify_events.consumers.handlers", "tests.consumers.sample_handlers"]
+    # and the demo, which runs Dify's groups, takes them first in any case
+    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers")
+    assert registry.handler_modules(builtin=True) == ["dify_events.consumers.handlers",
+                                                      "tests.consumers.sample_handlers"]
+
+
+def test_events_run_lists_only_the_groups_of_the_modules_named():
+    # Given a process whose EVENTS_HANDLER_MODULES names the sample handlers only
+    env = {**os.environ, "EVENTS_HANDLER_MODULES": "tests.consumers.sample_handlers", "COLUMNS": "250"}
+    # When it lists its groups
+    listed = subprocess.run([sys.executable, "-m", "dify_events.consumers", "run", "--list"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    # Then the sample's are there, and none of Dify's
+    assert listed.returncode == 0, listed.stderr
+    assert "sample-recorder" in listed.stdout and "document-indexer" not in listed.stdout
 
 
 def test_a_module_that_does_not_exist_is_reported(monkeypatch):

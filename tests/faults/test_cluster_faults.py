@@ -171,7 +171,8 @@ def test_the_transaction_coordinator_killed_mid_redrive_sends_no_dead_letter_twi
     notes: list[str] = []
     engine = create_engine(cluster_world_args["database_url"])
     F.metadata.create_all(engine)
-    env = {"EVENTS_HANDLER_MODULES": "tests.faults.flaky_handlers", "PYTHONPATH": str(ROOT)}
+    env = {"EVENTS_HANDLER_MODULES": "dify_events.consumers.handlers,tests.faults.flaky_handlers",
+           "PYTHONPATH": str(ROOT)}
     with world(**cluster_world_args, groups=["faults-flaky", "provider-usage"], extra_env=env) as w:
         flaky = w.groups[0]
         dlq, retry = flaky.dlq_topic(w.prefix), flaky.retry_topic(w.prefix)

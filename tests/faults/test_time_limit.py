@@ -24,7 +24,8 @@ def test_a_handler_hanging_past_its_time_limit_is_interrupted_retried_or_dead_le
     H.metadata.create_all(engine)
     with world(**world_args, size=size, groups=["faults-hanger", "site-provisioner", "installed-app-provisioner"],
                concurrency=4,
-               extra_env={"EVENTS_HANDLER_MODULES": "tests.faults.hanging_handlers", "PYTHONPATH": str(ROOT)}) as w:
+               extra_env={"EVENTS_HANDLER_MODULES": "dify_events.consumers.handlers,tests.faults.hanging_handlers",
+                          "PYTHONPATH": str(ROOT)}) as w:
         apps = [e for e in w.workload.events() if isinstance(e, AppWasCreated)]
         kinds = Counter(H.hang_kind(e.app_id) for e in apps)
         w.start().stream(seconds=8)

@@ -178,7 +178,7 @@ def test_extra_specs_are_created_as_given(prefix, admin):
 
 def test_apply_manages_every_registered_group_unless_told_otherwise(prefix, admin, monkeypatch):
     # Given the platform's groups (and a handler module's, as `events run` finds them)
-    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers")
+    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "dify_events.consumers.handlers,tests.consumers.sample_handlers")
     from dify_events.consumers import registry
 
     names = [g.name for g in registry.discover()]

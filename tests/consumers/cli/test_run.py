@@ -59,7 +59,7 @@ def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, to
         proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--all"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
         try:
-            # every group (fifteen of the platform's, and the sample) starts its own child first
+            # every group (the sample's module replaces the platform's) starts its own child first
             wait_until(lambda: "group sample-recorder assigned" in log.read_text() or proc.poll() is not None, 180,
                        "the group to join")
             assert proc.poll() is None, log.read_text()
