@@ -6,14 +6,21 @@ share group, KIP-932).
 Every member runs with ``EVENTS_CONCURRENCY=1``: one handler thread (the ordered runner's one
 worker; the share runner's one poller), so a member handles at most 20 events/s. A consumer group
 is then capped at its 3 partitions (60/s: a 4th member gets no partition of the domain topic); a
-share group hands records of the same partitions to any member, and can go past it. Each
-repetition starts the members on an empty topic and waits until they are in: the consumer group's
-members hold all partitions (domain and retry topic, from ``/readyz``), the share group's members
-have each polled once (the share runner's ``joined``; the group's ``share.auto.offset.reset`` is set
-to ``earliest`` by the runner before it joins). Then ``per_member * members`` events are published
-at once, each in a producer batch of its own (``batch.num.messages=1``: events of a work queue are
-published one by one as things happen, and a share consumer acquires whole batches), and the rate
-counts from the start of the first event handled by any member to the end of the last.
+share group can hand records of one partition to several members, and so go past it, but Kafka
+(4.4) does so only when the group has more members than partitions, counting the retry topic the
+group also subscribes to (3 partitions, as the topics file says): up to 6 members, each partition
+goes to one member, and members holding only retry partitions idle. The last variant makes the
+group's retry topic with 1 partition first (the runner never alters an existing topic): 6 members
+over 4 partitions, so the domain partitions are shared.
+
+Each repetition starts the members on an empty topic and waits until they are in: the consumer
+group's members hold all partitions (domain and retry topic, from ``/readyz``), the share group's
+members have each polled once (the share runner's ``joined``; the runner sets the group's
+``share.auto.offset.reset`` to ``earliest`` before it joins). Then ``per_member * members`` events
+are published at once, each in a producer batch of its own (``batch.num.messages=1``: events of a
+work queue are published one by one as things happen, and a share consumer acquires whole
+batches), and the rate counts from the start of the first event handled by any member to the end
+of the last. The note says how many domain partitions each member handled events of.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ PARTITIONS = 3
 HANDLER_MS = 50
 MEMBERS = (1, 3, 6)
 DELIVERIES = {"ordered": "consumer group", "shared": "share group"}
+# (delivery, members, partitions of the group's retry topic: None as the topics file says, 3)
+PLAN: list[tuple[str, int, int | None]] = [*((d, m, None) for d in DELIVERIES for m in MEMBERS), ("shared", 6, 1)]
 
 
 def publish_one_by_one(bootstrap: str, topic: str, encoded) -> None:
@@ -56,10 +65,13 @@ def members_in(topics, procs: list[RuntimeProcess], delivery: str, retry_topic: 
             and sum(s["assigned"] for s in states if s) == PARTITIONS + len(retry.partitions))
 
 
-def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, delivery: str, members: int) -> dict:
+def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, delivery: str, members: int,
+            retry_partitions: int | None = None) -> dict:
     topic = f"{prefix}.app"
     topics.create([topic], PARTITIONS)
     group = f"bench-q-{uuid.uuid4().hex[:8]}"
+    if retry_partitions:  # made before the runner would make it as the topics file says
+        topics.create([f"{prefix}.retry.{group}"], retry_partitions)
     env = {"BENCH_SLEEP_MS": str(HANDLER_MS), "BENCH_DELIVERY": delivery, "EVENTS_CONCURRENCY": "1"}
     procs = [RuntimeProcess(bootstrap=bootstrap, prefix=prefix, home=home, group=group, health=True, tag=f"-{i}",
                             env=env) for i in range(members)]
@@ -90,21 +102,25 @@ def split(result: dict) -> str:
 
 def section(bootstrap: str, topics, home: Path, *, per_member: int, reps: int, log=print) -> list[Row]:
     encoded = encoded_events(bootstrap, topics.prefix, per_member * max(MEMBERS))
-    runs: dict[tuple[str, int], list[dict]] = {}
+    runs: dict[tuple[str, int, int | None], list[dict]] = {}
     for rep in range(reps):
-        for i, (delivery, members) in enumerate((d, m) for d in DELIVERIES for m in MEMBERS):
+        for i, (delivery, members, retry_partitions) in enumerate(PLAN):
             result = one_run(bootstrap, topics, home, encoded[:per_member * members],
-                             prefix=f"{topics.prefix}q{rep}v{i}", delivery=delivery, members=members)
-            runs.setdefault((delivery, members), []).append(result)
+                             prefix=f"{topics.prefix}q{rep}v{i}", delivery=delivery, members=members,
+                             retry_partitions=retry_partitions)
+            runs.setdefault((delivery, members, retry_partitions), []).append(result)
         log(f"  queue rep {rep + 1}/{reps}: " + ", ".join(
-            f"{d} x{m} {r[-1]['rate']:,.1f}/s ({split(r[-1])})" for (d, m), r in runs.items()))
+            f"{d} x{m}{f' retry {rp}' if rp else ''} {r[-1]['rate']:,.1f}/s ({split(r[-1])})"
+            for (d, m, rp), r in runs.items()))
     rows = []
     base = None
-    for (delivery, members), results in runs.items():
-        cap = "at most 3 members hold a partition" if delivery == "ordered" else "records of a partition to any member"
-        row = Row("queue", f"{DELIVERIES[delivery]} x{members}, {HANDLER_MS} ms handler, 1 thread each", "ev/s",
-                  [r["rate"] for r in results],
-                  note=f"{cap}; partitions handled per member {' or '.join(sorted({split(r) for r in results}))}",
+    for (delivery, members, retry_partitions), results in runs.items():
+        name = f"{DELIVERIES[delivery]} x{members}, {HANDLER_MS} ms handler"
+        if retry_partitions:
+            name += f", retry topic of {retry_partitions} partition(s)"
+        row = Row("queue", name, "ev/s", [r["rate"] for r in results],
+                  note=f"1 thread a member; {PARTITIONS} partitions handled per member "
+                       f"{' or '.join(sorted({split(r) for r in results}))}",
                   extra={"handled_per_member": [r["handled"] for r in results],
                          "partitions_per_member": [r["partitions"] for r in results]})
         base = base or row
