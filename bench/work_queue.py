@@ -117,9 +117,9 @@ def section(bootstrap: str, topics, home: Path, *, per_member: int, reps: int, l
     for (delivery, members, retry_partitions), results in runs.items():
         name = f"{DELIVERIES[delivery]} x{members}, {HANDLER_MS} ms handler"
         if retry_partitions:
-            name += f", retry topic of {retry_partitions} partition(s)"
+            name += f", {retry_partitions}-partition retry topic"
         row = Row("queue", name, "ev/s", [r["rate"] for r in results],
-                  note=f"1 thread a member; {PARTITIONS} partitions handled per member "
+                  note=f"1 thread a member; of the {PARTITIONS} partitions, each member handled "
                        f"{' or '.join(sorted({split(r) for r in results}))}",
                   extra={"handled_per_member": [r["handled"] for r in results],
                          "partitions_per_member": [r["partitions"] for r in results]})
