@@ -54,8 +54,8 @@ def slow(event, ctx) -> None:
     started = time.time_ns()
     time.sleep(SLEEP_S)
     _partitions.add((ctx.message.topic, ctx.message.partition))
+    _threads.setdefault(threading.get_ident(), [0, started, started])
     noop(event, ctx)
-    _threads[threading.get_ident()][1] = min(_threads[threading.get_ident()][1], started)
 
 
 def timed(event, ctx) -> None:
