@@ -11,6 +11,9 @@ the runtime drains, commits, leaves the group, returns).
 
 ``BENCH_IDEMPOTENT=1`` keeps the idempotency step (a claim in ``EVENTS_DATABASE_URL`` or the
 SQLite database under ``EVENTS_HOME`` per event); otherwise the group is ``idempotent=False``.
+``BENCH_SLEEP_MS=50`` makes the handler sleep that long per event (an I/O-bound job), counted from
+the start of its first event to the end of its last, with the partitions it saw;
+``BENCH_DELIVERY=shared`` makes the group a shared one (a Kafka share group).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from .common import APP_EVENTS, SENT_HEADER, WINDOW_HEADER, vm_hwm_kib
 NAME = os.environ.get("BENCH_GROUP")
 OUT = os.environ.get("BENCH_OUT")
 LATENCY = os.environ.get("BENCH_LATENCY") == "1"
+SLEEP_S = int(os.environ.get("BENCH_SLEEP_MS", "0")) / 1000
 
 _threads: dict[int, list[int]] = {}                    # thread id -> [count, first ns, last ns]
 _latencies: dict[str, list[int]] = defaultdict(list)   # window -> publish->handler ns
+_partitions: set[tuple[str, int]] = set()              # what the slow handler saw
 
 
 def noop(event, ctx) -> None:
@@ -42,6 +47,15 @@ def noop(event, ctx) -> None:
         state = _threads[threading.get_ident()] = [0, now, now]
     state[0] += 1
     state[2] = now
+
+
+def slow(event, ctx) -> None:
+    """``noop`` after ``SLEEP_S``, its first event counted from its start (so n / (last - first) is the rate)."""
+    started = time.time_ns()
+    time.sleep(SLEEP_S)
+    _partitions.add((ctx.message.topic, ctx.message.partition))
+    _threads.setdefault(threading.get_ident(), [0, started, started])
+    noop(event, ctx)
 
 
 def timed(event, ctx) -> None:
@@ -67,7 +81,8 @@ def snapshot(final: bool = False) -> dict:
             "cpu_s": cpu - _cpu_at_first[0][0] if _cpu_at_first else 0.0,
             "cpu_n": n - _cpu_at_first[0][1] if _cpu_at_first else 0,
             "vm_hwm_kib": vm_hwm_kib() if final else None,
-            "windows": {w: len(v) for w, v in list(_latencies.items())}}
+            "windows": {w: len(v) for w, v in list(_latencies.items())},
+            "partitions": sorted(_partitions)}
 
 
 def _write(path: Path, data: dict) -> None:
@@ -96,9 +111,10 @@ def _at_exit() -> None:
 
 
 if NAME:
-    group = register(ConsumerGroup(NAME, idempotent=os.environ.get("BENCH_IDEMPOTENT") == "1"))
+    group = register(ConsumerGroup(NAME, idempotent=os.environ.get("BENCH_IDEMPOTENT") == "1",
+                                   delivery="shared" if os.environ.get("BENCH_DELIVERY") == "shared" else "ordered"))
     for model in APP_EVENTS:
-        group.handler(model)(timed if LATENCY else noop)
+        group.handler(model)(slow if SLEEP_S else timed if LATENCY else noop)
     if OUT:
         threading.Thread(target=_report, name="bench-report", daemon=True).start()
         atexit.register(_at_exit)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .common import BENCH, Broker, Row, Topics, load_average, machine
 
-SECTIONS = ("produce", "consume", "latency", "scale")
+SECTIONS = ("produce", "consume", "latency", "scale", "queue")
 
 
 def log(message: str) -> None:
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--consume-events", type=int, default=50_000)
     parser.add_argument("--db-events", type=int, default=10_000, help="events per run with the idempotency step")
     parser.add_argument("--scale-events", type=int, default=50_000)
+    parser.add_argument("--queue-events", type=int, default=200,
+                        help="queue: events per member (a member handles 20/s: 200 take 10 s)")
     parser.add_argument("--rates", default="1000,5000,10000", help="latency: events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="latency: seconds per window")
     parser.add_argument("--no-peers", action="store_true", help="skip FastStream and Quix Streams")
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         args.reps = 1
         args.produce_events = args.consume_events = args.scale_events = 10_000
         args.db_events = 2_000
+        args.queue_events = 40
         args.seconds = 1.0
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -122,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                     from . import scale
                     rows += scale.section(broker.bootstrap, topics, home, events=args.scale_events, reps=args.reps,
                                           log=log)
+                elif name == "queue":
+                    from . import work_queue
+                    rows += work_queue.section(broker.bootstrap, topics, home, per_member=args.queue_events,
+                                               reps=args.reps, log=log)
             except Exception as exc:  # noqa: BLE001 - report what the other sections measured
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 log(f"[{name}] failed:\n{traceback.format_exc()}")
@@ -131,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
     duration = time.monotonic() - started
     load_after = load_average()
-    order = {s: i for i, s in enumerate(("produce", "consume", "prototype", "peers", "latency", "scale", "footprint"))}
+    order = {s: i for i, s in enumerate(("produce", "consume", "prototype", "peers", "latency", "scale", "queue",
+                                         "footprint"))}
     rows.sort(key=lambda r: order.get(r.section, 99))
 
     print(f"dify-events benchmark, {stamp:%Y-%m-%d %H:%M} UTC: {info['cpu']}, {info['cores']} cores; Python "
