@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from .errors import BrokerError
+from .errors import BrokerError, PortTaken
 from .jars import KAFKA_VERSION, classpath, require_tool
 from .readiness import wait_for_group_coordinators
 from .tls import ensure_certificates
 
 DEFAULT_PORT = 9092
+LAUNCH_ATTEMPTS = 3  # a port another process took between our choice and the JVM's bind: choose again
 OFFSETS_PARTITIONS = 10  # of __consumer_offsets: fewer than Kafka's 50, so a fresh broker is ready sooner
 SCRAM = "SCRAM-SHA-512"
 LOG4J_CONFIG = files(__package__) / "log4j2.properties"
@@ -155,6 +156,7 @@ class LocalBroker:
         self.log_file = self.home / "server.log"
         self.data_dir = self.home / "data"
         self.client_config_file = self.home / "client.yaml"
+        self._launch_log_offset = 0  # where the log's lines of the last launch start
 
     # -- queries -------------------------------------------------------------------------
     def status(self) -> BrokerState | None:
@@ -170,6 +172,14 @@ class LocalBroker:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def _log_since_launch(self) -> bytes:
+        try:
+            with open(self.log_file, "rb") as log:
+                log.seek(self._launch_log_offset)
+                return log.read()
+        except OSError:
+            return b""
 
     def failure_excerpt(self) -> str:
         """The log's ERROR lines (the cause, usually) and then its last lines."""
@@ -187,8 +197,15 @@ class LocalBroker:
         if running:
             return running
         previous = self._previous_state()
-        proc, state = self.launch(on_progress=on_progress)
-        self.wait_until_ready(state, timeout_s, proc)
+        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+            proc, state = self.launch(on_progress=on_progress)
+            try:
+                self.wait_until_ready(state, timeout_s, proc)
+                break
+            except PortTaken:  # the next launch chooses again: the taken port is no longer free
+                if self.quorum is not None or attempt == LAUNCH_ATTEMPTS:
+                    raise
+                on_progress("another process bound a port chosen for the broker before it did; choosing again")
         self.wait_for_coordinators(state.bootstrap, timeout_s)
         if previous is not None and previous.version != KAFKA_VERSION:
             on_progress(f"upgrading the cluster's features from Kafka {previous.version}'s to {KAFKA_VERSION}'s")
@@ -217,6 +234,7 @@ class LocalBroker:
                 raise BrokerError(f"formatting the broker's storage failed:\n{fmt.stdout}{fmt.stderr}")
         on_progress(f"starting the broker on 127.0.0.1:{port}")
         with open(self.log_file, "ab") as log:
+            self._launch_log_offset = log.tell()
             proc = subprocess.Popen(jvm + ["kafka.Kafka", str(properties)], stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         state = BrokerState(pid=proc.pid, port=port, controller_port=controller_port, version=KAFKA_VERSION,
@@ -373,8 +391,10 @@ class LocalBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise BrokerError(f"the broker exited with code {proc.returncode} while starting; "
-                                  f"the end of {self.log_file}:\n{self.failure_excerpt()}")
+                excerpt = self.failure_excerpt()
+                error = PortTaken if b"Address already in use" in self._log_since_launch() else BrokerError
+                raise error(f"the broker exited with code {proc.returncode} while starting; "
+                            f"the end of {self.log_file}:\n{excerpt}")
             try:
                 metadata = admin.list_topics(timeout=1)
                 # ours, not another broker answering on this port while ours failed to bind it

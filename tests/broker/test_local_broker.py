@@ -88,6 +88,31 @@ def test_a_taken_port_moves_to_the_next_free_one_with_a_message(tmp_path):
             broker.stop()
 
 
+@pytest.mark.kafka
+def test_a_port_taken_between_its_choice_and_the_brokers_bind_is_chosen_again(tmp_path, monkeypatch):
+    # Given a controller port that another process binds after it was chosen (free_port's check and
+    # the JVM's bind are seconds apart), then a free one
+    from dify_events.consumers.broker import local
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", free_port()))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        monkeypatch.setattr(local, "free_port", lambda: next(ports, None) or free_port())
+        messages: list[str] = []
+        broker = LocalBroker(tmp_path, cache_dir(), port=free_port())
+        # When the broker starts
+        state = broker.start(on_progress=messages.append)
+        try:
+            # Then its first launch died on the taken port, and the next chose another and came up
+            assert state.controller_port != taken
+            assert any("bound a port chosen for the broker before it did" in m for m in messages), messages
+            assert "Address already in use" in (tmp_path / "server.log").read_text()
+        finally:
+            broker.stop()
+
+
 def test_missing_java_is_a_clear_error(tmp_path, monkeypatch):
     # Given a PATH without java
     monkeypatch.setenv("PATH", str(tmp_path))
