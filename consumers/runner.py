@@ -41,7 +41,7 @@ from dify_events.schemas.topics import Admin, cluster_metadata, topic_config
 from .breaker import OutageBreaker
 from .config import LIBRDKAFKA_LOG, consumer_config, group_id
 from .dispatcher import KeyedDispatcher
-from .group import ORDERED, ConsumerGroup, Delivery
+from .group import ORDERED, SHARED, ConsumerGroup, Delivery
 from .health import HealthServer
 from .idempotency import make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
@@ -646,7 +646,8 @@ class GroupRunner:
             if topic not in metadata.topics:
                 log.warning("group %s subscribes to %s, which does not exist yet (create it with `events topics "
                             "apply`); the group picks it up when it appears", self.group.name, topic)
-        specs = group_topics(self.prefix, [self.group.name])
+        shared = [self.group.name] if self.group.delivery == SHARED else []
+        specs = group_topics(self.prefix, [self.group.name], shared_groups=shared)
         if all(spec.name in metadata.topics for spec in specs):
             return
         created = create_missing(admin, specs, timeout=30.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,8 +78,19 @@ class TopicsFile(BaseModel):
     domains: dict[str, TopicTemplate] = Field(default_factory=dict)
     dead_letter: TopicTemplate = Field(default_factory=TopicTemplate)
     retry: TopicTemplate = Field(default_factory=TopicTemplate)
+    # a shared group's retry topic: ``retry`` with these overrides (a file without it still gets 1 partition)
+    shared_retry: TopicTemplate = Field(default_factory=lambda: TopicTemplate(partitions=1))
     share_group: ConfigMapping = Field(default_factory=dict)
 
+    def retry_template(self, shared: bool) -> TopicTemplate:
+        """The template of a group's retry topic; a shared group's takes ``shared_retry``'s overrides."""
+        if not shared:
+            return self.retry
+        return TopicTemplate(
+            partitions=self.shared_retry.partitions or self.retry.partitions,
+            replication_factor=self.shared_retry.replication_factor or self.retry.replication_factor,
+            config={**self.retry.config, **self.shared_retry.config},
+        )
 
     def resolve(self, name: str, role: Role, template: TopicTemplate | None) -> TopicSpec:
         template = template or TopicTemplate()
@@ -127,10 +138,11 @@ def retry_topic(prefix: str, group: str) -> str:
     return f"{prefix}.retry.{group}"
 
 
-def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable[str] | None = None,
-                   topics_file: TopicsFile | None = None, extra: Iterable[TopicSpec] = ()) -> list[TopicSpec]:
+def desired_topics(prefix: str, *, groups: Iterable[str] = (), shared_groups: Collection[str] = (),
+                   domains: Iterable[str] | None = None, topics_file: TopicsFile | None = None,
+                   extra: Iterable[TopicSpec] = ()) -> list[TopicSpec]:
     """Every topic the file declares for this prefix: the domains' (default: the catalogue's),
-    each group's dead-letter and retry topics, then ``extra`` specs as given."""
+    each group's dead-letter and retry topics (see ``group_topics``), then ``extra`` specs as given."""
     if domains is None:
         from .catalogue import CATALOGUE
 
@@ -141,7 +153,7 @@ def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable
     if unknown:
         raise TopicsError(f"the topics file names domains the catalogue does not have: {', '.join(unknown)}")
     specs = [topics_file.resolve(f"{prefix}.{d}", "domain", topics_file.domains.get(d)) for d in domains]
-    specs.extend(group_topics(prefix, groups, topics_file=topics_file))
+    specs.extend(group_topics(prefix, groups, shared_groups=shared_groups, topics_file=topics_file))
     specs.extend(extra)
     seen: set[str] = set()
     for spec in specs:
@@ -152,15 +164,20 @@ def desired_topics(prefix: str, *, groups: Iterable[str] = (), domains: Iterable
     return specs
 
 
-def group_topics(prefix: str, groups: Iterable[str], *, topics_file: TopicsFile | None = None) -> list[TopicSpec]:
+def group_topics(prefix: str, groups: Iterable[str], *, shared_groups: Collection[str] = (),
+                 topics_file: TopicsFile | None = None) -> list[TopicSpec]:
     """Each group's dead-letter and retry topics as the file's ``dead_letter`` and ``retry``
-    templates declare them (a group named twice counts once)."""
+    templates declare them (a group named twice counts once). The retry topic of a group named in
+    ``shared_groups`` (``delivery="shared"``) takes the ``shared_retry`` overrides: a share group
+    hands a partition to several members only once it has more members than partitions, so each
+    partition of its retry topic takes a member away from its domain topics."""
     topics_file = topics_file or load_topics_file()
     specs = []
     for group in dict.fromkeys(groups):
         specs.append(topics_file.resolve(_check_name(dead_letter_topic(prefix, group)), "dead-letter",
                                          topics_file.dead_letter))
-        specs.append(topics_file.resolve(_check_name(retry_topic(prefix, group)), "retry", topics_file.retry))
+        specs.append(topics_file.resolve(_check_name(retry_topic(prefix, group)), "retry",
+                                         topics_file.retry_template(group in shared_groups)))
     return specs
 
 
@@ -371,11 +388,12 @@ def _clamp(specs: Sequence[TopicSpec], brokers: int) -> tuple[list[TopicSpec], l
     return clamped, warnings
 
 
-def plan(admin: AdminClient, prefix: str, *, groups: Iterable[str] = (), extra: Iterable[TopicSpec] = (),
-         topics_file: TopicsFile | None = None, domains: Iterable[str] | None = None,
-         timeout: float = 10.0) -> Plan:
+def plan(admin: AdminClient, prefix: str, *, groups: Iterable[str] = (), shared_groups: Collection[str] = (),
+         extra: Iterable[TopicSpec] = (), topics_file: TopicsFile | None = None,
+         domains: Iterable[str] | None = None, timeout: float = 10.0) -> Plan:
     """Compares the declared topics with the cluster; changes nothing."""
-    specs = desired_topics(prefix, groups=groups, domains=domains, topics_file=topics_file, extra=extra)
+    specs = desired_topics(prefix, groups=groups, shared_groups=shared_groups, domains=domains,
+                           topics_file=topics_file, extra=extra)
     metadata = cluster_metadata(admin, timeout)
     brokers = len(metadata.brokers)
     if brokers < 1:

@@ -12,6 +12,8 @@ from dify_events.schemas.settings import get_settings
 from dify_events.schemas.topics import TOPICS_FILE, admin_client, list_topics, load_topics_file, plan
 from dify_events.schemas.topics import apply as apply_plan
 
+from ..group import SHARED, ConsumerGroup
+
 out = Console()
 err = Console(stderr=True)
 
@@ -38,14 +40,17 @@ def apply(dry_run: bool, groups: tuple[str, ...], no_groups: bool, path: Path, t
 
     The topics are the catalogue's domain topics and the dead-letter and retry topics of every
     registered consumer group (EVENTS_HANDLER_MODULES', by default Dify's receivers, as `events run`
-    finds them), or of the groups named with --group."""
+    finds them), or of the groups named with --group; a shared group's retry topic is declared by the
+    file's shared_retry template (1 partition)."""
     if groups and no_groups:
         raise click.UsageError("give --group NAME or --no-groups, not both")
-    if not groups and not no_groups:
-        groups = _registered_groups()
+    registered = {} if no_groups else _registered_groups(warn=not groups)
+    groups = groups or tuple(registered)
+    shared = [group.name for group in registered.values() if group.delivery == SHARED]
     prefix = get_settings().topic_prefix
     admin = admin_client()
-    the_plan = plan(admin, prefix, groups=groups, topics_file=load_topics_file(path), timeout=timeout)
+    the_plan = plan(admin, prefix, groups=groups, shared_groups=shared, topics_file=load_topics_file(path),
+                    timeout=timeout)
     for warning in the_plan.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if not dry_run and the_plan.changes:
@@ -63,14 +68,15 @@ def apply(dry_run: bool, groups: tuple[str, ...], no_groups: bool, path: Path, t
               f"{len(the_plan.actions) - changed} as declared")
 
 
-def _registered_groups() -> tuple[str, ...]:
+def _registered_groups(*, warn: bool) -> dict[str, ConsumerGroup]:
+    """The registered groups by name (a shared group's retry topic differs); ``warn``: say so when there are none."""
     from .. import registry
 
-    names = tuple(group.name for group in registry.discover())
-    if not names:
+    groups = {group.name: group for group in registry.discover()}
+    if not groups and warn:
         err.print("[yellow]warning:[/] no consumer groups are registered (set EVENTS_HANDLER_MODULES to the "
                   "modules that define them): only the domain topics are managed", highlight=False)
-    return names
+    return groups
 
 
 @command.command("list")

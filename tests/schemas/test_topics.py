@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from dify_events.consumers.cli import main
 from dify_events.consumers.runner import GroupRunner
+from dify_events.consumers.runners import runner_class
 from dify_events.schemas.catalogue import CATALOGUE
 from dify_events.schemas.errors import TopicsError
 from dify_events.schemas.topics import (
@@ -262,6 +263,48 @@ def test_the_runner_creates_its_group_topics_from_the_topics_file(prefix, admin,
     assert _states(admin, prefix)[retry].config["retention.ms"] == "1000"
 
 
+def test_a_shared_groups_runner_creates_its_retry_topic_with_1_partition_an_ordered_ones_with_3(prefix, admin):
+    # Given an ordered and a shared group whose topics do not exist
+    ordered, _ = sample_handlers.recording_group("topics-ordered")
+    shared, _ = sample_handlers.recording_group("topics-shared", delivery="shared")
+    # When each one's runner ensures its topics
+    for group in (ordered, shared):
+        runner = runner_class(group)(group, health_port=0)
+        runner._ensure_topics(runner._admin())
+    # Then the ordered group's retry topic has the retry template's 3 partitions, the shared group's 1
+    # (a share group shares a partition only past one member per partition: retry partitions cost members)
+    wait_until(lambda: all(g.retry_topic(prefix) in _states(admin, prefix) for g in (ordered, shared)),
+               what="both retry topics")
+    states = _states(admin, prefix)
+    assert states[ordered.retry_topic(prefix)].partitions == 3
+    assert states[shared.retry_topic(prefix)].partitions == 1
+    # And both dead-letter topics are alike, from the dead_letter template
+    assert states[ordered.dlq_topic(prefix)].partitions == states[shared.dlq_topic(prefix)].partitions == 1
+
+
+def _rows(output: str, prefix: str) -> dict[str, str]:
+    """The lines of `events topics apply`'s table by topic."""
+    return {line.split()[1]: line for line in output.splitlines() if f" {prefix}." in line}
+
+
+def test_apply_declares_a_shared_groups_retry_topic_with_1_partition(prefix, admin, monkeypatch):
+    # Given a registered shared group beside an ordered one
+    monkeypatch.setenv("EVENTS_HANDLER_MODULES", "tests.consumers.sample_handlers,tests.consumers.shared_handlers")
+    # When `events topics apply --dry-run` runs, for every group or for the shared one by name
+    for args in ((), ("--group", "sample-shared")):
+        result = cli("topics", "apply", "--dry-run", *args)
+        assert result.exit_code == 0, result.output
+        rows = _rows(result.output, prefix)
+        # Then the shared group's retry topic would be made with 1 partition, the retry template's retention
+        assert "1 partitions" in rows[f"{prefix}.retry.sample-shared"]
+        assert "retention.ms=604800000" in rows[f"{prefix}.retry.sample-shared"]
+        assert f"{prefix}.dlq.sample-shared" in rows
+    # And the ordered group's retry topic with the retry template's 3; nothing was created
+    every = _rows(cli("topics", "apply", "--dry-run").output, prefix)
+    assert "3 partitions" in every[f"{prefix}.retry.sample-recorder"]
+    assert list_topics(admin, prefix) == []
+
+
 # -- the file, without a cluster --------------------------------------------------------------
 def test_group_topics_follow_the_dead_letter_and_retry_templates():
     declared = load_topics_file()
@@ -277,6 +320,22 @@ def test_group_topics_follow_the_dead_letter_and_retry_templates():
     assert [s for s in desired_topics("p", groups=["a"]) if s.role != "domain"] == list(specs.values())
     with pytest.raises(TopicsError, match="not a valid topic name"):
         group_topics("p", ["bad group"])
+
+
+def test_a_shared_groups_retry_topic_is_the_retry_template_with_shared_retrys_overrides():
+    declared = load_topics_file()
+    specs = {s.name: s for s in group_topics("p", ["o", "s"], shared_groups=["s"])}
+    assert (specs["p.retry.o"].partitions, specs["p.retry.s"].partitions) == (3, 1)
+    assert specs["p.retry.s"].config == specs["p.retry.o"].config  # retention and the rest from `retry`
+    assert (specs["p.dlq.s"].partitions, specs["p.dlq.s"].config) == (specs["p.dlq.o"].partitions,
+                                                                       specs["p.dlq.o"].config)
+    planned = {s.name: s for s in desired_topics("p", groups=["o", "s"], shared_groups=["s"])}
+    assert planned["p.retry.s"] == specs["p.retry.s"]
+    # A topics file without `shared_retry` still gives a shared group's retry topic 1 partition
+    bare = TopicsFile.model_validate({"retry": {"partitions": 4, "config": {"retention.ms": 60000}}})
+    spec = group_topics("p", ["s"], shared_groups={"s"}, topics_file=bare)[1]
+    assert (spec.partitions, spec.config["retention.ms"]) == (1, "60000")
+    assert declared.shared_retry.partitions == 1
 
 
 def test_the_file_declares_every_catalogue_domain_and_group_topics():
