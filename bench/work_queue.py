@@ -8,10 +8,9 @@ worker; the share runner's one poller), so a member handles at most 20 events/s.
 is then capped at its 3 partitions (60/s: a 4th member gets no partition of the domain topic); a
 share group can hand records of one partition to several members, and so go past it, but Kafka
 (4.4) does so only when the group has more members than partitions, counting the retry topic the
-group also subscribes to (3 partitions, as the topics file says): up to 6 members, each partition
-goes to one member, and members holding only retry partitions idle. The last variant makes the
-group's retry topic with 1 partition first (the runner never alters an existing topic): 6 members
-over 4 partitions, so the domain partitions are shared.
+group also subscribes to. Each runner makes its group's retry topic as the topics file says: 3
+partitions for the consumer group, 1 for the share group (``shared_retry``), so 6 share-group
+members over 4 partitions share the domain topic's.
 
 Each repetition starts the members on an empty topic and waits until they are in: the consumer
 group's members hold all partitions (domain and retry topic, from ``/readyz``), the share group's
@@ -42,8 +41,6 @@ PARTITIONS = 3
 HANDLER_MS = 50
 MEMBERS = (1, 3, 6)
 DELIVERIES = {"ordered": "consumer group", "shared": "share group"}
-# (delivery, members, partitions of the group's retry topic: None as the topics file says, 3)
-PLAN: list[tuple[str, int, int | None]] = [*((d, m, None) for d in DELIVERIES for m in MEMBERS), ("shared", 6, 1)]
 
 
 def publish_one_by_one(bootstrap: str, topic: str, encoded) -> None:
@@ -65,13 +62,10 @@ def members_in(topics, procs: list[RuntimeProcess], delivery: str, retry_topic: 
             and sum(s["assigned"] for s in states if s) == PARTITIONS + len(retry.partitions))
 
 
-def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, delivery: str, members: int,
-            retry_partitions: int | None = None) -> dict:
+def one_run(bootstrap: str, topics, home: Path, encoded, *, prefix: str, delivery: str, members: int) -> dict:
     topic = f"{prefix}.app"
     topics.create([topic], PARTITIONS)
     group = f"bench-q-{uuid.uuid4().hex[:8]}"
-    if retry_partitions:  # made before the runner would make it as the topics file says
-        topics.create([f"{prefix}.retry.{group}"], retry_partitions)
     env = {"BENCH_SLEEP_MS": str(HANDLER_MS), "BENCH_DELIVERY": delivery, "EVENTS_CONCURRENCY": "1"}
     procs = [RuntimeProcess(bootstrap=bootstrap, prefix=prefix, home=home, group=group, health=True, tag=f"-{i}",
                             env=env) for i in range(members)]
@@ -102,22 +96,18 @@ def split(result: dict) -> str:
 
 def section(bootstrap: str, topics, home: Path, *, per_member: int, reps: int, log=print) -> list[Row]:
     encoded = encoded_events(bootstrap, topics.prefix, per_member * max(MEMBERS))
-    runs: dict[tuple[str, int, int | None], list[dict]] = {}
+    runs: dict[tuple[str, int], list[dict]] = {}
     for rep in range(reps):
-        for i, (delivery, members, retry_partitions) in enumerate(PLAN):
+        for i, (delivery, members) in enumerate((d, m) for d in DELIVERIES for m in MEMBERS):
             result = one_run(bootstrap, topics, home, encoded[:per_member * members],
-                             prefix=f"{topics.prefix}q{rep}v{i}", delivery=delivery, members=members,
-                             retry_partitions=retry_partitions)
-            runs.setdefault((delivery, members, retry_partitions), []).append(result)
+                             prefix=f"{topics.prefix}q{rep}v{i}", delivery=delivery, members=members)
+            runs.setdefault((delivery, members), []).append(result)
         log(f"  queue rep {rep + 1}/{reps}: " + ", ".join(
-            f"{d} x{m}{f' retry {rp}' if rp else ''} {r[-1]['rate']:,.1f}/s ({split(r[-1])})"
-            for (d, m, rp), r in runs.items()))
+            f"{d} x{m} {r[-1]['rate']:,.1f}/s ({split(r[-1])})" for (d, m), r in runs.items()))
     rows = []
     base = None
-    for (delivery, members, retry_partitions), results in runs.items():
+    for (delivery, members), results in runs.items():
         name = f"{DELIVERIES[delivery]} x{members}, {HANDLER_MS} ms handler"
-        if retry_partitions:
-            name += f", {retry_partitions}-partition retry topic"
         row = Row("queue", name, "ev/s", [r["rate"] for r in results],
                   note=f"1 thread a member; of the {PARTITIONS} partitions, each member handled "
                        f"{' or '.join(sorted({split(r) for r in results}))}",
