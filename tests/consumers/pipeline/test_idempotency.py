@@ -14,7 +14,7 @@ from dify_events.consumers.config import group_id
 from dify_events.consumers.idempotency import CLAIMS_PER_STATEMENT, IdempotencyStore, make_engine, processed_events
 from dify_events.schemas import headers as H
 from tests.consumers import sample_handlers
-from tests.consumers.support import app_event, codec, event_headers, harnessed, publish, running, wait_until
+from tests.consumers.support import app_event, harnessed, publish, running, wait_until
 
 
 def test_the_same_event_twice_has_its_effect_once(database_url):
@@ -65,8 +65,7 @@ def test_a_replay_with_reprocess_runs_the_handler_again_and_stamps_the_claim(dat
             stamp = session.execute(select(processed_events.c.processed_at)).scalar_one()
         # When it is replayed twice: once plainly, once with events-reprocess: 1
         plain = harness.send(event)
-        again = harness.send_raw(codec.encode(event), headers=event_headers(event, **{H.REPROCESS: b"1"}),
-                                 key=b"app-1")
+        again = harness.send(event, headers={H.REPROCESS: "1"})
         # Then the plain replay was skipped, the reprocess ran the handler again, and the claim was stamped anew
         assert plain.duplicate and again.handled
         assert behaviour.calls["app-1"] == 2
