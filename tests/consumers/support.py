@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, Producer
 
+from dify_events.consumers.testing import GroupHarness
 from dify_events.schemas import headers as H
 from dify_events.schemas.codec import AvroCodec
 from dify_events.schemas.events import AppWasCreated
+from tests.consumers import sample_handlers
 from tests.support.running import running  # noqa: F401 - re-exported to this package's tests
 from tests.support.waiting import wait_until  # noqa: F401 - re-exported to this package's tests
 
@@ -19,6 +21,13 @@ codec = AvroCodec()
 def app_event(app_id: str, seq: int, **fields) -> AppWasCreated:
     return AppWasCreated(tenant_id="tenant-1", app_id=app_id, mode="chat", name=f"app-{seq}", created_by="u-1",
                          **fields)
+
+
+def harnessed(database_url: str, *, tracer_provider=None, **options) -> tuple[GroupHarness, sample_handlers.Behaviour]:
+    """``sample_handlers.recording_group(**options)`` on the public harness (its table created): the
+    pipeline's tests that need no broker."""
+    group, behaviour = sample_handlers.recording_group(tables=sample_handlers.metadata, **options)
+    return GroupHarness(group, database_url, create_tables=True, tracer_provider=tracer_provider), behaviour
 
 
 def event_headers(event, **extra: bytes) -> list[tuple[str, bytes]]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from dify_events.consumers.errors import MessageRejected
 from dify_events.consumers.logs import JsonFormatter, TextFormatter
 from dify_events.consumers.pipeline.dead_letters import fit_letter
 from dify_events.consumers.recovery.dead_letters import Selection
@@ -24,6 +25,7 @@ from tests.consumers.support import (
     app_event,
     codec,
     event_headers,
+    harnessed,
     peek,
     publish,
     read_messages,
@@ -33,37 +35,36 @@ from tests.consumers.support import (
 from tests.support.kafka import set_topic_config
 
 
-def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, group_topics, producer_factory,
-                                                          sqlite_db, dlq_reader):
+def test_retries_spent_then_dead_letter_with_every_header(sqlite_db):
     # Given a handler that always fails on app-bad, and a later event of the same key and another key
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=3, min_backoff_s=0.01)
-    group_topics(group.name)
+    harness, behaviour = harnessed(sqlite_db, max_attempts=3, min_backoff_s=0.01)
     behaviour.fail["app-bad"] = 3
     bad, after, other = app_event("app-bad", 1), app_event("app-bad", 2), app_event("app-ok", 3)
-    publish(producer_factory(), topic, [bad, after, other], headers=lambda e: event_headers(e, **{"x-custom": b"kept"}))
     before = datetime.now(UTC)
-    # When the group runs
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["dead_lettered"] == 1 and runner.stats()["handled"] == 2)
-        assert runner.stats()["retries"] == 2
-    # Then the dead letter carries the original key, value and headers unchanged
-    [dead] = read_messages(dlq_reader(group.name), 1)
-    [original] = peek(topic, 0, 0, 1)
+    # When the group takes them, in this order
+    with harness:
+        results = [harness.send(e, headers={"x-custom": "kept"}) for e in (bad, after, other)]
+    # Then the first was dead-lettered after 3 attempts (2 retries), to the group's dead-letter topic
+    assert [r.outcome for r in results] == ["dead_lettered", "handled", "handled"]
+    failed, original = results[0], results[0].message
+    assert (failed.attempts, failed.retries) == (3, 2)
+    dead = failed.dead_letter
+    assert dead is not None and harness.dead_letters == [dead] and dead.topic == "events.dlq.sample-recorder"
+    # And the dead letter carries the original key, value and headers unchanged
     assert dict(original.headers())[H.EVENT_ID] == bad.event_id.encode()
     original_ts = original.timestamp()[1]
-    assert dead.key() == b"app-bad"
-    assert dead.value() == original.value()
-    headers = dict(dead.headers())
+    assert dead.key == b"app-bad"
+    assert dead.value == original.value()
+    headers = dict(dead.headers)
     assert headers["x-custom"] == b"kept"
     for name, value in original.headers():
         assert headers[name] == value
     # And our headers say where it came from and why it failed
-    assert headers["dlq-origin-topic"] == topic.encode()
+    assert headers["dlq-origin-topic"] == b"events.app"
     assert headers["dlq-origin-partition"] == b"0"
     assert headers["dlq-origin-offset"] == b"0"
     assert int(headers["dlq-origin-timestamp"]) == original_ts
-    assert headers["dlq-group"] == group.name.encode()
+    assert headers["dlq-group"] == b"sample-recorder"
     assert headers["dlq-handler"] == b"tests.consumers.sample_handlers.Behaviour.handle"
     assert headers["dlq-error-class"] == b"RuntimeError"
     assert headers["dlq-error-message"] == b"told to fail on app-bad (attempt 3)"
@@ -74,57 +75,51 @@ def test_retries_spent_then_dead_letter_with_every_header(kafka_env, app_topic, 
     failed_at = datetime.fromisoformat(headers["dlq-failed-at"].decode().replace("Z", "+00:00"))
     assert before - timedelta(seconds=1) <= failed_at <= datetime.now(UTC)
     # And Spring Kafka's headers say the same, with Spring's binary encoding of numbers
-    assert headers["kafka_dlt-original-topic"] == topic.encode()
+    assert headers["kafka_dlt-original-topic"] == b"events.app"
     assert headers["kafka_dlt-original-partition"] == struct.pack(">i", 0)
     assert headers["kafka_dlt-original-offset"] == struct.pack(">q", 0)
     assert headers["kafka_dlt-original-timestamp"] == struct.pack(">q", original_ts)
     assert headers["kafka_dlt-original-timestamp-type"] == b"CreateTime"
-    assert headers["kafka_dlt-original-consumer-group"] == f"{kafka_env}.{group.name}".encode()  # the group id
+    assert headers["kafka_dlt-original-consumer-group"] == b"events.sample-recorder"  # the group id
     assert headers["kafka_dlt-exception-fqcn"] == b"RuntimeError"
     assert headers["kafka_dlt-exception-message"] == headers["dlq-error-message"]
     # And the partition moved on: the next event of the same key and the other key were handled
     assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted([after.event_id, other.event_id])
 
 
-def test_a_rejected_message_is_dead_lettered_at_once(kafka_env, app_topic, group_topics, producer_factory,
-                                                     sqlite_db, dlq_reader):
+def test_a_rejected_message_is_dead_lettered_at_once(sqlite_db):
     # Given a handler that rejects app-bad (MessageRejected: retrying cannot help)
-    from dify_events.consumers.errors import MessageRejected
-
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=5, min_backoff_s=0.01)
-    group_topics(group.name)
+    harness, behaviour = harnessed(sqlite_db, max_attempts=5, min_backoff_s=0.01)
     behaviour.fail["app-bad"] = -1
     behaviour.error = MessageRejected
-    publish(producer_factory(), topic, [app_event("app-bad", 1), app_event("app-ok", 2)])
-    # When the group runs
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["dead_lettered"] == 1 and runner.stats()["handled"] == 1)
-    # Then it was tried once, not retried
-    assert behaviour.calls["app-bad"] == 1
-    [dead] = read_messages(dlq_reader(group.name), 1)
-    headers = dict(dead.headers())
+    # When the group takes it, then an event of another key
+    with harness:
+        bad, ok = harness.send(app_event("app-bad", 1)), harness.send(app_event("app-ok", 2))
+    # Then it was tried once, not retried, and dead-lettered; the other was handled
+    assert bad.dead_lettered and ok.handled
+    assert behaviour.calls["app-bad"] == 1 and (bad.attempts, bad.backoffs) == (1, ())
+    assert bad.dead_letter is not None and harness.dead_letters == [bad.dead_letter]
+    headers = dict(bad.dead_letter.headers)
     assert headers["dlq-attempts"] == b"1"
     assert headers["dlq-error-class"] == b"dify_events.consumers.errors.MessageRejected"
 
 
-def test_a_redriven_message_keeps_its_first_origin_and_counts_earlier_attempts(
-        kafka_env, app_topic, group_topics, producer_factory, sqlite_db, dlq_reader):
+def test_a_redriven_message_keeps_its_first_origin_and_counts_earlier_attempts(sqlite_db):
     # Given a message re-driven into the group's retry topic after 4 attempts, with its first origin
-    app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
-    retry_topic, _ = group_topics(group.name)
+    harness, behaviour = harnessed(sqlite_db, max_attempts=2, min_backoff_s=0.01)
     behaviour.fail["app-bad"] = -1
+    retry_topic = harness.group.retry_topic(harness.prefix)
     event = app_event("app-bad", 1)
     origin = [("dlq-origin-topic", b"elsewhere.app"), ("kafka_dlt-original-offset", struct.pack(">q", 41)),
               ("dlq-error-class", b"OldError"), (H.ATTEMPT, b"4")]
-    publish(producer_factory(), retry_topic, [event], headers=lambda e: event_headers(e) + origin)
     # When it fails again, twice
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["dead_lettered"] == 1)
+    with harness:
+        result = harness.send_raw(codec.encode(event), headers=event_headers(event) + origin, key=b"app-bad",
+                                  topic=retry_topic)
+    assert result.dead_lettered and behaviour.calls["app-bad"] == 2
     # Then its dead letter keeps the first origin, replaces the old failure, and counts all 6 attempts
-    [dead] = read_messages(dlq_reader(group.name), 1)
-    headers = dead.headers()
+    assert result.dead_letter is not None and harness.dead_letters == [result.dead_letter]
+    headers = result.dead_letter.headers
     assert [v for k, v in headers if k == "dlq-origin-topic"] == [b"elsewhere.app"]
     assert [v for k, v in headers if k == "kafka_dlt-original-offset"] == [struct.pack(">q", 41)]
     assert [v for k, v in headers if k == "dlq-error-class"] == [b"RuntimeError"]
@@ -139,29 +134,24 @@ class LeakyError(RuntimeError):
         super().__init__(f"{message}: could not connect to postgresql://user:s3cret@db/x")
 
 
-def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
-        kafka_env, app_topic, group_topics, producer_factory, sqlite_db, dlq_reader, caplog):
+def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(sqlite_db, caplog):
     # Given a handler whose error text holds a password (retried once, then dead-lettered), and an
     # event whose body fails the model's validation with a value of the event's own
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
-    group_topics(group.name)
+    harness, behaviour = harnessed(sqlite_db, max_attempts=2, min_backoff_s=0.01)
     behaviour.fail["app-leaky"] = -1
     behaviour.error = LeakyError
     leaky, sample = app_event("app-leaky", 1), app_event("app-invalid", 2)
     body_value = "mode-from-the-body-b0dy"
-    producer = producer_factory()
-    producer.produce(topic, value=codec.encode(leaky), key=b"app-leaky", headers=event_headers(leaky))
-    producer.produce(topic, value=avro_body_with(sample, mode=body_value), key=b"app-invalid",
-                     headers=event_headers(sample))
-    assert producer.flush(30) == 0
     caplog.set_level(logging.DEBUG)
-    # When the group runs
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["dead_lettered"] == 2)
-        assert runner.stats()["retries"] == 1
+    # When the group takes them
+    with harness:
+        results = [harness.send_raw(codec.encode(leaky), headers=event_headers(leaky), key=b"app-leaky"),
+                   harness.send_raw(avro_body_with(sample, mode=body_value), headers=event_headers(sample),
+                                    key=b"app-invalid")]
+    assert [(r.outcome, r.retries) for r in results] == [("dead_lettered", 1), ("dead_lettered", 0)]
     # Then neither dead letter's headers hold the password or the body's value ...
-    dead = {m.key().decode(): dict(m.headers()) for m in read_messages(dlq_reader(group.name), 2)}
+    dead = {r.message.key().decode(): dict(r.dead_letter.headers) for r in results if r.dead_letter is not None}
+    assert len(dead) == 2 and len(harness.dead_letters) == 2
     for key, headers in dead.items():
         for name, value in headers.items():
             assert b"s3cret" not in value and body_value.encode() not in value, (key, name, value)
@@ -193,8 +183,8 @@ def test_no_credentials_and_no_event_data_in_dead_letters_or_in_logs(
     assert "LeakyError" in messages and "user:***@db/x" in messages
     assert "dify_events.schemas.errors.InvalidEvent" in messages and "mode: Input should be" in messages
     text = TextFormatter().format(dead_lettered[0])
-    assert f"group={group.name} " in text and "event_id=" in text and "offset=" in text
-    assert json.loads(JsonFormatter().format(dead_lettered[0]))["group"] == group.name
+    assert "group=sample-recorder " in text and "event_id=" in text and "offset=" in text
+    assert json.loads(JsonFormatter().format(dead_lettered[0]))["group"] == "sample-recorder"
 
 
 class VerboseError(RuntimeError):

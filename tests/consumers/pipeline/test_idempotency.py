@@ -14,23 +14,20 @@ from dify_events.consumers.config import group_id
 from dify_events.consumers.idempotency import CLAIMS_PER_STATEMENT, IdempotencyStore, make_engine, processed_events
 from dify_events.schemas import headers as H
 from tests.consumers import sample_handlers
-from tests.consumers.support import app_event, event_headers, publish, running, wait_until
+from tests.consumers.support import app_event, harnessed, publish, running, wait_until
 
 
-def test_the_same_event_twice_has_its_effect_once(kafka_env, app_topic, group_topics, producer_factory, effects_db):
-    # Given one event published twice (a producer retry, an outbox relay run twice)
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=effects_db)
-    group_topics(group.name)
+def test_the_same_event_twice_has_its_effect_once(database_url):
+    # Given one event delivered twice (a producer retry, an outbox relay run twice)
+    harness, behaviour = harnessed(database_url)
     event = app_event("app-1", 1)
-    publish(producer_factory(), topic, [event, event])
-    # When the group runs
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["handled"] + runner.stats()["duplicates"] == 2)
+    # When the group takes both
+    with harness:
+        first, second = harness.send(event), harness.send(event)
     # Then the handler ran once and the second delivery was skipped
-    assert runner.stats()["handled"] == 1 and runner.stats()["duplicates"] == 1
+    assert first.handled and second.duplicate and second.message.offset() == 1
     assert behaviour.calls["app-1"] == 1
-    assert sample_handlers.effects(effects_db) == [(event.event_id, "app-1", 1)]
+    assert sample_handlers.effects(database_url) == [(event.event_id, "app-1", 1)]
 
 
 def test_a_consumer_restarted_before_its_commit_does_not_repeat_effects(
@@ -57,32 +54,25 @@ def test_a_consumer_restarted_before_its_commit_does_not_repeat_effects(
     assert sorted(e[0] for e in sample_handlers.effects(effects_db)) == sorted(e.event_id for e in events)
 
 
-def test_a_replay_with_reprocess_runs_the_handler_again_and_stamps_the_claim(
-        kafka_env, app_topic, group_topics, producer_factory, effects_db):
+def test_a_replay_with_reprocess_runs_the_handler_again_and_stamps_the_claim(database_url):
     # Given an event handled once
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=effects_db)
-    group_topics(group.name)
+    harness, behaviour = harnessed(database_url)
     event = app_event("app-1", 1)
-    producer = producer_factory()
-    publish(producer, topic, [event])
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["handled"] == 1)
-        engine = make_engine(effects_db)
-        store = IdempotencyStore(engine, group.name)
-        with engine.connect() as conn:
-            stamp = conn.execute(select(processed_events.c.processed_at)).scalar_one()
+    with harness:
+        assert harness.send(event).handled
+        store = IdempotencyStore(harness.engine, harness.group.name)
+        with harness.session() as session:
+            stamp = session.execute(select(processed_events.c.processed_at)).scalar_one()
         # When it is replayed twice: once plainly, once with events-reprocess: 1
-        publish(producer, topic, [event])
-        publish(producer, topic, [event], headers=lambda e: event_headers(e, **{H.REPROCESS: b"1"}))
-        wait_until(lambda: runner.stats()["handled"] == 2 and runner.stats()["duplicates"] == 1)
-    # Then the plain replay was skipped, the reprocess ran the handler again, and the claim was stamped anew
-    assert behaviour.calls["app-1"] == 2
-    with engine.connect() as conn:
-        rows = conn.execute(select(processed_events.c.idempotency_key, processed_events.c.processed_at)).all()
-    engine.dispose()
-    assert len(rows) == 1 and rows[0][0] == event.event_id and _aware(rows[0][1]) > _aware(stamp)
-    assert store.is_processed(event.event_id)
+        plain = harness.send(event)
+        again = harness.send(event, headers={H.REPROCESS: "1"})
+        # Then the plain replay was skipped, the reprocess ran the handler again, and the claim was stamped anew
+        assert plain.duplicate and again.handled
+        assert behaviour.calls["app-1"] == 2
+        with harness.session() as session:
+            rows = session.execute(select(processed_events.c.idempotency_key, processed_events.c.processed_at)).all()
+        assert len(rows) == 1 and rows[0][0] == event.event_id and _aware(rows[0][1]) > _aware(stamp)
+        assert store.is_processed(event.event_id)
 
 
 def _aware(value: datetime) -> datetime:

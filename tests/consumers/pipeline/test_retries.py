@@ -9,33 +9,28 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.consumers import sample_handlers
-from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
+from tests.consumers.support import app_event, harnessed, nothing_more, publish, read_messages, running, wait_until
 
 
 def db_down_error() -> OperationalError:
     return OperationalError("INSERT INTO sample_effects ...", {}, ConnectionRefusedError("connection refused"))
 
 
-def test_a_transient_failure_is_retried_and_the_effect_happens_once(kafka_env, app_topic, group_topics,
-                                                                    producer_factory, effects_db):
+def test_a_transient_failure_is_retried_and_the_effect_happens_once(database_url):
     # Given a handler that fails twice on app-1, then succeeds
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=effects_db, max_attempts=5, min_backoff_s=0.01)
-    group_topics(group.name)
+    harness, behaviour = harnessed(database_url, max_attempts=5, min_backoff_s=0.01)
     behaviour.fail["app-1"] = 2
     event = app_event("app-1", 1)
-    publish(producer_factory(), topic, [event])
-    # When the group runs
-    with running(group) as runner:
-        wait_until(lambda: runner.stats()["handled"] == 1)
+    # When the group takes it
+    with harness:
+        result = harness.send(event)
+        with harness.session() as session:
+            rows = session.execute(text("SELECT event_id, attempt FROM sample_effects")).all()
+            claims = session.execute(text("SELECT count(*) FROM processed_events")).scalar_one()
     # Then it took three attempts, two of them rolled back, and the effect is there once
+    assert result.handled and (result.attempts, result.retries, len(result.backoffs)) == (3, 2, 2)
     assert behaviour.calls["app-1"] == 3
-    assert runner.stats()["retries"] == 2 and runner.stats()["dead_lettered"] == 0
-    engine = create_engine(effects_db)
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT event_id, attempt FROM sample_effects")).all()
-        claims = conn.execute(text("SELECT count(*) FROM processed_events")).scalar_one()
-    engine.dispose()
+    assert result.dead_letter is None and harness.dead_letters == []
     assert [tuple(r) for r in rows] == [(event.event_id, 3)]
     assert claims == 1
 

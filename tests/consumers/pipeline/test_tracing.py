@@ -10,28 +10,26 @@ from opentelemetry.trace import SpanKind, StatusCode
 from dify_events.consumers.pipeline.tracing import tracing_configured
 from dify_events.schemas import headers as H
 from tests.consumers import sample_handlers
-from tests.consumers.support import app_event, event_headers, publish, running, wait_until
+from tests.consumers.support import app_event, codec, event_headers, harnessed
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
-def test_a_consumer_span_continues_the_trace_in_the_headers(kafka_env, app_topic, group_topics, producer_factory,
-                                                            sqlite_db):
-    # Given a tracer provider with an in-memory exporter, and an event published inside a trace
+def test_a_consumer_span_continues_the_trace_in_the_headers(sqlite_db):
+    # Given a tracer provider with an in-memory exporter, and events published inside a trace
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=sqlite_db, max_attempts=2, min_backoff_s=0.01)
-    group_topics(group.name)
+    harness, behaviour = harnessed(sqlite_db, tracer_provider=provider, max_attempts=2, min_backoff_s=0.01)
     behaviour.fail["app-bad"] = -1
     event, bad = app_event("app-1", 1), app_event("app-bad", 2)
     traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01".encode()
-    publish(producer_factory(), topic, [event, bad], headers=lambda e: event_headers(e, **{H.TRACEPARENT: traceparent}))
-    # When the group handles it
-    with running(group, tracer_provider=provider) as runner:
-        wait_until(lambda: runner.stats()["handled"] == 1 and runner.stats()["dead_lettered"] == 1, 30)
+    # When the group takes them
+    with harness:
+        results = [harness.send_raw(codec.encode(e), headers=event_headers(e, **{H.TRACEPARENT: traceparent}),
+                                    key=e.key().encode()) for e in (event, bad)]
+    assert [r.outcome for r in results] == ["handled", "dead_lettered"]
     # Then there is one CONSUMER span per message, children of the producer's span, with messaging attributes
     spans = {s.attributes["messaging.message.id"]: s for s in exporter.get_finished_spans()
              if s.kind == SpanKind.CONSUMER}  # (the handler's and the dead letter's spans: tests/telemetry)
@@ -41,8 +39,8 @@ def test_a_consumer_span_continues_the_trace_in_the_headers(kafka_env, app_topic
         assert format(span.context.trace_id, "032x") == TRACE_ID
         assert format(span.parent.span_id, "016x") == PARENT_ID
         assert span.attributes["messaging.system"] == "kafka"
-        assert span.attributes["messaging.destination.name"] == topic
-        assert span.attributes["messaging.consumer.group.name"] == group.name
+        assert span.attributes["messaging.destination.name"] == "events.app"
+        assert span.attributes["messaging.consumer.group.name"] == "sample-recorder"
     assert ok.attributes["events.outcome"] == "handled"
     assert failed.status.status_code == StatusCode.ERROR
     assert any(e.name == "exception" for e in failed.events)
