@@ -31,6 +31,7 @@ from confluent_kafka.admin import (
     ConfigSource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
     ResourceType,
 )
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -444,8 +445,8 @@ def _wait(futures: Mapping[Any, Any], what: str, timeout: float, ok_codes: tuple
 
 
 def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
-    """Carries out a plan: creates, alters configuration, adds partitions; then waits until the
-    cluster's metadata shows every topic with its partitions. Returns the plan."""
+    """Carries out a plan: creates, alters configuration, adds partitions; then waits until every
+    new partition is served by its leader (``_await_served``). Returns the plan."""
     creates = [a.spec for a in the_plan.actions if a.action == "create"]
     if creates:
         new = [NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config)) for s in creates]
@@ -463,8 +464,8 @@ def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
                                       operation_timeout=timeout, request_timeout=timeout),
               "add partitions", timeout)
     if creates or grows:
-        _await_metadata(admin, {a.topic: a.spec.partitions for a in the_plan.actions if a.action != "ok"
-                                and (a.action == "create" or a.partitions_from is not None)}, timeout)
+        _await_served(admin, {a.topic: a.spec.partitions for a in the_plan.actions
+                              if a.action == "create" or a.partitions_from is not None}, timeout)
     if creates or alters:
         # brokers learn configuration changes from the metadata log a moment later: wait, so that
         # a plan made right after this apply finds nothing left to do
@@ -476,7 +477,7 @@ def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
 
 def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: float = 30.0) -> Plan:
     """Creates those of ``specs`` the cluster does not have, as declared (replication clamped to
-    the broker count), and waits until the metadata shows them. Existing topics are left exactly as
+    the broker count), and waits until their leaders serve them. Existing topics are left exactly as
     they are, whatever they differ in: aligning them is ``apply``'s job. Needs only the rights to
     read metadata and create topics (no DescribeConfigs). A topic created meanwhile by someone
     else counts as created. Returns what it created, as a plan of ``create`` actions."""
@@ -490,7 +491,7 @@ def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: f
         _wait(admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout), "create topics",
               timeout, ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
         # existence only: a topic someone else created meanwhile may have another partition count
-        _await_metadata(admin, {s.name: 1 for s in missing}, timeout)
+        _await_served(admin, {s.name: 1 for s in missing}, timeout)
     return Plan(tuple(TopicAction(s, "create") for s in missing), brokers, tuple(warnings))
 
 
@@ -531,7 +532,15 @@ def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], 
         time.sleep(0.2)
 
 
-def _await_metadata(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
+def _await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
+    """Waits until the metadata shows each topic with at least its count of partitions, then until
+    the leader of each of their partitions answers for it.
+
+    The metadata names a new partition's leader a moment before that broker serves it (it answers
+    NOT_LEADER meanwhile), and in that moment librdkafka's idempotent producer can lose a write:
+    the partition's first batch fails, the next one is accepted (a producer the partition has no
+    state for may start at any sequence), and the failed batch counts as delivered ("implicitly
+    acked by subsequent batch success"; confluentinc/confluent-kafka-go#921)."""
     deadline = time.monotonic() + timeout
     while True:
         metadata = cluster_metadata(admin, max(1.0, deadline - time.monotonic()))
@@ -539,7 +548,13 @@ def _await_metadata(admin: AdminClient, wanted: Mapping[str, int], timeout: floa
                    if n not in metadata.topics or metadata.topics[n].error is not None
                    or len(metadata.topics[n].partitions) < p]
         if not missing:
-            return
+            break
         if time.monotonic() >= deadline:
             raise TopicsError(f"the cluster did not show {', '.join(missing)} within {timeout:.0f}s")
         time.sleep(0.2)
+    try:
+        list_offsets(admin, {(t, p): OffsetSpec.latest() for t in wanted for p in metadata.topics[t].partitions},
+                     timeout=max(1.0, deadline - time.monotonic()))
+    except KafkaException as exc:
+        raise TopicsError(f"the leaders of the new partitions did not serve them within {timeout:.0f}s: "
+                          f"{exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc}") from None

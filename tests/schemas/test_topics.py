@@ -6,16 +6,21 @@ import contextlib
 import logging
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from dify_events.consumers.cli import main
 from dify_events.consumers.runner import GroupRunner
 from dify_events.consumers.runners import runner_class
+from dify_events.producers.config import producer_config
 from dify_events.schemas.catalogue import CATALOGUE
 from dify_events.schemas.errors import TopicsError
 from dify_events.schemas.topics import (
@@ -27,6 +32,7 @@ from dify_events.schemas.topics import (
     create_missing,
     desired_topics,
     group_topics,
+    list_offsets,
     list_topics,
     load_topics_file,
     plan,
@@ -175,6 +181,64 @@ def test_extra_specs_are_created_as_given(prefix, admin):
     # Then it exists as given
     state = {s.name: s for s in list_topics(admin, prefix)}[extra.name]
     assert (state.partitions, state.config["retention.ms"]) == (2, "3600000")
+
+
+def served_at_once(admin, topics: list[str]) -> list[str]:
+    """The partitions of ``topics`` whose leader does not answer a ListOffsets request now (asked once,
+    no retry: what a producer's first batch meets)."""
+    metadata = admin.list_topics(timeout=10)
+    wanted = {TopicPartition(t, p): OffsetSpec.latest() for t in topics for p in metadata.topics[t].partitions}
+    refused = []
+    for tp, future in admin.list_offsets(wanted, request_timeout=10).items():
+        try:
+            future.result(timeout=10)
+        except KafkaException as exc:
+            refused.append(f"{tp.topic}[{tp.partition}]: {exc.args[0].name()}")
+    return refused
+
+
+def test_apply_and_create_missing_return_once_every_new_partition_is_served(prefix, admin):
+    # Given many fresh topics (each of their partitions answers NOT_LEADER for a moment after the
+    # metadata shows it: the moment librdkafka's idempotent producer can lose a first batch in)
+    for round_ in range(3):
+        specs = [TopicSpec(f"{prefix}.served{round_}.{i}", "retry", 12, 1, {}) for i in range(4)]
+        # When `apply` creates some and `create_missing` the others
+        apply(admin, plan(admin, prefix, extra=specs[:2]))
+        create_missing(admin, specs[2:])
+        # Then each of their partitions answers at once when they return
+        assert served_at_once(admin, [s.name for s in specs]) == []
+
+
+def test_the_platforms_producer_writing_right_after_apply_loses_nothing(prefix, admin, kafka_client_config):
+    # Given topics `apply` has just created, and a producer with the platform's settings (idempotent,
+    # acks=all, several requests in flight)
+    specs = [TopicSpec(f"{prefix}.fresh.{i}", "retry", 12, 1, {}) for i in range(5)]
+    apply(admin, plan(admin, prefix, extra=specs))
+    producer = Producer(producer_config({**kafka_client_config, "logger": logging.getLogger("test.producer")}))
+    acked: Counter[tuple[str, int]] = Counter()
+
+    def delivered(err, msg):
+        assert err is None, err
+        acked[(msg.topic(), msg.partition())] += 1
+
+    # When it writes to every partition at once, in waves a few milliseconds apart (batches in flight together)
+    for wave in range(8):
+        for spec in specs:
+            for partition in range(12):
+                producer.produce(spec.name, f"{wave}".encode(), partition=partition, on_delivery=delivered)
+        producer.poll(0)
+        time.sleep(0.007)
+    assert producer.flush(30) == 0
+    # Then every record acknowledged is in its partition's log
+    in_log = {tp: high - low for tp, (low, high) in watermarks_of(admin, list(acked)).items()}
+    assert in_log == dict(acked)
+    assert sum(acked.values()) == 8 * 12 * len(specs)
+
+
+def watermarks_of(admin, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    low = list_offsets(admin, dict.fromkeys(tps, OffsetSpec.earliest()))
+    high = list_offsets(admin, dict.fromkeys(tps, OffsetSpec.latest()))
+    return {tp: (low[tp], high[tp]) for tp in tps}
 
 
 def test_apply_manages_every_registered_group_unless_told_otherwise(prefix, admin, monkeypatch):
