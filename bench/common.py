@@ -31,6 +31,7 @@ from dify_events.schemas.events import (  # noqa: E402
     Event,
 )
 from dify_events.schemas.samples import sample_events  # noqa: E402
+from dify_events.schemas.topics import await_served  # noqa: E402
 
 # The consume topic holds the app domain's four event types in turn (a real domain topic mixes
 # types), keyed by app id over KEYS apps: every contender decodes each with its writer schema.
@@ -168,6 +169,7 @@ class Topics:
         futures = self.admin.create_topics([NewTopic(n, partitions, 1) for n in names], operation_timeout=30)
         for future in futures.values():
             future.result(30)
+        await_served(self.admin, dict.fromkeys(names, partitions))
 
     def delete_all(self) -> None:
         try:

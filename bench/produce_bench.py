@@ -48,6 +48,7 @@ from dify_events.producers.config import producer_config  # noqa: E402
 from dify_events.producers.producer import EventProducer  # noqa: E402
 from dify_events.schemas.catalogue import CATALOGUE  # noqa: E402
 from dify_events.schemas.settings import Settings, get_settings  # noqa: E402
+from dify_events.schemas.topics import await_served  # noqa: E402
 
 
 def _client_version() -> str:
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     topics = CATALOGUE.topics(prefix)
     for future in admin.create_topics([NewTopic(t, 3, 1) for t in topics]).values():
         future.result(30)
+    await_served(admin, dict.fromkeys(topics, 3))
     errors: list = []
     failed = errors.append
     try:

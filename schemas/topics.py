@@ -446,7 +446,7 @@ def _wait(futures: Mapping[Any, Any], what: str, timeout: float, ok_codes: tuple
 
 def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
     """Carries out a plan: creates, alters configuration, adds partitions; then waits until every
-    new partition is served by its leader (``_await_served``). Returns the plan."""
+    new partition is served by its leader (``await_served``). Returns the plan."""
     creates = [a.spec for a in the_plan.actions if a.action == "create"]
     if creates:
         new = [NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.config)) for s in creates]
@@ -464,7 +464,7 @@ def apply(admin: AdminClient, the_plan: Plan, *, timeout: float = 30.0) -> Plan:
                                       operation_timeout=timeout, request_timeout=timeout),
               "add partitions", timeout)
     if creates or grows:
-        _await_served(admin, {a.topic: a.spec.partitions for a in the_plan.actions
+        await_served(admin, {a.topic: a.spec.partitions for a in the_plan.actions
                               if a.action == "create" or a.partitions_from is not None}, timeout)
     if creates or alters:
         # brokers learn configuration changes from the metadata log a moment later: wait, so that
@@ -491,7 +491,7 @@ def create_missing(admin: AdminClient, specs: Sequence[TopicSpec], *, timeout: f
         _wait(admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout), "create topics",
               timeout, ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
         # existence only: a topic someone else created meanwhile may have another partition count
-        _await_served(admin, {s.name: 1 for s in missing}, timeout)
+        await_served(admin, {s.name: 1 for s in missing}, timeout)
     return Plan(tuple(TopicAction(s, "create") for s in missing), brokers, tuple(warnings))
 
 
@@ -532,7 +532,7 @@ def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], 
         time.sleep(0.2)
 
 
-def _await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float) -> None:
+def await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float = 30.0) -> None:
     """Waits until the metadata shows each topic with at least its count of partitions, then until
     the leader of each of their partitions answers for it.
 

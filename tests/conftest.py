@@ -15,10 +15,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from hypothesis import settings
 from sqlalchemy import create_engine, text
 
+from dify_events.schemas.topics import await_served
 from tests.support.kafka import kafka_cluster
 from tests.support.postgres import postgres_server
 from tests.support.services import shared_services
-from tests.support.waiting import wait_until
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,9 +92,7 @@ def topic_factory(admin) -> Iterator[Callable[..., str]]:
         futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
         futures[name].result(timeout=30)
         created.append(name)
-        # the broker's metadata shows a new topic a moment after the controller created it (Kafka 4.4)
-        wait_until(lambda: (t := admin.list_topics(name, timeout=10).topics.get(name)) is not None and t.error is None
-                   and len(t.partitions) == partitions, 30, f"the metadata to show {name}")
+        await_served(admin, {name: partitions})  # a write before that can be lost (schemas.topics.await_served)
         return name
 
     yield create

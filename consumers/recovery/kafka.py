@@ -22,8 +22,9 @@ from typing import Any, cast
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from dify_events.schemas.errors import TopicsError
 from dify_events.schemas.settings import Settings, get_settings
-from dify_events.schemas.topics import admin_client, list_offsets
+from dify_events.schemas.topics import admin_client, await_served, list_offsets
 
 from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY
 from .errors import MissingTopic, RecoveryError
@@ -156,7 +157,8 @@ def set_offsets(client: AdminClient, group_id: str, offsets: dict[TP, int]) -> N
 
 
 def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config: dict[str, str] | None = None) -> None:
-    """Creates ``name`` unless it exists (replication: up to 3, as many as the cluster has brokers)."""
+    """Creates ``name`` unless it exists (replication: up to 3, as many as the cluster has brokers), and
+    returns once its leaders serve it (``await_served``: a write before that can be lost)."""
     brokers = len(client.list_topics(timeout=TIMEOUT_S).brokers)
     future = client.create_topics([NewTopic(name, partitions, max(1, min(3, brokers)), config=config or {})],
                                   operation_timeout=TIMEOUT_S)[name]
@@ -167,6 +169,10 @@ def create_topic(client: AdminClient, name: str, *, partitions: int = 1, config:
             raise RecoveryError(f"creating {name} failed: {exc.args[0].str()}") from exc
     except TimeoutError as exc:
         raise RecoveryError(f"creating {name}: no answer from the cluster within {TIMEOUT_S:.0f}s") from exc
+    try:
+        await_served(client, {name: 1}, TIMEOUT_S)
+    except TopicsError as exc:
+        raise RecoveryError(f"creating {name}: {exc}") from exc
 
 
 # -- reading ranges ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dify_events.consumers.broker import KAFKA_VERSION, BrokerError, BrokerState, LocalBroker
 from dify_events.consumers.broker.local import free_port
 from dify_events.schemas.settings import cache_dir
+from dify_events.schemas.topics import await_served
 from tests.support.waiting import wait_until
 
 EVENTS = [sys.executable, "-m", "dify_events.consumers.cli"]
@@ -38,6 +39,7 @@ def test_stop_and_start_keep_topics_and_committed_offsets(tmp_path):
     assert bootstrap in started.stdout
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic("kept", 3, 1)])["kept"].result(30)
+    await_served(admin, {"kept": 3})
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     for i in range(100):
         producer.produce("kept", key=str(i).encode(), value=b"v", partition=i % 3)

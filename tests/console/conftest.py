@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dify_events.consumers.broker.local import free_port
 from dify_events.consumers.config import group_id
+from dify_events.schemas.topics import await_served
 from tests.conftest import unique
 from tests.console import handlers
 from tests.consumers.support import app_event, publish
@@ -82,6 +83,7 @@ def world(kafka_bootstrap, kafka_client_config, admin, tmp_path_factory) -> Iter
     topic = f"{prefix}.app"
     for future in admin.create_topics([NewTopic(topic, 2, 1)], operation_timeout=30).values():
         future.result(30)
+    await_served(admin, {topic: 2})
     producer = Producer(kafka_client_config)
     poison = [app_event(f"poison-{i}", i) for i in range(2)]
     publish(producer, topic, poison)

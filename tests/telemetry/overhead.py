@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dify_events.consumers.group import ConsumerGroup
 from dify_events.schemas.settings import Settings
+from dify_events.schemas.topics import await_served
 from tests.consumers.support import app_event, codec, event_headers, running, wait_until
 
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     topic = f"{prefix}.app"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
+    await_served(admin, {topic: 4})
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for i in range(args.events):
         event = app_event(f"app-{i % 1000}", i)
