@@ -1,8 +1,8 @@
 """``events replay``: make one consumer group read a range of its topics again.
 
 A stopped group is rewound (its committed offsets set back with Kafka's offsets-for-times lookup);
-a running group, or any group with ``--until``, ``--copy`` or ``--reprocess``, gets the range copied
-into its private retry topic, which no other group reads. ``--rewind`` insists on a rewind and is
+a running group, a shared group, or any group with ``--until``, ``--copy`` or ``--reprocess``, gets
+the range copied into its private retry topic, which no other group reads. ``--rewind`` insists on a rewind and is
 refused while the group has members (naming them). ``--dry-run`` (the default) prints the plan.
 """
 
@@ -48,7 +48,7 @@ def progress_bar(console: Console = err) -> Progress:
 @click.option("--copy/--rewind", "copy", default=None,
               help="--copy copies the range into the group's retry topic, even a stopped group's; --rewind only "
               "rewinds (refused while the group has members, naming them, and with --until or --reprocess). "
-              "Neither: a running group, or --until, copies; a stopped group is rewound.")
+              "Neither: a running group, a shared one, or --until, copies; a stopped group is rewound.")
 @click.option("--reprocess", is_flag=True,
               help="Run handlers again even for events already handled (sets events-reprocess: 1; implies --copy).")
 @click.option("--force", is_flag=True, help="Replay a group that has handlers declared replay_safe=False.")
@@ -64,8 +64,9 @@ def command(group_name: str, since: str | None, from_offsets: str | None, from_b
 
     A stopped group is rewound: its committed offsets are set back, and it re-reads from there when it
     starts. A running group gets the range copied into its private retry topic while live traffic
-    goes on; so does any group with --until (a rewind cannot stop at an end). Already handled events
-    are skipped by their idempotency keys unless --reprocess is given.
+    goes on; so does any group with --until (a rewind cannot stop at an end), and a shared group (a
+    Kafka share group keeps no offsets). Already handled events are skipped by their idempotency keys
+    unless --reprocess is given.
 
     \b
     events replay --group provider-usage --since 2h                        # the plan (dry run)
@@ -142,7 +143,7 @@ def _execute_json(settings, client, plan: planning.ReplayPlan, group, *, dry_run
 
 
 def _print_intro(plan: planning.ReplayPlan) -> None:
-    out.print(f"[bold]replay[/] of group [bold]{plan.group}[/] (consumer group {plan.group_id}, {plan.state_text()}), "
+    out.print(f"[bold]replay[/] of group [bold]{plan.group}[/] ({plan.kind} {plan.group_id}, {plan.state_text()}), "
               f"{plan.request.describe()}", highlight=False)
     target = f" into {plan.target}" if plan.target else ""
     out.print(f"mode: [bold]{plan.mode}[/]{target} ({plan.reason})", highlight=False)

@@ -30,7 +30,7 @@ from datetime import datetime
 
 from confluent_kafka.admin import AdminClient
 
-from ..group import ConsumerGroup
+from ..group import SHARED, ConsumerGroup
 from . import kafka
 from .errors import BadSelection, GroupActive
 from .kafka import Member
@@ -39,6 +39,7 @@ from .times import show, to_millis
 
 REWIND = "rewind"
 COPY = "copy"
+SHARE_GROUP = "SHARE GROUP"  # a shared group's state in a plan: the Python client cannot describe a share group
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,14 @@ class ReplayPlan:
     def changes(self) -> list[Range]:
         return [r for r in self.ranges if r.messages]
 
+    @property
+    def kind(self) -> str:
+        return "share group" if self.state == SHARE_GROUP else "consumer group"
+
     def state_text(self) -> str:
-        """``running, 1 member(s): events-x-1 on 10.0.0.7`` or ``stopped (empty)``."""
+        """``running, 1 member(s): events-x-1 on 10.0.0.7``, ``stopped (empty)`` or ``members not listed``."""
+        if self.state == SHARE_GROUP:
+            return "members not listed"
         if self.members:
             return f"running, {len(self.members)} member(s): " + ", ".join(str(m) for m in self.members)
         return f"stopped ({self.state.lower()})"
@@ -176,14 +183,26 @@ def choose_mode(*, copy: bool | None, reprocess: bool, until: bool, members: Seq
     return REWIND, "the group is stopped: its committed offsets are set back"
 
 
-def plan_range(mode: str, facts: PartitionFacts) -> Range:
-    """The range one partition is replayed over (``messages == 0``: nothing to do, ``note`` says why)."""
+def shared_mode(*, copy: bool | None, group: str) -> tuple[str, str]:
+    """(mode, why) of a shared group's replay: a copy, since a share group keeps no offsets to set back."""
+    if copy is False:
+        raise BadSelection(f"group {group} is shared (a Kafka share group), which keeps no offsets to set back: "
+                           "drop --rewind to copy the range into its retry topic")
+    return COPY, ("a shared group keeps no offsets: the range up to the end now is copied; events in it the "
+                  "group has not handled yet are met twice and skipped by their idempotency keys")
+
+
+def plan_range(mode: str, facts: PartitionFacts, *, shared: bool = False) -> Range:
+    """The range one partition is replayed over (``messages == 0``: nothing to do, ``note`` says why).
+    ``shared``: a share group keeps no offsets, so its range runs to the end now (or ``--until``)."""
     committed, start = facts.committed, facts.start
     if start is None:
         return Range(facts.topic, facts.partition, facts.high, facts.high, committed, "not selected")
     limit = facts.high if facts.stop is None or mode == REWIND else facts.stop
     if start >= limit:
         return Range(facts.topic, facts.partition, start, start, committed, facts.note or "no messages in the range")
+    if shared:
+        return Range(facts.topic, facts.partition, start, limit, None, facts.note)
     if committed is None:
         why = ("no committed offset: the group reads this partition from its beginning anyway" if mode == REWIND
                else "not read by the group yet: it will read these itself")
@@ -211,11 +230,12 @@ def select_topics(group: ConsumerGroup, prefix: str, topic: str | None) -> list[
 
 
 # -- asking the cluster ----------------------------------------------------------------------------
-def gather(client: AdminClient, group_id: str, topics: list[str], request: Request) -> list[PartitionFacts]:
+def gather(client: AdminClient, group_id: str | None, topics: list[str], request: Request) -> list[PartitionFacts]:
+    """The facts of every partition of ``topics``; ``group_id`` None: a share group's (no committed offsets)."""
     counts = kafka.partition_counts(client, topics)
     tps = [(t, p) for t in topics for p in range(counts[t])]
     marks = kafka.watermarks(client, tps)
-    committed = kafka.committed(client, group_id, tps)
+    committed = kafka.committed(client, group_id, tps) if group_id is not None else dict.fromkeys(tps)
     notes: dict[tuple[str, int], str] = {}
     if request.since is not None:
         found = kafka.offsets_for_time(client, tps, to_millis(request.since))
@@ -249,14 +269,20 @@ def gather(client: AdminClient, group_id: str, topics: list[str], request: Reque
 def build(client: AdminClient, group: ConsumerGroup, *, prefix: str, group_id: str, request: Request,
           topic: str | None = None, copy: bool | None = None, reprocess: bool = False) -> ReplayPlan:
     """The plan of a replay. ``copy``: ``True`` (``--copy``), ``False`` (``--rewind``) or ``None``
-    (chosen: see ``choose_mode``)."""
+    (chosen: see ``choose_mode``; a shared group's range is always copied)."""
     topics = select_topics(group, prefix, topic)
-    state, active = kafka.members(client, group_id)
-    mode, why = choose_mode(copy=copy, reprocess=reprocess, until=request.until is not None, members=active,
-                            group_id=group_id)
+    shared = group.delivery == SHARED
+    if shared:
+        state, active = SHARE_GROUP, list[Member]()
+        mode, why = shared_mode(copy=copy, group=group.name)
+    else:
+        state, active = kafka.members(client, group_id)
+        mode, why = choose_mode(copy=copy, reprocess=reprocess, until=request.until is not None, members=active,
+                                group_id=group_id)
     unsafe = sorted(h.name for h in group.handlers.values() if not h.option("replay_safe"))
     plan = ReplayPlan(group.name, group_id, mode, why, request, group.retry_topic(prefix) if mode == COPY else None,
                       reprocess, state, active, unsafe)
-    plan.ranges = [plan_range(mode, facts) for facts in gather(client, group_id, topics, request)
+    plan.ranges = [plan_range(mode, facts, shared=shared)
+                   for facts in gather(client, None if shared else group_id, topics, request)
                    if facts.start is not None]
     return plan

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -247,6 +248,46 @@ def test_a_copy_of_an_explicit_range_carries_the_original_bytes_and_where_they_c
     with running(group) as runner:
         wait_until(lambda: runner.stats()["duplicates"] == 4, what="the 4 copies skipped")
     assert runner.stats()["handled"] == 0 and len(sample_handlers.effects(url)) == 10
+
+
+def test_a_shared_groups_replay_is_a_copy_of_the_range_up_to_the_end_which_its_members_run(
+        kafka_env, admin, topics_of, producer_factory, effects_url, registered, group_name, cli):
+    # Given a shared group (a Kafka share group: no committed offsets) that has handled 20 events,
+    # 10 of them published after `since`
+    url = effects_url()
+    group, _ = sample_handlers.recording_group(group_name, database_url=url, delivery="shared")
+    registered(group)
+    topics_of(group, partitions=2)
+    topic, retry = f"{kafka_env}.app", group.retry_topic(kafka_env)
+    producer = producer_factory()
+    earlier, later = [app_event(f"app-{i % 4}", i) for i in range(10)], [app_event(f"app-{i % 4}", i) for i in
+                                                                          range(10, 20)]
+    publish(producer, topic, earlier)
+    with running(group) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 10, what="10 handled")
+        since = moment_after()
+        publish(producer, topic, later)
+        wait_until(lambda: runner.stats()["handled"] == 20, what="20 handled")
+        # When its replay is planned
+        plan = cli("replay", "--group", group_name, "--since", since.isoformat())
+        # Then it is a copy into the group's retry topic of the 10 messages since then, and says why
+        assert f"(share group {group_id(kafka_env, group_name)}, members not listed)" in plan.text
+        assert f"mode: copy into {retry} (a shared group keeps no offsets:" in plan.text
+        assert plan.text.split(" message(s) in ")[-2].rsplit(" ", 1)[-1] == "10"
+        assert end_offsets(admin, retry, 2) == [0, 0]
+        # When a rewind is asked
+        refused = cli("replay", "--group", group_name, "--since", since.isoformat(), "--rewind", "--execute",
+                      ok=False)
+        # Then it is refused in one line, and nothing changes
+        assert refused.exit_code != 0 and "keeps no offsets to set back: drop --rewind" in refused.text
+        assert end_offsets(admin, retry, 2) == [0, 0]
+        # When the replay is carried out with --reprocess
+        done = cli("replay", "--group", group_name, "--since", since.isoformat(), "--reprocess", "--execute")
+        # Then the 10 are copied, and the group's members run each of them once more, and only them
+        assert "copied 10 of 10 message(s)" in done.text
+        wait_until(lambda: runner.stats()["handled"] == 30, what="10 reprocessed")
+        runs = Counter(effect[0] for effect in sample_handlers.effects(url))
+        assert runs == {**{e.event_id: 1 for e in earlier}, **{e.event_id: 2 for e in later}}
 
 
 def test_a_group_with_a_handler_not_safe_to_replay_needs_force(
