@@ -3,6 +3,7 @@ run the group's pipeline and acknowledge each record as its outcome says (ACCEPT
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -22,7 +23,9 @@ from dify_events.consumers.errors import ConsumerError
 from dify_events.consumers.idempotency import processed_events
 from dify_events.consumers.job import Abandoned
 from dify_events.consumers.pipeline import DeadLetters
+from dify_events.consumers.runners import runner_class
 from dify_events.consumers.share_runner import ShareGroupRunner, ShareLane
+from dify_events.schemas.topics import list_topics
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
 from tests.consumers.test_lifecycle import ROOT, distinct_handled, get
@@ -327,3 +330,27 @@ def test_a_wait_that_would_outlast_the_records_lock_abandons_it_at_once():
     lane.stop_waiting.set()
     with pytest.raises(Abandoned):
         lane.sleep(0.5)
+
+
+def test_a_shared_groups_runner_creates_its_retry_topic_with_1_partition_an_ordered_ones_with_3(kafka_env, admin):
+    # Given an ordered and a shared group whose topics do not exist
+    ordered, _ = sample_handlers.recording_group(f"{kafka_env}-ordered")
+    shared, _ = shared_group("sqlite://")
+    groups = (ordered, shared)
+    try:
+        # When each one's runner ensures its topics
+        for group in groups:
+            runner = runner_class(group)(group, health_port=0)
+            runner._ensure_topics(runner._admin())
+        # Then the ordered group's retry topic has the retry template's 3 partitions, the shared group's 1 (a share
+        # group shares a partition only past one member per partition: retry partitions cost members)
+        states = {s.name: s for s in list_topics(admin, kafka_env)}
+        assert states[ordered.retry_topic(kafka_env)].partitions == 3
+        assert states[shared.retry_topic(kafka_env)].partitions == 1
+        # And both dead-letter topics are alike, from the dead_letter template
+        assert states[ordered.dlq_topic(kafka_env)].partitions == states[shared.dlq_topic(kafka_env)].partitions == 1
+    finally:
+        made = [t for g in groups for t in (g.retry_topic(kafka_env), g.dlq_topic(kafka_env))]
+        for future in admin.delete_topics(made, operation_timeout=30).values():
+            with contextlib.suppress(Exception):  # one a failed start never made
+                future.result(timeout=30)

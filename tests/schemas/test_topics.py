@@ -19,7 +19,6 @@ from confluent_kafka.admin import OffsetSpec
 
 from dify_events.consumers.cli import main
 from dify_events.consumers.runner import GroupRunner
-from dify_events.consumers.runners import runner_class
 from dify_events.producers.config import producer_config
 from dify_events.schemas.catalogue import CATALOGUE
 from dify_events.schemas.errors import TopicsError
@@ -326,25 +325,6 @@ def test_the_runner_creates_its_group_topics_from_the_topics_file(prefix, admin,
     runner._ensure_topics(runner._admin())
     # Then the runner leaves it alone (aligning is `events topics apply`'s job)
     assert _states(admin, prefix)[retry].config["retention.ms"] == "1000"
-
-
-def test_a_shared_groups_runner_creates_its_retry_topic_with_1_partition_an_ordered_ones_with_3(prefix, admin):
-    # Given an ordered and a shared group whose topics do not exist
-    ordered, _ = sample_handlers.recording_group("topics-ordered")
-    shared, _ = sample_handlers.recording_group("topics-shared", delivery="shared")
-    # When each one's runner ensures its topics
-    for group in (ordered, shared):
-        runner = runner_class(group)(group, health_port=0)
-        runner._ensure_topics(runner._admin())
-    # Then the ordered group's retry topic has the retry template's 3 partitions, the shared group's 1
-    # (a share group shares a partition only past one member per partition: retry partitions cost members)
-    wait_until(lambda: all(g.retry_topic(prefix) in _states(admin, prefix) for g in (ordered, shared)),
-               what="both retry topics")
-    states = _states(admin, prefix)
-    assert states[ordered.retry_topic(prefix)].partitions == 3
-    assert states[shared.retry_topic(prefix)].partitions == 1
-    # And both dead-letter topics are alike, from the dead_letter template
-    assert states[ordered.dlq_topic(prefix)].partitions == states[shared.dlq_topic(prefix)].partitions == 1
 
 
 def _rows(output: str, prefix: str) -> dict[str, str]:
