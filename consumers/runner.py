@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -45,6 +45,7 @@ from .group import ORDERED, SHARED, ConsumerGroup, Delivery
 from .health import HealthServer
 from .idempotency import make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
+from .observers import Observer, Observers, emit
 from .offsets import OffsetTracker
 from .pipeline import Resources, Step, build
 from .pipeline.batch import BatchRunner
@@ -99,6 +100,7 @@ class GroupRunner:
     over the group's option.
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     one is set, else that telemetry is off (``consumers.telemetry``).
+    ``observers``: more of what watches the group's messages and pauses (``consumers.observers``).
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
     """
 
@@ -110,7 +112,8 @@ class GroupRunner:
                  revoke_timeout_s: float = 10.0, create_topics: bool = True,
                  idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
                  tracer_provider: Any = None, meter_provider: Any = None, batch_max: int | None = None,
-                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer):
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 observers: Sequence[Observer] = ()):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         if group.delivery != self.delivery:
@@ -134,6 +137,7 @@ class GroupRunner:
         self.purge_interval_s = purge_interval_s
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
+        self.observers = list(observers)
         self.metrics: ConsumerMetrics | None = None  # set in _start when metrics are configured
         self.lag: dict[tuple[str, int], int] = {}    # (topic, partition) -> lag, replaced whole each time
         self._points: dict[str, tuple] = {}  # event type -> its metrics' point (tally key)
@@ -161,6 +165,7 @@ class GroupRunner:
         self._steps: list[Step] = []
         self._pollers: list[Callable[[], None]] = []  # the steps' that serve Kafka clients (``Step.poll``)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
+        self._after_message: tuple[Callable[[Job, str], None], ...] = ()  # the observers' (``_make_pipeline``)
         self.resources: Resources | None = None
         self.batch_runner: BatchRunner | None = None  # set in _start when the group's events are batched
 
@@ -233,6 +238,7 @@ class GroupRunner:
         log.info("group %s (consumer group %s) subscribed to %s with %d workers", group.name, self.group_id,
                  ", ".join(topics), self.concurrency)
         self.started.set()
+        emit(resources.observers.after_start, self)
         return True
 
     def _loop(self) -> None:
@@ -243,7 +249,8 @@ class GroupRunner:
         batch = self.batch_size - 1
         timeout = self.poll_timeout_s
         stop = self._stop
-        measure_lag = self.metrics is not None
+        assert self.resources is not None  # _start made them
+        measure_lag = self.metrics is not None or self.resources.observers.needs_lag
         next_lag = next_catch_up = 0.0
         pollers = self._pollers
         while not stop.is_set():
@@ -337,6 +344,8 @@ class GroupRunner:
     def _report(self, job: Job, outcome: str) -> None:
         if self.metrics is not None:
             self._observe(job, outcome)
+        if self._after_message:
+            emit(self._after_message, job, outcome)
         self._completions.append((job.lane, job.offset, outcome))
 
     def _observe(self, job: Job, outcome: str) -> None:
@@ -410,6 +419,7 @@ class GroupRunner:
                     reason = "outage" if outage else "stopping" if self._stopping else "buffer_full"
                     if self.metrics is not None:
                         self.metrics.count("pauses", (("group", self.group.name), ("reason", reason)))
+                    emit(self.resources.observers.after_pause, self.group.name, reason)
                     log.log(logging.WARNING if outage else logging.INFO if self._buffer_full else logging.DEBUG,
                             "group %s paused %d partition(s): %s", self.group.name, len(assignment),
                             reason.replace("_", " "),
@@ -533,6 +543,8 @@ class GroupRunner:
     def _release(self) -> None:
         """Once the consumer(s) are closed, the rest: the steps (the dead-letter producer, the
         idempotency engine and purge thread), the health endpoint, the metrics' watch."""
+        if self.resources is not None and self.started.is_set():
+            emit(self.resources.observers.before_stop, self)
         for step in self._steps:
             step.close()  # the dead-letter producer flushed and dropped, the idempotency engine disposed of
         if self.health is not None:
@@ -567,7 +579,8 @@ class GroupRunner:
                               breaker=OutageBreaker.of(group, self.concurrency), workers=self.concurrency,
                               database_url=database_url, idempotency_retention=self.idempotency_retention,
                               purge_interval_s=self.purge_interval_s, dead_letter_producer=self._dead_letter_producer,
-                              tracer_provider=self.tracer_provider)
+                              tracer_provider=self.tracer_provider, observers=Observers.of(self.observers))
+        self._after_message = resources.observers.after_message
         provider = self.meter_provider
         if provider is None and meter_provider_configured():
             from opentelemetry import metrics

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dify_events.producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
 
+from ..observers import Observers
+
 if TYPE_CHECKING:
     from confluent_kafka import Producer
 
@@ -66,6 +68,7 @@ class Resources:
     dead_letter_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the largest letter the producer and the topic take
     tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
     counters: Counters = field(default_factory=Counters)
+    observers: Observers = Observers.EMPTY  # what watches the group's messages (``consumers.observers``)
     tracer: Any = None    # set by ``Tracing`` when it is active: the steps' spans (handler, dead letter)
     metrics: Any = None   # ``consumers.telemetry.ConsumerMetrics`` when a meter provider is configured
 
