@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 
 from ..context import HandlerContext, MessageMeta
 from ..job import HANDLED, Job
+from ..observers import wrapped
 from ..telemetry.metrics import key as metric_key
 from .dead_letters import DeadLetters
 from .decode import Decode
@@ -104,10 +105,11 @@ def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]
 
 
 def compose(resources: Resources, steps: list[Step]) -> CallNext:
-    """Chains the active ``steps`` around the handler's call."""
+    """Chains the active ``steps`` around the handler's call (inside the observers' ``around_attempt``)."""
     telemetry = resources.tracer is not None or resources.metrics is not None
-    chain: CallNext = partial(observed_handler, resources) if telemetry else call_handler
+    chain: CallNext = wrapped(resources.observers.around_attempt,
+                              partial(observed_handler, resources) if telemetry else call_handler)
     for step in reversed(steps):
         if step.active:
-            chain = partial(step.process, call_next=chain)
+            chain = step.chain(chain)
     return chain

@@ -40,6 +40,7 @@ from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.orm import Session
 
 from ..job import ABANDONED, DUPLICATE, HANDLED, Job
+from ..observers import emit
 from ..telemetry.fields import message_fields
 from . import DEFAULT_PIPELINE, compose
 from .decode import Decode
@@ -89,6 +90,7 @@ class BatchRunner:
         self.batch_max_s = batch_max_s
         self.tracer = resources.tracer  # set by an active Tracing step
         self.metrics = resources.metrics
+        self.observers = resources.observers
         self.decode = next(s for s in steps if isinstance(s, Decode))
         idempotency = next(s for s in steps if isinstance(s, Idempotency))
         self.engine, self.store = idempotency.engine, idempotency.store
@@ -161,6 +163,7 @@ class BatchRunner:
         back: list[Job] = []
         cut: set[Hashable] = set()
         unclaim: list[str] = []
+        before_job, after_job = self.observers.before_batch_job, self.observers.after_batch_job
         session = BatchSession(self.engine, expire_on_commit=False)
         try:
             session.begin()
@@ -178,6 +181,8 @@ class BatchRunner:
                         unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
                     continue
                 self._open_span(job, len(jobs))
+                if before_job:
+                    emit(before_job, job, len(jobs))
                 if not is_claimed:
                     done.append((job, DUPLICATE))
                     continue
@@ -186,6 +191,8 @@ class BatchRunner:
                     done.append((job, HANDLED))
                     continue
                 self._end_span(job, LEFT_BATCH, failure)
+                if after_job:
+                    emit(after_job, job, LEFT_BATCH, failure)
                 # a commit refused in a batch is no failure of the handler: alone, it runs afresh
                 job.solo = True
                 job.first_failure = None if isinstance(failure, CommitInBatch) else failure
@@ -204,17 +211,22 @@ class BatchRunner:
                         extra=message_fields(jobs[0], self.group.name))
             for job in jobs:
                 self._end_span(job, LEFT_BATCH, exc)
+                if after_job:
+                    emit(after_job, job, LEFT_BATCH, exc)
             return [], self._alone(jobs)
         session.close()
         self.committed += 1
         self._count_batch("committed", len(done))
         for job, outcome in done:
             self._end_span(job, outcome)
+            if after_job:
+                emit(after_job, job, outcome, None)
         for handler in {job.handler.name for job, outcome in done if outcome == HANDLED}:  # type: ignore[union-attr]
             self.breaker.success(handler)
         return done, back
 
     def _count_batch(self, result: str, messages: int = 0) -> None:
+        emit(self.observers.after_batch, self.group.name, committed=result == "committed", messages=messages)
         if self.metrics is not None:
             group = ("group", self.group.name)
             self.metrics.count("batches", (group, ("result", result)))

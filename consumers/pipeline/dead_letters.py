@@ -37,6 +37,7 @@ import struct
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -49,6 +50,7 @@ from dify_events.schemas import headers as H
 from ..config import group_id
 from ..errors import DeadLetterFailed
 from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Abandoned, Job
+from ..observers import emit
 from ..redact import error_message, error_traceback, fqcn, redact
 from ..telemetry.fields import event_type_of, message_fields
 from ..telemetry.metrics import key as metric_key
@@ -224,6 +226,9 @@ class DeadLetters(Step):
         if resources.dead_letter_producer is None:
             raise ValueError(f"group {self.group.name}: DeadLetters needs a dead_letter_producer")
         self.producer: Producer | None = resources.dead_letter_producer()
+        observers = resources.observers
+        self.around = observers.around_dead_letter
+        self.after_dead_letter, self.after_refused = observers.after_dead_letter, observers.after_dead_letter_refused
 
     def poll(self) -> None:
         producer = self.producer
@@ -244,13 +249,23 @@ class DeadLetters(Step):
     def publish(self, job: Job, exc: BaseException) -> bool:
         """Sends the dead letter and waits for its acknowledgement: True. False when no letter of
         the message can be made small enough for the dead-letter topic (logged; the message is
-        passed over)."""
+        passed over). The observers' ``around_dead_letter`` wraps the sending, ``after_dead_letter``
+        is told its result."""
         attempts = job.prior_attempts + max(job.attempts, 1)
-        headers = dead_letter_headers(job, exc, group=self.group.name, group_id=self.group_id, attempts=attempts)
         log.error("dead-lettering %s of group %s to %s after %d attempt(s): %s: %s", job.where(), self.group.name,
                   self.topic, attempts, fqcn(exc), error_message(exc)[:500],
                   extra={**message_fields(job, self.group.name), "dead_letter_topic": self.topic,
                          "error_class": fqcn(exc), "attempts": attempts})
+        send = partial(self._send_letters, job, exc, attempts)
+        for wrap in reversed(self.around):
+            send = partial(wrap, job, exc, attempts, send)
+        sent = send()
+        emit(self.after_dead_letter, job, exc=exc, attempts=attempts, sent=sent)
+        return sent
+
+    def _send_letters(self, job: Job, exc: BaseException, attempts: int) -> bool:
+        """Fits the letter to the topic and sends it until the broker takes it (``publish``)."""
+        headers = dead_letter_headers(job, exc, group=self.group.name, group_id=self.group_id, attempts=attempts)
         span = self._start_span(job, headers, exc, attempts)
         limit = self.resources.dead_letter_max_bytes
         delay = self.RETRY_MIN_S
@@ -281,6 +296,7 @@ class DeadLetters(Step):
                               job.where(), redact(str(failed)), delay, extra=message_fields(job, self.group.name))
                     if span is not None:
                         span.add_event("retry", {"exception.message": redact(str(failed))[:300]})
+                    emit(self.after_refused, job, error=redact(str(failed)), retry_in_s=delay)
                     job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
                     delay = min(self.RETRY_MAX_S, delay * 2)
         except BaseException as error:

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dify_events.producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
@@ -89,6 +90,10 @@ class Step:
 
     def process(self, job: Job, call_next: CallNext) -> str:
         return call_next(job)
+
+    def chain(self, call_next: CallNext) -> CallNext:
+        """The step in front of ``call_next``, as the chain holds it (composed once, when the group starts)."""
+        return partial(self.process, call_next=call_next)
 
     def poll(self) -> None:
         """Serves the callbacks (log lines, delivery reports) of the Kafka clients the step holds;

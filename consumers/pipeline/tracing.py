@@ -19,12 +19,15 @@ that fails before this step (it does not decode) gets its CONSUMER span from ``D
 
 from __future__ import annotations
 
+from functools import partial
+
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
 
 from dify_events.schemas import headers as H
 
 from ..job import Job
+from ..observers import wrapped
 from ..redact import error_message, error_traceback, fqcn
 from ..telemetry.fields import event_id_of, event_type_of
 from .step import CallNext, Step
@@ -45,10 +48,16 @@ class Tracing(Step):
         self._active = provider is not None or tracing_configured()
         self.tracer = (provider or trace.get_tracer_provider()).get_tracer("consumers") if self._active else None
         resources.tracer = self.tracer
+        self.wraps = resources.observers.around_message
 
     @property
     def active(self) -> bool:
-        return self._active
+        return self._active or bool(self.wraps)
+
+    def chain(self, call_next: CallNext) -> CallNext:
+        """The observers' ``around_message`` wraps around ``call_next``, inside the span."""
+        call_next = wrapped(self.wraps, call_next)
+        return partial(self.process, call_next=call_next) if self._active else call_next
 
     def process(self, job: Job, call_next: CallNext) -> str:
         assert self.tracer is not None  # the step is in the chain only when active
