@@ -275,11 +275,8 @@ class ShareGroupRunner(GroupRunner):
                 self._busy[index] = False
         if outcome == ABANDONED and delivery >= self.delivery_limit:
             outcome = self._last_delivery(job, delivery)
-        if outcome != PASSED:
-            if self.metrics is not None:
-                self._observe(job, outcome)
-            if self._after_message:
-                emit(self._after_message, job, outcome)
+        if outcome != PASSED and self._after_message:
+            emit(self._after_message, job, outcome)
         with self._counts:
             self.outcomes[outcome] += 1
             if outcome != ABANDONED:

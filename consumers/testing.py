@@ -50,7 +50,7 @@ from .pipeline import dead_letters as DL
 from .pipeline.batch import BatchRunner
 from .runner import EVENT_TYPE_NAME
 from .tables import require_tables
-from .telemetry.metrics import ConsumerMetrics
+from .telemetry import observers as telemetry_observers
 
 __all__ = ["DeadLetter", "GroupHarness", "Message", "Result"]
 
@@ -213,7 +213,7 @@ class GroupHarness:
     ``create_tables``: create the group's ``tables`` when missing (else they must exist, as
     ``events run`` requires). ``prefix``: the topic prefix (the group's topics' names).
     ``tracer_provider``: OpenTelemetry's, to test tracing (``None``: the global one, if set).
-    ``meter_provider``: OpenTelemetry's, to test the counters a pipeline keeps (``None``: none).
+    ``meter_provider``: OpenTelemetry's, to test the group's metrics (``None``: none, not the global one).
     ``observers``: more of what watches the messages (``consumers.observers``), told as the runtime tells them.
     Use it as a context manager, or call ``close()``.
     """
@@ -232,11 +232,10 @@ class GroupHarness:
         self._offsets: dict[tuple[str, int], itertools.count] = {}
         # as ``GroupRunner._start`` makes them, for one worker and without purging
         self.engine: Engine = make_engine(database_url, pool_size=2)  # the tables', and ``session()``'s
+        observing = [*telemetry_observers(group.name, meter_provider=meter_provider, global_meter=False), *observers]
         self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=OutageBreaker.of(group, 1),
                                    database_url=database_url, dead_letter_producer=lambda: cast(Any, self._producer),
-                                   tracer_provider=tracer_provider, observers=Observers.of(observers))
-        if meter_provider is not None:
-            self.resources.metrics = ConsumerMetrics.of(meter_provider)
+                                   tracer_provider=tracer_provider, observers=Observers.of(observing))
         try:
             if create_tables and group.tables:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)

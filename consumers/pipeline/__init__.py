@@ -15,7 +15,6 @@ handle never enter the pipeline: the poll loop passes them over by their ``event
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 from opentelemetry.trace import SpanKind, set_span_in_context
@@ -23,7 +22,6 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 from ..context import HandlerContext, MessageMeta
 from ..job import HANDLED, Job
 from ..observers import wrapped
-from ..telemetry.metrics import key as metric_key
 from .dead_letters import DeadLetters
 from .decode import Decode
 from .idempotency import Idempotency
@@ -58,35 +56,21 @@ def call_handler(job: Job) -> str:
 
 
 def observed_handler(resources: Resources, job: Job) -> str:
-    """``call_handler`` inside a span of its own (when tracing) and timed (when metrics are on);
-    takes its place at the end of the chain only when telemetry is configured."""
-    tracer, metrics = resources.tracer, resources.metrics
+    """``call_handler`` inside a span of its own; at the end of the chain only when tracing."""
+    tracer = resources.tracer
     handler = job.handler
     assert handler is not None  # Decode let the job through
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        if tracer is not None and job.span is not None:
-            with tracer.start_as_current_span(f"handle {handler.event_type}", context=set_span_in_context(job.span),
-                                              kind=SpanKind.INTERNAL,
-                                              attributes={"events.handler": handler.name,
-                                                          "events.attempt": job.attempts},
-                                              record_exception=False, set_status_on_exception=False) as span:
-                try:
-                    return call_handler(job)
-                except Exception as exc:
-                    record_error(span, exc)
-                    raise
+    if job.span is None:
         return call_handler(job)
-    except BaseException as exc:
-        outcome = "error"
-        if metrics is not None:
-            metrics.count("failed", metric_key(handler.group.name, handler.event_type, error_class=type(exc).__name__))
-        raise
-    finally:
-        if metrics is not None:
-            metrics.observe("handler_duration", metric_key(handler.group.name, handler.event_type, outcome=outcome),
-                            time.perf_counter() - started)
+    with tracer.start_as_current_span(f"handle {handler.event_type}", context=set_span_in_context(job.span),
+                                      kind=SpanKind.INTERNAL,
+                                      attributes={"events.handler": handler.name, "events.attempt": job.attempts},
+                                      record_exception=False, set_status_on_exception=False) as span:
+        try:
+            return call_handler(job)
+        except Exception as exc:
+            record_error(span, exc)
+            raise
 
 
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:
@@ -106,9 +90,8 @@ def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]
 
 def compose(resources: Resources, steps: list[Step]) -> CallNext:
     """Chains the active ``steps`` around the handler's call (inside the observers' ``around_attempt``)."""
-    telemetry = resources.tracer is not None or resources.metrics is not None
     chain: CallNext = wrapped(resources.observers.around_attempt,
-                              partial(observed_handler, resources) if telemetry else call_handler)
+                              partial(observed_handler, resources) if resources.tracer is not None else call_handler)
     for step in reversed(steps):
         if step.active:
             chain = step.chain(chain)

@@ -89,7 +89,6 @@ class BatchRunner:
         self.breaker = resources.breaker
         self.batch_max_s = batch_max_s
         self.tracer = resources.tracer  # set by an active Tracing step
-        self.metrics = resources.metrics
         self.observers = resources.observers
         self.decode = next(s for s in steps if isinstance(s, Decode))
         idempotency = next(s for s in steps if isinstance(s, Idempotency))
@@ -205,7 +204,7 @@ class BatchRunner:
         except BaseException as exc:  # noqa: BLE001 - anything outside a savepoint: the whole batch goes back
             session.close()  # rolls back
             self.rolled_back += 1
-            self._count_batch("rolled_back")
+            emit(self.observers.after_batch, self.group.name, committed=False, messages=0)
             log.warning("group %s: a batch of %d events was rolled back (%s: %s); each runs alone now",
                         self.group.name, len(jobs), type(exc).__name__, str(exc)[:200],
                         extra=message_fields(jobs[0], self.group.name))
@@ -216,7 +215,7 @@ class BatchRunner:
             return [], self._alone(jobs)
         session.close()
         self.committed += 1
-        self._count_batch("committed", len(done))
+        emit(self.observers.after_batch, self.group.name, committed=True, messages=len(done))
         for job, outcome in done:
             self._end_span(job, outcome)
             if after_job:
@@ -224,14 +223,6 @@ class BatchRunner:
         for handler in {job.handler.name for job, outcome in done if outcome == HANDLED}:  # type: ignore[union-attr]
             self.breaker.success(handler)
         return done, back
-
-    def _count_batch(self, result: str, messages: int = 0) -> None:
-        emit(self.observers.after_batch, self.group.name, committed=result == "committed", messages=messages)
-        if self.metrics is not None:
-            group = ("group", self.group.name)
-            self.metrics.count("batches", (group, ("result", result)))
-            if messages:
-                self.metrics.count("batched", (group,), messages)
 
     def _handle(self, job: Job, session: BatchSession) -> Exception | None:
         """Runs ``job``'s handler in a savepoint: None when it succeeded, else its failure (the savepoint

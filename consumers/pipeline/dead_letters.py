@@ -53,7 +53,6 @@ from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Abandoned, Job
 from ..observers import emit
 from ..redact import error_message, error_traceback, fqcn, redact
 from ..telemetry.fields import event_type_of, message_fields
-from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Resources, Step
 from .tracing import failed_span
 
@@ -283,9 +282,6 @@ class DeadLetters(Step):
                 try:
                     self._send(letter)
                     self.resources.counters.add("dead_letters")
-                    metrics = self.resources.metrics
-                    if metrics is not None:
-                        metrics.count("dead_lettered", metric_key(self.group.name, event_type_of(job)))
                     return True
                 except LetterTooLarge as refused:  # the broker's limit is lower than we knew: a smaller letter
                     log.warning("the dead letter of %s (%d bytes) was refused as too large (%s); sending a smaller "

@@ -33,7 +33,6 @@ from ..job import HANDLED, Job
 from ..observers import emit
 from ..redact import error_message, fqcn
 from ..telemetry.fields import message_fields
-from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
 
 log = logging.getLogger("consumers.retries")
@@ -147,9 +146,6 @@ class Retries(Step):
             span.add_event("retry", {"events.attempt": state.attempt_number, "exception.type": fqcn(exc),
                                      "exception.message": message,
                                      "events.backoff_s": round(state.upcoming_sleep, 3)})
-        metrics = self.resources.metrics
-        if metrics is not None:
-            metrics.count("retried", metric_key(self.group.name, job.handler.event_type))
         emit(self.after_retry, job, attempt=state.attempt_number, exc=exc, backoff_s=state.upcoming_sleep)
         log.warning("%s of group %s, handler %s: attempt %d failed (%s); retrying in %.2fs", job.where(),
                     self.group.name, job.handler.name, state.attempt_number, error, state.upcoming_sleep,

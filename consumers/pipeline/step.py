@@ -71,7 +71,6 @@ class Resources:
     counters: Counters = field(default_factory=Counters)
     observers: Observers = Observers.EMPTY  # what watches the group's messages (``consumers.observers``)
     tracer: Any = None    # set by ``Tracing`` when it is active: the steps' spans (handler, dead letter)
-    metrics: Any = None   # ``consumers.telemetry.ConsumerMetrics`` when a meter provider is configured
 
 
 class Step:
