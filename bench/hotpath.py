@@ -135,7 +135,8 @@ def make_runner(patches: list[str], metrics: bool = False):
                          concurrency=1, health_port=0, create_topics=False)
     provider = meter_provider() if metrics else None
     # as GroupRunner._make_pipeline makes them, without the global meter provider
-    observers = telemetry_observers(group.name, meter_provider=provider, global_meter=False)
+    observers = telemetry_observers(group.name, dead_letter_topic=group.dlq_topic("bench"), meter_provider=provider,
+                                    global_meter=False)
     runner.build_pipeline(Resources(group=group, prefix="bench", codec=AvroCodec(group.catalogue),
                                     breaker=OutageBreaker(group.name), observers=Observers.of(observers),
                                     dead_letter_producer=NullProducer))  # type: ignore[arg-type]

@@ -551,12 +551,14 @@ class GroupRunner:
     def _make_pipeline(self, database_url: str) -> Resources:
         """The group's resources (with its observers: telemetry's, then the caller's) and pipeline."""
         group = self.group
-        observers = [*telemetry_observers(group.name, meter_provider=self.meter_provider), *self.observers]
+        observers = [*telemetry_observers(group.name, dead_letter_topic=group.dlq_topic(self.prefix),
+                                          tracer_provider=self.tracer_provider, meter_provider=self.meter_provider),
+                     *self.observers]
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
                               breaker=OutageBreaker.of(group, self.concurrency), workers=self.concurrency,
                               database_url=database_url, idempotency_retention=self.idempotency_retention,
                               purge_interval_s=self.purge_interval_s, dead_letter_producer=self._dead_letter_producer,
-                              tracer_provider=self.tracer_provider, observers=Observers.of(observers))
+                              observers=Observers.of(observers))
         self.build_pipeline(resources)
         return resources
 

@@ -232,10 +232,12 @@ class GroupHarness:
         self._offsets: dict[tuple[str, int], itertools.count] = {}
         # as ``GroupRunner._start`` makes them, for one worker and without purging
         self.engine: Engine = make_engine(database_url, pool_size=2)  # the tables', and ``session()``'s
-        observing = [*telemetry_observers(group.name, meter_provider=meter_provider, global_meter=False), *observers]
+        observing = [*telemetry_observers(group.name, dead_letter_topic=group.dlq_topic(prefix),
+                                          tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                          global_meter=False), *observers]
         self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=OutageBreaker.of(group, 1),
                                    database_url=database_url, dead_letter_producer=lambda: cast(Any, self._producer),
-                                   tracer_provider=tracer_provider, observers=Observers.of(observing))
+                                   observers=Observers.of(observing))
         try:
             if create_tables and group.tables:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)

@@ -141,11 +141,6 @@ class Retries(Step):
         assert job.handler is not None and exc is not None  # past Decode; called after a failed attempt
         message = error_message(exc)[:300]  # redacted: no credentials, no event data
         error = f"{type(exc).__name__}: {message}"
-        span = job.span
-        if span is not None:  # tracing: the retry is an event on the message's CONSUMER span
-            span.add_event("retry", {"events.attempt": state.attempt_number, "exception.type": fqcn(exc),
-                                     "exception.message": message,
-                                     "events.backoff_s": round(state.upcoming_sleep, 3)})
         emit(self.after_retry, job, attempt=state.attempt_number, exc=exc, backoff_s=state.upcoming_sleep)
         log.warning("%s of group %s, handler %s: attempt %d failed (%s); retrying in %.2fs", job.where(),
                     self.group.name, job.handler.name, state.attempt_number, error, state.upcoming_sleep,

@@ -67,10 +67,8 @@ class Resources:
     purge_interval_s: float | None = None  # how often ``Idempotency`` purges older keys; None: never
     dead_letter_producer: Callable[[], Producer] | None = None  # makes ``DeadLetters``' producer
     dead_letter_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the largest letter the producer and the topic take
-    tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
     counters: Counters = field(default_factory=Counters)
     observers: Observers = Observers.EMPTY  # what watches the group's messages (``consumers.observers``)
-    tracer: Any = None    # set by ``Tracing`` when it is active: the steps' spans (handler, dead letter)
 
 
 class Step:

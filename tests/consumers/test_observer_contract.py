@@ -11,7 +11,7 @@ import pytest
 
 from dify_events.consumers.observers import Observer
 from dify_events.consumers.pipeline import DeadLetters, Decode, Idempotency, Retries, Tracing, call_handler
-from dify_events.consumers.pipeline.tracing import tracing_configured
+from dify_events.consumers.telemetry.tracing import tracing_configured
 from dify_events.consumers.testing import GroupHarness
 from dify_events.schemas import headers as H
 from dify_events.schemas.events import TenantWasCreated
