@@ -75,7 +75,7 @@ class Observer:
 
     def after_batch_job(self, job: Job, outcome: str, exc: BaseException | None) -> None:
         """``job`` of a batch is done: after the COMMIT with its outcome, or ``left_batch`` (and the
-        error, if any) when it goes on alone."""
+        error, if any) when it goes on alone; every job of a batch rolled back whole is told so."""
 
     def after_batch(self, group: str, *, committed: bool, messages: int) -> None:
         """A batch's transaction committed (``messages`` handled or duplicates in it) or rolled back."""
