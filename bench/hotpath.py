@@ -113,8 +113,10 @@ def meter_provider():
 def make_runner(patches: list[str], metrics: bool = False):
     from dify_events.consumers.breaker import OutageBreaker
     from dify_events.consumers.group import ConsumerGroup
-    from dify_events.consumers.pipeline import Resources, build
+    from dify_events.consumers.observers import Observers
+    from dify_events.consumers.pipeline import Resources
     from dify_events.consumers.runner import GroupRunner
+    from dify_events.consumers.telemetry import observers as telemetry_observers
     from dify_events.schemas.codec import AvroCodec
     from dify_events.schemas.settings import Settings
 
@@ -131,15 +133,13 @@ def make_runner(patches: list[str], metrics: bool = False):
         group.handler(model)(noop)
     runner = GroupRunner(group, settings=Settings(bootstrap_servers="127.0.0.1:1", topic_prefix="bench"),
                          concurrency=1, health_port=0, create_topics=False)
-    runner.resources = Resources(group=group, prefix="bench", codec=AvroCodec(group.catalogue),
-                                 breaker=OutageBreaker(group.name),
-                                 dead_letter_producer=NullProducer)  # type: ignore[arg-type]
     provider = meter_provider() if metrics else None
-    if provider is not None:  # as GroupRunner._make_pipeline does when a meter provider is configured
-        from dify_events.consumers.telemetry.metrics import ConsumerMetrics
-
-        runner.metrics = runner.resources.metrics = ConsumerMetrics.of(provider)
-    runner._chain, runner._steps = build(runner.resources, group.pipeline)
+    # as GroupRunner._make_pipeline makes them, without the global meter provider
+    observers = telemetry_observers(group.name, dead_letter_topic=group.dlq_topic("bench"), meter_provider=provider,
+                                    global_meter=False)
+    runner.build_pipeline(Resources(group=group, prefix="bench", codec=AvroCodec(group.catalogue),
+                                    breaker=OutageBreaker(group.name), observers=Observers.of(observers),
+                                    dead_letter_producer=NullProducer))  # type: ignore[arg-type]
     # ignores: stand-ins for the worker threads and the Kafka consumer (duck-typed, not subclasses)
     runner._dispatcher = InlineDispatcher(runner._process)  # type: ignore[assignment]
     runner._consumer = NullConsumer()  # type: ignore[assignment]

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -45,14 +45,14 @@ from .group import ORDERED, SHARED, ConsumerGroup, Delivery
 from .health import HealthServer
 from .idempotency import make_engine
 from .job import ABANDONED, PASSED, Abandoned, Job, Lane
+from .observers import Observer, Observers, emit
 from .offsets import OffsetTracker
 from .pipeline import Resources, Step, build
 from .pipeline.batch import BatchRunner
 from .tables import require_tables
 from .telemetry import lag as lag_of
-from .telemetry.fields import event_type_of, message_fields
-from .telemetry.metrics import OUTCOMES, ConsumerMetrics, meter_provider_configured
-from .telemetry.metrics import key as metric_key
+from .telemetry import observers as telemetry_observers
+from .telemetry.fields import message_fields
 
 log = logging.getLogger("consumers.runner")
 
@@ -99,6 +99,7 @@ class GroupRunner:
     over the group's option.
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     one is set, else that telemetry is off (``consumers.telemetry``).
+    ``observers``: more of what watches the group's messages and pauses (``consumers.observers``).
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
     """
 
@@ -110,7 +111,8 @@ class GroupRunner:
                  revoke_timeout_s: float = 10.0, create_topics: bool = True,
                  idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
                  tracer_provider: Any = None, meter_provider: Any = None, batch_max: int | None = None,
-                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer):
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 observers: Sequence[Observer] = ()):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         if group.delivery != self.delivery:
@@ -134,9 +136,8 @@ class GroupRunner:
         self.purge_interval_s = purge_interval_s
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
-        self.metrics: ConsumerMetrics | None = None  # set in _start when metrics are configured
+        self.observers = list(observers)
         self.lag: dict[tuple[str, int], int] = {}    # (topic, partition) -> lag, replaced whole each time
-        self._points: dict[str, tuple] = {}  # event type -> its metrics' point (tally key)
         self.group_id = group_id(self.prefix, group.name)
 
         self.outcomes: Counter[str] = Counter()
@@ -161,6 +162,7 @@ class GroupRunner:
         self._steps: list[Step] = []
         self._pollers: list[Callable[[], None]] = []  # the steps' that serve Kafka clients (``Step.poll``)
         self._handlers = {t.encode(): h for t, h in group.handlers.items()}
+        self._after_message: tuple[Callable[[Job, str], None], ...] = ()  # the observers' (``_make_pipeline``)
         self.resources: Resources | None = None
         self.batch_runner: BatchRunner | None = None  # set in _start when the group's events are batched
 
@@ -233,6 +235,7 @@ class GroupRunner:
         log.info("group %s (consumer group %s) subscribed to %s with %d workers", group.name, self.group_id,
                  ", ".join(topics), self.concurrency)
         self.started.set()
+        emit(resources.observers.after_start, self)
         return True
 
     def _loop(self) -> None:
@@ -243,7 +246,8 @@ class GroupRunner:
         batch = self.batch_size - 1
         timeout = self.poll_timeout_s
         stop = self._stop
-        measure_lag = self.metrics is not None
+        assert self.resources is not None  # _start made them
+        measure_lag = self.resources.observers.needs_lag
         next_lag = next_catch_up = 0.0
         pollers = self._pollers
         while not stop.is_set():
@@ -335,23 +339,10 @@ class GroupRunner:
         return back
 
     def _report(self, job: Job, outcome: str) -> None:
-        if self.metrics is not None:
-            self._observe(job, outcome)
+        """On a worker: the observers are told the outcome, then the poll loop (which moves the offset)."""
+        if self._after_message:
+            emit(self._after_message, job, outcome)
         self._completions.append((job.lane, job.offset, outcome))
-
-    def _observe(self, job: Job, outcome: str) -> None:
-        """Counts the outcome of a message (a worker; only when metrics are on)."""
-        metrics = self.metrics
-        assert metrics is not None  # called only when metrics are on
-        event_type = event_type_of(job)
-        point = self._points.get(event_type)
-        if point is None:
-            point = self._points[event_type] = metric_key(self.group.name, event_type)
-        if outcome in OUTCOMES:
-            metrics.count(outcome, point)
-        event = job.event
-        if event is not None and outcome == "handled":
-            metrics.observe("latency", point, max(0.0, time.time() - event.occurred_at.timestamp()))
 
     def _drain(self) -> None:
         self._drain_only()
@@ -408,8 +399,7 @@ class GroupRunner:
                     self.pauses += 1
                     self.outage_pauses += outage
                     reason = "outage" if outage else "stopping" if self._stopping else "buffer_full"
-                    if self.metrics is not None:
-                        self.metrics.count("pauses", (("group", self.group.name), ("reason", reason)))
+                    emit(self.resources.observers.after_pause, self.group.name, reason)
                     log.log(logging.WARNING if outage else logging.INFO if self._buffer_full else logging.DEBUG,
                             "group %s paused %d partition(s): %s", self.group.name, len(assignment),
                             reason.replace("_", " "),
@@ -532,14 +522,13 @@ class GroupRunner:
 
     def _release(self) -> None:
         """Once the consumer(s) are closed, the rest: the steps (the dead-letter producer, the
-        idempotency engine and purge thread), the health endpoint, the metrics' watch."""
+        idempotency engine and purge thread), the health endpoint; the observers are told first."""
+        if self.resources is not None and self.started.is_set():
+            emit(self.resources.observers.before_stop, self)
         for step in self._steps:
             step.close()  # the dead-letter producer flushed and dropped, the idempotency engine disposed of
         if self.health is not None:
             self.health.stop()
-        if self.metrics is not None:
-            self.metrics.unwatch(self)
-            self.lag = {}
 
     # -- helpers ------------------------------------------------------------------------------
     def _dead_letter_producer(self) -> Producer:
@@ -560,25 +549,27 @@ class GroupRunner:
         return database_url
 
     def _make_pipeline(self, database_url: str) -> Resources:
-        """The group's resources, metrics and pipeline: its steps made (each making what it alone
-        uses), chained into ``_chain``, and those that serve Kafka clients in ``_pollers``."""
+        """The group's resources (with its observers: telemetry's, then the caller's) and pipeline."""
         group = self.group
+        observers = [*telemetry_observers(group.name, dead_letter_topic=group.dlq_topic(self.prefix),
+                                          tracer_provider=self.tracer_provider, meter_provider=self.meter_provider),
+                     *self.observers]
         resources = Resources(group=group, prefix=self.prefix, codec=AvroCodec(group.catalogue),
                               breaker=OutageBreaker.of(group, self.concurrency), workers=self.concurrency,
                               database_url=database_url, idempotency_retention=self.idempotency_retention,
                               purge_interval_s=self.purge_interval_s, dead_letter_producer=self._dead_letter_producer,
-                              tracer_provider=self.tracer_provider)
-        provider = self.meter_provider
-        if provider is None and meter_provider_configured():
-            from opentelemetry import metrics
-            provider = metrics.get_meter_provider()
-        if provider is not None:
-            self.metrics = resources.metrics = ConsumerMetrics.of(provider)
-            self.metrics.watch(self)
-        self.resources = resources
-        self._chain, self._steps = build(resources, group.pipeline)
-        self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
+                              observers=Observers.of(observers))
+        self.build_pipeline(resources)
         return resources
+
+    def build_pipeline(self, resources: Resources) -> None:
+        """The steps of the group's pipeline made on ``resources`` (each making what it alone uses),
+        chained into ``_chain``, those that serve Kafka clients in ``_pollers``; its observers told
+        each outcome. (``_start`` calls it; a benchmark may, with resources of its own.)"""
+        self.resources = resources
+        self._after_message = resources.observers.after_message
+        self._chain, self._steps = build(resources, self.group.pipeline)
+        self._pollers = [step.poll for step in self._steps if type(step).poll is not Step.poll]
 
     def _reach_cluster(self) -> Admin | None:
         """Serves the health endpoint (live while it waits for the cluster, ready once it joined),

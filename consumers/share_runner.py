@@ -44,6 +44,7 @@ from .config import share_consumer_config
 from .errors import ConsumerError
 from .group import SHARED, ConsumerGroup
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, NOT_DEAD_LETTERED, PASSED, Abandoned, Job, Lane
+from .observers import emit
 from .pipeline import DeadLetters
 from .runner import EVENT_TYPE_NAME, GroupRunner, tune_interpreter
 from .telemetry.fields import message_fields
@@ -165,6 +166,7 @@ class ShareGroupRunner(GroupRunner):
                  "%d deliveries", group.name, self.group_id, ", ".join(topics), self.concurrency, self.lock_s,
                  self.delivery_limit)
         self.started.set()
+        emit(resources.observers.after_start, self)
         return True
 
     def _read_group_limits(self, admin: Admin) -> None:
@@ -273,8 +275,8 @@ class ShareGroupRunner(GroupRunner):
                 self._busy[index] = False
         if outcome == ABANDONED and delivery >= self.delivery_limit:
             outcome = self._last_delivery(job, delivery)
-        if self.metrics is not None and outcome != PASSED:
-            self._observe(job, outcome)
+        if outcome != PASSED and self._after_message:
+            emit(self._after_message, job, outcome)
         with self._counts:
             self.outcomes[outcome] += 1
             if outcome != ABANDONED:

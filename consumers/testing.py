@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -44,12 +44,13 @@ from .breaker import OutageBreaker
 from .group import ConsumerGroup
 from .idempotency import make_engine
 from .job import ABANDONED, DEAD_LETTERED, DUPLICATE, HANDLED, PASSED, Abandoned, Job, Lane
+from .observers import Observer, Observers, emit
 from .pipeline import Resources, build
 from .pipeline import dead_letters as DL
 from .pipeline.batch import BatchRunner
 from .runner import EVENT_TYPE_NAME
 from .tables import require_tables
-from .telemetry.metrics import ConsumerMetrics
+from .telemetry import observers as telemetry_observers
 
 __all__ = ["DeadLetter", "GroupHarness", "Message", "Result"]
 
@@ -212,12 +213,14 @@ class GroupHarness:
     ``create_tables``: create the group's ``tables`` when missing (else they must exist, as
     ``events run`` requires). ``prefix``: the topic prefix (the group's topics' names).
     ``tracer_provider``: OpenTelemetry's, to test tracing (``None``: the global one, if set).
-    ``meter_provider``: OpenTelemetry's, to test the counters a pipeline keeps (``None``: none).
+    ``meter_provider``: OpenTelemetry's, to test the group's metrics (``None``: none, not the global one).
+    ``observers``: more of what watches the messages (``consumers.observers``), told as the runtime tells them.
     Use it as a context manager, or call ``close()``.
     """
 
     def __init__(self, group: ConsumerGroup, database_url: str, *, create_tables: bool = False,
-                 prefix: str = "events", tracer_provider: Any = None, meter_provider: Any = None):
+                 prefix: str = "events", tracer_provider: Any = None, meter_provider: Any = None,
+                 observers: Sequence[Observer] = ()):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         self.group = group
@@ -229,11 +232,12 @@ class GroupHarness:
         self._offsets: dict[tuple[str, int], itertools.count] = {}
         # as ``GroupRunner._start`` makes them, for one worker and without purging
         self.engine: Engine = make_engine(database_url, pool_size=2)  # the tables', and ``session()``'s
+        observing = [*telemetry_observers(group.name, dead_letter_topic=group.dlq_topic(prefix),
+                                          tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                          global_meter=False), *observers]
         self.resources = Resources(group=group, prefix=prefix, codec=self._codec, breaker=OutageBreaker.of(group, 1),
                                    database_url=database_url, dead_letter_producer=lambda: cast(Any, self._producer),
-                                   tracer_provider=tracer_provider)
-        if meter_provider is not None:
-            self.resources.metrics = ConsumerMetrics.of(meter_provider)
+                                   observers=Observers.of(observing))
         try:
             if create_tables and group.tables:
                 group.tables[0].metadata.create_all(self.engine, tables=list(group.tables), checkfirst=True)
@@ -269,6 +273,8 @@ class GroupHarness:
         jobs = [job for job in made if isinstance(job, Job)]
         finished, _ = self.batch_runner.run(jobs)
         in_batch = {id(job): outcome for job, outcome in finished}
+        for done, outcome in finished:  # as the runner reports them, after the commit
+            emit(self.resources.observers.after_message, done, outcome)
         results = []
         for job in made:
             if isinstance(job, Result):  # passed over
@@ -315,6 +321,7 @@ class GroupHarness:
             outcome = self._chain(job)
         except Abandoned:
             outcome = ABANDONED
+        emit(self.resources.observers.after_message, job, outcome)
         letter = self.dead_letters[-1] if len(self.dead_letters) > before else None
         return Result(outcome, message, job.event, job.attempts, tuple(lane.backoffs), letter)
 

@@ -2,7 +2,7 @@
 
     DeadLetters   every final failure below ends here: published to <prefix>.dlq.<group>, acknowledged
     Decode        headers + Avro bytes -> the typed event; idempotency key; failures are final
-    Tracing       continue the W3C trace context; a CONSUMER span (only when tracing is configured)
+    Tracing       the observers' ``around_message`` wraps: tracing's CONSUMER span (only when one wraps)
     Retries       attempts with exponential backoff + jitter; dependency outages pause the group
     Idempotency   per attempt, one transaction: claim (group, idempotency key), then the handler
     TimeLimit     interrupt a handler past its time_limit_s (only for handlers that set one)
@@ -11,25 +11,24 @@
 Each step is a small class in a module of its own name (``retries.py`` -> ``Retries``); a step's
 code before ``call_next`` runs top-down, after it bottom-up. Events of types the group does not
 handle never enter the pipeline: the poll loop passes them over by their ``event-type`` header.
+Telemetry is not a step's business: the steps tell the group's observers what happens
+(``consumers.observers``), and the observers' ``around_attempt`` wraps are composed around the handler.
 """
 
 from __future__ import annotations
 
-import time
 from functools import partial
-
-from opentelemetry.trace import SpanKind, set_span_in_context
 
 from ..context import HandlerContext, MessageMeta
 from ..job import HANDLED, Job
-from ..telemetry.metrics import key as metric_key
+from ..observers import wrapped
 from .dead_letters import DeadLetters
 from .decode import Decode
 from .idempotency import Idempotency
 from .retries import Retries
 from .step import CallNext, Resources, Step
 from .time_limit import TimeLimit
-from .tracing import Tracing, record_error
+from .tracing import Tracing
 
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
@@ -56,38 +55,6 @@ def call_handler(job: Job) -> str:
     return HANDLED
 
 
-def observed_handler(resources: Resources, job: Job) -> str:
-    """``call_handler`` inside a span of its own (when tracing) and timed (when metrics are on);
-    takes its place at the end of the chain only when telemetry is configured."""
-    tracer, metrics = resources.tracer, resources.metrics
-    handler = job.handler
-    assert handler is not None  # Decode let the job through
-    started = time.perf_counter()
-    outcome = "ok"
-    try:
-        if tracer is not None and job.span is not None:
-            with tracer.start_as_current_span(f"handle {handler.event_type}", context=set_span_in_context(job.span),
-                                              kind=SpanKind.INTERNAL,
-                                              attributes={"events.handler": handler.name,
-                                                          "events.attempt": job.attempts},
-                                              record_exception=False, set_status_on_exception=False) as span:
-                try:
-                    return call_handler(job)
-                except Exception as exc:
-                    record_error(span, exc)
-                    raise
-        return call_handler(job)
-    except BaseException as exc:
-        outcome = "error"
-        if metrics is not None:
-            metrics.count("failed", metric_key(handler.group.name, handler.event_type, error_class=type(exc).__name__))
-        raise
-    finally:
-        if metrics is not None:
-            metrics.observe("handler_duration", metric_key(handler.group.name, handler.event_type, outcome=outcome),
-                            time.perf_counter() - started)
-
-
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:
     """Makes the steps (each its own resources) and chains them (inactive ones left out) around
     ``call_handler``; returns the chain's entry and the step objects (to close them when the group
@@ -104,10 +71,9 @@ def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]
 
 
 def compose(resources: Resources, steps: list[Step]) -> CallNext:
-    """Chains the active ``steps`` around the handler's call."""
-    telemetry = resources.tracer is not None or resources.metrics is not None
-    chain: CallNext = partial(observed_handler, resources) if telemetry else call_handler
+    """Chains the active ``steps`` around the handler's call (inside the observers' ``around_attempt``)."""
+    chain: CallNext = wrapped(resources.observers.around_attempt, call_handler)
     for step in reversed(steps):
         if step.active:
-            chain = partial(step.process, call_next=chain)
+            chain = step.chain(chain)
     return chain

@@ -25,9 +25,10 @@ A handler must not end the transaction itself: ``ctx.session.commit()`` and ``.r
 ``batched=False`` to always run it alone (so also a handler with effects outside the database).
 Groups with a pipeline other than the default run every event alone.
 
-Tracing: each event run in a batch has its CONSUMER span, as ``Tracing`` opens it, ended after the
-COMMIT with its outcome and ``events.batch.size``; an event that leaves the batch ends its span with
-``events.outcome`` ``left_batch`` (and the error), and gets a new span when it runs alone.
+Observers (``consumers.observers``) are told ``before_batch_job`` when a job is taken into the
+transaction, ``after_batch`` when it commits or rolls back, then ``after_batch_job`` with each job's
+outcome, or ``left_batch`` (and the error) for a job that goes on alone. Tracing gives each event
+of a batch its own CONSUMER span that way, with ``events.batch.size``.
 """
 
 from __future__ import annotations
@@ -36,20 +37,19 @@ import logging
 import time
 from collections.abc import Hashable
 
-from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.orm import Session
 
 from ..job import ABANDONED, DUPLICATE, HANDLED, Job
+from ..observers import emit
 from ..telemetry.fields import message_fields
 from . import DEFAULT_PIPELINE, compose
 from .decode import Decode
 from .idempotency import Idempotency
 from .step import Resources, Step
-from .tracing import record_error, start_consumer_span
 
 log = logging.getLogger("consumers.batch")
 
-LEFT_BATCH = "left_batch"  # a span's outcome only: the event runs again, alone
+LEFT_BATCH = "left_batch"  # an outcome told to observers only: the event runs again, alone
 # PostgreSQL caches 64 subtransactions per transaction (a savepoint that writes takes one); past them the
 # whole server slows down (pg_subtrans lookups)
 POSTGRES_SUBXIDS = 64
@@ -87,8 +87,7 @@ class BatchRunner:
         self.group = resources.group
         self.breaker = resources.breaker
         self.batch_max_s = batch_max_s
-        self.tracer = resources.tracer  # set by an active Tracing step
-        self.metrics = resources.metrics
+        self.observers = resources.observers
         self.decode = next(s for s in steps if isinstance(s, Decode))
         idempotency = next(s for s in steps if isinstance(s, Idempotency))
         self.engine, self.store = idempotency.engine, idempotency.store
@@ -161,6 +160,7 @@ class BatchRunner:
         back: list[Job] = []
         cut: set[Hashable] = set()
         unclaim: list[str] = []
+        before_job, after_job = self.observers.before_batch_job, self.observers.after_batch_job
         session = BatchSession(self.engine, expire_on_commit=False)
         try:
             session.begin()
@@ -177,7 +177,8 @@ class BatchRunner:
                     if is_claimed:
                         unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
                     continue
-                self._open_span(job, len(jobs))
+                if before_job:
+                    emit(before_job, job, len(jobs))
                 if not is_claimed:
                     done.append((job, DUPLICATE))
                     continue
@@ -185,7 +186,8 @@ class BatchRunner:
                 if failure is None:
                     done.append((job, HANDLED))
                     continue
-                self._end_span(job, LEFT_BATCH, failure)
+                if after_job:
+                    emit(after_job, job, LEFT_BATCH, failure)
                 # a commit refused in a batch is no failure of the handler: alone, it runs afresh
                 job.solo = True
                 job.first_failure = None if isinstance(failure, CommitInBatch) else failure
@@ -198,28 +200,23 @@ class BatchRunner:
         except BaseException as exc:  # noqa: BLE001 - anything outside a savepoint: the whole batch goes back
             session.close()  # rolls back
             self.rolled_back += 1
-            self._count_batch("rolled_back")
+            emit(self.observers.after_batch, self.group.name, committed=False, messages=0)
             log.warning("group %s: a batch of %d events was rolled back (%s: %s); each runs alone now",
                         self.group.name, len(jobs), type(exc).__name__, str(exc)[:200],
                         extra=message_fields(jobs[0], self.group.name))
             for job in jobs:
-                self._end_span(job, LEFT_BATCH, exc)
+                if after_job:
+                    emit(after_job, job, LEFT_BATCH, exc)
             return [], self._alone(jobs)
         session.close()
         self.committed += 1
-        self._count_batch("committed", len(done))
+        emit(self.observers.after_batch, self.group.name, committed=True, messages=len(done))
         for job, outcome in done:
-            self._end_span(job, outcome)
+            if after_job:
+                emit(after_job, job, outcome, None)
         for handler in {job.handler.name for job, outcome in done if outcome == HANDLED}:  # type: ignore[union-attr]
             self.breaker.success(handler)
         return done, back
-
-    def _count_batch(self, result: str, messages: int = 0) -> None:
-        if self.metrics is not None:
-            group = ("group", self.group.name)
-            self.metrics.count("batches", (group, ("result", result)))
-            if messages:
-                self.metrics.count("batched", (group,), messages)
 
     def _handle(self, job: Job, session: BatchSession) -> Exception | None:
         """Runs ``job``'s handler in a savepoint: None when it succeeded, else its failure (the savepoint
@@ -238,24 +235,6 @@ class BatchRunner:
         finally:
             job.session = None
         return None
-
-    def _open_span(self, job: Job, size: int) -> None:
-        """The job's CONSUMER span, as ``Tracing`` opens it (when tracing), with the batch's size."""
-        if self.tracer is not None:
-            job.span = start_consumer_span(self.tracer, job, self.group.name, {"events.batch.size": size})
-
-    @staticmethod
-    def _end_span(job: Job, outcome: str, exc: BaseException | None = None) -> None:
-        span, job.span = job.span, None
-        if span is None:
-            return
-        if exc is not None:
-            record_error(span, exc)
-        span.set_attribute("events.outcome", outcome)
-        span.set_attribute("events.attempts", job.attempts)
-        if outcome != HANDLED and outcome != DUPLICATE and exc is None:
-            span.set_status(Status(StatusCode.ERROR))
-        span.end()
 
     @staticmethod
     def _alone(jobs: list[Job]) -> list[Job]:

@@ -37,23 +37,22 @@ import struct
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from opentelemetry import propagate
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
+from dify_events.producers.headers import trace_headers
 from dify_events.producers.sizes import record_size
 from dify_events.schemas import headers as H
 
 from ..config import group_id
 from ..errors import DeadLetterFailed
 from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Abandoned, Job
+from ..observers import emit
 from ..redact import error_message, error_traceback, fqcn, redact
-from ..telemetry.fields import event_type_of, message_fields
-from ..telemetry.metrics import key as metric_key
+from ..telemetry.fields import message_fields
 from .step import CallNext, Resources, Step
-from .tracing import failed_span
 
 log = logging.getLogger("consumers.dead_letters")
 
@@ -96,6 +95,7 @@ FAILURE_HEADERS = frozenset({GROUP, HANDLER, ERROR_CLASS, ERROR_MESSAGE, ERROR_S
                              ORIGINAL_OMITTED, DLT_ORIGINAL_CONSUMER_GROUP, DLT_EXCEPTION_FQCN, DLT_EXCEPTION_MESSAGE,
                              DLT_EXCEPTION_STACKTRACE, DLT_EXCEPTION_CAUSE_FQCN})
 # the original headers a letter without the original's headers still keeps: the SDK's, all small
+TRACE_HEADERS = (H.TRACEPARENT, H.TRACESTATE)
 SDK_HEADERS = frozenset({H.EVENT_TYPE, H.EVENT_ID, H.IDEMPOTENCY_KEY, H.OCCURRED_AT, H.CONTENT_TYPE, H.TRACEPARENT,
                          H.TRACESTATE, H.ATTEMPT})
 _TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
@@ -224,6 +224,9 @@ class DeadLetters(Step):
         if resources.dead_letter_producer is None:
             raise ValueError(f"group {self.group.name}: DeadLetters needs a dead_letter_producer")
         self.producer: Producer | None = resources.dead_letter_producer()
+        observers = resources.observers
+        self.around = observers.around_dead_letter
+        self.after_dead_letter, self.after_refused = observers.after_dead_letter, observers.after_dead_letter_refused
 
     def poll(self) -> None:
         producer = self.producer
@@ -244,78 +247,50 @@ class DeadLetters(Step):
     def publish(self, job: Job, exc: BaseException) -> bool:
         """Sends the dead letter and waits for its acknowledgement: True. False when no letter of
         the message can be made small enough for the dead-letter topic (logged; the message is
-        passed over)."""
+        passed over). The observers' ``around_dead_letter`` wraps the sending, ``after_dead_letter``
+        is told its result."""
         attempts = job.prior_attempts + max(job.attempts, 1)
-        headers = dead_letter_headers(job, exc, group=self.group.name, group_id=self.group_id, attempts=attempts)
         log.error("dead-lettering %s of group %s to %s after %d attempt(s): %s: %s", job.where(), self.group.name,
                   self.topic, attempts, fqcn(exc), error_message(exc)[:500],
                   extra={**message_fields(job, self.group.name), "dead_letter_topic": self.topic,
                          "error_class": fqcn(exc), "attempts": attempts})
-        span = self._start_span(job, headers, exc, attempts)
+        send = partial(self._send_letters, job, exc, attempts)
+        for wrap in reversed(self.around):
+            send = partial(wrap, job, exc, attempts, send)
+        sent = send()
+        emit(self.after_dead_letter, job, exc=exc, attempts=attempts, sent=sent)
+        return sent
+
+    def _send_letters(self, job: Job, exc: BaseException, attempts: int) -> bool:
+        """Fits the letter to the topic and sends it until the broker takes it (``publish``)."""
+        headers = dead_letter_headers(job, exc, group=self.group.name, group_id=self.group_id, attempts=attempts)
+        current = [(k, v) for k, v in trace_headers() if k in TRACE_HEADERS]
+        if current:  # a span is current (tracing's, for this letter): the trace goes on into the dead-letter topic
+            headers = [(k, v) for k, v in headers if k not in TRACE_HEADERS] + current
         limit = self.resources.dead_letter_max_bytes
         delay = self.RETRY_MIN_S
-        try:
-            while True:
-                letter = fit_letter(job.message.key(), job.message.value(), headers, limit, origin=job.where())
-                if letter is None:
-                    log.error("%s of group %s is passed over without a dead letter: not even its smallest letter "
-                              "fits %s (%d bytes at most); it stays in its partition until its retention ends",
-                              job.where(), self.group.name, self.topic, limit,
-                              extra=message_fields(job, self.group.name))
-                    if span is not None:
-                        span.set_status(Status(StatusCode.ERROR, "no dead letter fits the topic"))
-                    return False
-                try:
-                    self._send(letter)
-                    self.resources.counters.add("dead_letters")
-                    metrics = self.resources.metrics
-                    if metrics is not None:
-                        metrics.count("dead_lettered", metric_key(self.group.name, event_type_of(job)))
-                    return True
-                except LetterTooLarge as refused:  # the broker's limit is lower than we knew: a smaller letter
-                    log.warning("the dead letter of %s (%d bytes) was refused as too large (%s); sending a smaller "
-                                "one", job.where(), letter.size, refused, extra=message_fields(job, self.group.name))
-                    limit = min(limit, letter.size) // 2
-                except DeadLetterFailed as failed:
-                    log.error("the dead letter of %s was not acknowledged (%s); trying again in %.1fs",
-                              job.where(), redact(str(failed)), delay, extra=message_fields(job, self.group.name))
-                    if span is not None:
-                        span.add_event("retry", {"exception.message": redact(str(failed))[:300]})
-                    job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
-                    delay = min(self.RETRY_MAX_S, delay * 2)
-        except BaseException as error:
-            if span is not None:
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            raise
-        finally:
-            if span is not None:
-                span.end()
-
-    def _start_span(self, job: Job, headers: list[tuple[str, bytes]], exc: BaseException, attempts: int):
-        """With tracing, a PRODUCER span for the dead letter, a child of the message's CONSUMER span
-        (ended by now, but still the parent); its context replaces the original ``traceparent``
-        in ``headers``, so the trace goes on into the dead-letter topic."""
-        tracer = self.resources.tracer
-        if tracer is None:
-            return None
-        if job.span is None:  # it failed before Tracing (a decode failure): its CONSUMER span, now
-            job.span = failed_span(tracer, job, self.group.name, exc)
-        attributes = {"messaging.system": "kafka", "messaging.operation.type": "send",
-                      "messaging.operation.name": "send", "messaging.destination.name": self.topic,
-                      "messaging.consumer.group.name": self.group.name, "events.event_type": event_type_of(job),
-                      "events.attempts": attempts, "exception.type": fqcn(exc)}
-        if job.event is not None:
-            attributes["messaging.message.id"] = job.event.event_id
-        key = job.message.key()
-        if key is not None:
-            attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
-        span = tracer.start_span(f"send {self.topic}", context=set_span_in_context(job.span), kind=SpanKind.PRODUCER,
-                                 attributes=attributes)
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=set_span_in_context(span))
-        headers[:] = [(k, v) for k, v in headers if k not in (H.TRACEPARENT, H.TRACESTATE)]
-        headers += [(k, v.encode()) for k, v in carrier.items() if k in (H.TRACEPARENT, H.TRACESTATE)]
-        return span
+        while True:
+            letter = fit_letter(job.message.key(), job.message.value(), headers, limit, origin=job.where())
+            if letter is None:
+                log.error("%s of group %s is passed over without a dead letter: not even its smallest letter "
+                          "fits %s (%d bytes at most); it stays in its partition until its retention ends",
+                          job.where(), self.group.name, self.topic, limit,
+                          extra=message_fields(job, self.group.name))
+                return False
+            try:
+                self._send(letter)
+                self.resources.counters.add("dead_letters")
+                return True
+            except LetterTooLarge as refused:  # the broker's limit is lower than we knew: a smaller letter
+                log.warning("the dead letter of %s (%d bytes) was refused as too large (%s); sending a smaller "
+                            "one", job.where(), letter.size, refused, extra=message_fields(job, self.group.name))
+                limit = min(limit, letter.size) // 2
+            except DeadLetterFailed as failed:
+                log.error("the dead letter of %s was not acknowledged (%s); trying again in %.1fs",
+                          job.where(), redact(str(failed)), delay, extra=message_fields(job, self.group.name))
+                emit(self.after_refused, job, error=redact(str(failed)), retry_in_s=delay)
+                job.lane.sleep(delay)  # raises Abandoned when the partition goes away meanwhile
+                delay = min(self.RETRY_MAX_S, delay * 2)
 
     def _send(self, letter: Letter) -> None:
         producer = self.producer

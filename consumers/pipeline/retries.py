@@ -30,9 +30,9 @@ from dify_events.schemas.errors import CodecError
 
 from ..errors import MessageRejected
 from ..job import HANDLED, Job
+from ..observers import emit
 from ..redact import error_message, fqcn
 from ..telemetry.fields import message_fields
-from ..telemetry.metrics import key as metric_key
 from .step import CallNext, Step
 
 log = logging.getLogger("consumers.retries")
@@ -56,6 +56,7 @@ class Retries(Step):
     def __init__(self, resources):
         super().__init__(resources)
         self.breaker = resources.breaker
+        self.after_retry = resources.observers.after_retry
         for handler in self.group.handlers.values():
             if handler.option("max_attempts") < 1:
                 raise ValueError(f"{handler.name}: max_attempts must be at least 1")
@@ -140,14 +141,7 @@ class Retries(Step):
         assert job.handler is not None and exc is not None  # past Decode; called after a failed attempt
         message = error_message(exc)[:300]  # redacted: no credentials, no event data
         error = f"{type(exc).__name__}: {message}"
-        span = job.span
-        if span is not None:  # tracing: the retry is an event on the message's CONSUMER span
-            span.add_event("retry", {"events.attempt": state.attempt_number, "exception.type": fqcn(exc),
-                                     "exception.message": message,
-                                     "events.backoff_s": round(state.upcoming_sleep, 3)})
-        metrics = self.resources.metrics
-        if metrics is not None:
-            metrics.count("retried", metric_key(self.group.name, job.handler.event_type))
+        emit(self.after_retry, job, attempt=state.attempt_number, exc=exc, backoff_s=state.upcoming_sleep)
         log.warning("%s of group %s, handler %s: attempt %d failed (%s); retrying in %.2fs", job.where(),
                     self.group.name, job.handler.name, state.attempt_number, error, state.upcoming_sleep,
                     extra={**message_fields(job, self.group.name), "handler": job.handler.name,

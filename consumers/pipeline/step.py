@@ -20,9 +20,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dify_events.producers.sizes import DEFAULT_MESSAGE_MAX_BYTES
+
+from ..observers import Observers
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
@@ -64,10 +67,8 @@ class Resources:
     purge_interval_s: float | None = None  # how often ``Idempotency`` purges older keys; None: never
     dead_letter_producer: Callable[[], Producer] | None = None  # makes ``DeadLetters``' producer
     dead_letter_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the largest letter the producer and the topic take
-    tracer_provider: Any = None                      # OpenTelemetry's; None: the global one, if set
     counters: Counters = field(default_factory=Counters)
-    tracer: Any = None    # set by ``Tracing`` when it is active: the steps' spans (handler, dead letter)
-    metrics: Any = None   # ``consumers.telemetry.ConsumerMetrics`` when a meter provider is configured
+    observers: Observers = Observers.EMPTY  # what watches the group's messages (``consumers.observers``)
 
 
 class Step:
@@ -86,6 +87,10 @@ class Step:
 
     def process(self, job: Job, call_next: CallNext) -> str:
         return call_next(job)
+
+    def chain(self, call_next: CallNext) -> CallNext:
+        """The step in front of ``call_next``, as the chain holds it (composed once, when the group starts)."""
+        return partial(self.process, call_next=call_next)
 
     def poll(self) -> None:
         """Serves the callbacks (log lines, delivery reports) of the Kafka clients the step holds;

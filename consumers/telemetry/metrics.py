@@ -25,11 +25,15 @@ The two histograms are not SDK instruments (an SDK ``Histogram.record`` costs ~6
 OpenTelemetry API has no observable histogram): they are bucket counts kept here and exported on
 Prometheus only, by ``HistogramCollector`` registered on the exporter's registry (``setup.py``).
 OTLP does not carry them.
+
+``MetricsObserver`` keeps them for one group: an observer of the runtime's events
+(``consumers.observers``), which the runner adds when a meter provider is configured.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from functools import partial
@@ -39,7 +43,11 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, NoOpMeterProvider, Observation
 from prometheus_client.core import HistogramMetricFamily
 
+from ..observers import CallNext, Observer
+from .fields import event_type_of
+
 if TYPE_CHECKING:
+    from ..job import Job
     from ..runner import GroupRunner
 
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -189,3 +197,70 @@ class HistogramCollector:
 
 def key(group: str, event_type: str, **more: str) -> Key:
     return (("group", group), ("event_type", event_type), *more.items())
+
+
+class MetricsObserver(Observer):
+    """Counts one group's outcomes, failed attempts, retries, dead letters, pauses and batches, times
+    its handler attempts and end-to-end latency, and has its runner's lag and in-flight gauges read."""
+
+    needs_lag = True
+
+    def __init__(self, metrics: ConsumerMetrics, group: str):
+        self.metrics = metrics
+        self.group = group
+        self._points: dict[str, Key] = {}  # event type -> its point (a GIL-safe cache, filled by the workers)
+        self._attempt_points: dict[str, tuple[Key, Key]] = {}  # event type -> handler_duration's (ok, error)
+
+    def _point(self, event_type: str) -> Key:
+        point = self._points.get(event_type)
+        if point is None:
+            point = self._points[event_type] = key(self.group, event_type)
+        return point
+
+    def after_message(self, job: Job, outcome: str) -> None:
+        point = self._point(event_type_of(job))
+        if outcome in OUTCOMES:
+            self.metrics.count(outcome, point)
+        event = job.event
+        if event is not None and outcome == "handled":
+            self.metrics.observe("latency", point, max(0.0, time.time() - event.occurred_at.timestamp()))
+
+    def around_attempt(self, job: Job, call_next: CallNext) -> str:
+        handler = job.handler
+        assert handler is not None  # Decode let the job through
+        event_type = handler.event_type
+        points = self._attempt_points.get(event_type)
+        if points is None:
+            points = self._attempt_points[event_type] = (key(self.group, event_type, outcome="ok"),
+                                                          key(self.group, event_type, outcome="error"))
+        started = time.perf_counter()
+        try:
+            outcome = call_next(job)
+        except BaseException as exc:
+            self.metrics.count("failed", key(self.group, event_type, error_class=type(exc).__name__))
+            self.metrics.observe("handler_duration", points[1], time.perf_counter() - started)
+            raise
+        self.metrics.observe("handler_duration", points[0], time.perf_counter() - started)
+        return outcome
+
+    def after_retry(self, job: Job, *, attempt: int, exc: BaseException, backoff_s: float) -> None:
+        self.metrics.count("retried", self._point(event_type_of(job)))
+
+    def after_dead_letter(self, job: Job, *, exc: BaseException, attempts: int, sent: bool) -> None:
+        if sent:
+            self.metrics.count("dead_lettered", self._point(event_type_of(job)))
+
+    def after_pause(self, group: str, reason: str) -> None:
+        self.metrics.count("pauses", (("group", group), ("reason", reason)))
+
+    def after_batch(self, group: str, *, committed: bool, messages: int) -> None:
+        self.metrics.count("batches", (("group", group), ("result", "committed" if committed else "rolled_back")))
+        if messages:
+            self.metrics.count("batched", (("group", group),), messages)
+
+    def after_start(self, runner: GroupRunner) -> None:
+        self.metrics.watch(runner)
+
+    def before_stop(self, runner: GroupRunner) -> None:
+        self.metrics.unwatch(runner)
+        runner.lag = {}
