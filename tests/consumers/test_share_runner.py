@@ -28,7 +28,7 @@ from dify_events.consumers.share_runner import ShareGroupRunner, ShareLane
 from dify_events.schemas.topics import list_topics
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
-from tests.consumers.test_lifecycle import ROOT, distinct_handled, get
+from tests.consumers.test_lifecycle import ROOT, distinct_handled, get, stop
 
 
 def processed(url: str, group: str) -> list[str]:
@@ -215,11 +215,11 @@ def test_a_record_abandoned_on_its_last_delivery_is_dead_lettered_not_released(
     assert behaviour.calls["app-1"] == 2
 
 
-def start_shared_run(database_url: str, health_port: int, delay_s: float) -> subprocess.Popen:
-    """`events run --group sample-shared` in its own process, as a pod runs it."""
+def start_shared_run(database_url: str, health_port: int, delay_s: float, **env: str) -> subprocess.Popen:
+    """`events run --group sample-shared` in its own process, as a pod runs it (``env``: more variables)."""
     env = dict(os.environ, EVENTS_DATABASE_URL=database_url, EVENTS_HANDLER_MODULES="tests.consumers.shared_handlers",
                EVENTS_HEALTH_PORT=str(health_port), EVENTS_CONCURRENCY="2", EVENTS_DRAIN_TIMEOUT_S="5",
-               SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO")
+               SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO", **env)
     return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "sample-shared"], env=env,
                             cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -265,6 +265,38 @@ def test_events_run_runs_a_shared_group_ready_when_polling_and_sigterm_leaves_no
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == sorted(e.event_id for e in events)
+
+
+def test_a_member_killed_mid_stream_loses_nothing_and_does_nothing_twice(
+        kafka_env, admin, app_topic, group_topics, producer_factory, sqlite_db):
+    # Given 60 slow events for the registered shared group, whose records' locks last 15 s (the broker's
+    # least), and two members of it as `events run` processes
+    topic = app_topic(partitions=2)
+    group_topics("sample-shared")
+    set_group_config(admin, group_id(kafka_env, "sample-shared"), "share.record.lock.duration.ms", "15000")
+    events = [app_event(f"app-{i % 10}", i) for i in range(60)]
+    publish_one_by_one(producer_factory(), topic, events)
+    members = [start_shared_run(sqlite_db, 0, delay_s=0.1) for _ in range(2)]
+    try:
+        wait_until(lambda: distinct_handled(sqlite_db) >= 10 or any(m.poll() is not None for m in members), 90,
+                   "10 handled")
+        # When one member is SIGKILLed mid-stream (the records it holds stay locked until their lock ends),
+        # and started again
+        members[0].kill()
+        members[0].communicate(timeout=30)
+        assert distinct_handled(sqlite_db) < 60, "the stream ended before the kill"
+        members[0] = start_shared_run(sqlite_db, 0, delay_s=0.1)
+        # Then every event is handled: what the dead member held comes again once its lock ends
+        wait_until(lambda: distinct_handled(sqlite_db) == 60 or any(m.poll() is not None for m in members), 120,
+                   "all 60 handled")
+    finally:
+        outputs = [stop(m) if m.poll() is None else m.communicate()[0] for m in members]
+    assert [m.returncode for m in members] == [0, 0], outputs
+    # And each event had its effect once and was claimed once: a record handled by the killed member but
+    # not acknowledged came again and was skipped by its claim
+    ids = sorted(e.event_id for e in events)
+    assert sorted(e[0] for e in sample_handlers.effects(sqlite_db)) == ids
+    assert processed(sqlite_db, "sample-shared") == ids
 
 
 def test_a_runner_whose_pollers_are_all_in_a_long_handler_stays_live(monkeypatch, app_topic, group_topics,
