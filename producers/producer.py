@@ -152,10 +152,10 @@ class EventProducer:
         ``retriable=True`` when no answer came within ``timeout`` seconds; the event may still
         arrive)."""
         if not wait:
-            self._send(event, key, idempotency_key, headers, None, self.queue_full_wait_s)
+            self._send(event, key, idempotency_key, headers, self.queue_full_wait_s, None)
             return None
         waiter = _Waiter(self, event.event_id)
-        self._send(event, key, idempotency_key, headers, waiter, self.queue_full_wait_s)
+        self._send(event, key, idempotency_key, headers, self.queue_full_wait_s, waiter)
         return waiter.result(timeout)
 
     def publish_async(self, event: Event, *, key: str | None = None, idempotency_key: str | None = None,
@@ -167,8 +167,8 @@ class EventProducer:
         future: asyncio.Future[Delivery] = loop.create_future()
         if self._poller is None:
             self._start_poller()
-        self._send(event, key, idempotency_key, headers, partial(self._settle_future, loop, future, event.event_id),
-                   0.0)
+        settle = partial(self._settle_future, loop, future, event.event_id)
+        self._send(event, key, idempotency_key, headers, 0.0, settle)
         return future
 
     def publish_many(self, events: Iterable[Event], *, key: str | None = None,
@@ -180,7 +180,7 @@ class EventProducer:
         for event in events:
             try:
                 waiter = _Waiter(self, event.event_id)
-                self._send(event, key, None, None, waiter, self.queue_full_wait_s)
+                self._send(event, key, None, None, self.queue_full_wait_s, waiter)
                 outcomes.append(waiter)
             except PublishError as exc:
                 outcomes.append(exc)
@@ -216,7 +216,7 @@ class EventProducer:
         reports (the poll thread, or one inside ``publish``/``poll``/``flush``); without it,
         failures go to ``on_error`` and the log like ``publish()``'s."""
         callback: Callable | None = partial(self._settle_callback, on_result, event_id) if on_result else None
-        self._send_encoded(topic, value, key, headers, event_id, callback, self.queue_full_wait_s)
+        self._send_encoded(topic, value, key, headers, event_id, self.queue_full_wait_s, callback)
 
     def topic_of(self, event_type: str) -> str:
         """The topic events of this type go to."""
@@ -286,30 +286,25 @@ class EventProducer:
 
     # -- internals --------------------------------------------------------------------------
     def _send_now(self, event: Event, key: str | None, idempotency_key: str | None, headers: ExtraHeaders,
-                  on_delivery: Callable | None, queue_full_wait_s: float) -> None:
-        """Publishes one event (``on_delivery=None``: the producer-level ``_on_delivery`` answers)."""
+                  queue_full_wait_s: float, on_delivery: Callable | None) -> None:
+        """Publishes one event (``on_delivery=None``: the producer-level ``_on_delivery`` answers).
+        The callback comes last, so the observed path's ``publish(deliver)`` is a positional partial."""
         topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
-        self._produce(topic, value, key, hdrs, event.event_id, on_delivery, queue_full_wait_s)
+        self._produce(topic, value, key, hdrs, event.event_id, queue_full_wait_s, on_delivery)
 
     def _send_observed(self, event: Event, key: str | None, idempotency_key: str | None, headers: ExtraHeaders,
-                       on_delivery: Callable | None, queue_full_wait_s: float) -> None:
+                       queue_full_wait_s: float, on_delivery: Callable | None) -> None:
         """``_send_now`` inside the observers' ``around_publish`` wraps."""
-        def publish(deliver: Callable) -> None:
-            topic, value, event_key, hdrs = self._prepare(event, key, idempotency_key, headers)
-            self._produce(topic, value, event_key, hdrs, event.event_id, deliver, queue_full_wait_s)
-
-        assert self._around_publish is not None  # chosen at __init__ only when observers wrap
-        self._around_publish(event, on_delivery or self._on_delivery, publish)
+        assert self._around_publish is not None  # chosen at __init__ only when an observer wraps
+        self._around_publish(event, on_delivery or self._on_delivery,
+                             partial(self._send_now, event, key, idempotency_key, headers, queue_full_wait_s))
 
     def _send_encoded_observed(self, topic: str, value: bytes, key, headers: Headers, event_id: str,
-                               on_delivery: Callable | None, queue_full_wait_s: float) -> None:
+                               queue_full_wait_s: float, on_delivery: Callable | None) -> None:
         """``_produce`` of an encoded event inside the observers' ``around_publish_encoded`` wraps."""
-        def publish(deliver: Callable) -> None:
-            self._produce(topic, value, key, headers, event_id, deliver, queue_full_wait_s)
-
         assert self._around_publish_encoded is not None
         self._around_publish_encoded(_header(headers, "event-type") or "unknown", on_delivery or self._on_delivery,
-                                     publish)
+                                     partial(self._produce, topic, value, key, headers, event_id, queue_full_wait_s))
 
     def _prepare(self, event: Event, key: str | None, idempotency_key: str | None,
                  headers: ExtraHeaders) -> tuple[str, bytes, str, Headers]:
@@ -338,8 +333,8 @@ class EventProducer:
                                                    static_headers(spec))
         return route
 
-    def _produce(self, topic: str, value: bytes, key, headers: Headers, event_id: str,
-                 on_delivery: Callable | None, queue_full_wait_s: float) -> None:
+    def _produce(self, topic: str, value: bytes, key, headers: Headers, event_id: str, queue_full_wait_s: float,
+                 on_delivery: Callable | None) -> None:
         if self._closed:
             raise PublishError("the producer is closed", event_id=event_id, topic=topic)
         producer = self._producer

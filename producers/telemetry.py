@@ -58,10 +58,6 @@ def _metrics_configured() -> bool:
     return not isinstance(provider, NoOpMeterProvider) and type(provider).__name__ != "_ProxyMeterProvider"
 
 
-def _event_type(event: Event) -> str:
-    return getattr(event, "event_type", type(event).__name__)
-
-
 class ProducerTracing(ProducerObserver):
     """A PRODUCER span per published event (the relay's path has none: its events carry the
     ``traceparent`` of the transaction that added them)."""
@@ -72,7 +68,8 @@ class ProducerTracing(ProducerObserver):
     def around_publish(self, event: Event, deliver: Deliver, publish: Publish) -> None:
         span = self.tracer.start_span("send", kind=SpanKind.PRODUCER, attributes={
             "messaging.system": "kafka", "messaging.operation.type": "send", "messaging.operation.name": "send",
-            "messaging.message.id": getattr(event, "event_id", ""), "events.event_type": _event_type(event)})
+            "messaging.message.id": getattr(event, "event_id", ""),
+            "events.event_type": getattr(event, "event_type", type(event).__name__)})
         try:
             with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
                 publish(partial(_end_span, span, deliver))
@@ -87,15 +84,16 @@ def _end_span(span: Any, deliver: Deliver, err: KafkaError | None, msg: Message)
     """The delivery callback of a traced event: where it went, how it ended; then ``deliver``."""
     topic, key = msg.topic(), msg.key()
     span.update_name(f"send {topic}")
-    span.set_attribute("messaging.destination.name", topic or "")
-    span.set_attribute("messaging.kafka.message.key", key.decode("utf-8", "replace") if isinstance(key, bytes)
-                       else str(key))
+    attributes: dict[str, Any] = {
+        "messaging.destination.name": topic or "",
+        "messaging.kafka.message.key": key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)}
     if err is None:
-        span.set_attribute("messaging.destination.partition.id", str(msg.partition()))
-        span.set_attribute("messaging.kafka.offset", msg.offset())
+        attributes["messaging.destination.partition.id"] = str(msg.partition())
+        attributes["messaging.kafka.offset"] = msg.offset()
     else:
+        attributes["error.type"] = err.name()
         span.set_status(Status(StatusCode.ERROR, err.str()))
-        span.set_attribute("error.type", err.name())
+    span.set_attributes(attributes)
     span.end()
     deliver(err, msg)
 
@@ -108,7 +106,7 @@ class ProducerMetrics(ProducerObserver):
                                               description="Events published, by outcome")
 
     def around_publish(self, event: Event, deliver: Deliver, publish: Publish) -> None:
-        event_type = _event_type(event)
+        event_type = getattr(event, "event_type", type(event).__name__)  # not an Event: refused, counted
         try:
             publish(partial(self._count, event_type, deliver))
         except PublishError:
