@@ -12,8 +12,8 @@ bytes that are already an encoded event (the outbox relay's path; ``event_type``
 
 The wraps run on the publishing thread, the delivery callbacks on whichever thread serves delivery
 reports: keep both short and thread-safe. The producer nests the hooks it was given once, at
-``__init__``, the first observer outermost; only overridden hooks are nested, and with none the
-producer publishes as if there were no observers (no call more per event).
+``__init__``, the first observer outermost (the SDK's tracing, then its metrics, then the caller's);
+only overridden hooks are nested, and without any it takes its plain path (no test per event).
 """
 
 from __future__ import annotations
