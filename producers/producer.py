@@ -29,7 +29,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -45,8 +45,9 @@ from dify_events.schemas.settings import Settings, get_settings
 from .config import producer_config
 from .errors import DeliveryFailed, MessageTooLarge, PublishError, QueueFull, UnpublishableEvent
 from .headers import Headers, event_headers, static_headers
+from .observers import ProducerObserver, nested
 from .sizes import DEFAULT_MESSAGE_MAX_BYTES, record_size
-from .telemetry import ProducerTelemetry
+from .telemetry import observers as telemetry_observers
 
 log = logging.getLogger("producers.producer")
 
@@ -100,13 +101,15 @@ class EventProducer:
     once). ``topic_prefix``: defaults to the settings' prefix.
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     set, else no spans or metrics (``producers.telemetry``).
+    ``observers``: more ``ProducerObserver``s, after the SDK's tracing and metrics (``producers.observers``).
     """
 
     def __init__(self, config: dict[str, Any] | None = None, *, settings: Settings | None = None,
                  catalogue: Catalogue = CATALOGUE, codec: AvroCodec | None = None,
                  on_error: Callable[[PublishError], None] | None = None, poll_thread: bool = True,
                  queue_full_wait_s: float = 1.0, topic_prefix: str | None = None,
-                 tracer_provider: Any = None, meter_provider: Any = None):
+                 tracer_provider: Any = None, meter_provider: Any = None,
+                 observers: Sequence[ProducerObserver] = ()):
         settings = settings or get_settings()
         conf = producer_config(config, settings)
         clashes = [name for name in _OWN_PROPERTIES if name in conf]
@@ -124,7 +127,12 @@ class EventProducer:
         self.queue_full_wait_s = queue_full_wait_s
         self._producer = Producer(conf)
         self._routes: dict[type, _Route] = {}
-        self._telemetry = ProducerTelemetry.create(tracer_provider, meter_provider)
+        watching = [*telemetry_observers(tracer_provider, meter_provider), *observers]
+        self._around_publish = nested(watching, "around_publish")
+        self._around_publish_encoded = nested(watching, "around_publish_encoded")
+        # the one send path of each kind, chosen once: without observers, straight to librdkafka
+        self._send = self._send_now if self._around_publish is None else self._send_observed
+        self._send_encoded = self._produce if self._around_publish_encoded is None else self._send_encoded_observed
         self._unpolled = 0
         self._last_poll = 0.0  # monotonic time the caller's thread last served delivery reports
         self._closed = False
@@ -143,17 +151,11 @@ class EventProducer:
         broker acknowledged it, or raises ``PublishError`` (``DeliveryFailed`` with
         ``retriable=True`` when no answer came within ``timeout`` seconds; the event may still
         arrive)."""
-        telemetry = self._telemetry
-        if telemetry is not None:
-            waiter = _Waiter(self, event.event_id) if wait else None
-            telemetry.send(self, event, key, idempotency_key, headers, waiter, self.queue_full_wait_s)
-            return waiter.result(timeout) if waiter is not None else None
-        topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
         if not wait:
-            self._produce(topic, value, key, hdrs, event.event_id, None, self.queue_full_wait_s)
+            self._send(event, key, idempotency_key, headers, self.queue_full_wait_s, None)
             return None
         waiter = _Waiter(self, event.event_id)
-        self._produce(topic, value, key, hdrs, event.event_id, waiter, self.queue_full_wait_s)
+        self._send(event, key, idempotency_key, headers, self.queue_full_wait_s, waiter)
         return waiter.result(timeout)
 
     def publish_async(self, event: Event, *, key: str | None = None, idempotency_key: str | None = None,
@@ -166,11 +168,7 @@ class EventProducer:
         if self._poller is None:
             self._start_poller()
         settle = partial(self._settle_future, loop, future, event.event_id)
-        if self._telemetry is not None:
-            self._telemetry.send(self, event, key, idempotency_key, headers, settle, 0.0)
-            return future
-        topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
-        self._produce(topic, value, key, hdrs, event.event_id, settle, 0.0)
+        self._send(event, key, idempotency_key, headers, 0.0, settle)
         return future
 
     def publish_many(self, events: Iterable[Event], *, key: str | None = None,
@@ -182,11 +180,7 @@ class EventProducer:
         for event in events:
             try:
                 waiter = _Waiter(self, event.event_id)
-                if self._telemetry is not None:
-                    self._telemetry.send(self, event, key, None, None, waiter, self.queue_full_wait_s)
-                else:
-                    topic, value, event_key, hdrs = self._prepare(event, key, None, None)
-                    self._produce(topic, value, event_key, hdrs, event.event_id, waiter, self.queue_full_wait_s)
+                self._send(event, key, None, None, self.queue_full_wait_s, waiter)
                 outcomes.append(waiter)
             except PublishError as exc:
                 outcomes.append(exc)
@@ -222,9 +216,7 @@ class EventProducer:
         reports (the poll thread, or one inside ``publish``/``poll``/``flush``); without it,
         failures go to ``on_error`` and the log like ``publish()``'s."""
         callback: Callable | None = partial(self._settle_callback, on_result, event_id) if on_result else None
-        if self._telemetry is not None:
-            callback = self._telemetry.wrap(_header(headers, "event-type"), callback, self)
-        self._produce(topic, value, key, headers, event_id, callback, self.queue_full_wait_s)
+        self._send_encoded(topic, value, key, headers, event_id, self.queue_full_wait_s, callback)
 
     def topic_of(self, event_type: str) -> str:
         """The topic events of this type go to."""
@@ -293,6 +285,27 @@ class EventProducer:
         return f"<EventProducer {self.config.get('bootstrap.servers')} prefix={self.topic_prefix!r}>"
 
     # -- internals --------------------------------------------------------------------------
+    def _send_now(self, event: Event, key: str | None, idempotency_key: str | None, headers: ExtraHeaders,
+                  queue_full_wait_s: float, on_delivery: Callable | None) -> None:
+        """Publishes one event (``on_delivery=None``: the producer-level ``_on_delivery`` answers).
+        The callback comes last, so the observed path's ``publish(deliver)`` is a positional partial."""
+        topic, value, key, hdrs = self._prepare(event, key, idempotency_key, headers)
+        self._produce(topic, value, key, hdrs, event.event_id, queue_full_wait_s, on_delivery)
+
+    def _send_observed(self, event: Event, key: str | None, idempotency_key: str | None, headers: ExtraHeaders,
+                       queue_full_wait_s: float, on_delivery: Callable | None) -> None:
+        """``_send_now`` inside the observers' ``around_publish`` wraps."""
+        assert self._around_publish is not None  # chosen at __init__ only when an observer wraps
+        self._around_publish(event, on_delivery or self._on_delivery,
+                             partial(self._send_now, event, key, idempotency_key, headers, queue_full_wait_s))
+
+    def _send_encoded_observed(self, topic: str, value: bytes, key, headers: Headers, event_id: str,
+                               queue_full_wait_s: float, on_delivery: Callable | None) -> None:
+        """``_produce`` of an encoded event inside the observers' ``around_publish_encoded`` wraps."""
+        assert self._around_publish_encoded is not None
+        self._around_publish_encoded(_header(headers, "event-type") or "unknown", on_delivery or self._on_delivery,
+                                     partial(self._produce, topic, value, key, headers, event_id, queue_full_wait_s))
+
     def _prepare(self, event: Event, key: str | None, idempotency_key: str | None,
                  headers: ExtraHeaders) -> tuple[str, bytes, str, Headers]:
         """(topic, encoded value, key, headers) of an event; raises what can be known at once."""
@@ -320,8 +333,8 @@ class EventProducer:
                                                    static_headers(spec))
         return route
 
-    def _produce(self, topic: str, value: bytes, key, headers: Headers, event_id: str,
-                 on_delivery: Callable | None, queue_full_wait_s: float) -> None:
+    def _produce(self, topic: str, value: bytes, key, headers: Headers, event_id: str, queue_full_wait_s: float,
+                 on_delivery: Callable | None) -> None:
         if self._closed:
             raise PublishError("the producer is closed", event_id=event_id, topic=topic)
         producer = self._producer
