@@ -74,6 +74,9 @@ class ProducerTracing(ProducerObserver):
             with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
                 publish(partial(_end_span, span, deliver))
         except PublishError as exc:
+            if exc.topic:  # refused on its way to a topic (too large, queue full), not before it had one
+                span.update_name(f"send {exc.topic}")
+                span.set_attribute("messaging.destination.name", exc.topic)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.end()

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, get_current_span
 
-from dify_events.producers import DeliveryFailed, EventProducer, PublishError, UnpublishableEvent
+from dify_events.producers import DeliveryFailed, EventProducer, MessageTooLarge, PublishError, UnpublishableEvent
 from dify_events.producers.observers import Deliver, ProducerObserver, Publish, nested
 from dify_events.schemas import headers as names
 from dify_events.schemas.events import AppWasCreated, Event
@@ -163,6 +163,22 @@ def test_an_event_refused_at_once_counts_rejected_and_its_span_ends_with_the_err
     assert span.attributes["messaging.message.id"] == stranger.event_id
     assert span.status.status_code == StatusCode.ERROR and span.status.description == "UnpublishableEvent"
     assert [e.name for e in span.events] == ["exception"]
+
+
+def test_an_event_too_large_for_the_producer_is_refused_in_a_span_named_for_its_topic(telemetry):
+    tracer_provider, exporter, meter_provider, reader = telemetry
+    with EventProducer({"message.max.bytes": 1000}, settings=NOWHERE, tracer_provider=tracer_provider,
+                       meter_provider=meter_provider) as producer:
+        # When an event larger than the producer takes is published
+        with pytest.raises(MessageTooLarge):
+            producer.publish(AppWasCreated(tenant_id="tenant-1", app_id="app-1", mode="chat", name="x" * 5000,
+                                           created_by="u1"))
+        topic = producer.topic_of("app_was_created")
+    # Then it counts rejected, and its span, ended with the error, names the topic it was refused for
+    assert value(points(reader), "events.published", event_type="app_was_created", outcome="rejected") == 1
+    [span] = exporter.get_finished_spans()
+    assert span.name == f"send {topic}" and span.attributes["messaging.destination.name"] == topic
+    assert span.status.status_code == StatusCode.ERROR and span.status.description == "MessageTooLarge"
 
 
 def test_an_event_that_times_out_counts_failed_and_its_span_names_where_it_was_going(telemetry):
