@@ -225,6 +225,35 @@ def start_shared_run(database_url: str, health_port: int, delay_s: float, **env:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+class SharedMembers:
+    """``count`` members of the registered shared group as `events run` processes, 100 ms an event
+    (``env``: more variables). Leaving the block stops each with SIGTERM; each must exit 0, no traceback."""
+
+    def __init__(self, database_url: str, count: int, **env: str):
+        self.database_url, self.env = database_url, env
+        self.procs = [self.start() for _ in range(count)]
+
+    def start(self) -> subprocess.Popen:
+        return start_shared_run(self.database_url, 0, delay_s=0.1, **self.env)
+
+    def handled(self) -> int:
+        return distinct_handled(self.database_url)
+
+    def wait_handled(self, count: int, timeout_s: float) -> None:
+        """Until ``count`` events had their effect (or a member exited: the test then fails on leaving)."""
+        wait_until(lambda: self.handled() >= count or any(p.poll() is not None for p in self.procs), timeout_s,
+                   f"{count} handled")
+
+    def __enter__(self) -> SharedMembers:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        outputs = [stop(p) if p.poll() is None else p.communicate()[0] for p in self.procs]
+        if exc_info[0] is None:
+            assert all(p.returncode == 0 for p in self.procs), outputs
+            assert not any("Traceback" in output for output in outputs), outputs
+
+
 def ready(port: int) -> bool:
     try:
         return get(f"http://127.0.0.1:{port}/readyz")[0] == 200
@@ -276,22 +305,16 @@ def test_a_member_killed_mid_stream_loses_nothing_and_does_nothing_twice(
     set_group_config(admin, group_id(kafka_env, "sample-shared"), "share.record.lock.duration.ms", "15000")
     events = [app_event(f"app-{i % 10}", i) for i in range(60)]
     publish_one_by_one(producer_factory(), topic, events)
-    members = [start_shared_run(sqlite_db, 0, delay_s=0.1) for _ in range(2)]
-    try:
-        wait_until(lambda: distinct_handled(sqlite_db) >= 10 or any(m.poll() is not None for m in members), 90,
-                   "10 handled")
+    with SharedMembers(sqlite_db, 2) as members:
+        members.wait_handled(10, 90)
         # When one member is SIGKILLed mid-stream (the records it holds stay locked until their lock ends),
         # and started again
-        members[0].kill()
-        members[0].communicate(timeout=30)
-        assert distinct_handled(sqlite_db) < 60, "the stream ended before the kill"
-        members[0] = start_shared_run(sqlite_db, 0, delay_s=0.1)
+        members.procs[0].kill()
+        members.procs[0].communicate(timeout=30)
+        assert members.handled() < 60, "the stream ended before the kill"
+        members.procs[0] = members.start()
         # Then every event is handled: what the dead member held comes again once its lock ends
-        wait_until(lambda: distinct_handled(sqlite_db) == 60 or any(m.poll() is not None for m in members), 120,
-                   "all 60 handled")
-    finally:
-        outputs = [stop(m) if m.poll() is None else m.communicate()[0] for m in members]
-    assert [m.returncode for m in members] == [0, 0], outputs
+        members.wait_handled(60, 120)
     # And each event had its effect once and was claimed once: a record handled by the killed member but
     # not acknowledged came again and was skipped by its claim
     ids = sorted(e.event_id for e in events)

@@ -13,10 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dify_events.schemas.topics import await_served
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event
-from tests.consumers.test_lifecycle import distinct_handled, stop
-from tests.consumers.test_share_runner import processed, publish_one_by_one, start_shared_run
+from tests.consumers.test_share_runner import SharedMembers, processed, publish_one_by_one
 from tests.faults.harness import QUIET
-from tests.support.waiting import wait_until
 
 DOWN_S = 6.0
 
@@ -32,23 +30,16 @@ def test_a_shared_groups_members_survive_a_broker_restart_losing_and_doubling_no
     await_served(admin, {topic: 2})
     events = [app_event(f"app-{i % 10}", i) for i in range(80)]
     publish_one_by_one(Producer({"bootstrap.servers": bootstrap, "logger": QUIET}), topic, events)
-    members = [start_shared_run(database_url, 0, delay_s=0.1, KAFKA_BOOTSTRAP_SERVERS=bootstrap) for _ in range(2)]
-    try:
-        wait_until(lambda: distinct_handled(database_url) >= 10 or any(m.poll() is not None for m in members), 90,
-                   "10 handled")
+    with SharedMembers(database_url, 2, KAFKA_BOOTSTRAP_SERVERS=bootstrap) as members:
+        members.wait_handled(10, 90)
         # When the broker stops mid-stream and starts again a few seconds later
         own_broker.stop()
-        assert distinct_handled(database_url) < 80, "the stream ended before the broker stopped"
+        assert members.handled() < 80, "the stream ended before the broker stopped"
         time.sleep(DOWN_S)  # the outage itself, not a wait for a condition
         own_broker.start(timeout_s=120)
         # Then the members handle every event
-        wait_until(lambda: distinct_handled(database_url) == 80 or any(m.poll() is not None for m in members), 180,
-                   "all 80 handled")
-    finally:
-        outputs = [stop(m) if m.poll() is None else m.communicate()[0] for m in members]
-    assert [m.returncode for m in members] == [0, 0], outputs
+        members.wait_handled(80, 180)
     # And each event had its effect once and was claimed once
     ids = sorted(e.event_id for e in events)
     assert sorted(e[0] for e in sample_handlers.effects(database_url)) == ids
     assert processed(database_url, "sample-shared") == ids
-    assert all("Traceback" not in output for output in outputs), outputs
