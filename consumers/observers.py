@@ -67,6 +67,10 @@ class Observer:
     def after_dead_letter_refused(self, job: Job, *, error: str, retry_in_s: float) -> None:
         """The broker did not take the dead letter (``error``, redacted); it is sent again in ``retry_in_s``."""
 
+    def after_acknowledge(self, job: Job, ack: str, delivery: int) -> None:
+        """A shared group acknowledged ``job``'s record on its ``delivery``-th delivery: ``accept``,
+        ``reject``, ``release``, or ``failed`` (its lock had ended: the broker offers it again)."""
+
     def after_pause(self, group: str, reason: str) -> None:
         """The group paused fetching: ``outage``, ``buffer_full`` or ``stopping``."""
 
@@ -88,8 +92,8 @@ class Observer:
 
 
 HOOKS = ("around_message", "around_attempt", "around_dead_letter", "after_message", "after_retry",
-         "after_dead_letter", "after_dead_letter_refused", "after_pause", "before_batch_job", "after_batch_job",
-         "after_batch", "after_start", "before_stop")
+         "after_dead_letter", "after_dead_letter_refused", "after_acknowledge", "after_pause", "before_batch_job",
+         "after_batch_job", "after_batch", "after_start", "before_stop")
 
 
 class Observers:
@@ -105,6 +109,7 @@ class Observers:
     after_retry: tuple[Callable[..., None], ...]
     after_dead_letter: tuple[Callable[..., None], ...]
     after_dead_letter_refused: tuple[Callable[..., None], ...]
+    after_acknowledge: tuple[Callable[..., None], ...]
     after_pause: tuple[Callable[..., None], ...]
     before_batch_job: tuple[Callable[..., None], ...]
     after_batch_job: tuple[Callable[..., None], ...]

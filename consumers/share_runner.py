@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from confluent_kafka import AcknowledgeType, KafkaError, KafkaException, Message, ShareConsumer
+from confluent_kafka import AcknowledgeType, KafkaError, KafkaException, ShareConsumer
 from confluent_kafka.admin import ConfigResource, ResourceType
 
 from dify_events.schemas import headers as H
@@ -229,7 +229,7 @@ class ShareGroupRunner(GroupRunner):
                     if record.error() is not None:
                         self._on_poll_error(record.error(), None)
                         continue
-                    self._acknowledge(consumer, record, self._run_record(index, record, acquired))
+                    self._acknowledge(consumer, *self._run_record(index, record, acquired))
                 if records:
                     consumer.commit_async()  # else the acknowledgements wait for the next poll
         except BaseException:
@@ -239,9 +239,10 @@ class ShareGroupRunner(GroupRunner):
         finally:
             self._close(consumer)
 
-    def _run_record(self, index: int, record: Any, acquired: float) -> str:
-        """The pipeline on one record acquired at ``acquired``; its outcome (never raises). (``Any``:
-        confluent-kafka's stubs allow a ``Message`` no topic, offset or list of headers; a record has them.)"""
+    def _run_record(self, index: int, record: Any, acquired: float) -> tuple[Job, str, int]:
+        """The pipeline on one record acquired at ``acquired``: its job, outcome and delivery count (never
+        raises). (``Any``: confluent-kafka's stubs allow a ``Message`` no topic, offset or list of headers;
+        a record has them.)"""
         delivery = record.delivery_count() or 1
         if delivery > 1:
             with self._counts:
@@ -281,7 +282,7 @@ class ShareGroupRunner(GroupRunner):
             self.outcomes[outcome] += 1
             if outcome != ABANDONED:
                 self.handled_by[index] += 1
-        return outcome
+        return job, outcome, delivery
 
     def _last_delivery(self, job: Job, delivery: int) -> str:
         """A record abandoned on its last delivery: dead-lettered by us rather than released to the
@@ -300,8 +301,8 @@ class ShareGroupRunner(GroupRunner):
         except Abandoned:
             return ABANDONED
 
-    def _acknowledge(self, consumer: ShareConsumer, record: Message, outcome: str) -> None:
-        ack = ACKS[outcome]
+    def _acknowledge(self, consumer: ShareConsumer, job: Job, outcome: str, delivery: int) -> None:
+        record, ack = job.message, ACKS[outcome]
         try:
             consumer.acknowledge(record, ack)
         except KafkaException as exc:  # its lock ended meanwhile: the broker offers it again
@@ -312,6 +313,9 @@ class ShareGroupRunner(GroupRunner):
             ack_name = ACK_NAMES[ack]
         with self._counts:
             self.acks[ack_name] += 1
+        assert self.resources is not None  # pollers run after _start
+        if self.resources.observers.after_acknowledge:
+            emit(self.resources.observers.after_acknowledge, job, ack_name, delivery)
 
     def _on_poll_error(self, err: KafkaError | None, exc: KafkaException | None) -> None:
         if err is not None and err.code() in (KafkaError.GROUP_ID_NOT_FOUND, KafkaError.INCONSISTENT_GROUP_PROTOCOL):

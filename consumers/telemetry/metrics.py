@@ -78,6 +78,10 @@ COUNTERS = {  # our name -> (instrument, unit, description)
                 "Transactions that held several idempotent events, by result (committed, rolled_back)"),
     "batched": ("events.messages.batched", "{message}",
                 "Messages handled or skipped as duplicates inside a batch's committed transaction"),
+    "acknowledged": ("events.share.acknowledgements", "{record}",
+                     "Records a shared group acknowledged, by type (accept, reject, release, failed)"),
+    "redelivered": ("events.share.redelivered", "{record}",
+                    "Records a shared group was given again (a delivery count above 1)"),
 }
 HISTOGRAMS = {  # our name -> (Prometheus family, its labels, description); buckets: SECONDS_BUCKETS
     "handler_duration": ("events_handler_duration_seconds", ("group", "event_type", "outcome"),
@@ -249,6 +253,11 @@ class MetricsObserver(Observer):
     def after_dead_letter(self, job: Job, *, exc: BaseException, attempts: int, sent: bool) -> None:
         if sent:
             self.metrics.count("dead_lettered", self._point(event_type_of(job)))
+
+    def after_acknowledge(self, job: Job, ack: str, delivery: int) -> None:
+        self.metrics.count("acknowledged", (("group", self.group), ("type", ack)))
+        if delivery > 1:
+            self.metrics.count("redelivered", (("group", self.group),))
 
     def after_pause(self, group: str, reason: str) -> None:
         self.metrics.count("pauses", (("group", group), ("reason", reason)))
