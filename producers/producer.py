@@ -154,7 +154,7 @@ class EventProducer:
         if not wait:
             self._send(event, key, idempotency_key, headers, self.queue_full_wait_s, None)
             return None
-        waiter = _Waiter(self, event.event_id)
+        waiter = _Waiter(self, getattr(event, "event_id", ""))
         self._send(event, key, idempotency_key, headers, self.queue_full_wait_s, waiter)
         return waiter.result(timeout)
 
@@ -167,7 +167,7 @@ class EventProducer:
         future: asyncio.Future[Delivery] = loop.create_future()
         if self._poller is None:
             self._start_poller()
-        settle = partial(self._settle_future, loop, future, event.event_id)
+        settle = partial(self._settle_future, loop, future, getattr(event, "event_id", ""))
         self._send(event, key, idempotency_key, headers, 0.0, settle)
         return future
 
@@ -179,7 +179,7 @@ class EventProducer:
         outcomes: list[_Waiter | PublishError] = []
         for event in events:
             try:
-                waiter = _Waiter(self, event.event_id)
+                waiter = _Waiter(self, getattr(event, "event_id", ""))
                 self._send(event, key, None, None, self.queue_full_wait_s, waiter)
                 outcomes.append(waiter)
             except PublishError as exc:

@@ -50,12 +50,14 @@ def producer(domain_topics):
 ], ids=["a-dict", "none", "out-of-range-values", "oversize"])
 def test_publish_refuses_bad_events_before_sending_anything(producer, domain_topics, topic_messages, make, error,
                                                             words):
-    # When the SDK is given something it cannot publish, waiting or not
+    # When the SDK is given something it cannot publish, waiting or not, or among others
     for wait in (False, True):
         with pytest.raises(error) as raised:
             producer.publish(make(), wait=wait, timeout=5)
         # Then the error says why
         assert words in str(raised.value)
+    [outcome] = producer.publish_many([make()], timeout=5)
+    assert isinstance(outcome, error) and words in str(outcome)
     # And nothing was sent
     assert producer.flush(10) == 0
     assert topic_messages(domain_topics) == 0
