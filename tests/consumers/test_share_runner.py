@@ -218,8 +218,9 @@ def test_a_record_abandoned_on_its_last_delivery_is_dead_lettered_not_released(
 def start_shared_run(database_url: str, health_port: int, delay_s: float, **env: str) -> subprocess.Popen:
     """`events run --group sample-shared` in its own process, as a pod runs it (``env``: more variables)."""
     env = dict(os.environ, EVENTS_DATABASE_URL=database_url, EVENTS_HANDLER_MODULES="tests.consumers.shared_handlers",
-               EVENTS_HEALTH_PORT=str(health_port), EVENTS_CONCURRENCY="2", EVENTS_DRAIN_TIMEOUT_S="5",
-               SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT), EVENTS_LOG_LEVEL="INFO", **env)
+               EVENTS_HEALTH_PORT=str(health_port), EVENTS_METRICS_PORT="0", EVENTS_CONCURRENCY="2",
+               EVENTS_DRAIN_TIMEOUT_S="5", SAMPLE_HANDLER_DELAY_S=str(delay_s), PYTHONPATH=str(ROOT),
+               EVENTS_LOG_LEVEL="INFO", **env)
     return subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", "sample-shared"], env=env,
                             cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -227,14 +228,26 @@ def start_shared_run(database_url: str, health_port: int, delay_s: float, **env:
 
 class SharedMembers:
     """``count`` members of the registered shared group as `events run` processes, 100 ms an event
-    (``env``: more variables). Leaving the block stops each with SIGTERM; each must exit 0, no traceback."""
+    (``env``: more variables), each ready (polling) once made, so that SIGTERM ends it cleanly. Leaving
+    the block stops each with SIGTERM; each must exit 0, no traceback."""
 
     def __init__(self, database_url: str, count: int, **env: str):
         self.database_url, self.env = database_url, env
-        self.procs = [self.start() for _ in range(count)]
+        launched = [self._launch() for _ in range(count)]  # they start up side by side
+        self.procs = [self._ready(*member) for member in launched]
 
     def start(self) -> subprocess.Popen:
-        return start_shared_run(self.database_url, 0, delay_s=0.1, **self.env)
+        """One more member, once it is ready."""
+        return self._ready(*self._launch())
+
+    def _launch(self) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        return start_shared_run(self.database_url, port, delay_s=0.1, **self.env), port
+
+    @staticmethod
+    def _ready(proc: subprocess.Popen, port: int) -> subprocess.Popen:
+        wait_until(lambda: ready(port) or proc.poll() is not None, 90, "a member to be ready")
+        return proc
 
     def handled(self) -> int:
         return distinct_handled(self.database_url)
@@ -298,14 +311,14 @@ def test_events_run_runs_a_shared_group_ready_when_polling_and_sigterm_leaves_no
 
 def test_a_member_killed_mid_stream_loses_nothing_and_does_nothing_twice(
         kafka_env, admin, app_topic, group_topics, producer_factory, sqlite_db):
-    # Given 60 slow events for the registered shared group, whose records' locks last 15 s (the broker's
-    # least), and two members of it as `events run` processes
+    # Given two members of the registered shared group as `events run` processes, whose records' locks
+    # last 15 s (the broker's least), and 60 slow events published once they poll
     topic = app_topic(partitions=2)
     group_topics("sample-shared")
     set_group_config(admin, group_id(kafka_env, "sample-shared"), "share.record.lock.duration.ms", "15000")
     events = [app_event(f"app-{i % 10}", i) for i in range(60)]
-    publish_one_by_one(producer_factory(), topic, events)
     with SharedMembers(sqlite_db, 2) as members:
+        publish_one_by_one(producer_factory(), topic, events)
         members.wait_handled(10, 90)
         # When one member is SIGKILLed mid-stream (the records it holds stay locked until their lock ends),
         # and started again

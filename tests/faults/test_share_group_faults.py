@@ -20,7 +20,7 @@ DOWN_S = 6.0
 
 
 def test_a_shared_groups_members_survive_a_broker_restart_losing_and_doubling_nothing(kafka_env, own_broker, tmp_path):
-    # Given 80 slow events for the registered shared group on a broker of this test's own, and two members
+    # Given two members of the registered shared group on a broker of this test's own, and 80 slow events
     bootstrap = own_broker.status().bootstrap
     database_url = f"sqlite:///{tmp_path / 'effects.db'}"
     sample_handlers.create_tables(database_url)
@@ -29,8 +29,8 @@ def test_a_shared_groups_members_survive_a_broker_restart_losing_and_doubling_no
     next(iter(admin.create_topics([NewTopic(topic, 2, 1)]).values())).result(30)
     await_served(admin, {topic: 2})
     events = [app_event(f"app-{i % 10}", i) for i in range(80)]
-    publish_one_by_one(Producer({"bootstrap.servers": bootstrap, "logger": QUIET}), topic, events)
     with SharedMembers(database_url, 2, KAFKA_BOOTSTRAP_SERVERS=bootstrap) as members:
+        publish_one_by_one(Producer({"bootstrap.servers": bootstrap, "logger": QUIET}), topic, events)
         members.wait_handled(10, 90)
         # When the broker stops mid-stream and starts again a few seconds later
         own_broker.stop()
