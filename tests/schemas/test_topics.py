@@ -18,6 +18,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from dify_events.consumers.cli import main
+from dify_events.consumers.recovery.kafka import watermarks
 from dify_events.consumers.runner import GroupRunner
 from dify_events.producers.config import producer_config
 from dify_events.schemas.catalogue import CATALOGUE
@@ -31,7 +32,6 @@ from dify_events.schemas.topics import (
     create_missing,
     desired_topics,
     group_topics,
-    list_offsets,
     list_topics,
     load_topics_file,
     plan,
@@ -230,15 +230,9 @@ def test_the_platforms_producer_writing_right_after_apply_loses_nothing(prefix, 
         time.sleep(0.007)
     assert producer.flush(30) == 0
     # Then every record acknowledged is in its partition's log
-    in_log = {tp: high - low for tp, (low, high) in watermarks_of(admin, list(acked)).items()}
+    in_log = {tp: high - low for tp, (low, high) in watermarks(admin, list(acked)).items()}
     assert in_log == dict(acked)
     assert sum(acked.values()) == 8 * 12 * len(specs)
-
-
-def watermarks_of(admin, tps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
-    low = list_offsets(admin, dict.fromkeys(tps, OffsetSpec.earliest()))
-    high = list_offsets(admin, dict.fromkeys(tps, OffsetSpec.latest()))
-    return {tp: (low[tp], high[tp]) for tp in tps}
 
 
 def test_apply_manages_every_registered_group_unless_told_otherwise(prefix, admin, monkeypatch):
