@@ -112,6 +112,7 @@ class ShareGroupRunner(GroupRunner):
         self.acks: Counter[str] = Counter()
         self.redelivered = 0  # records that came with a delivery count above 1
         self.handled_by: list[int] = [0] * self.concurrency  # records each poller finished (not abandoned)
+        self.partitions: Counter[str] = Counter()  # records of each "topic[partition]" run to their end here
         self._counts = threading.Lock()
         self._busy = [False] * self.concurrency  # running a record's pipeline
         self._stop_waiting = threading.Event()
@@ -127,7 +128,7 @@ class ShareGroupRunner(GroupRunner):
     def status(self) -> dict[str, Any]:
         return {"group": self.group.name, "delivery": SHARED, "joined": self.joined, "pollers": self.concurrency,
                 "in_flight": self.in_flight, "redelivered": self.redelivered, "acks": dict(self.acks),
-                **self.stats()}
+                "partitions": dict(self.partitions), **self.stats()}
 
     # -- the run ------------------------------------------------------------------------------
     def _start(self) -> bool:
@@ -282,6 +283,8 @@ class ShareGroupRunner(GroupRunner):
             self.outcomes[outcome] += 1
             if outcome != ABANDONED:
                 self.handled_by[index] += 1
+            if outcome not in (ABANDONED, PASSED):
+                self.partitions[f"{job.lane.topic}[{job.lane.partition}]"] += 1
         return job, outcome, delivery
 
     def _last_delivery(self, job: Job, delivery: int) -> str:

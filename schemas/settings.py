@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     batch_max: int | None = Field(default=None, ge=1, le=10_000,
                                   description="Most idempotent events per transaction, over each group's batch_max; "
                                               "1 turns batches off.")
+    delivery: Literal["ordered", "shared"] | None = Field(
+        default=None, description="Run the group with this delivery instead of the one its code declares "
+                                  "(`ordered` on a cluster without share groups).")
     drain_timeout_s: float = Field(default=30.0, gt=0, le=MAX_DRAIN_TIMEOUT_S, allow_inf_nan=False)
     health_port: int = Field(default=8080, ge=0, le=65535)
     metrics_port: int = Field(default=9464, ge=0, le=65535)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -17,9 +18,10 @@ from rich.table import Table
 from dify_events.schemas.settings import MAX_RETENTION_DAYS, get_settings
 
 from ..errors import ConsumerError
-from ..group import SHARED
+from ..group import DELIVERIES, SHARED
 from ..logs import configure_logging
 
+log = logging.getLogger("consumers.cli.run")
 out = Console()
 err = Console(stderr=True)
 
@@ -52,6 +54,9 @@ class Days(click.FloatRange):
 @click.option("--batch-max", type=click.IntRange(1, 10_000), default=None,
               help="Most idempotent events per database transaction; 1 turns batches off "
                    "(default: EVENTS_BATCH_MAX, else the group's batch_max, 50).")
+@click.option("--delivery", type=click.Choice(DELIVERIES), default=None,
+              help="Run the group ordered (a consumer group) or shared (a share group) instead of as its code "
+                   "declares; `ordered` where the cluster has no share groups (default: EVENTS_DELIVERY).")
 @click.option("--health-port", type=click.IntRange(0, 65535), default=None,
               help="Port of /healthz and /readyz (default: EVENTS_HEALTH_PORT; 0: none).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
@@ -60,7 +65,7 @@ class Days(click.FloatRange):
               help="How long processed idempotency keys are kept, older ones purged hourly "
                    "(default: EVENTS_IDEMPOTENCY_RETENTION_DAYS, 7).")
 def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,
-            batch_max: int | None, health_port: int | None, metrics_port: int | None,
+            batch_max: int | None, delivery: str | None, health_port: int | None, metrics_port: int | None,
             idempotency_retention_days: float | None) -> None:
     """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
 
@@ -81,19 +86,25 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
     if idempotency_retention_days is None:
         idempotency_retention_days = get_settings().idempotency_retention_days
     if run_all:
-        sys.exit(_run_all([g.name for g in groups], concurrency, batch_max, health_port, metrics_port,
+        sys.exit(_run_all([g.name for g in groups], concurrency, batch_max, delivery, health_port, metrics_port,
                           idempotency_retention_days))
     assert group_name is not None  # --group NAME, since not --all
-    _run_one(registry.get(group_name), concurrency, batch_max, health_port, metrics_port, idempotency_retention_days)
+    _run_one(registry.get(group_name), concurrency, batch_max, delivery, health_port, metrics_port,
+             idempotency_retention_days)
 
 
-def _run_one(group, concurrency: int | None, batch_max: int | None, health_port: int | None,
+def _run_one(group, concurrency: int | None, batch_max: int | None, delivery: str | None, health_port: int | None,
              metrics_port: int | None, retention_days: float) -> None:
     from ..runners import runner_class
     from ..telemetry import configure
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    delivery = delivery or settings.delivery
+    if delivery and delivery != group.delivery:
+        log.info("group %s runs %s here, not %s as its code declares (EVENTS_DELIVERY / --delivery)",
+                 group.name, delivery, group.delivery)
+        group.delivery = delivery
     telemetry = configure(settings.metrics_port if metrics_port is None else metrics_port, group=group.name)
     runner = runner_class(group)(group, settings=settings, concurrency=concurrency, batch_max=batch_max,
                                  health_port=health_port, idempotency_retention=timedelta(days=retention_days),
@@ -110,8 +121,8 @@ def _run_one(group, concurrency: int | None, batch_max: int | None, health_port:
         telemetry.shutdown()
 
 
-def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, health_port: int | None,
-             metrics_port: int | None, retention_days: float) -> int:
+def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, delivery: str | None,
+             health_port: int | None, metrics_port: int | None, retention_days: float) -> int:
     """One child process per group (health and metrics ports counted up from the given ones);
     signals are passed on; when one child ends, all are stopped."""
     base_port = get_settings().health_port if health_port is None else health_port
@@ -126,6 +137,8 @@ def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, h
             args += ["--concurrency", str(concurrency)]
         if batch_max:
             args += ["--batch-max", str(batch_max)]
+        if delivery:
+            args += ["--delivery", delivery]
         children[name] = subprocess.Popen(args, env=os.environ.copy())
         out.print(f"started [bold]{name}[/] (pid {children[name].pid})")
     stopping = False

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -63,9 +64,10 @@ def find_cluster(settings: Settings, *, on_progress: Callable[[str], None] = lam
     return Cluster(state.bootstrap, broker, started=True)
 
 
-def apply_topics(admin: AdminClient, prefix: str, groups: list[str]) -> Plan:
-    """The domain topics and every group's dead-letter and retry topics, as the topics file says."""
-    the_plan = plan(admin, prefix, groups=groups, timeout=30)
+def apply_topics(admin: AdminClient, prefix: str, groups: list[str], shared: Collection[str] = ()) -> Plan:
+    """The domain topics and every group's dead-letter and retry topics, as the topics file says
+    (``shared``: the groups whose retry topic is a shared group's)."""
+    the_plan = plan(admin, prefix, groups=groups, shared_groups=shared, timeout=30)
     if the_plan.changes:
         apply(admin, the_plan, timeout=60)
     return the_plan
@@ -92,17 +94,21 @@ def _settle(futures: dict, what: str, timeout_s: float) -> None:
 
 @dataclass
 class GroupProcess:
-    name: str
+    name: str          # the group's
     log_file: Path
     health_port: int
+    label: str = ""    # the group's name, and the member's number when the group runs several: "name#2"
     process: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
     def log_tail(self, lines: int = 15, *, problems_only: bool = False) -> str:
-        """The last ``lines`` lines of the group's log (only its WARNING and ERROR records, and
+        """The last ``lines`` lines of the process's log (only its WARNING and ERROR records, and
         what follows them, with ``problems_only``)."""
         try:
             text = self.log_file.read_text(errors="replace").splitlines()
@@ -114,15 +120,25 @@ class GroupProcess:
 
 
 class GroupProcesses:
-    """One ``events run --group NAME`` process per group, as the chart runs one Deployment per group."""
+    """One ``events run --group NAME`` process per group, as the chart runs one Deployment per group,
+    or ``members[NAME]`` of them (a shared group's replicas). ``groups``: each process by its label."""
 
-    def __init__(self, names: list[str], *, log_dir: Path, env: dict[str, str], concurrency: int):
+    def __init__(self, names: list[str], *, log_dir: Path, env: dict[str, str], concurrency: int,
+                 members: dict[str, int] | None = None):
         self.log_dir = log_dir
         self.env = env
         self.concurrency = concurrency
-        self.groups = {name: GroupProcess(name, log_dir / f"{name}.log", free_port()) for name in names}
-        self.health_ports = {name: group.health_port for name, group in self.groups.items()}  # kept current
+        counts = members or {}
+        labels = {name: [f"{name}#{i}" for i in range(1, counts[name] + 1)] if counts.get(name, 1) > 1 else [name]
+                  for name in names}
+        self.groups = {label: GroupProcess(name, log_dir / f"{label.replace('#', '-')}.log", free_port(), label)
+                       for name in names for label in labels[name]}
+        self.health_ports: dict[str, list[int]] = {}  # group -> its members' ports, kept current
+        self._note_ports()
         self._restarting = threading.Lock()  # the monitor's thread and the demo's both ask
+
+    def members(self, name: str) -> list[GroupProcess]:
+        return [p for p in self.groups.values() if p.name == name]
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -138,20 +154,39 @@ class GroupProcesses:
                 env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=terminate_with_parent)
 
+    def _note_ports(self) -> None:
+        ports: dict[str, list[int]] = {}
+        for p in self.groups.values():
+            ports.setdefault(p.name, []).append(p.health_port)
+        self.health_ports.update(ports)
+
     def exited(self) -> dict[str, int]:
-        """Groups whose process has ended, with its exit code. A group whose health port another
-        process took between ``free_port``'s check and the group's bind (it exits at once, before
+        """Processes that have ended (by label), with their exit code. A process whose health port
+        another process took between ``free_port``'s check and its bind (it exits at once, before
         joining) is started again on another port instead."""
         with self._restarting:
             for group in self.groups.values():
                 if group.returncode == 1 and PORT_REFUSED in group.log_tail(3):
-                    group.health_port = self.health_ports[group.name] = free_port()
+                    group.health_port = free_port()
+                    self._note_ports()
                     self._start(group)
-        return {g.name: g.returncode for g in self.groups.values() if g.returncode is not None}
+        return {g.label: g.returncode for g in self.groups.values() if g.returncode is not None}
+
+    def exited_groups(self) -> dict[str, int]:
+        return self.by_group(self.exited())
+
+    def by_group(self, codes: dict[str, Any]) -> dict[str, Any]:
+        """Exit codes by label as exit codes by group: a failed member's code, else any member's."""
+        out: dict[str, Any] = {}
+        for label, code in codes.items():
+            name = self.groups[label].name
+            if name not in out or (code and not out[name]):
+                out[name] = code
+        return out
 
     def stop(self, timeout_s: float = 60.0) -> dict[str, int | None]:
         """SIGTERM to each (they drain, commit and leave their group), then waits; SIGKILL after
-        ``timeout_s``. Returns each exit code."""
+        ``timeout_s``. Returns each exit code, by label."""
         running = [g.process for g in self.groups.values() if g.process is not None and g.returncode is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
@@ -162,7 +197,7 @@ class GroupProcesses:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
-        return {g.name: g.returncode for g in self.groups.values()}
+        return {g.label: g.returncode for g in self.groups.values()}
 
 
 def terminate_with_parent() -> None:

@@ -4,7 +4,11 @@
 - lag and dead letters: Kafka's LAG over the group's partitions and what its dead-letter topic
   holds, from ``consumers.recovery.lag`` (as ``events console`` measures them);
 - duplicates, readiness and messages in flight: the group's own counters, from its health endpoint
-  (``/healthz``).
+  (``/healthz``), added up over its processes.
+
+A shared group (a Kafka share group) has no committed offsets: its lag here is the records on its
+topics less those its members acknowledged as done (accepted or rejected), from their ``/healthz``;
+each member's records per partition show how they shared the partitions.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dify_events.schemas.settings import Settings
 
 from ..config import PRODUCER_ONLY
-from ..group import ConsumerGroup
+from ..group import SHARED, ConsumerGroup
 from ..idempotency import handled_by_group
 from ..recovery.lag import LagReader
 from .cluster import LIBRDKAFKA_LOG
@@ -47,6 +51,7 @@ class GroupProgress:
     joined: bool = False
     exit_code: int | None = None    # set once the process has ended
     in_flight: int | None = None    # messages queued or running in the process (None: no answer)
+    spread: tuple[dict[str, int], ...] = ()  # a shared group's: records each member ran, by "topic[partition]"
 
     @property
     def idle(self) -> bool:
@@ -63,24 +68,29 @@ class Probe:
     """Measures every group; ``measure()`` makes a handful of admin requests and one query."""
 
     def __init__(self, admin: AdminClient, engine: Engine, settings: Settings, groups: list[ConsumerGroup],
-                 health_ports: dict[str, int]):
+                 health_ports: dict[str, list[int]]):
         self.engine = engine
         self.health_ports = health_ports
         self.names = [g.name for g in groups]
+        self.shared = {g.name for g in groups if g.delivery == SHARED}
         self.lag = LagReader(admin, settings, groups, logger=LIBRDKAFKA_LOG)
         self._last_handled: dict[str, int] = {}
 
     def measure(self, exit_codes: dict[str, int] | None = None) -> dict[str, GroupProgress]:
         exit_codes = exit_codes or {}
-        lag = self.lag.measure()
+        statuses = {name: self._health(name) if name not in exit_codes else None for name in self.names}
+        lag = self.lag.measure()  # after the members' acknowledgements: a shared group's lag is not too low
         handled = self._handled()
         out = {}
-        for name in self.names:
-            status = self._health(name) if name not in exit_codes else None
-            out[name] = GroupProgress(name, handled.get(name, 0), lag[name].lag, lag[name].dead_letters,
-                                      None if status is None else status.get("duplicates"),
-                                      bool(status and status.get("joined")), exit_codes.get(name),
-                                      None if status is None else status.get("in_flight"))
+        for name, members in statuses.items():  # each member's counters; None: not all answered
+            counters, shared = members or [], name in self.shared
+            done = sum(m["acks"].get(ack, 0) for m in counters for ack in ("accept", "reject")) if shared else 0
+            out[name] = GroupProgress(
+                name, handled.get(name, 0), max(0, lag[name].lag - done), lag[name].dead_letters,
+                duplicates=None if members is None else sum(m.get("duplicates", 0) for m in counters),
+                joined=members is not None and all(m.get("joined") for m in counters), exit_code=exit_codes.get(name),
+                in_flight=None if members is None else sum(m.get("in_flight", 0) for m in counters),
+                spread=tuple(m["partitions"] for m in counters) if shared else ())
         return out
 
     def close(self) -> None:
@@ -93,10 +103,13 @@ class Probe:
             log.debug("counting processed events: %s", exc)
         return self._last_handled
 
-    def _health(self, name: str) -> dict | None:
-        port = self.health_ports.get(name)
-        if not port:
-            return None
+    def _health(self, name: str) -> list[dict] | None:
+        """Each member's ``/healthz`` counters; None without ports, or when one does not answer."""
+        statuses = [self._status(port) for port in self.health_ports.get(name, ())]
+        return [s for s in statuses if s is not None] if statuses and None not in statuses else None
+
+    @staticmethod
+    def _status(port: int) -> dict | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1.0) as response:
                 return json.loads(response.read())

@@ -94,17 +94,31 @@ def published_table(published: Counter[tuple[str, str]], poisoned: int, republis
 
 
 def groups_table(groups: dict[str, GroupProgress], expected: Counter[str]) -> Table:
-    table = Table(title="Consumer groups (one process each)", title_justify="left")
+    table = Table(title="Consumer groups (one process each; a shared group: several)", title_justify="left")
     for column in ("consumer group", "handled", "duplicates skipped", "dead letters"):
         table.add_column(column, justify="left" if column == "consumer group" else "right")
     for g in groups.values():
         n = expected.get(g.name, 0)
-        table.add_row(g.name, f"{g.handled:,}", "-" if g.duplicates is None else f"{g.duplicates:,}",
+        name = f"{g.name} (shared, {len(g.spread)})" if g.spread else g.name
+        table.add_row(name, f"{g.handled:,}", "-" if g.duplicates is None else f"{g.duplicates:,}",
                       f"{g.dead_letters}" + (f" ({n} expected)" if n else ""))
     table.add_row("[bold]total[/]", f"[bold]{sum(g.handled for g in groups.values()):,}[/]",
                   f"[bold]{sum(g.duplicates or 0 for g in groups.values()):,}[/]",
                   f"[bold]{sum(g.dead_letters for g in groups.values())}[/]")
     return table
+
+
+def members_table(groups: dict[str, GroupProgress], prefix: str) -> Table | None:
+    """How a shared group's members shared its partitions: records each one ran, per partition."""
+    table = Table(title="Shared groups: what each member ran, from which partitions", title_justify="left")
+    table.add_column("member")
+    table.add_column("ran", justify="right")
+    table.add_column("records per partition", overflow="fold")
+    for g in groups.values():
+        for i, partitions in enumerate(g.spread, 1):
+            where = "  ".join(f"{key.removeprefix(prefix + '.')}: {n}" for key, n in sorted(partitions.items()))
+            table.add_row(f"{g.name}#{i}", f"{sum(partitions.values()):,}", where or "none")
+    return table if table.rows else None
 
 
 def dead_letters_table(rows: list[DeadLetterRow], missing: list[ExpectedDeadLetter]) -> Table:
@@ -132,7 +146,8 @@ def checks_table(checks: list[Check], title: str = "Invariants") -> Table:
     return table
 
 
-def print_tables(console: Console, *tables: Table) -> None:
+def print_tables(console: Console, *tables: Table | None) -> None:
     for table in tables:
-        console.print(table)
-        console.print()
+        if table is not None:
+            console.print(table)
+            console.print()

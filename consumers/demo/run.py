@@ -20,7 +20,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -40,19 +40,30 @@ from dify_events.schemas.topics import admin_client
 from .. import idempotency, registry
 from ..domain import App, create_all
 from ..domain.invariants import Check
+from ..group import SHARED
 from ..logs import RedactingFilter, RepeatedLines
 from . import checks as C
 from .application import AGAIN, Application, Relay
 from .cluster import LIBRDKAFKA_LOG, Cluster, GroupProcesses, apply_topics, delete_run, find_cluster, group_env
 from .postgres import throwaway_postgres
 from .progress import GroupProgress, Monitor, Probe, read_dead_letters
-from .report import LiveView, Status, checks_table, dead_letters_table, groups_table, print_tables, published_table
+from .report import (
+    LiveView,
+    Status,
+    checks_table,
+    dead_letters_table,
+    groups_table,
+    members_table,
+    print_tables,
+    published_table,
+)
 from .workload import DEFAULT_SEED, OUTBOX, SDK, Size, Workload, build
 
 log = logging.getLogger("consumers.demo")
 
 PREFIX = re.compile(r"^[a-zA-Z0-9._-]+$")
 PLAIN_PROGRESS_EVERY_S = 5.0
+SHARED_MEMBERS = 3  # processes of each shared group: several members taking records of the same partitions
 
 
 class DemoFailed(EventsError):
@@ -118,8 +129,9 @@ class Demo:
         stack.callback(reader.dispose)
         groups = registry.discover(builtin=True)  # Dify's receivers, and EVENTS_HANDLER_MODULES' beside them
         names = [g.name for g in groups]
+        shared = [g.name for g in groups if g.delivery == SHARED]
         admin = admin_client(settings, logger=LIBRDKAFKA_LOG)
-        the_plan = apply_topics(admin, prefix, names)
+        the_plan = apply_topics(admin, prefix, names, shared)
         if options.delete_topics:
             stack.callback(lambda: delete_run(admin, prefix, [f"{prefix}.{n}" for n in names]))
         workload = build(options.size, seed=options.seed)
@@ -127,7 +139,8 @@ class Demo:
 
         processes = GroupProcesses(names, log_dir=run_dir / "logs", concurrency=options.concurrency,
                                    env=group_env(settings, bootstrap=cluster.bootstrap, prefix=prefix,
-                                                 database_url=database_url))
+                                                 database_url=database_url),
+                                   members=dict.fromkeys(shared, SHARED_MEMBERS))
         processes.start()
         stack.callback(processes.stop)
         application: Application | None = None  # made below, before anything is published
@@ -140,7 +153,7 @@ class Demo:
         stack.callback(relay.stop)
         monitor = Monitor(Probe(admin, reader, settings, groups,
                                 processes.health_ports),
-                          processes.exited).start()
+                          processes.exited_groups).start()
         stack.callback(monitor.stop)
         self.status.groups = monitor.latest
         for e in workload.expected_dead_letters:
@@ -166,15 +179,15 @@ class Demo:
             stopping = time.monotonic()
             exit_codes = processes.stop()
             self.timings["stop"] = time.monotonic() - stopping
-            final = self._final = {n: GroupProgress(g.name, g.handled, g.lag, g.dead_letters, g.duplicates, g.joined,
-                                                    exit_codes[n]) for n, g in last.items()}
+            group_codes = processes.by_group(exit_codes)
+            final = self._final = {n: replace(g, exit_code=group_codes[n], in_flight=None) for n, g in last.items()}
             self.status.phase = "done"
         letters = read_dead_letters(settings, admin, {g.name: g.dlq_topic(prefix) for g in groups})
         rows, missing = C.match_dead_letters(letters, workload.expected_dead_letters, 2 if options.twice else 1)
         results = [*C.run_checks(engine, workload), claims]
         if snapshots:
             results.append(twice_check(*snapshots))
-        return self._summary(workload, application, final, rows, missing, results, exit_codes, processes)
+        return self._summary(workload, application, final, rows, missing, results, exit_codes, processes, prefix)
 
     def _pass(self, workload: Workload, application: Application, relay: Relay, monitor: Monitor,
               processes: GroupProcesses, *, second: bool) -> None:
@@ -223,10 +236,10 @@ class Demo:
     def _check_alive(self, processes: GroupProcesses, relay: Relay) -> None:
         exited = processes.exited()
         if exited:
-            name, code = next(iter(exited.items()))
-            tail = processes.groups[name].log_tail()
-            raise DemoFailed(f"the {name} group's process exited with code {code}; the end of its log "
-                             f"({processes.groups[name].log_file}):\n{tail}")
+            label, code = next(iter(exited.items()))
+            process = processes.groups[label]
+            raise DemoFailed(f"the {label} group's process exited with code {code}; the end of its log "
+                             f"({process.log_file}):\n{process.log_tail()}")
         if relay.failure is not None:
             raise DemoFailed(f"the outbox relay stopped: {relay.failure}")
 
@@ -267,7 +280,7 @@ class Demo:
 
     def _summary(self, workload: Workload, application: Application, groups: dict[str, GroupProgress],
                  rows: list[C.DeadLetterRow], missing, results: list[Check], exit_codes: dict[str, int | None],
-                 processes: GroupProcesses) -> int:
+                 processes: GroupProcesses, prefix: str) -> int:
         again = sum(n for (_, via), n in application.published.items() if via == AGAIN)
         published = Counter({k: n for k, n in application.published.items() if k[1] != AGAIN})
         expected: Counter[str] = Counter()
@@ -275,7 +288,7 @@ class Demo:
             expected[e.group] += 2 if self.options.twice else 1
         poisoned = application.poisoned // (2 if self.options.twice else 1)
         print_tables(self.console, published_table(published, poisoned, again), groups_table(groups, expected),
-                     dead_letters_table(rows, missing), checks_table(results))
+                     members_table(groups, prefix), dead_letters_table(rows, missing), checks_table(results))
         unexpected = sum(r.count for r in rows if r.expected is None)
         bad_exits = {n: c for n, c in exit_codes.items() if c}
         failed = C.failed(results)
@@ -288,7 +301,8 @@ class Demo:
                 "published": {f"{t}/{via}": n for (t, via), n in sorted(application.published.items())},
                 "poison": application.poisoned,
                 "groups": {n: dict(handled=g.handled, duplicates=g.duplicates, dead_letters=g.dead_letters,
-                                   lag=g.lag, exit_code=g.exit_code) for n, g in groups.items()},
+                                   lag=g.lag, exit_code=g.exit_code, **({"members": g.spread} if g.spread else {}))
+                           for n, g in groups.items()},
                 "dead_letters": [dict(group=r.group, error_class=r.error_class, count=r.count, reason=r.reason,
                                       expected=r.expected) for r in rows],
                 "missing_dead_letters": [dict(group=e.group, error_class=e.error_class, what=e.what) for e in missing],
@@ -300,14 +314,13 @@ class Demo:
             problems += [f"{unexpected} unexpected dead letter(s)"] if unexpected else []
             problems += [f"{len(missing)} expected dead letter(s) missing"] if missing else []
             problems += [f"groups exited with errors: {bad_exits}"] if bad_exits else []
-            named = {name for name in processes.groups if any(name in c.detail for c in failed)}
-            suspects = sorted({r.group for r in rows if r.expected is None} | {e.group for e in missing}
-                              | set(bad_exits) | named)
-            for name in suspects:  # what went wrong is most often in the group's own log
-                group = processes.groups[name]
-                self.console.print(f"{name}: its log is {group.log_file}; its last warnings and errors:\n"
-                                   f"{group.log_tail(12, problems_only=True) or '(none)'}",
-                                   highlight=False, markup=False)
+            named = {p.name for p in processes.groups.values() if any(p.name in c.detail for c in failed)}
+            suspects = {r.group for r in rows if r.expected is None} | {e.group for e in missing} | named
+            for label, group in processes.groups.items():  # what went wrong is most often in the group's own log
+                if label in bad_exits or group.name in suspects:
+                    self.console.print(f"{label}: its log is {group.log_file}; its last warnings and errors:\n"
+                                       f"{group.log_tail(12, problems_only=True) or '(none)'}",
+                                       highlight=False, markup=False)
             self.console.print(f"[bold red]✗ {'; '.join(problems)}[/] · {elapsed:.1f}s ({timing})", highlight=False)
             return 1
         dead = sum(r.count for r in rows)

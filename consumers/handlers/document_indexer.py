@@ -13,6 +13,12 @@ Missing rows:
 - none of the documents exists: ``DocumentNotFound``, not retried, dead-lettered with the ids.
 The dataset row is locked for share and the documents for update, so the application cannot
 delete either between this handler's reads and its commit (PostgreSQL; SQLite has one writer).
+
+A shared group (a Kafka share group): indexing is a work queue, long jobs with no order between
+them, so any number of members takes documents from the same partitions, and a slow document holds
+back only its own poller. Nothing here needs order: segment ids are derived from the document, a
+completed document is left as it is, and two requests for one document serialize on its row lock.
+Where the cluster has no share groups, ``EVENTS_DELIVERY=ordered`` runs it as a consumer group.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from dify_events.schemas.events import DocumentIndexCreated
 
 from .errors import DocumentNotFound, TenantMismatch
 
-group = register(ConsumerGroup("document-indexer", tables=DOMAIN))
+group = register(ConsumerGroup("document-indexer", tables=DOMAIN, delivery="shared"))
 
 SEGMENT_IDS = uuid.UUID("5c1d7a52-8f0e-4e43-9a57-3d0f6b1c2e90")
 """Namespace of segment ids: uuid5(document id : position), so indexing twice writes the same ids."""

@@ -71,6 +71,13 @@ def assert_clean_run(done: subprocess.CompletedProcess, report: dict, *, passes:
     assert groups["installed-app-provisioner"]["handled"] == groups["site-provisioner"]["handled"] == \
         SIZES["small"].apps
     assert all(g["lag"] == 0 and g["exit_code"] == 0 for g in groups.values()), groups
+    # the shared document indexer ran as three members of one share group, which between them ran
+    # each of its records once (a duplicate being a redelivered one, skipped)
+    indexer = groups["document-indexer"]
+    assert len(indexer["members"]) == 3, indexer
+    ran = sum(n for member in indexer["members"] for n in member.values())
+    assert ran == indexer["handled"] + indexer["duplicates"] + indexer["dead_letters"], indexer
+    assert "what each member ran" in done.stdout
     # the workload went both ways: through the SDK and through the outbox
     published = report["published"]
     assert published["message_was_created/sdk"] == SIZES["small"].messages

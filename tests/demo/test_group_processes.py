@@ -36,12 +36,13 @@ def test_a_group_whose_health_port_was_taken_meanwhile_starts_again_on_another(t
     processes = GroupProcesses(["provider-usage"], log_dir=tmp_path / "logs", env=env, concurrency=1)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        processes.groups["provider-usage"].health_port = processes.health_ports["provider-usage"] = port
+        processes.groups["provider-usage"].health_port = port
+        processes.health_ports["provider-usage"] = [port]
         processes.start()
         try:
             # When its process meets the taken port, then the group runs on another one, still named
-            wait_until(lambda: not processes.exited() and processes.health_ports["provider-usage"] != port
-                       and healthy(processes.health_ports["provider-usage"]), 60,
+            wait_until(lambda: not processes.exited() and processes.health_ports["provider-usage"] != [port]
+                       and healthy(processes.health_ports["provider-usage"][0]), 60,
                        "the group to serve its health endpoints on another port")
         finally:
             codes = processes.stop()
