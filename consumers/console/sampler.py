@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from dify_events.schemas.settings import Settings
 
 from ..config import group_id
-from ..group import ConsumerGroup
+from ..group import SHARED, ConsumerGroup
 from ..idempotency import handled_by_group
 from ..recovery import kafka
 from ..recovery.kafka import Member
@@ -77,7 +77,9 @@ class Sampler:
         else:
             self._reader.refresh()
         prefix = self.settings.topic_prefix
-        members = {g.name: kafka.members(admin, group_id(prefix, g.name)) for g in self.groups}
+        # a share group cannot be described with the Python client (no DescribeShareGroups)
+        members = {g.name: (SHARED, []) if g.delivery == SHARED else kafka.members(admin, group_id(prefix, g.name))
+                   for g in self.groups}
         handled = handled_by_group(self.engine) if self.engine is not None else None
         return Sample(time.time(), self._reader.measure(), members, handled, scrape(self.metrics_urls))
 
@@ -109,7 +111,7 @@ class Sampler:
         out = []
         for sample in self.samples():
             lag = sample.lag.get(group)
-            if lag is None:
+            if lag is None or lag.shared:  # a share group's lag is not measured here
                 continue
             value = lag.lag if tp is None else next((p.lag for p in lag.partitions if (p.topic, p.partition) == tp), 0)
             out.append((sample.at, float(value)))

@@ -45,6 +45,10 @@ def _state(g: GroupProgress) -> str:
     return "[green]caught up[/]" if g.lag == 0 else "[cyan]consuming[/]"
 
 
+def _name(g: GroupProgress) -> str:
+    return f"{g.name} (shared, {len(g.spread)})" if g.spread else g.name
+
+
 class LiveView:
     """A renderable for ``rich.live.Live``: re-reads ``status()`` at every refresh."""
 
@@ -59,7 +63,7 @@ class LiveView:
         for g in s.groups.values():
             expected = s.expected_dead_letters.get(g.name, 0)
             dead = f"{g.dead_letters}" + (f" [dim]({expected} expected)[/]" if expected else "")
-            table.add_row(g.name, _state(g), f"{g.handled:,}", "-" if g.duplicates is None else f"{g.duplicates:,}",
+            table.add_row(_name(g), _state(g), f"{g.handled:,}", "-" if g.duplicates is None else f"{g.duplicates:,}",
                           f"{g.lag:,}", dead if g.dead_letters <= expected else f"[red]{dead}[/]")
         line = Text.from_markup(
             f"published {s.published:,} of {s.total:,} messages: {s.via_sdk:,} with the SDK, {s.via_outbox:,} "
@@ -99,8 +103,7 @@ def groups_table(groups: dict[str, GroupProgress], expected: Counter[str]) -> Ta
         table.add_column(column, justify="left" if column == "consumer group" else "right")
     for g in groups.values():
         n = expected.get(g.name, 0)
-        name = f"{g.name} (shared, {len(g.spread)})" if g.spread else g.name
-        table.add_row(name, f"{g.handled:,}", "-" if g.duplicates is None else f"{g.duplicates:,}",
+        table.add_row(_name(g), f"{g.handled:,}", "-" if g.duplicates is None else f"{g.duplicates:,}",
                       f"{g.dead_letters}" + (f" ({n} expected)" if n else ""))
     table.add_row("[bold]total[/]", f"[bold]{sum(g.handled for g in groups.values()):,}[/]",
                   f"[bold]{sum(g.duplicates or 0 for g in groups.values()):,}[/]",

@@ -9,6 +9,11 @@ from the low watermark (everything held is still to read). Dead letters: what
 ``<prefix>.dlq.<group>`` holds (high minus low watermark); its high watermark counts every dead
 letter ever written, so its growth is the dead-lettering rate.
 
+A shared group (a Kafka share group) commits no offsets: its partitions' lag here is everything
+they hold (``shared`` says so). Kafka's own figure for it is the broker's share-partition lag
+(``kafka-share-groups --describe``, KIP-1226), which the Python client cannot read; the demo
+subtracts what the members acknowledged (``consumers.demo.progress``).
+
 One reader serves the demo's progress, the fault harness and ``events console``.
 """
 
@@ -24,7 +29,7 @@ from dify_events.schemas.settings import Settings
 from dify_events.schemas.topics import list_offsets
 
 from ..config import LIBRDKAFKA_LOG, PRODUCER_ONLY, group_id
-from ..group import ConsumerGroup
+from ..group import SHARED, ConsumerGroup
 
 TP = tuple[str, int]
 TIMEOUT_S = 10.0
@@ -45,6 +50,7 @@ class GroupLag:
     partitions: tuple[PartitionLag, ...] = ()
     dead_letters: int = 0          # held by the dead-letter topic now
     dead_letters_written: int = 0  # the dead-letter topic's high watermarks: every letter ever written
+    shared: bool = False           # a share group's: no committed offsets, ``lag`` is what its topics hold
 
     @property
     def lag(self) -> int:
@@ -57,7 +63,7 @@ class LagReader:
     def __init__(self, admin: AdminClient, settings: Settings, groups: list[ConsumerGroup], *,
                  logger: logging.Logger = LIBRDKAFKA_LOG):
         self.admin, self.prefix, self.groups = admin, settings.topic_prefix, groups
-        self.offset_readers = {g.name: Consumer({
+        self.offset_readers = {g.name: None if g.delivery == SHARED else Consumer({
             **{k: v for k, v in settings.kafka_properties().items() if k not in PRODUCER_ONLY},
             "bootstrap.servers": settings.bootstrap(), "group.id": group_id(self.prefix, g.name),
             "client.id": "events-lag", "enable.auto.commit": False, "logger": logger,
@@ -81,17 +87,19 @@ class LagReader:
         high = self._offsets(OffsetSpec.latest())
         out = {}
         for name, consumer in self.offset_readers.items():
-            own = self._committed(consumer, self.consumed[name])
+            own = self._committed(consumer, self.consumed[name]) if consumer is not None else {}
             partitions = tuple(PartitionLag(t, p, high[(t, p)], own.get((t, p)),
                                             max(0, high[(t, p)] - own.get((t, p), low[(t, p)])))
                                for t, p in self.consumed[name])
             dlq = self.dead_letter_partitions[name]
-            out[name] = GroupLag(name, partitions, sum(high[tp] - low[tp] for tp in dlq), sum(high[tp] for tp in dlq))
+            out[name] = GroupLag(name, partitions, sum(high[tp] - low[tp] for tp in dlq), sum(high[tp] for tp in dlq),
+                                 shared=consumer is None)
         return out
 
     def close(self) -> None:
         for consumer in self.offset_readers.values():
-            consumer.close()
+            if consumer is not None:
+                consumer.close()
 
     def _offsets(self, spec: OffsetSpec) -> dict[TP, int]:
         # asked again after a metadata refresh where a broker restart left the client's leaders stale

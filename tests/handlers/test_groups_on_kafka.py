@@ -5,6 +5,7 @@ then PostgreSQL). Groups whose tests need only their pipeline run without the br
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from dify_events.consumers.domain import (
     Dataset,
     Document,
     DocumentKeyword,
+    DocumentSegment,
     InstalledApp,
     Provider,
     ProviderUsage,
@@ -26,12 +28,15 @@ from dify_events.consumers.handlers import (
     app_dataset_joins,
     dataset_cleaner,
     document_cleaner,
+    document_indexer,
     installed_app_provisioner,
     provider_usage,
     site_provisioner,
 )
 from dify_events.consumers.handlers.document_indexer import index_documents
 from dify_events.consumers.registry import discover
+from dify_events.consumers.runners import runner_class
+from dify_events.consumers.share_runner import ShareGroupRunner
 from dify_events.producers import EventProducer
 from dify_events.schemas.events import (
     AppModelConfigWasUpdated,
@@ -164,6 +169,34 @@ def test_deleted_datasets_and_documents_leave_the_index(through_kafka, add, hand
         assert set(s.scalars(select(DocumentKeyword.document_id))) == {"doc2"}
         assert search(s, None, "kafka") == ["doc2"]
         assert search(s, None, "avro") == []
+
+
+def test_the_shared_document_indexer_indexes_each_document_once_with_two_members(through_kafka, add, db):
+    # Given twelve documents of two datasets, an index request for each (keyed by dataset, on three
+    # partitions), the first request published twice (a producer's retry: the same event)
+    add(dataset("ds1"), dataset("ds2"),
+        *(document(f"doc{i}", f"ds{1 + i % 2}", KAFKA_TEXT if i % 3 else AVRO_TEXT, position=i) for i in range(12)))
+    events = [DocumentIndexCreated(tenant_id="t1", dataset_id=f"ds{1 + i % 2}", document_ids=(f"doc{i}",))
+              for i in range(12)]
+    events.append(events[0])
+    group = document_indexer.group
+    assert group.delivery == "shared" and runner_class(group) is ShareGroupRunner
+    through_kafka.publish(events, partitions=3)
+    for topic in (*group.domain_topics(through_kafka.prefix), group.retry_topic(through_kafka.prefix),
+                  group.dlq_topic(through_kafka.prefix)):
+        through_kafka.topic(topic)
+    # When two members of the share group (two runners, as two pods) take them
+    with running(group, through_kafka.database_url) as one, running(group, through_kafka.database_url) as two:
+        wait_until(lambda: settled(one) + settled(two) >= len(events), 90, "every request settled by the two members")
+    stats = Counter(one.stats()) + Counter(two.stats())
+    # Then every document is indexed once: completed, each segment and keyword written once, and the
+    # repeated request skipped as a duplicate
+    with db() as s:
+        assert set(s.scalars(select(Document.indexing_status))) == {"completed"}
+        segments = s.execute(select(DocumentSegment.document_id, DocumentSegment.position)).all()
+        assert len(segments) == len(set(segments)) and {d for d, _ in segments} == {f"doc{i}" for i in range(12)}
+        assert sorted(search(s, None, "avro")) == sorted(f"doc{i}" for i in range(0, 12, 3))
+    assert (stats["handled"], stats["duplicates"], stats["dead_lettered"]) == (12, 1, 0), stats
 
 
 def test_provider_usage_is_the_sum_of_message_tokens(through_kafka, add, db):

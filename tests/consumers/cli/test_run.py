@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from dify_events.consumers.cli import main
@@ -77,3 +78,34 @@ def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, to
 def test_a_batch_max_below_1_is_refused_in_one_line():
     result = CliRunner().invoke(main, ["run", "--group", "sample-recorder", "--batch-max", "0"])
     assert result.exit_code == 2 and "--batch-max" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("module", "group", "delivery", "joined"), [
+    ("tests.consumers.shared_handlers", "sample-shared", "ordered", "group sample-shared assigned"),
+    ("tests.consumers.sample_handlers", "sample-recorder", "shared", "(share group"),
+])
+def test_events_delivery_runs_a_group_other_than_its_code_declares(kafka_env, topic_factory, group_topics, tmp_path,
+                                                                   module, group, delivery, joined):
+    # Given a group declared one way (a shared group, for a cluster without share groups; or an ordered one)
+    db = f"sqlite:///{tmp_path / 'effects.db'}"
+    sample_handlers.create_tables(db)
+    assert CliRunner().invoke(main, ["db", "init", "--database-url", db]).exit_code == 0
+    topic_factory(f"{kafka_env}.app")
+    group_topics(group)
+    log = tmp_path / "run.log"
+    env = {**os.environ, "EVENTS_HANDLER_MODULES": module, "EVENTS_DATABASE_URL": db, "EVENTS_DELIVERY": delivery,
+           "EVENTS_HEALTH_PORT": "0", "EVENTS_METRICS_PORT": "0"}
+    # When `events run --group` runs it with EVENTS_DELIVERY set the other way
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", group], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: joined in log.read_text() or proc.poll() is not None, 120, f"{group} to start")
+            # Then it says so, and runs as a Kafka consumer group (or share group) until SIGTERM
+            assert proc.poll() is None, log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert f"group {group} runs {delivery} here" in log.read_text()
