@@ -42,7 +42,7 @@ from dify_events.schemas.events import DocumentIndexCreated
 
 from .errors import DocumentNotFound, TenantMismatch
 
-group = register(ConsumerGroup("document-indexer", tables=DOMAIN))
+group = register(ConsumerGroup("document-indexer", tables=DOMAIN, delivery="shared"))
 
 SEGMENT_IDS = uuid.UUID("5c1d7a52-8f0e-4e43-9a57-3d0f6b1c2e90")
 """Namespace of segment ids: uuid5(document id : position), so indexing twice writes the same ids."""
