@@ -14,12 +14,16 @@ chart's alerts can name them:
     (latency)                      histogram  group, event_type     events_end_to_end_latency_seconds
     events.consumer.lag            gauge      group, topic, partition  events_consumer_lag
     events.messages.in_flight      gauge      group                 events_messages_in_flight
+    events.consumer.capacity       gauge      group                 events_consumer_capacity
     events.consumer.pauses         counter    group, reason         events_consumer_pauses_total
 
 ``failed`` counts failed attempts (each raise of a handler or of the steps around it), so a
-message that fails twice and then succeeds counts failed 2, retried 2, handled 1. ``group`` is
-the group's name (not the Kafka group id). One ``ConsumerMetrics`` per meter provider: the SDK
-hands back the first instrument of a name, so observable gauges read every registered runner.
+message that fails twice and then succeeds counts failed 2, retried 2, handled 1. ``capacity`` is
+the messages a runner handles at once (its ``concurrency``: handler threads of an ordered group,
+pollers of a shared one), so ``in_flight / capacity`` is how busy a group is: what the chart's KEDA
+trigger scales a shared group on. ``group`` is the group's name (not the Kafka group id). One
+``ConsumerMetrics`` per meter provider: the SDK hands back the first instrument of a name, so
+observable gauges read every registered runner.
 
 The two histograms are not SDK instruments (an SDK ``Histogram.record`` costs ~6.4 µs, and the
 OpenTelemetry API has no observable histogram): they are bucket counts kept here and exported on
@@ -117,6 +121,8 @@ class ConsumerMetrics:
                                       description="High watermark minus the group's next offset to commit")
         meter.create_observable_gauge("events.messages.in_flight", [self._observe_in_flight], unit="{message}",
                                       description="Messages dispatched and not yet finished")
+        meter.create_observable_gauge("events.consumer.capacity", [self._observe_capacity], unit="{message}",
+                                      description="Messages the group's process handles at once (its concurrency)")
         self._runners: weakref.WeakSet[GroupRunner] = weakref.WeakSet()
 
     def count(self, name: str, key: Key, n: int = 1) -> None:
@@ -185,6 +191,9 @@ class ConsumerMetrics:
     def _observe_in_flight(self, _options: CallbackOptions):
         return [Observation(runner.in_flight, {"group": runner.group.name}) for runner in list(self._runners)]
 
+    def _observe_capacity(self, _options: CallbackOptions):
+        return [Observation(runner.concurrency, {"group": runner.group.name}) for runner in list(self._runners)]
+
 
 class HistogramCollector:
     """A ``prometheus_client`` collector of the histograms of ``provider``'s ``ConsumerMetrics``
@@ -205,7 +214,7 @@ def key(group: str, event_type: str, **more: str) -> Key:
 
 class MetricsObserver(Observer):
     """Counts one group's outcomes, failed attempts, retries, dead letters, pauses and batches, times
-    its handler attempts and end-to-end latency, and has its runner's lag and in-flight gauges read."""
+    its handler attempts and end-to-end latency, and has its runner's lag, in-flight and capacity gauges read."""
 
     needs_lag = True
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -28,6 +29,11 @@ DEFAULT_GROUPS = [
 VALIDATE_AGAINST = ["1.25.0", "1.37.0"]
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 SECRET_ENV = re.compile(r"PASSWORD|USERNAME|DATABASE_URL|SECRET|TOKEN")
+# kubeconform's JSON schemas of the custom resources (see its SOURCES), by kind
+CRD_SCHEMAS = {kind: json.loads((REPO / "tests" / "helm" / "crd-schemas" / f"{file}.json").read_text())
+               for kind, file in (("ScaledObject", "scaledobject_v1alpha1"),
+                                  ("TriggerAuthentication", "triggerauthentication_v1alpha1"),
+                                  ("PrometheusRule", "prometheusrule_v1"))}
 
 
 def values_of(name: str) -> dict:
@@ -127,6 +133,8 @@ def test_every_manifest_is_valid_kubernetes(render, values):
         for key, value in doc["metadata"].get("labels", {}).items():
             assert isinstance(value, str) and len(value) <= 63, f"{kind}/{name} label {key}={value!r}"
         if kind in CUSTOM_RESOURCES:
+            if kind in CRD_SCHEMAS:
+                valid_by_crd_schema(doc)
             CUSTOM_RESOURCES[kind](doc, rendered)
             continue
         for version in VALIDATE_AGAINST:
@@ -145,6 +153,13 @@ def test_kube_version_floor_is_enforced(template):
 
 
 # -- custom resources kubernetes-validate does not know: their structure, checked here ---------
+def valid_by_crd_schema(doc: dict) -> None:
+    """What kubeconform checks: the document against its CRD's schema (tests/helm/crd-schemas)."""
+    errors = sorted(jsonschema.Draft7Validator(CRD_SCHEMAS[doc["kind"]]).iter_errors(doc), key=str)
+    assert not errors, f"{doc['kind']}/{doc['metadata']['name']}: " + "; ".join(
+        f"{e.message} at {list(e.path)}" for e in errors)
+
+
 def check_scaled_object(doc: dict, rendered: Rendered) -> None:
     assert doc["apiVersion"] == "keda.sh/v1alpha1"
     spec = doc["spec"]
@@ -158,8 +173,12 @@ def check_scaled_object(doc: dict, rendered: Rendered) -> None:
     assert spec["triggers"], "a ScaledObject needs a trigger"
     auths = {d["metadata"]["name"] for d in rendered.kind("TriggerAuthentication")}
     for trigger in spec["triggers"]:
-        assert trigger["type"] == "kafka"
-        assert {"bootstrapServers", "consumerGroup"} <= set(trigger["metadata"])
+        assert trigger["type"] in ("kafka", "prometheus")
+        if trigger["type"] == "kafka":
+            assert {"bootstrapServers", "consumerGroup"} <= set(trigger["metadata"])
+        else:  # a shared group's: KEDA's prometheus scaler, which never reads the Kafka Secrets
+            assert set(trigger["metadata"]) == {"serverAddress", "query", "threshold"}
+            assert trigger["metricType"] == "Value" and "authenticationRef" not in trigger
         assert all(isinstance(v, str) for v in trigger["metadata"].values()), "trigger metadata must be strings"
         if "authenticationRef" in trigger:
             assert trigger["authenticationRef"]["name"] in auths
@@ -299,6 +318,50 @@ def test_the_readme_example_gives_its_groups_their_partition_count(platform_part
 
     # Then
     assert chart == {name: platform_partitions[name] for name in chart}
+
+
+PLATFORM_DELIVERIES = """
+import json
+from dify_events.consumers import registry
+print(json.dumps({g.name: g.delivery for g in registry.discover(builtin=True)}))
+"""
+
+
+def test_defaults_give_every_group_the_delivery_it_declares():
+    """values.yaml runs each of the platform's groups the way its handler module declares it
+    (`ConsumerGroup(..., delivery=...)`), asked in a clean process (no test handler modules)."""
+    # Given
+    env = {k: v for k, v in os.environ.items() if k not in ("EVENTS_HANDLER_MODULES", "EVENTS_DELIVERY")}
+    proc = subprocess.run([sys.executable, "-c", PLATFORM_DELIVERIES], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    declared = json.loads(proc.stdout)
+
+    # When
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = {g["name"]: g.get("delivery", values["defaults"]["delivery"]) for g in values["groups"]}
+
+    # Then
+    assert chart == declared
+    assert chart["document-indexer"] == "shared"
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_pods_run_their_groups_delivery(render, values):
+    """EVENTS_DELIVERY, which `events run` takes over the group's declared delivery, is the
+    delivery the chart scales the group by."""
+    # Given
+    files = [yaml.safe_load(path.read_text()) for path in values]
+    groups = next((f["groups"] for f in reversed(files) if "groups" in f),
+                  yaml.safe_load((CHART / "values.yaml").read_text())["groups"])
+
+    # When
+    deployments = deployments_by_group(render(*values))
+
+    # Then
+    for group in groups:
+        env = env_of(deployments[group["name"]])
+        assert env["EVENTS_DELIVERY"] == {"name": "EVENTS_DELIVERY", "value": group.get("delivery", "ordered")}
 
 
 def test_runtime_settings_follow_values(render):
@@ -456,6 +519,40 @@ def test_hpa_renders_autoscalers_and_no_scaled_object(render):
     assert deployments["tenant-provisioner"]["spec"]["replicas"] == 2
 
 
+def test_a_shared_group_scales_on_its_busy_ratio_through_prometheus(render):
+    """KEDA's kafka scaler reads consumer-group offsets only: a shared group's ScaledObject has
+    the prometheus trigger on its busy ratio instead, and no Kafka credentials."""
+    # When
+    rendered = render(EXAMPLES["shared"])
+
+    # Then
+    scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc["spec"] for doc in rendered.kind("ScaledObject")}
+    shared = scaled["events-dify-events-document-indexer"]
+    (trigger,) = shared["triggers"]
+    selector = 'namespace="dify",group="document-indexer"'
+    assert trigger == {"type": "prometheus", "metricType": "Value", "metadata": {
+        "serverAddress": "http://prometheus-operated.monitoring:9090",
+        "query": f"sum(events_messages_in_flight{{{selector}}}) / sum(events_consumer_capacity{{{selector}}})",
+        "threshold": "0.7"}}
+    assert (shared["minReplicaCount"], shared["maxReplicaCount"]) == (1, 12), "beyond its 6 partitions"
+    # ... while the ordered group keeps its kafka trigger, with the Kafka Secrets
+    (ordered,) = scaled["events-dify-events-provider-usage"]["triggers"]
+    assert ordered["type"] == "kafka" and ordered["authenticationRef"]["name"] == "events-dify-events-kafka"
+    for doc in rendered.kind("ScaledObject") + rendered.kind("TriggerAuthentication"):
+        valid_by_crd_schema(doc)
+
+
+def test_a_shared_groups_own_query_replaces_the_busy_ratio(render):
+    # When
+    rendered = render(EXAMPLES["shared"], set_values=[
+        "groups[0].autoscaling.keda.prometheus.query=sum(kafka_sharegroup_lag{group=\"events.document-indexer\"})",
+        "groups[0].autoscaling.keda.prometheus.busyThreshold=100"])
+
+    # Then
+    (trigger,) = rendered.one("ScaledObject", "events-dify-events-document-indexer")["spec"]["triggers"]
+    assert trigger["metadata"]["query"] == 'sum(kafka_sharegroup_lag{group="events.document-indexer"})'
+
+
 def test_keda_and_hpa_both_on_fails(template):
     # When
     result = template(set_values=["defaults.autoscaling.keda.enabled=true", "defaults.autoscaling.hpa.enabled=true"])
@@ -478,6 +575,46 @@ def test_hpa_max_replicas_above_partitions_fails(template):
 
     # Then
     fails_with(result, "autoscaling.hpa.maxReplicas (7) exceeds partitions (6)")
+
+
+@pytest.mark.parametrize("scaler, setting", [("keda", "maxReplicaCount"), ("hpa", "maxReplicas")])
+def test_only_an_ordered_group_is_capped_at_its_partitions(template, render, scaler, setting):
+    """A share group's members all take work, however many partitions: no cap for a shared group."""
+    # Given
+    values = ["groups[0].name=indexer", "groups[0].partitions=3", f"groups[0].autoscaling.{scaler}.enabled=true",
+              f"groups[0].autoscaling.{scaler}.{setting}=9",
+              "groups[0].autoscaling.keda.prometheus.serverAddress=http://prometheus:9090"]
+
+    # When
+    shared = render(set_values=[*values, "groups[0].delivery=shared"])
+    ordered = template(set_values=[*values, "groups[0].delivery=ordered"])
+
+    # Then
+    (autoscaler,) = shared.kind("ScaledObject" if scaler == "keda" else "HorizontalPodAutoscaler")
+    assert autoscaler["spec"][setting] == 9
+    fails_with(ordered, f'group "indexer": autoscaling.{scaler}.{setting} (9) exceeds partitions (3)')
+
+
+@pytest.mark.parametrize("values, message", [
+    (["groups[0].delivery=queue"],
+     'group "indexer": delivery "queue" is not one of ordered (a consumer group) or shared (a share group)'),
+    (["groups[0].delivery=shared", "groups[0].autoscaling.keda.enabled=true",
+      "groups[0].autoscaling.keda.prometheus.serverAddress=http://prometheus:9090",
+      "groups[0].autoscaling.keda.minReplicaCount=0"],
+     'group "indexer": autoscaling.keda.minReplicaCount is 0, but a shared group scales on its pods\' busy ratio, '
+     "which no pod reports at zero; set it to 1 or more"),
+    (["groups[0].delivery=shared", "groups[0].autoscaling.keda.enabled=true"],
+     'group "indexer": a shared group scales with KEDA\'s prometheus trigger (its kafka trigger reads no share '
+     "group); set autoscaling.keda.prometheus.serverAddress"),
+], ids=["unknown-delivery", "shared-from-zero", "shared-without-prometheus"])
+def test_what_a_shared_group_cannot_do_fails_in_one_line(template, values, message):
+    # When
+    result = template(set_values=["groups[0].name=indexer", *values])
+
+    # Then
+    fails_with(result, message)
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error.endswith(message)
 
 
 def test_hpa_cpu_target_without_a_cpu_request_fails(template):
@@ -667,8 +804,9 @@ def test_settings_are_in_the_config_map_not_inline(render, values):
         for item in container(owner).get("env", []):
             if item["name"] in own:
                 continue
-            if "value" in item:
-                assert item["name"] in {"EVENTS_CONFIG_FILE", "EVENTS_HOME"}, f"{owner['metadata']['name']}: {item}"
+            if "value" in item:  # EVENTS_DELIVERY: `events run`'s, no setting of the config file
+                assert item["name"] in {"EVENTS_CONFIG_FILE", "EVENTS_HOME", "EVENTS_DELIVERY"}, \
+                    f"{owner['metadata']['name']}: {item}"
             else:
                 assert set(item["valueFrom"]) <= {"secretKeyRef", "fieldRef"}, item
         assert "envFrom" not in container(owner)
@@ -801,6 +939,27 @@ def test_pod_monitor_and_alerts(render):
         assert f'namespace="{NAMESPACE}"' in alert["expr"]
         assert "{{ $labels.group }}" in alert["annotations"]["summary"], "Prometheus templating must survive Helm"
     assert not rendered.kind("Service"), "a consumer pod serves no traffic: no Service with a PodMonitor"
+
+
+def test_a_shared_group_is_alerted_on_its_busy_ratio_not_on_lag(render):
+    # When
+    rendered = render(EXAMPLES["shared"])
+
+    # Then
+    (rule,) = rendered.kind("PrometheusRule")
+    rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    shared = 'namespace="dify",group=~"document-indexer"'
+    assert 'events_consumer_lag{namespace="dify",group!~"document-indexer"}' in rules["EventsConsumerLagHigh"]["expr"]
+    busy = rules["EventsSharedGroupBusy"]
+    assert busy["expr"] == (f"sum by (group) (events_messages_in_flight{{{shared}}})"
+                            f" / sum by (group) (events_consumer_capacity{{{shared}}}) >= 1")
+    assert busy["for"] == "15m" and busy["labels"] == {"severity": "warning"}
+    assert "{{ $labels.group }}" in busy["annotations"]["summary"]
+    # ... and without a shared group there is no busy alert, and the lag alert covers every group
+    ordered = {r["alert"]: r for g in render(EXAMPLES["keda"]).kind("PrometheusRule")[0]["spec"]["groups"]
+               for r in g["rules"]}
+    assert "EventsSharedGroupBusy" not in ordered
+    assert 'events_consumer_lag{namespace="dify"}' in ordered["EventsConsumerLagHigh"]["expr"]
 
 
 def test_service_monitor_scrapes_through_a_headless_service(render):
@@ -1037,7 +1196,7 @@ def test_chart_files_are_where_helm_expects_them():
     for name in ("Chart.yaml", "values.yaml", "values.schema.json", ".helmignore",
                  "templates/_helpers.tpl", "templates/NOTES.txt"):
         assert (CHART / name).is_file(), name
-    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl", "relay", "console"}
+    assert set(EXAMPLES) == {"keda", "hpa", "three-groups", "tls-sasl", "relay", "console", "shared"}
 
 
 def test_every_values_key_is_commented():

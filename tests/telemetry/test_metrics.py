@@ -39,6 +39,8 @@ def test_metric_values_after_a_known_workload(kafka_env, topic_factory, group_to
         # ... and nothing is in flight
         collected = points(reader)
         assert value(collected, "events.messages.in_flight", group="tel-metrics") == 0
+        # ... of a capacity of its handler threads
+        assert value(collected, "events.consumer.capacity", group="tel-metrics") == runner.concurrency
     # ... and the counters say exactly what happened
     mine = {"group": "tel-metrics", "event_type": "app_was_created"}
     assert value(collected, "events.published", event_type="app_was_created", outcome="delivered") == 6

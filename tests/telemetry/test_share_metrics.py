@@ -27,6 +27,8 @@ def test_a_shared_groups_acknowledgements_and_redeliveries_are_counted(
     with running(group, concurrency=1, meter_provider=meter_provider) as second:
         wait_until(lambda: first.stats()["handled"] + second.stats()["handled"] == 2
                    and second.stats()["dead_lettered"] == 1, 90, "both fine events handled, the other dead-lettered")
+        # (its capacity, what the chart's KEDA trigger divides in-flight records by, is its one poller)
+        assert value(points(reader), "events.consumer.capacity", group=group.name) == 1
     # Then the acknowledgements are counted by type as the runners made them: the fine events accepted, the
     # failing one released (with any record the first runner held unstarted) and then rejected; and each
     # released record counted as given again

@@ -174,6 +174,12 @@ Rules that JSON Schema cannot say are checked here, with a message naming the fi
 {{- fail (printf "groups: %q is listed twice; each consumer group gets one Deployment" $name) }}
 {{- end }}
 {{- $_ := set $seen $name true }}
+{{- $delivery := toString $g.delivery }}
+{{- if not (has $delivery (list "ordered" "shared")) }}
+{{- fail (printf "group %q: delivery %q is not one of ordered (a consumer group) or shared (a share group)" $name $delivery) }}
+{{- end }}
+{{- /* a share group's members all take work, however many partitions there are: no cap */}}
+{{- $ordered := eq $delivery "ordered" }}
 {{- $partitions := int $g.partitions }}
 {{- $drain := int $g.drainTimeoutSeconds }}
 {{- $grace := int (default (add $drain 15) (get $g "terminationGracePeriodSeconds")) }}
@@ -187,15 +193,23 @@ Rules that JSON Schema cannot say are checked here, with a message naming the fi
 {{- fail (printf "group %q: autoscaling.keda and autoscaling.hpa are both enabled; enable one of them, as both would scale the same Deployment" $name) }}
 {{- end }}
 {{- if $keda.enabled }}
-{{- if gt (int $keda.maxReplicaCount) $partitions }}
+{{- if and $ordered (gt (int $keda.maxReplicaCount) $partitions) }}
 {{- fail (printf "group %q: autoscaling.keda.maxReplicaCount (%d) exceeds partitions (%d); consumers beyond the partition count sit idle" $name (int $keda.maxReplicaCount) $partitions) }}
 {{- end }}
 {{- if gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount) }}
 {{- fail (printf "group %q: autoscaling.keda.minReplicaCount (%d) exceeds maxReplicaCount (%d)" $name (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) }}
 {{- end }}
+{{- if not $ordered }}
+{{- if lt (int $keda.minReplicaCount) 1 }}
+{{- fail (printf "group %q: autoscaling.keda.minReplicaCount is 0, but a shared group scales on its pods' busy ratio, which no pod reports at zero; set it to 1 or more" $name) }}
+{{- end }}
+{{- if not $keda.prometheus.serverAddress }}
+{{- fail (printf "group %q: a shared group scales with KEDA's prometheus trigger (its kafka trigger reads no share group); set autoscaling.keda.prometheus.serverAddress" $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if $hpa.enabled }}
-{{- if gt (int $hpa.maxReplicas) $partitions }}
+{{- if and $ordered (gt (int $hpa.maxReplicas) $partitions) }}
 {{- fail (printf "group %q: autoscaling.hpa.maxReplicas (%d) exceeds partitions (%d); consumers beyond the partition count sit idle" $name (int $hpa.maxReplicas) $partitions) }}
 {{- end }}
 {{- if gt (int $hpa.minReplicas) (int $hpa.maxReplicas) }}
