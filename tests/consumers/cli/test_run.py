@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -47,32 +48,41 @@ def test_group_and_all_are_exclusive():
 
 def test_all_runs_every_group_in_a_child_and_stops_them_on_sigterm(kafka_env, topic_factory, group_topics, tmp_path):
     # Given the sample group's topics, and a database with its table and every seed group's (`events db init`)
+    db = sample_database(tmp_path)
+    topic_factory(f"{kafka_env}.app")
+    group_topics("sample-recorder")
+    env = {**os.environ, "EVENTS_HANDLER_MODULES": "tests.consumers.sample_handlers", "EVENTS_DATABASE_URL": db,
+           "EVENTS_HEALTH_PORT": "0", "EVENTS_METRICS_PORT": "0"}
+    # When `events run --all` starts, and its group joins (every group, the sample's module replacing the
+    # platform's, starts its own child first); then SIGTERM reaches every child, which drains and leaves
+    text = run_until_then_stop(["--all"], env, tmp_path / "run-all.log", "group sample-recorder assigned")
+    # Then the parent exits 0, and the group's child started and stopped
+    assert "started sample-recorder" in text
+    assert "group sample-recorder stopped" in text
+
+
+def sample_database(tmp_path) -> str:
+    """A SQLite database with the sample group's table and every seed group's (`events db init`)."""
     db = f"sqlite:///{tmp_path / 'effects.db'}"
     sample_handlers.create_tables(db)
     assert CliRunner().invoke(main, ["db", "init", "--database-url", db]).exit_code == 0
-    topic_factory(f"{kafka_env}.app")
-    group_topics("sample-recorder")
-    log = tmp_path / "run-all.log"
-    env = {**os.environ, "EVENTS_HANDLER_MODULES": "tests.consumers.sample_handlers", "EVENTS_DATABASE_URL": db,
-           "EVENTS_HEALTH_PORT": "0", "EVENTS_METRICS_PORT": "0"}
-    # When `events run --all` starts, and its group joins
+    return db
+
+
+def run_until_then_stop(args: list[str], env: dict[str, str], log: Path, started: str) -> str:
+    """`events run ARGS` until its log says ``started``, then SIGTERM: it must exit 0. Returns its log."""
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--all"], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
         try:
-            # every group (the sample's module replaces the platform's) starts its own child first
-            wait_until(lambda: "group sample-recorder assigned" in log.read_text() or proc.poll() is not None, 180,
-                       "the group to join")
+            wait_until(lambda: started in log.read_text() or proc.poll() is not None, 180, repr(started))
             assert proc.poll() is None, log.read_text()
-            # Then SIGTERM reaches every child, which drains and leaves; the parent exits 0
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0, log.read_text()
         finally:
             if proc.poll() is None:
                 proc.kill()
-    text = log.read_text()
-    assert "started sample-recorder" in text
-    assert "group sample-recorder stopped" in text
+    return log.read_text()
 
 
 def test_a_batch_max_below_1_is_refused_in_one_line():
@@ -87,25 +97,12 @@ def test_a_batch_max_below_1_is_refused_in_one_line():
 def test_events_delivery_runs_a_group_other_than_its_code_declares(kafka_env, topic_factory, group_topics, tmp_path,
                                                                    module, group, delivery, joined):
     # Given a group declared one way (a shared group, for a cluster without share groups; or an ordered one)
-    db = f"sqlite:///{tmp_path / 'effects.db'}"
-    sample_handlers.create_tables(db)
-    assert CliRunner().invoke(main, ["db", "init", "--database-url", db]).exit_code == 0
+    db = sample_database(tmp_path)
     topic_factory(f"{kafka_env}.app")
     group_topics(group)
-    log = tmp_path / "run.log"
     env = {**os.environ, "EVENTS_HANDLER_MODULES": module, "EVENTS_DATABASE_URL": db, "EVENTS_DELIVERY": delivery,
            "EVENTS_HEALTH_PORT": "0", "EVENTS_METRICS_PORT": "0"}
-    # When `events run --group` runs it with EVENTS_DELIVERY set the other way
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "run", "--group", group], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_until(lambda: joined in log.read_text() or proc.poll() is not None, 120, f"{group} to start")
-            # Then it says so, and runs as a Kafka consumer group (or share group) until SIGTERM
-            assert proc.poll() is None, log.read_text()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(60) == 0, log.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert f"group {group} runs {delivery} here" in log.read_text()
+    # When `events run --group` runs it with EVENTS_DELIVERY set the other way, until it has joined, then SIGTERM
+    text = run_until_then_stop(["--group", group], env, tmp_path / "run.log", joined)
+    # Then it said so, and ran as a Kafka consumer group (or share group), and stopped cleanly
+    assert f"group {group} runs {delivery} here" in text
