@@ -41,6 +41,7 @@ from dify_events.schemas.topics import Admin, cluster_metadata, topic_config
 from .breaker import OutageBreaker
 from .config import LIBRDKAFKA_LOG, consumer_config, group_id
 from .dispatcher import KeyedDispatcher
+from .errors import ConsumerError
 from .group import ORDERED, SHARED, ConsumerGroup, Delivery
 from .health import HealthServer
 from .idempotency import make_engine
@@ -672,6 +673,13 @@ class GroupRunner:
         err = msg.error()
         if err.code() == KafkaError._PARTITION_EOF:
             return
+        if err.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL or "group id does not exist" in err.str():
+            # the broker's answer (classic protocol, KIP-848) when the id is a share group's
+            raise ConsumerError(
+                f"group {self.group.name} is ordered, but its Kafka group id {self.group_id} belongs to another kind "
+                f"of group (a share group, when it ran shared before: {err.str()}): stop its members, delete it with "
+                f"`kafka-share-groups --delete --group {self.group_id}`, then start again; or run it shared "
+                "(EVENTS_DELIVERY=shared)")
         if err.fatal():
             raise KafkaException(err)
         log.warning("group %s: %s", self.group.name, err)

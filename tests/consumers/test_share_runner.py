@@ -422,3 +422,22 @@ def test_a_shared_groups_runner_creates_its_retry_topic_with_1_partition_an_orde
         for future in admin.delete_topics(made, operation_timeout=30).values():
             with contextlib.suppress(Exception):  # one a failed start never made
                 future.result(timeout=30)
+
+
+def test_an_ordered_group_whose_id_a_shared_group_used_says_how_to_migrate(kafka_env, app_topic, group_topics,
+                                                                           producer_factory, sqlite_db):
+    # Given a group that ran shared (a Kafka share group that took a record)
+    topic = app_topic()
+    shared, _ = shared_group(sqlite_db)
+    group_topics(shared.name)
+    publish(producer_factory(), topic, [app_event("app-1", 1)])
+    with running(shared) as runner:
+        wait_until(lambda: runner.stats()["handled"] == 1, 60, "1 handled")
+    # When it is run ordered (EVENTS_DELIVERY=ordered) with the same name
+    ordered, _ = sample_handlers.recording_group(shared.name, database_url=sqlite_db)
+    # Then the runner stops with one line that says what to do
+    with pytest.raises(ConsumerError) as refused, running(ordered):
+        pass
+    message = str(refused.value)
+    assert "\n" not in message and "belongs to another kind of group" in message
+    assert f"kafka-share-groups --delete --group {group_id(kafka_env, shared.name)}" in message
