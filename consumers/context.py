@@ -48,9 +48,10 @@ class HandlerContext:
 
     __slots__ = ("group", "handler", "event_id", "event_type", "reprocess", "_session", "_message", "_log")
 
-    def __init__(self, *, session: Session | None, message: MessageMeta | Callable[[], MessageMeta], group: str,
-                 handler: str, event_id: str, event_type: str, reprocess: bool = False):
-        self._session = session
+    def __init__(self, *, session: Session | Callable[[], Session] | None,
+                 message: MessageMeta | Callable[[], MessageMeta], group: str, handler: str, event_id: str,
+                 event_type: str, reprocess: bool = False):
+        self._session = session  # or a function that gives it (a batch opens the event's savepoint then)
         self._message = message  # or a function that makes it: most handlers never look
         self.group = group
         self.handler = handler
@@ -70,7 +71,10 @@ class HandlerContext:
             raise NoTransaction(f"handler {self.handler} of group {self.group} is declared idempotent=False, so it "
                                 "runs outside the runtime's transaction and has no ctx.session: open a session "
                                 "of your own, or declare it idempotent to write through the runtime's")
-        return self._session
+        session = self._session
+        if callable(session):
+            session = self._session = session()
+        return session
 
     @property
     def message(self) -> MessageMeta:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from .offsets import PartitionOffsets
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from confluent_kafka import Message
     from sqlalchemy.orm import Session
 
@@ -76,7 +78,7 @@ class Job:
         self.reprocess = False
         self.prior_attempts = 0   # attempts made before this delivery (events-attempt header)
         self.attempts = 0         # attempts made in this delivery
-        self.session: Session | None = None
+        self.session: Session | Callable[[], Session] | None = None  # a function: see HandlerContext
         self.span: Any = None
         self.solo = False         # runs alone (per-event path), never in a batch: it left one
         self.first_failure: Exception | None = None  # a batch's failed attempt, which Retries counts as attempt 1

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable
+from contextlib import ExitStack
 
 from sqlalchemy.orm import Session
 
@@ -72,6 +73,22 @@ class BatchSession(Session):
 
     def commit_batch(self) -> None:
         super().commit()
+
+
+class LazySavepoint:
+    """``job.session`` of an event in a batch: called (by ``ctx.session``), it opens the event's savepoint in
+    ``exits`` (which ends it with the handler's call) and gives the batch's session."""
+
+    __slots__ = ("session", "exits", "opened")
+
+    def __init__(self, session: BatchSession, exits: ExitStack):
+        self.session, self.exits, self.opened = session, exits, False
+
+    def __call__(self) -> BatchSession:
+        if not self.opened:
+            self.exits.enter_context(self.session.begin_nested())
+            self.opened = True
+        return self.session
 
 
 def dispatch_key(job: Job) -> Hashable:
@@ -220,13 +237,15 @@ class BatchRunner:
 
     def _handle(self, job: Job, session: BatchSession) -> Exception | None:
         """Runs ``job``'s handler in a savepoint: None when it succeeded, else its failure (the savepoint
-        rolled back). Raises a ``pause_on`` failure and anything not an ``Exception`` (the whole batch)."""
+        rolled back). Raises a ``pause_on`` failure and anything not an ``Exception`` (the whole batch).
+        The savepoint opens when the handler first reads ``ctx.session``: before anything it writes, and
+        not at all for a handler that writes nothing (SQLAlchemy's nested transaction costs ~20 us)."""
         handler = job.handler
         assert handler is not None  # decoded
         job.attempts = 1
-        job.session = session
         try:
-            with session.begin_nested():
+            with ExitStack() as exits:
+                job.session = LazySavepoint(session, exits)
                 self.inner(job)
         except Exception as exc:  # noqa: BLE001 - sorted here
             if isinstance(exc, handler.option("pause_on")):
