@@ -8,7 +8,8 @@ jobs, all of idempotent, ``batched`` handlers (``consumers.dispatcher``). ``Batc
 2. opens one transaction and claims every idempotency key with one statement
    (``IdempotencyStore.claim_many``); keys claimed before are duplicates, skipped;
 3. runs each claimed job's handler (through the steps after ``Idempotency``: time limit, telemetry)
-   in a SAVEPOINT, with ``ctx.session`` the batch's session;
+   in a SAVEPOINT, with ``ctx.session`` the batch's session (the savepoint opens when the handler first
+   reads ``ctx.session``: a handler that never does has nothing to undo);
 4. removes the claims of the jobs that did not run, and commits once. Outcomes are reported only
    after COMMIT returns, so no offset moves before its effects are durable.
 
