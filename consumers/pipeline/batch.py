@@ -41,6 +41,7 @@ from contextlib import ExitStack
 
 from sqlalchemy.orm import Session
 
+from ..context import OpensSession
 from ..job import ABANDONED, DUPLICATE, HANDLED, Job
 from ..observers import emit
 from ..telemetry.fields import message_fields
@@ -76,7 +77,7 @@ class BatchSession(Session):
         super().commit()
 
 
-class LazySavepoint:
+class LazySavepoint(OpensSession):
     """``job.session`` of an event in a batch: called (by ``ctx.session``), it opens the event's savepoint in
     ``exits`` (which ends it with the handler's call) and gives the batch's session."""
 
