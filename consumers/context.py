@@ -17,6 +17,16 @@ class NoTransaction(RuntimeError):
     """``ctx.session`` of a handler that runs outside the runtime's transaction (``idempotent=False``)."""
 
 
+class OpensSession:
+    """A session opened when the handler first reads ``ctx.session`` (``HandlerContext`` calls it then): in a
+    batch, the event's savepoint opens there."""
+
+    __slots__ = ()
+
+    def __call__(self) -> Session:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True)
 class MessageMeta:
     """Where the event came from. ``headers`` maps each header name to its (last) value's bytes;
@@ -48,8 +58,8 @@ class HandlerContext:
 
     __slots__ = ("group", "handler", "event_id", "event_type", "reprocess", "_session", "_message", "_log")
 
-    def __init__(self, *, session: Session | None, message: MessageMeta | Callable[[], MessageMeta], group: str,
-                 handler: str, event_id: str, event_type: str, reprocess: bool = False):
+    def __init__(self, *, session: Session | OpensSession | None, message: MessageMeta | Callable[[], MessageMeta],
+                 group: str, handler: str, event_id: str, event_type: str, reprocess: bool = False):
         self._session = session
         self._message = message  # or a function that makes it: most handlers never look
         self.group = group
@@ -70,7 +80,10 @@ class HandlerContext:
             raise NoTransaction(f"handler {self.handler} of group {self.group} is declared idempotent=False, so it "
                                 "runs outside the runtime's transaction and has no ctx.session: open a session "
                                 "of your own, or declare it idempotent to write through the runtime's")
-        return self._session
+        session = self._session
+        if isinstance(session, OpensSession):
+            session = self._session = session()
+        return session
 
     @property
     def message(self) -> MessageMeta:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from dify_events.schemas.events import Event
 
+    from .context import OpensSession
     from .group import Handler
 
 # What became of a message. Every outcome but ABANDONED finishes its offset.
@@ -76,7 +77,7 @@ class Job:
         self.reprocess = False
         self.prior_attempts = 0   # attempts made before this delivery (events-attempt header)
         self.attempts = 0         # attempts made in this delivery
-        self.session: Session | None = None
+        self.session: Session | OpensSession | None = None
         self.span: Any = None
         self.solo = False         # runs alone (per-event path), never in a batch: it left one
         self.first_failure: Exception | None = None  # a batch's failed attempt, which Retries counts as attempt 1

@@ -8,7 +8,8 @@ jobs, all of idempotent, ``batched`` handlers (``consumers.dispatcher``). ``Batc
 2. opens one transaction and claims every idempotency key with one statement
    (``IdempotencyStore.claim_many``); keys claimed before are duplicates, skipped;
 3. runs each claimed job's handler (through the steps after ``Idempotency``: time limit, telemetry)
-   in a SAVEPOINT, with ``ctx.session`` the batch's session;
+   in a SAVEPOINT, with ``ctx.session`` the batch's session (the savepoint opens when the handler first
+   reads ``ctx.session``: a handler that never does has nothing to undo);
 4. removes the claims of the jobs that did not run, and commits once. Outcomes are reported only
    after COMMIT returns, so no offset moves before its effects are durable.
 
@@ -36,9 +37,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable
+from contextlib import ExitStack
 
 from sqlalchemy.orm import Session
 
+from ..context import OpensSession
 from ..job import ABANDONED, DUPLICATE, HANDLED, Job
 from ..observers import emit
 from ..telemetry.fields import message_fields
@@ -72,6 +75,22 @@ class BatchSession(Session):
 
     def commit_batch(self) -> None:
         super().commit()
+
+
+class LazySavepoint(OpensSession):
+    """``job.session`` of an event in a batch: called (by ``ctx.session``), it opens the event's savepoint in
+    ``exits`` (which ends it with the handler's call) and gives the batch's session."""
+
+    __slots__ = ("session", "exits", "opened")
+
+    def __init__(self, session: BatchSession, exits: ExitStack):
+        self.session, self.exits, self.opened = session, exits, False
+
+    def __call__(self) -> BatchSession:
+        if not self.opened:
+            self.exits.enter_context(self.session.begin_nested())
+            self.opened = True
+        return self.session
 
 
 def dispatch_key(job: Job) -> Hashable:
@@ -220,13 +239,15 @@ class BatchRunner:
 
     def _handle(self, job: Job, session: BatchSession) -> Exception | None:
         """Runs ``job``'s handler in a savepoint: None when it succeeded, else its failure (the savepoint
-        rolled back). Raises a ``pause_on`` failure and anything not an ``Exception`` (the whole batch)."""
+        rolled back). Raises a ``pause_on`` failure and anything not an ``Exception`` (the whole batch).
+        The savepoint opens when the handler first reads ``ctx.session``: before anything it writes, and
+        not at all for a handler that writes nothing (SQLAlchemy's nested transaction costs ~20 us)."""
         handler = job.handler
         assert handler is not None  # decoded
         job.attempts = 1
-        job.session = session
         try:
-            with session.begin_nested():
+            with ExitStack() as exits:
+                job.session = LazySavepoint(session, exits)
                 self.inner(job)
         except Exception as exc:  # noqa: BLE001 - sorted here
             if isinstance(exc, handler.option("pause_on")):

@@ -16,7 +16,7 @@ from dify_events.consumers.errors import MessageRejected
 from dify_events.consumers.group import ConsumerGroup, GroupDefinitionError
 from dify_events.consumers.idempotency import processed_events
 from dify_events.consumers.job import Job
-from dify_events.consumers.pipeline.batch import CommitInBatch
+from dify_events.consumers.pipeline.batch import BatchSession, CommitInBatch
 from dify_events.consumers.testing import GroupHarness
 from dify_events.schemas.events import AppWasCreated
 from tests.consumers import sample_handlers
@@ -76,6 +76,44 @@ def test_a_batch_of_many_keys_is_handled_in_one_transaction(database_url):
         for k in range(5):
             assert [s for a, s, _ in effects(harness) if a == f"app-{k}"] == list(range(k, 20, 5))
         assert claims(harness) == 20
+
+
+def test_only_a_handler_that_uses_its_session_gets_a_savepoint(database_url):
+    # Given a handler that writes through ctx.session for even events and for event 3, which then fails,
+    # and leaves its session alone for the other odd ones
+    group = ConsumerGroup("lazy-savepoints", tables=sample_handlers.metadata, max_attempts=1)
+
+    @group.handler(AppWasCreated)
+    def handle(event: AppWasCreated, ctx) -> None:
+        seq = int(event.name.rsplit("-", 1)[-1])
+        if seq % 2 == 0 or seq == 3:
+            ctx.session.execute(insert(sample_effects).values(event_id=event.event_id, app_id=event.app_id, seq=seq,
+                                                              attempt=ctx.message.attempt, group_name=ctx.group))
+        if seq == 3:
+            raise MessageRejected("rejected after writing")
+
+    nested: list[object] = []
+
+    def opened(_session, transaction) -> None:
+        if transaction.nested:
+            nested.append(transaction)
+
+    sa_event.listen(BatchSession, "after_transaction_create", opened)
+    try:
+        with GroupHarness(group, database_url, create_tables=True) as harness:
+            counted = transactions(harness)
+            # When six events come as one batch
+            results = harness.send_batch([app_event(f"app-{i}", i) for i in range(6)])
+            # Then only the four that used their session opened a savepoint (a nested transaction of the
+            # session); event 3's write was rolled back with it (the event left the batch and was
+            # dead-lettered alone); the others' effects committed once
+            assert [(r.outcome, r.batched) for r in results] == [("handled", True)] * 3 + [
+                ("dead_lettered", False)] + [("handled", True)] * 2
+            assert len(nested) == counted["savepoints"] == 4 and counted["claims"] == 1
+            assert [(a, s) for a, s, _ in effects(harness)] == [("app-0", 0), ("app-2", 2), ("app-4", 4)]
+            assert claims(harness) == 5
+    finally:
+        sa_event.remove(BatchSession, "after_transaction_create", opened)
 
 
 def test_duplicates_in_a_batch_are_skipped(database_url):
