@@ -350,6 +350,10 @@ class ShareGroupRunner(GroupRunner):
             log.warning("closing a share consumer of group %s: %s", self.group.name, exc)
 
     # -- shutdown -----------------------------------------------------------------------------
+    def _idle_alive(self) -> list[bool]:
+        """Per poller: its thread still alive while running no record (polling, or closing its consumer)."""
+        return [thread.is_alive() and not self._busy[i] for i, thread in enumerate(self._threads)]
+
     def _shutdown(self) -> None:
         """Stops polling; idle pollers close their consumers (leaving the group); then waits end
         (backoffs, outages: those records are released); running handlers get ``drain_timeout_s``;
@@ -359,21 +363,27 @@ class ShareGroupRunner(GroupRunner):
         more: on the record's last delivery the broker would archive it."""
         self._stopping = True
         self._stop.set()
-        idle_gone = time.monotonic() + self.poll_timeout_s + CLOSE_TIMEOUT_S
-        while time.monotonic() < idle_gone and any(
-                thread.is_alive() and not self._busy[i] for i, thread in enumerate(self._threads)):
+        # one deadline for all of it: a share consumer whose close() does not return (librdkafka's
+        # ShareConsumer is a preview) must not make a stop outlast the drain timeout
+        now = time.monotonic()
+        deadline = now + self.poll_timeout_s + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
+        idle_gone = min(deadline, now + self.poll_timeout_s + CLOSE_TIMEOUT_S)
+        while time.monotonic() < idle_gone and any(self._idle_alive()):
             time.sleep(0.01)
         self._stop_waiting.set()
         if self._threads:
             log.info("group %s stopping: %d record(s) in flight get up to %.1fs to finish", self.group.name,
                      self.in_flight, self.settings.drain_timeout_s)
-            deadline = time.monotonic() + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-            stuck = sum(thread.is_alive() for thread in self._threads)
-            if stuck:
+            running = sum(thread.is_alive() for thread in self._threads) - sum(self._idle_alive())
+            if running:
                 log.warning("group %s: %d poller(s) still running a handler after the drain timeout; their records "
-                            "are offered again when their locks end", self.group.name, stuck)
+                            "are offered again when their locks end", self.group.name, running)
+            if any(self._idle_alive()):
+                log.warning("group %s: %d share consumer(s) did not finish closing within %.0fs; their "
+                            "acknowledgements were committed before, and the broker drops such a member when its "
+                            "session times out", self.group.name, sum(self._idle_alive()), CLOSE_TIMEOUT_S)
             log.info("group %s stopped: %s", self.group.name, self.stats())
         else:
             for consumer in self._consumers:  # refused or stopped before subscribing
