@@ -320,6 +320,26 @@ class ShareGroupRunner(GroupRunner):
         if self.resources.observers.after_acknowledge:
             emit(self.resources.observers.after_acknowledge, job, ack_name, delivery)
 
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fail_on(err)
+        else:
+            super()._on_error(err)
+
+    def _fail_on(self, err: KafkaError) -> None:
+        """Stops the run on a fatal error, which ``run()`` then raises (a non-zero exit, one line). A broker
+        that refuses ShareGroupHeartbeat has no share groups: the line says how to run the group without."""
+        reason = err.str()
+        log.error("fatal Kafka error in group %s: %s; stopping", self.group.name, reason)
+        if self._fatal is None:
+            self._fatal = ConsumerError(
+                f"the Kafka cluster has no share groups ({reason}): they need Kafka 4.2 or later with the feature "
+                f"share.version enabled (`kafka-features.sh upgrade --feature share.version=1`); or run group "
+                f"{self.group.name} as a consumer group: EVENTS_DELIVERY=ordered"
+                if err.code() == KafkaError.UNSUPPORTED_VERSION and "ShareGroupHeartbeat" in reason
+                else f"fatal Kafka error in group {self.group.name}: {reason}")
+        self.stop()
+
     def _on_poll_error(self, err: KafkaError | None, exc: KafkaException | None) -> None:
         if err is not None and err.code() in (KafkaError.GROUP_ID_NOT_FOUND, KafkaError.INCONSISTENT_GROUP_PROTOCOL):
             # the broker's answer when the id is a consumer group's: "the group id does not exist"
@@ -330,8 +350,7 @@ class ShareGroupRunner(GroupRunner):
                 "start; idempotency claims skip what was handled within the idempotency retention)")
             self.stop()
         elif err is not None and err.fatal():
-            log.error("fatal Kafka error in group %s: %s; stopping", self.group.name, err)
-            self.stop()
+            self._fail_on(err)
         elif err is None or err.code() != KafkaError._PARTITION_EOF:
             log.warning("group %s: %s", self.group.name, err or exc)
         if exc is not None:

@@ -14,9 +14,10 @@ import time
 import urllib.error
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 from sqlalchemy import create_engine, select
 
+from dify_events.consumers.broker import LocalBroker
 from dify_events.consumers.broker.local import free_port
 from dify_events.consumers.config import group_id
 from dify_events.consumers.errors import ConsumerError
@@ -25,7 +26,8 @@ from dify_events.consumers.job import Abandoned
 from dify_events.consumers.pipeline import DeadLetters
 from dify_events.consumers.runners import runner_class
 from dify_events.consumers.share_runner import ShareGroupRunner, ShareLane
-from dify_events.schemas.topics import list_topics
+from dify_events.schemas.settings import Settings, cache_dir
+from dify_events.schemas.topics import admin_client, await_served, list_topics
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, nothing_more, publish, read_messages, running, wait_until
 from tests.consumers.test_lifecycle import ROOT, distinct_handled, get, stop
@@ -441,3 +443,30 @@ def test_an_ordered_group_whose_id_a_shared_group_used_says_how_to_migrate(kafka
     message = str(refused.value)
     assert "\n" not in message and "belongs to another kind of group" in message
     assert f"kafka-share-groups --delete --group {group_id(kafka_env, shared.name)}" in message
+
+
+@pytest.mark.kafka
+def test_on_a_cluster_without_share_groups_a_shared_group_stops_with_one_line_naming_the_way_out(tmp_path, sqlite_db):
+    # Given a broker of its own whose share groups are turned off (share.version 0: a cluster before Kafka 4.2 is
+    # the same to a share consumer), and a topic on it
+    broker = LocalBroker(tmp_path / "home", cache_dir(), port=free_port())
+    state = broker.start()
+    try:
+        off = subprocess.run([*broker._jvm(), "org.apache.kafka.tools.FeatureCommand", "--bootstrap-controller",
+                              f"127.0.0.1:{state.controller_port}", "downgrade", "--feature", "share.version=0"],
+                             capture_output=True, text=True, timeout=120)
+        assert off.returncode == 0, off.stdout + off.stderr
+        settings = Settings(bootstrap_servers=state.bootstrap, topic_prefix="noshare", database_url=sqlite_db)
+        admin = admin_client(settings)
+        admin.create_topics([NewTopic("noshare.app", 1, 1)])["noshare.app"].result(30)
+        await_served(admin, {"noshare.app": 1}, timeout=30)
+        group, _ = shared_group(sqlite_db)
+        # When the shared group runs there
+        with pytest.raises(ConsumerError) as refused, running(group, settings=settings):
+            pass
+        # Then it stops with one line that says what share groups need, and how to run the group without them
+        message = str(refused.value)
+        assert "\n" not in message and "has no share groups" in message
+        assert "share.version" in message and "EVENTS_DELIVERY=ordered" in message
+    finally:
+        broker.stop()
