@@ -382,8 +382,9 @@ class ShareGroupRunner(GroupRunner):
         more: on the record's last delivery the broker would archive it."""
         self._stopping = True
         self._stop.set()
-        # one deadline for all of it: a share consumer whose close() does not return (librdkafka's
-        # ShareConsumer is a preview) must not make a stop outlast the drain timeout
+        # one deadline for all of it: a share consumer whose close() does not return must not make a stop
+        # outlast the drain timeout (librdkafka 2.16.0: a member given a partition a moment before close(),
+        # of a topic id it has no metadata for yet, waits "for 1 toppar(s) ... before terminating" forever)
         now = time.monotonic()
         deadline = now + self.poll_timeout_s + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
         idle_gone = min(deadline, now + self.poll_timeout_s + CLOSE_TIMEOUT_S)
