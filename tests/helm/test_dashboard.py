@@ -64,11 +64,13 @@ def test_every_query_names_a_metric_the_platform_exports_and_the_promised_ones_a
     # When
     queried = queried_metrics(dashboard)
 
-    # Then nothing unknown is queried, and lag, rates, durations, latency and pauses are there
+    # Then nothing unknown is queried, and lag, rates, durations, latency and pauses are there, and a shared
+    # group's busy ratio, acknowledgements and redeliveries
     assert queried <= exported, f"not exported by the platform: {sorted(queried - exported)}"
     assert {"events_consumer_lag", "events_messages_handled_total", "events_messages_retried_total",
             "events_messages_dead_lettered_total", "events_handler_duration_seconds",
-            "events_end_to_end_latency_seconds", "events_consumer_pauses_total"} <= queried
+            "events_end_to_end_latency_seconds", "events_consumer_pauses_total", "events_consumer_capacity",
+            "events_share_acknowledgements_total", "events_share_redelivered_total"} <= queried
     # and a misspelt metric would be caught
     assert "events_consumer_lags" not in exported
 
