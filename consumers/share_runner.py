@@ -385,9 +385,8 @@ class ShareGroupRunner(GroupRunner):
         # one deadline for all of it: a share consumer whose close() does not return must not make a stop
         # outlast the drain timeout (librdkafka 2.16.0: a member given a partition a moment before close(),
         # of a topic id it has no metadata for yet, waits "for 1 toppar(s) ... before terminating" forever)
-        now = time.monotonic()
-        deadline = now + self.poll_timeout_s + self.settings.drain_timeout_s + CLOSE_TIMEOUT_S
-        idle_gone = min(deadline, now + self.poll_timeout_s + CLOSE_TIMEOUT_S)
+        idle_gone = time.monotonic() + self.poll_timeout_s + CLOSE_TIMEOUT_S
+        deadline = idle_gone + self.settings.drain_timeout_s
         while time.monotonic() < idle_gone and any(self._idle_alive()):
             time.sleep(0.01)
         self._stop_waiting.set()
@@ -396,14 +395,15 @@ class ShareGroupRunner(GroupRunner):
                      self.in_flight, self.settings.drain_timeout_s)
             for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-            running = sum(thread.is_alive() for thread in self._threads) - sum(self._idle_alive())
+            closing = sum(self._idle_alive())
+            running = sum(thread.is_alive() for thread in self._threads) - closing
             if running:
                 log.warning("group %s: %d poller(s) still running a handler after the drain timeout; their records "
                             "are offered again when their locks end", self.group.name, running)
-            if any(self._idle_alive()):
+            if closing:
                 log.warning("group %s: %d share consumer(s) did not finish closing within %.0fs; their "
                             "acknowledgements were committed before, and the broker drops such a member when its "
-                            "session times out", self.group.name, sum(self._idle_alive()), CLOSE_TIMEOUT_S)
+                            "session times out", self.group.name, closing, CLOSE_TIMEOUT_S)
             log.info("group %s stopped: %s", self.group.name, self.stats())
         else:
             for consumer in self._consumers:  # refused or stopped before subscribing

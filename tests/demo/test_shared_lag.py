@@ -6,35 +6,30 @@ holds a record with more behind it, and once all are done."""
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 
 from confluent_kafka import Producer
 from sqlalchemy import create_engine
 
 from dify_events.consumers import idempotency
-from dify_events.consumers.broker.jars import classpath
 from dify_events.consumers.broker.local import free_port
 from dify_events.consumers.demo.progress import Probe
 from dify_events.consumers.group import ConsumerGroup
 from dify_events.schemas.events import AppWasCreated
-from dify_events.schemas.settings import cache_dir, get_settings
+from dify_events.schemas.settings import get_settings
 from dify_events.schemas.topics import admin_client
 from tests.consumers.support import app_event, publish
+from tests.support.kafka_tools import SHARE_GROUPS, kafka_tool
 from tests.support.running import running
 from tests.support.waiting import wait_until
 
-TOOL = "org.apache.kafka.tools.consumer.group.ShareGroupCommand"
 ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\S+)\s*$", re.M)  # GROUP TOPIC PARTITION START-OFFSET LAG
 
 
 def kafkas_share_lag(group_id: str) -> dict[tuple[str, int], int]:
     """LAG per partition as Kafka's own tool says it (partitions it shows as '-' left out)."""
-    jars = classpath(cache_dir())[0].parent
-    result = subprocess.run(["java", "-cp", f"{jars}/*", TOOL, "--bootstrap-server", get_settings().bootstrap(),
-                             "--describe", "--group", group_id], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return {(topic, int(partition)): int(lag) for group, topic, partition, _start, lag in ROW.findall(result.stdout)
+    described = kafka_tool(SHARE_GROUPS, "--describe", "--group", group_id)
+    return {(topic, int(partition)): int(lag) for group, topic, partition, _start, lag in ROW.findall(described)
             if group == group_id and lag != "-"}
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, delete, text
 
-from dify_events.consumers.broker.jars import classpath
 from dify_events.consumers.config import group_id
 from dify_events.consumers.recovery.replay import REPLAYED_FROM, RUN
 from dify_events.schemas import headers as H
-from dify_events.schemas.settings import cache_dir
 from tests.consumers import sample_handlers
 from tests.consumers.support import app_event, peek, publish, running, wait_until
 from tests.consumers.test_lifecycle import ROOT, start_events_run, stop
+from tests.support.kafka_tools import CONSUMER_GROUPS
+from tests.support.kafka_tools import kafka_tool as run_kafka_tool
 
 from .support import committed, end_offsets, wait_committed_to_end
 
@@ -309,16 +309,7 @@ def test_a_group_with_a_handler_not_safe_to_replay_needs_force(
 @pytest.fixture
 def kafka_tool(kafka_bootstrap):
     """Runs Apache Kafka's own ConsumerGroupCommand (from the local broker's jars)."""
-    jars = ":".join(str(p) for p in classpath(cache_dir()))
-
-    def run(*args: str) -> str:
-        result = subprocess.run(["java", "-cp", jars, "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-                                 "--bootstrap-server", kafka_bootstrap, *args],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    return run
+    return lambda *args: run_kafka_tool(CONSUMER_GROUPS, *args, bootstrap=kafka_bootstrap)
 
 
 def offsets_column(output: str, column: str) -> dict[tuple[str, int], int]:

@@ -5,28 +5,23 @@ backlog, while a slow handler has fetched messages it has not finished, and once
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 
-from dify_events.consumers.broker.jars import classpath
 from dify_events.consumers.group import ConsumerGroup
 from dify_events.schemas.events import AppWasCreated
-from dify_events.schemas.settings import cache_dir, get_settings
+from dify_events.schemas.settings import get_settings
 from tests.consumers.support import app_event, publish, running, wait_until
+from tests.support.kafka_tools import CONSUMER_GROUPS, kafka_tool
 from tests.telemetry.support import points
 
-TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)\s+(\S+)\s", re.M)
 
 
 def kafkas_lag(group_id: str, topic: str) -> dict[int, int | None]:
     """LAG per partition of ``topic`` as Kafka's own tool says it (None where it shows '-')."""
-    jars = classpath(cache_dir())[0].parent
-    result = subprocess.run(["java", "-cp", f"{jars}/*", TOOL, "--bootstrap-server", get_settings().bootstrap(),
-                             "--describe", "--group", group_id], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
     return {int(partition): None if lag == "-" else int(lag)
-            for _, t, partition, _current, _end, lag in ROW.findall(result.stdout) if t == topic}
+            for _, t, partition, _current, _end, lag in ROW.findall(kafka_tool(CONSUMER_GROUPS, "--describe", "--group",
+                                                                                 group_id)) if t == topic}
 
 
 def stable_lag(group_id: str, topic: str, reader) -> tuple[dict[int, int | None], dict[int, int]]:
