@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from dify_events.consumers.demo.run import SHARED_MEMBERS
 from dify_events.consumers.demo.workload import SIZES, Change, build
+from dify_events.consumers.group import SHARED
 from dify_events.consumers.handlers import GROUPS
 from tests.handlers.kafka import wait_until
 
@@ -197,15 +199,16 @@ def group_processes(prefix: str) -> list[int]:
 
 
 def test_killing_the_demo_leaves_no_group_process_behind(tmp_path, kafka_bootstrap, admin):
-    # Given a demo whose group processes (one per registered group) are running
+    # Given a demo whose group processes (one per registered group, SHARED_MEMBERS per shared one) are running
     prefix = f"tdemo{uuid.uuid4().hex[:10]}"
+    processes = sum(SHARED_MEMBERS if g.delivery == SHARED else 1 for g in GROUPS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTS_")}
     env.update(KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, EVENTS_HOME=str(tmp_path / "home"))
     demo_process = subprocess.Popen([sys.executable, "-m", "dify_events.consumers", "demo", "--size", "small",
                                      "--prefix", prefix],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: len(group_processes(prefix)) == len(GROUPS), 60, f"the {len(GROUPS)} group processes")
+        wait_until(lambda: len(group_processes(prefix)) == processes, 60, f"the {processes} group processes")
     finally:
         # When the demo's process dies without a chance to clean up
         demo_process.kill()
