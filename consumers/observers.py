@@ -150,5 +150,9 @@ def emit(hooks: tuple[Callable[..., None], ...], *args: Any, **kwargs: Any) -> N
 def wrapped(wraps: tuple[Callable[..., Any], ...], call_next: Callable[..., Any]) -> Callable[..., Any]:
     """``call_next`` inside ``wraps`` (the first outermost), composed once; ``call_next`` itself when none."""
     for wrap in reversed(wraps):
-        call_next = partial(wrap, call_next=call_next)
+        call_next = partial(_call_inside, wrap, call_next)
     return call_next
+
+
+def _call_inside(wrap: Callable[..., Any], call_next: Callable[..., Any], job: Any) -> Any:
+    return wrap(job, call_next)  # positionally: a partial's keyword costs a dict per call

@@ -100,23 +100,46 @@ OUTCOMES = frozenset({"handled", "duplicate", "abandoned"})  # outcomes the runn
 Key = tuple[tuple[str, str], ...]  # a point's attributes, hashable
 
 
+class Tallies:
+    """One thread's counter values and histogram buckets. Only that thread writes them, so they need
+    no lock; a collection copies every thread's (a dict's copy is atomic under the GIL) and adds them up."""
+
+    __slots__ = ("counts", "histograms")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[Key, int]] = {name: {} for name in COUNTERS}
+        # name -> point -> [sum, bucket counts (one per bound of SECONDS_BUCKETS, then +Inf)]
+        self.histograms: dict[str, dict[Key, list]] = {name: {} for name in HISTOGRAMS}
+
+    def count(self, name: str, key: Key, n: int = 1) -> None:
+        counts = self.counts[name]
+        counts[key] = counts.get(key, 0) + n
+
+    def observe(self, name: str, key: Key, value: float) -> None:
+        histogram = self.histograms[name]
+        point = histogram.get(key)
+        if point is None:
+            point = histogram[key] = [0.0, [0] * (len(SECONDS_BUCKETS) + 1)]
+        point[0] += value
+        point[1][bisect_left(SECONDS_BUCKETS, value)] += 1  # bounds are inclusive upper bounds, as Prometheus' le
+
+
 class ConsumerMetrics:
     """The instruments of one meter provider, and the runners its gauges observe.
 
-    Counters are tallies in a dict under a lock (``count``; a fraction of a microsecond), read by
-    observable counters when a reader collects: an SDK ``Counter.add`` costs ~10 µs, several per
-    message. Histograms are bucket counts under the same lock (``observe``), read by
+    Counters are tallies kept by each thread (``Tallies``; ``count``, a fraction of a microsecond and
+    no lock), read by observable counters when a reader collects: an SDK ``Counter.add`` costs ~10 µs,
+    several per message. Histograms are bucket counts kept the same way (``observe``), read by
     ``HistogramCollector`` when Prometheus scrapes."""
 
     def __init__(self, provider: Any):
         meter = provider.get_meter("consumers")
-        self._tallies: dict[str, dict[Key, int]] = {name: {} for name in COUNTERS}
-        self._tally_lock = threading.Lock()
+        self._local = threading.local()
+        self._every: list[Tallies] = []  # every thread's, kept when it ends: counters only grow
+        self._every_lock = threading.Lock()
         for name, (instrument, unit, description) in COUNTERS.items():
             meter.create_observable_counter(instrument, [partial(self._observe_tally, name)], unit=unit,
                                             description=description)
-        # name -> point -> [sum, bucket counts (one per bound of SECONDS_BUCKETS, then +Inf)]
-        self._histograms: dict[str, dict[Key, list]] = {name: {} for name in HISTOGRAMS}
         meter.create_observable_gauge("events.consumer.lag", [self._observe_lag], unit="{message}",
                                       description="High watermark minus the group's next offset to commit")
         meter.create_observable_gauge("events.messages.in_flight", [self._observe_in_flight], unit="{message}",
@@ -125,33 +148,41 @@ class ConsumerMetrics:
                                       description="Messages the group's process handles at once (its concurrency)")
         self._runners: weakref.WeakSet[GroupRunner] = weakref.WeakSet()
 
+    def tallies(self) -> Tallies:
+        """The calling thread's tallies."""
+        try:
+            return self._local.tallies
+        except AttributeError:
+            mine = self._local.tallies = Tallies()
+            with self._every_lock:
+                self._every.append(mine)
+            return mine
+
     def count(self, name: str, key: Key, n: int = 1) -> None:
         """Adds ``n`` to counter ``name`` (a key of ``COUNTERS``) at the point ``key``."""
-        tally = self._tallies[name]
-        with self._tally_lock:
-            tally[key] = tally.get(key, 0) + n
+        self.tallies().count(name, key, n)
 
     def observe(self, name: str, key: Key, value: float) -> None:
         """Records ``value`` (seconds) in histogram ``name`` (a key of ``HISTOGRAMS``) at the point ``key``
         (its labels in the order of ``HISTOGRAMS``)."""
-        histogram = self._histograms[name]
-        bucket = bisect_left(SECONDS_BUCKETS, value)  # bounds are inclusive upper bounds, as Prometheus' le
-        with self._tally_lock:
-            point = histogram.get(key)
-            if point is None:
-                point = histogram[key] = [0.0, [0] * (len(SECONDS_BUCKETS) + 1)]
-            point[0] += value
-            point[1][bucket] += 1
+        self.tallies().observe(name, key, value)
+
+    def _threads(self) -> list[Tallies]:
+        with self._every_lock:
+            return list(self._every)
 
     def histogram_families(self) -> list[HistogramMetricFamily]:
         """The histograms as Prometheus families (cumulative buckets), a snapshot of now."""
-        with self._tally_lock:
-            snapshot = {name: [(key, total, list(counts)) for key, (total, counts) in points.items()]
-                        for name, points in self._histograms.items()}
         families = []
         for name, (family_name, labels, description) in HISTOGRAMS.items():
+            merged: dict[Key, list] = {}
+            for tallies in self._threads():
+                for key, (total, counts) in tallies.histograms[name].copy().items():
+                    into = merged.setdefault(key, [0.0, [0] * len(counts)])
+                    into[0] += total
+                    into[1] = [a + b for a, b in zip(into[1], list(counts), strict=True)]
             family = HistogramMetricFamily(family_name, description, labels=[*labels, *(k for k, _ in _SCOPE_LABELS)])
-            for key, total, counts in snapshot[name]:
+            for key, (total, counts) in merged.items():
                 buckets, running = [], 0
                 for bound, n in zip((*SECONDS_BUCKETS, "+Inf"), counts, strict=True):
                     running += n
@@ -161,9 +192,11 @@ class ConsumerMetrics:
         return families
 
     def _observe_tally(self, name: str, _options: CallbackOptions):
-        with self._tally_lock:
-            points = list(self._tallies[name].items())
-        return [Observation(n, dict(key)) for key, n in points]
+        summed: dict[Key, int] = {}
+        for tallies in self._threads():
+            for key, n in tallies.counts[name].copy().items():
+                summed[key] = summed.get(key, 0) + n
+        return [Observation(n, dict(key)) for key, n in summed.items()]
 
     @classmethod
     def of(cls, provider: Any) -> ConsumerMetrics:
@@ -231,12 +264,15 @@ class MetricsObserver(Observer):
         return point
 
     def after_message(self, job: Job, outcome: str) -> None:
-        point = self._point(event_type_of(job))
+        handler = job.handler
+        event_type = handler.event_type if handler is not None else event_type_of(job)
+        point = self._points.get(event_type) or self._point(event_type)
+        tallies = self.metrics.tallies()
         if outcome in OUTCOMES:
-            self.metrics.count(outcome, point)
+            tallies.count(outcome, point)
         event = job.event
         if event is not None and outcome == "handled":
-            self.metrics.observe("latency", point, max(0.0, time.time() - event.occurred_at.timestamp()))
+            tallies.observe("latency", point, max(0.0, time.time() - event.occurred_at.timestamp()))
 
     def around_attempt(self, job: Job, call_next: CallNext) -> str:
         handler = job.handler
@@ -250,10 +286,11 @@ class MetricsObserver(Observer):
         try:
             outcome = call_next(job)
         except BaseException as exc:
-            self.metrics.count("failed", key(self.group, event_type, error_class=type(exc).__name__))
-            self.metrics.observe("handler_duration", points[1], time.perf_counter() - started)
+            tallies = self.metrics.tallies()
+            tallies.count("failed", key(self.group, event_type, error_class=type(exc).__name__))
+            tallies.observe("handler_duration", points[1], time.perf_counter() - started)
             raise
-        self.metrics.observe("handler_duration", points[0], time.perf_counter() - started)
+        self.metrics.tallies().observe("handler_duration", points[0], time.perf_counter() - started)
         return outcome
 
     def after_retry(self, job: Job, *, attempt: int, exc: BaseException, backoff_s: float) -> None:
