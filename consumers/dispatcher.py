@@ -136,8 +136,12 @@ class KeyedDispatcher:
         ready = self._ready
         queues = self._queues
         batchable = self._batchable if self._batch_max > 1 else None
+        done: tuple[Hashable, deque] | None = None  # the single job just run: finished with the next take
         while True:
             with cond:
+                if done is not None:
+                    self._finish(*done)
+                    done = None
                 while not ready:
                     if self._stopping:
                         return
@@ -153,21 +157,26 @@ class KeyedDispatcher:
             if taken is not None:
                 self._run_batch(taken)
                 continue
-            # one job: the common path, kept free of the batch's bookkeeping
+            # one job: the common path, kept free of the batch's bookkeeping; one lock round trip a job
             try:
                 process(job)
             except BaseException:  # noqa: BLE001 - the pipeline catches; this is the last net
                 log.exception("a job escaped the pipeline; its offset will not be committed")
-            with cond:
-                self._running -= 1
-                self._pending -= 1
-                if queue:
-                    ready.append(key)  # more to do: back of the line, behind keys that waited
-                    cond.notify()
-                else:
-                    del queues[key]
-                if not self._pending or self._pending < self._low_water:
-                    self._drained.notify_all()
+            done = (key, queue)
+
+    def _finish(self, key: Hashable, queue: deque) -> None:
+        """Under the lock: one job of ``key`` finished; the key goes back to the ready line if it has more.
+        The worker takes the head of the line next, so another is woken only when more keys are ready."""
+        self._running -= 1
+        self._pending -= 1
+        if queue:
+            self._ready.append(key)  # more to do: back of the line, behind keys that waited
+            if len(self._ready) > 1:
+                self._cond.notify()
+        else:
+            del self._queues[key]
+        if not self._pending or self._pending < self._low_water:
+            self._drained.notify_all()
 
     def _run_batch(self, taken: list[tuple[Hashable, list[Any]]]) -> None:
         batch = [job for _, jobs in taken for job in jobs]
