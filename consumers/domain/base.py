@@ -12,6 +12,7 @@ foreign keys would have.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -106,11 +107,25 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
                 row[column.key] = column.default.arg(None)  # SQLAlchemy wraps it to take a context
             elif column.key not in row and column.default is not None and column.default.is_scalar:
                 row[column.key] = column.default.arg
+    index = tuple(conflict) if conflict else None
+    if len(rows) == 1:  # one statement per table and conflict, compiled once: its row goes as parameters
+        return rowcount(session.execute(_insert_ignore_one(insert, table, index), rows[0]))
     keys = {key for row in rows for key in row}
     rows = [{key: row.get(key) for key in keys} for row in rows]  # one shape for a multi-row VALUES
-    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
-    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1 on psycopg gives -1 otherwise)
+    # SQLAlchemy compiles a multi-row VALUES again on every call (its cache keeps no such statement)
+    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=list(index) if index else None)
     return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
+
+
+@functools.cache
+def _insert_ignore_one(insert: Callable[[Table], postgresql.Insert | sqlite.Insert], table: Table,
+                       index: tuple[str, ...] | None) -> postgresql.Insert | sqlite.Insert:
+    """``insert_ignore``'s statement for one row given as parameters: built once, so SQLAlchemy finds its
+    compiled form in its cache (a ``.values(row)`` statement costs ~2.5 times as much to execute).
+    ``preserve_rowcount``: an INSERT's rowcount is kept only when asked for (SQLAlchemy 2.1 on psycopg
+    gives -1 otherwise)."""
+    return insert(table).on_conflict_do_nothing(index_elements=list(index) if index else None).execution_options(
+        preserve_rowcount=True)
 
 
 def rowcount(result: Result[Any]) -> int:
