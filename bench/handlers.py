@@ -15,7 +15,7 @@ SQLite database under ``EVENTS_HOME`` per event); otherwise the group is ``idemp
 the start of its first event to the end of its last, with the partitions it saw;
 ``BENCH_DELIVERY=shared`` makes the group a shared one (a Kafka share group).
 ``BENCH_SEED=provider-usage`` gives the group the seed's provider-usage handler instead (its tables,
-its handler for ``MessageWasCreated``, idempotent; counted after the handler returns): the seed's
+its handler for ``MessageWasCreated``, idempotent; counted when its transaction commits): the seed's
 work under a fresh group name, so every run reads its topic from the start (``bench/seed.py``).
 How many events share a transaction is the shipped setting ``EVENTS_BATCH_MAX`` (1: one each).
 """
@@ -147,6 +147,7 @@ def provider_usage_group(name: str) -> ConsumerGroup:
     sqlalchemy_event.listen(Session, "after_commit", after_commit)
     sqlalchemy_event.listen(Session, "after_rollback", lambda session: session.info.pop("bench_handled", None))
     return group
+
 
 if NAME:
     if os.environ.get("BENCH_SEED") == "provider-usage":

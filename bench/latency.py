@@ -87,10 +87,9 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
             with_prototypes: bool = True, log=print) -> list[Row]:
     rows: list[Row] = []
     profiles = {**PROFILES, **(PROTOTYPE_PROFILES if with_prototypes else {})}
-    all_rates = rates
     for profile, conf in profiles.items():
-        rates = [rate for rate in all_rates if rate in conf.get("rates", all_rates)]
-        if not rates:
+        profile_rates = [rate for rate in rates if rate in conf.get("rates", rates)]
+        if not profile_rates:
             continue
         stack = contextlib.ExitStack()
         env = dict(conf["consumer"])
@@ -117,8 +116,8 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
                 publish_at(producer, warm[:20], 200, "warmup")
             publish_at(producer, warm, 1000, "warmup")
             wait_for(lambda consumer=consumer: consumer.progress()["n"] >= 200, 30, what="warm-up events")
-            achieved: dict[int, list[float]] = {rate: [] for rate in rates}
-            for rate in rates:
+            achieved: dict[int, list[float]] = {rate: [] for rate in profile_rates}
+            for rate in profile_rates:
                 events = app_events(int(rate * seconds))
                 for rep in range(reps):
                     window = f"{rate}-{rep}"
@@ -133,7 +132,7 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
             consumer.stop()
             producer.close()
             stack.close()
-        for rate in rates:
+        for rate in profile_rates:
             per_window = []
             for rep in range(reps):
                 values = sorted(latencies.get(f"{rate}-{rep}", []))
@@ -146,5 +145,5 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
                                 extra={"profile": profile, "rate": rate, "percentile": name,
                                        "achieved_rate": achieved[rate]}))
         log(f"  latency {profile}: " + ", ".join(f"{r.extra['rate']}/s {r.extra['percentile']} {r.median:.1f} ms"
-                                                  for r in rows[-3 * len(rates):]))
+                                                  for r in rows[-3 * len(profile_rates):]))
     return rows
