@@ -3,6 +3,7 @@ topics, the events on the consume topic, and running contenders as child process
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,26 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.02, what: str = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
+
+
+# -- databases --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def postgres(fsync: bool) -> Iterator[tuple[str, str]]:
+    """A throwaway PostgreSQL server (fsync off: ``EVENTS_TEST_POSTGRES_URL`` when set); yields its URL
+    and what it runs with (``fsync=on, synchronous_commit=on``, as the server says)."""
+    from sqlalchemy import create_engine, text
+
+    from dify_events.consumers.demo.postgres import throwaway_postgres
+    try:
+        from tests.support.postgres import postgres_server
+    except ImportError:
+        postgres_server = throwaway_postgres
+    with throwaway_postgres(prefix="events-bench-pg-", fsync=True) if fsync else postgres_server() as url:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                shown = [f"{name}={conn.execute(text(f'SHOW {name}')).scalar()}"
+                         for name in ("fsync", "synchronous_commit")]
+        finally:
+            engine.dispose()
+        yield url, ", ".join(shown)

@@ -10,12 +10,18 @@ alike.
 - ``events run`` with a no-op handler (``bench/handlers.py``): header check, per-key dispatch to
   the worker threads, the whole pipeline (decode, retries, dead-letter guard), offset
   watermarks, auto-commit; the shipped defaults (8 workers);
-- the same with the idempotency step: a claim per event in SQLite, then in PostgreSQL;
+- the same with the idempotency step (a claim per event), per event (``EVENTS_BATCH_MAX=1``: a
+  transaction each) and batched (the default, ``batch_max`` events a transaction), in SQLite, in
+  PostgreSQL with fsync off (the database is not the limit) and with fsync on (durable commits: what a
+  production server does);
+- the seed's provider-usage handler (``bench/seed.py``) the same ways, on its own topic of
+  ``MessageWasCreated`` events, doing its real work (the provider rows it charges exist);
 - FastStream (aiokafka and confluent transports) and Quix Streams, in their own virtualenvs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -23,14 +29,26 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dify_events.consumers.group import GROUP_OPTIONS
 from dify_events.producers.producer import EventProducer
 from dify_events.schemas.settings import Settings
 
-from . import peers
-from .common import BENCH, PARTITIONS, ROOT, Row, app_events, ratio, run_json_child, writer_schemas
+from . import peers, seed
+from .common import BENCH, PARTITIONS, ROOT, Row, app_events, postgres, ratio, run_json_child, writer_schemas
 from .runtime import RuntimeProcess, run_until
 
 CONTENDERS = BENCH / "contenders"
+BATCH_MAX = GROUP_OPTIONS["batch_max"]
+# the databases of the idempotent rows: SQLite under the scratch EVENTS_HOME, two throwaway PostgreSQL servers
+DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL fsync off", "pgsync": "PostgreSQL fsync on"}
+# name -> (database, the seed's provider-usage handler?, one transaction per event?)
+DATABASE_ROWS = {f"{'usage_' if usage else ''}{db}{'_each' if each else ''}": (db, usage, each)
+                 for usage in (False, True) for db in DATABASES for each in (True, False)
+                 if not (usage and db == "pgsync")}
+USAGE_SHARE = 10  # the provider-usage rows handle db_events / 10 messages a run (~2 ms of CPU each: SQLAlchemy)
+PEERS = {"faststream": ("fs_aiokafka", "fs_batch", "fs_confluent", "fs_confluent_batch"), "quix": ("quix",)}
+NAMES = ("raw", "typed", "runtime", "runtime_nometrics", *DATABASE_ROWS, "proto_batch", "proto_all", "proto_inline",
+         *(name for names in PEERS.values() for name in names))
 
 
 def fill(bootstrap: str, prefix: str, count: int) -> None:
@@ -51,6 +69,7 @@ class Consume:
         self.home = home
         self.events = events
         self.db_events = db_events
+        self.usage_events = max(1, db_events // USAGE_SHARE)
         self.log = log
         self.topics = topics
         self.schemas = writer_schemas()
@@ -70,17 +89,43 @@ class Consume:
         return result
 
     def runtime(self, expect: int, **kwargs) -> dict:
-        group = f"bench-{uuid.uuid4().hex[:8]}"
-        return run_until(RuntimeProcess(bootstrap=self.bootstrap, prefix=self.prefix, home=self.home, group=group,
-                                        **kwargs), expect, timeout_s=240)
+        process = RuntimeProcess(bootstrap=self.bootstrap, prefix=self.prefix, home=self.home,
+                                 group=f"bench-{uuid.uuid4().hex[:8]}", **kwargs)
+        result = run_until(process, expect, timeout_s=240)
+        # the batches the runner rolled back (a deadlock, ...) and ran again one event at a time
+        result["rolled_back"] = process.log_path.read_text(errors="replace").count("events was rolled back")
+        return result
+
+    def idempotent(self, url: str | None, *, usage: bool, each: bool) -> dict:
+        """``events run`` with the idempotency step in ``url`` (None: SQLite under the scratch home): the
+        no-op handler, or (``usage``) the seed's provider-usage handler on a freshly prepared database."""
+        env = {"EVENTS_BATCH_MAX": "1"} if each else {}
+        if usage:
+            url = url or f"sqlite:///{self.home}/usage-{uuid.uuid4().hex[:8]}.db"
+            seed.prepare(url)
+            env["BENCH_SEED"] = "provider-usage"
+        if url:
+            env["EVENTS_DATABASE_URL"] = url
+        return self.runtime(self.usage_events if usage else self.db_events, idempotent=True, env=env)
 
 
 def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, reps: int, with_peers: bool,
-            with_postgres: bool, with_prototypes: bool = True, all_peers: bool = False, log=print) -> list[Row]:
+            with_postgres: bool, with_prototypes: bool = True, all_peers: bool = False,
+            only: set[str] | None = None, log=print) -> list[Row]:
+    """``only``: the contenders to run (names of ``NAMES``); all by default."""
+    def wanted(*names: str) -> bool:
+        return only is None or not only.isdisjoint(names)
+
     c = Consume(bootstrap, topics, home, events=events, db_events=db_events, log=log)
-    topics.create([c.topic], PARTITIONS)
-    log(f"  filling {c.topic} ({PARTITIONS} partitions) with {events:,} app events ...")
-    fill(bootstrap, topics.prefix, events)
+    usage = [n for n, (db, is_usage, _) in DATABASE_ROWS.items() if is_usage and (with_postgres or db == "sqlite")]
+    if wanted(*(n for n in NAMES if n not in usage)):
+        topics.create([c.topic], PARTITIONS)
+        log(f"  filling {c.topic} ({PARTITIONS} partitions) with {events:,} app events ...")
+        fill(bootstrap, topics.prefix, events)
+    if wanted(*usage):
+        topics.create([f"{topics.prefix}.message"], PARTITIONS)
+        log(f"  filling {topics.prefix}.message ({PARTITIONS} partitions) with {c.usage_events:,} messages ...")
+        seed.fill(bootstrap, topics.prefix, c.usage_events)
 
     py = sys.executable
     contenders: dict[str, tuple[str, str, Any]] = {
@@ -92,12 +137,19 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
                     lambda: c.runtime(events)),
         "runtime_nometrics": ("consume", "events run, no-op handler, metrics off (EVENTS_METRICS_PORT=0)",
                               lambda: c.runtime(events, env={"EVENTS_METRICS_PORT": "0"})),
-        "sqlite": ("consume", "events run + idempotency claim per event, SQLite",
-                   lambda: c.runtime(db_events, idempotent=True)),
     }
     notes = {"raw": "baseline", "typed": "what the handlers' typed events cost",
-             "runtime": "as shipped (Prometheus metrics on)", "runtime_nometrics": "what the metrics cost",
-             "sqlite": f"{db_events:,} events/run; WAL, BEGIN IMMEDIATE"}
+             "runtime": "as shipped (Prometheus metrics on)", "runtime_nometrics": "what the metrics cost"}
+    urls: dict[str, str | None] = {"sqlite": None}  # the PostgreSQL servers' once they run
+    servers: dict[str, str] = {"sqlite": "WAL, synchronous=NORMAL, BEGIN IMMEDIATE"}
+    for name, (db, is_usage, each) in DATABASE_ROWS.items():
+        if db != "sqlite" and not with_postgres:
+            continue
+        what = "provider-usage handler" if is_usage else "idempotency claim"
+        how = "per event (batch_max 1)" if each else f"batched (batch_max {BATCH_MAX})"
+        contenders[name] = ("consume", f"events run + {what}, {DATABASES[db]}, {how}",
+                            lambda db=db, is_usage=is_usage, each=each: c.idempotent(urls[db], usage=is_usage,
+                                                                                     each=each))
     if with_prototypes:  # the changes this benchmark recommends, measured beside what ships (bench/prototype.py)
         contenders["proto_batch"] = ("prototype", "events run + batched hand-off + gc.freeze",
                                      lambda: c.runtime(events, env={"BENCH_PATCH": "batch,gc"}))
@@ -114,6 +166,8 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
     versions: dict[str, dict[str, str]] = {}
     if with_peers:
         for name in peers.PINS:
+            if not wanted(*PEERS[name]):
+                continue
             try:
                 versions[name] = peers.ensure(name, log=log)
             except Exception as exc:  # noqa: BLE001 - no peers is a note in the table, not a failed run
@@ -128,7 +182,7 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
                                                        batch=True))
             notes["fs_aiokafka"] = "faststream[kafka], per message"
             notes["fs_batch"] = "its best showing"
-            if all_peers:  # librdkafka under FastStream: a thread-pool hop per poll, slow per message
+            if all_peers or only:  # (or named) librdkafka under FastStream: a thread-pool hop per poll, slow
                 contenders["fs_confluent"] = ("peers", f"FastStream {v['faststream']} subscriber (confluent "
                                               f"{v['confluent-kafka']})",
                                               lambda: c.script(fpy, "faststream_app.py", events, transport="confluent"))
@@ -142,11 +196,21 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
             contenders["quix"] = ("peers", f"Quix Streams {v['quixstreams']} app (confluent {v['confluent-kafka']})",
                                   lambda: c.script(qpy, "quix_app.py", events, timeout_s=240))
             notes["quix"] = "StreamingDataFrame.update"
+    contenders = {name: run for name, run in contenders.items() if wanted(name)}
 
     results: dict[str, list[dict]] = {name: [] for name in contenders}
     errors: dict[str, str] = {}
-
-    def run_all() -> None:
+    with contextlib.ExitStack() as stack:
+        for db in ("postgres", "pgsync"):
+            rows_of_db = [name for name in contenders if DATABASE_ROWS.get(name, ("",))[0] == db]
+            if not rows_of_db:
+                continue
+            try:
+                urls[db], servers[db] = stack.enter_context(postgres(fsync=db == "pgsync"))
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL could not start: the others still count
+                log(f"  {DATABASES[db]} did not start ({exc}); running without it")
+                for name in rows_of_db:
+                    del contenders[name], results[name]
         for rep in range(reps):
             for name, (_, _, run) in contenders.items():
                 if name in errors:
@@ -158,30 +222,9 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
                     log(f"  {name} failed: {exc}")
             log(f"  consume rep {rep + 1}/{reps}: " + ", ".join(
                 f"{name} {r[-1]['rate']:,.0f}/s" for name, r in results.items() if r))
-
-    if with_postgres:
-        try:
-            from tests.support.postgres import postgres_server
-        except ImportError:
-            from dify_events.consumers.demo.postgres import throwaway_postgres as postgres_server
-        contenders["postgres"] = ("consume", "events run + idempotency claim per event, PostgreSQL", None)
-        notes["postgres"] = f"{db_events:,} events/run; throwaway server, fsync=off"
-        results["postgres"] = []
-        try:
-            with postgres_server() as url:
-                contenders["postgres"] = (*contenders["postgres"][:2],
-                                          lambda: c.runtime(db_events, idempotent=True,
-                                                            env={"EVENTS_DATABASE_URL": url}))
-                run_all()
-        except Exception as exc:  # noqa: BLE001 - PostgreSQL could not start: the others still count
-            if not any(results.values()):
-                log(f"  PostgreSQL did not start ({exc}); running without it")
-                del contenders["postgres"], results["postgres"]
-                run_all()
-            else:
-                raise
-    else:
-        run_all()
+    for name, (db, is_usage, _) in DATABASE_ROWS.items():
+        notes[name] = (f"{c.usage_events:,} ev/run; {seed.WHAT}" if is_usage
+                       else f"{db_events:,} ev/run; {servers.get(db, '')}")
 
     rows: dict[str, Row] = {}
     for name, (sect, label, _) in contenders.items():
@@ -197,16 +240,24 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
             row.extra["cpu_us"] = cpu[len(cpu) // 2]
         if sect == "peers":
             row.extra["versions"] = versions.get("faststream" if name.startswith("fs_") else "quix")
+        if name in DATABASE_ROWS:
+            row.extra["server"] = servers.get(DATABASE_ROWS[name][0])
+            row.extra["batches_rolled_back"] = rolled_back = [r["rolled_back"] for r in runs]
+            if any(rolled_back) and name not in errors:
+                row.note += f"; batches rolled back: {'/'.join(map(str, rolled_back))}"
     against = {"proto_batch": ("runtime", "as shipped"), "proto_all": ("runtime_nometrics", "metrics off"),
-               "proto_inline": ("runtime_nometrics", "metrics off")}
+               "proto_inline": ("runtime_nometrics", "metrics off"),
+               **{name: (f"{name}_each", "per event") for name, (_, _, each) in DATABASE_ROWS.items() if not each}}
     for name, row in rows.items():
         if row.section == "peers":  # ours to theirs
-            row.ratio, row.ratio_to = ratio(rows["runtime"], row), "events run / this"
-        elif name in against and against[name][0] in rows:
-            row.ratio, row.ratio_to = ratio(row, rows[against[name][0]]), against[name][1]
-            row.extra["vs_hand_loop"] = ratio(row, rows["raw"])
+            row.ratio, row.ratio_to = ratio(rows.get("runtime"), row), "events run / this"
+        elif name in against:
+            row.ratio, row.ratio_to = ratio(row, rows.get(against[name][0])), against[name][1]
+            row.extra["vs_hand_loop"] = ratio(row, rows.get("raw"))
         else:
-            row.ratio, row.ratio_to = ratio(row, rows["raw"]), "hand loop"
+            row.ratio, row.ratio_to = ratio(row, rows.get("raw")), "hand loop"
+        if row.ratio is None:
+            row.ratio_to = ""
     if "typed" in rows:
         for name in ("runtime", "runtime_nometrics", "proto_batch", "proto_inline", "proto_all"):
             if name in rows and rows[name].median:

@@ -14,6 +14,10 @@ SQLite database under ``EVENTS_HOME`` per event); otherwise the group is ``idemp
 ``BENCH_SLEEP_MS=50`` makes the handler sleep that long per event (an I/O-bound job), counted from
 the start of its first event to the end of its last, with the partitions it saw;
 ``BENCH_DELIVERY=shared`` makes the group a shared one (a Kafka share group).
+``BENCH_SEED=provider-usage`` gives the group the seed's provider-usage handler instead (its tables,
+its handler for ``MessageWasCreated``, idempotent; counted when its transaction commits): the seed's
+work under a fresh group name, so every run reads its topic from the start (``bench/seed.py``).
+How many events share a transaction is the shipped setting ``EVENTS_BATCH_MAX`` (1: one each).
 """
 
 from __future__ import annotations
@@ -40,13 +44,17 @@ _latencies: dict[str, list[int]] = defaultdict(list)   # window -> publish->hand
 _partitions: set[tuple[str, int]] = set()              # what the slow handler saw
 
 
-def noop(event, ctx) -> None:
+def count(n: int = 1) -> None:
     now = time.time_ns()
     state = _threads.get(threading.get_ident())
     if state is None:
         state = _threads[threading.get_ident()] = [0, now, now]
-    state[0] += 1
+    state[0] += n
     state[2] = now
+
+
+def noop(event, ctx) -> None:
+    count()
 
 
 def slow(event, ctx) -> None:
@@ -110,11 +118,46 @@ def _at_exit() -> None:
         _write(Path(OUT + ".latency.json"), dict(_latencies))
 
 
+def provider_usage_group(name: str) -> ConsumerGroup:
+    """The seed's provider-usage handler (and tables) in a group named ``name``. A message is counted when the
+    transaction it was handled in commits, once: a batch rolled back (a deadlock) runs its events again."""
+    from sqlalchemy import event as sqlalchemy_event
+    from sqlalchemy.orm import Session
+
+    from dify_events.consumers.handlers.provider_usage import group as seed
+    from dify_events.consumers.handlers.provider_usage import record_provider_usage
+    from dify_events.schemas.events import MessageWasCreated
+
+    group = ConsumerGroup(name, tables=seed.tables)
+    committed: set[str] = set()
+    lock = threading.Lock()
+
+    @group.handler(MessageWasCreated)
+    def provider_usage(event, ctx) -> None:
+        record_provider_usage(event, ctx)
+        ctx.session.info.setdefault("bench_handled", []).append(event.message_id)
+
+    def after_commit(session) -> None:
+        with lock:
+            new = set(session.info.pop("bench_handled", ())) - committed
+            committed.update(new)
+        if new:
+            count(len(new))
+
+    sqlalchemy_event.listen(Session, "after_commit", after_commit)
+    sqlalchemy_event.listen(Session, "after_rollback", lambda session: session.info.pop("bench_handled", None))
+    return group
+
+
 if NAME:
-    group = register(ConsumerGroup(NAME, idempotent=os.environ.get("BENCH_IDEMPOTENT") == "1",
-                                   delivery="shared" if os.environ.get("BENCH_DELIVERY") == "shared" else "ordered"))
-    for model in APP_EVENTS:
-        group.handler(model)(slow if SLEEP_S else timed if LATENCY else noop)
+    if os.environ.get("BENCH_SEED") == "provider-usage":
+        register(provider_usage_group(NAME))
+    else:
+        group = register(ConsumerGroup(NAME, idempotent=os.environ.get("BENCH_IDEMPOTENT") == "1",
+                                       delivery="shared" if os.environ.get("BENCH_DELIVERY") == "shared"
+                                       else "ordered"))
+        for model in APP_EVENTS:
+            group.handler(model)(slow if SLEEP_S else timed if LATENCY else noop)
     if OUT:
         threading.Thread(target=_report, name="bench-report", daemon=True).start()
         atexit.register(_at_exit)

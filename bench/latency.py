@@ -18,6 +18,10 @@ Profiles:
   difference we could tell from the noise (a waiting fetch returns as soon as data arrives, with
   ``fetch.min.bytes=1``); ``linger.ms=0`` sends one request per event and, on this shared 2-core
   box, fell behind at 5,000-10,000/s, so the profile keeps 1 ms;
+- **idempotent, batched, SQLite** and **idempotent, batched, PostgreSQL fsync off**: the shipped
+  settings with the idempotency step (a claim per event) and batching on (the default
+  ``batch_max``), at 1,000 and 10,000/s only (of ``--rates``); the clock stops at the handler's
+  first line, as for the others (the batch's commit comes after);
 - **default + gc.freeze (prototype)**: the shipped settings with ``bench/prototype.py``'s ``gc``
   patch in the consumer: the tail (p99, p99.9) is mostly the garbage collector's full passes over
   the ~150,000 objects of start-up, 20-40 ms each.
@@ -25,6 +29,7 @@ Profiles:
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import uuid
@@ -33,13 +38,17 @@ from pathlib import Path
 from dify_events.producers.producer import EventProducer
 from dify_events.schemas.settings import Settings
 
-from .common import PARTITIONS, SENT_HEADER, WINDOW_HEADER, Row, app_events, wait_for
+from .common import PARTITIONS, SENT_HEADER, WINDOW_HEADER, Row, app_events, postgres, wait_for
 from .runtime import RuntimeProcess
 
 PROFILES: dict[str, dict] = {
     "default": {"producer": {}, "consumer": {}},
     "low-latency": {"producer": {"linger.ms": 1, "socket.nagle.disable": True},
                     "consumer": {"EVENTS_KAFKA_FETCH_WAIT_MAX_MS": "10", "EVENTS_KAFKA_SOCKET_NAGLE_DISABLE": "true"}},
+    # idempotent: a claim per event, batched (the default); rates: the rates of --rates it runs at
+    "idempotent, batched, SQLite": {"producer": {}, "consumer": {}, "idempotent": "sqlite", "rates": (1000, 10000)},
+    "idempotent, batched, PostgreSQL fsync off": {"producer": {}, "consumer": {}, "idempotent": "postgres",
+                                                  "rates": (1000, 10000)},
 }
 PROTOTYPE_PROFILES: dict[str, dict] = {
     "default + gc.freeze (prototype)": {"producer": {}, "consumer": {"BENCH_PATCH": "gc"}},
@@ -79,13 +88,24 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
     rows: list[Row] = []
     profiles = {**PROFILES, **(PROTOTYPE_PROFILES if with_prototypes else {})}
     for profile, conf in profiles.items():
+        profile_rates = [rate for rate in rates if rate in conf.get("rates", rates)]
+        if not profile_rates:
+            continue
+        stack = contextlib.ExitStack()
+        env = dict(conf["consumer"])
+        if conf.get("idempotent") == "postgres":
+            try:
+                env["EVENTS_DATABASE_URL"] = stack.enter_context(postgres(fsync=False))[0]
+            except Exception as exc:  # noqa: BLE001 - PostgreSQL could not start: the other profiles still count
+                log(f"  latency {profile}: PostgreSQL did not start ({exc}); skipped")
+                continue
         prefix = f"{topics.prefix}l{len(rows)}"
         section_name = "latency" if profile in PROFILES else "prototype"
         topics.create([f"{prefix}.app"], PARTITIONS)
         settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix)
         producer = EventProducer(conf["producer"], settings=settings)
         consumer = RuntimeProcess(bootstrap=bootstrap, prefix=prefix, home=home, group=f"bench-{uuid.uuid4().hex[:8]}",
-                                  latency=True, env=conf["consumer"]).start()
+                                  latency=True, idempotent="idempotent" in conf, env=env).start()
         try:
             # warm up until the consumer has joined and handled events (not counted: their own window)
             warm = app_events(200)
@@ -96,8 +116,8 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
                 publish_at(producer, warm[:20], 200, "warmup")
             publish_at(producer, warm, 1000, "warmup")
             wait_for(lambda consumer=consumer: consumer.progress()["n"] >= 200, 30, what="warm-up events")
-            achieved: dict[int, list[float]] = {rate: [] for rate in rates}
-            for rate in rates:
+            achieved: dict[int, list[float]] = {rate: [] for rate in profile_rates}
+            for rate in profile_rates:
                 events = app_events(int(rate * seconds))
                 for rep in range(reps):
                     window = f"{rate}-{rep}"
@@ -111,7 +131,8 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
         finally:
             consumer.stop()
             producer.close()
-        for rate in rates:
+            stack.close()
+        for rate in profile_rates:
             per_window = []
             for rep in range(reps):
                 values = sorted(latencies.get(f"{rate}-{rep}", []))
@@ -124,5 +145,5 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
                                 extra={"profile": profile, "rate": rate, "percentile": name,
                                        "achieved_rate": achieved[rate]}))
         log(f"  latency {profile}: " + ", ".join(f"{r.extra['rate']}/s {r.extra['percentile']} {r.median:.1f} ms"
-                                                  for r in rows[-3 * len(rates):]))
+                                                  for r in rows[-3 * len(profile_rates):]))
     return rows

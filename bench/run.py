@@ -65,12 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every figure (the median counts)")
     parser.add_argument("--produce-events", type=int, default=50_000)
     parser.add_argument("--consume-events", type=int, default=50_000)
-    parser.add_argument("--db-events", type=int, default=10_000, help="events per run with the idempotency step")
+    parser.add_argument("--db-events", type=int, default=10_000,
+                        help="events per run with the idempotency step (the provider-usage handler: a tenth)")
     parser.add_argument("--scale-events", type=int, default=50_000)
     parser.add_argument("--queue-events", type=int, default=200,
                         help="queue: events per member (a member handles 20/s: 200 take 10 s)")
     parser.add_argument("--rates", default="1000,5000,10000", help="latency: events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="latency: seconds per window")
+    parser.add_argument("--contenders", help="consume: run only these, comma-separated (e.g. runtime,quix,sqlite)")
     parser.add_argument("--no-peers", action="store_true", help="skip FastStream and Quix Streams")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL idempotency runs")
     parser.add_argument("--no-prototypes", action="store_true", help="skip the prototypes of bench/prototype.py")
@@ -88,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    only = None
+    if args.contenders is not None:
+        from .consume import NAMES
+        only = {name.strip() for name in args.contenders.split(",") if name.strip()}
+        unknown = only - set(NAMES)
+        if unknown or not only:
+            parser.error(f"unknown contender(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+                         f"known: {', '.join(NAMES)}")
 
     started = time.monotonic()
     stamp = datetime.now(UTC)
@@ -114,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows += consume.section(broker.bootstrap, topics, home, events=args.consume_events,
                                             db_events=args.db_events, reps=args.reps, with_peers=not args.no_peers,
                                             with_postgres=not args.no_postgres,
-                                            with_prototypes=not args.no_prototypes, all_peers=args.all_peers, log=log)
+                                            with_prototypes=not args.no_prototypes, all_peers=args.all_peers,
+                                            only=only, log=log)
                 elif name == "latency":
                     from . import latency
                     rows += latency.section(broker.bootstrap, topics, home,

@@ -66,9 +66,9 @@ def _as_postgres_user() -> tuple[int | None, int | None]:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
+def throwaway_postgres(*, prefix: str = "events-pg-", fsync: bool = False) -> Iterator[str]:
     """Yields a SQLAlchemy URL of a superuser on an empty server (through the driver installed);
-    removes it after."""
+    removes it after. ``fsync`` off (the default) trades durability on a crash of the machine for speed."""
     bin_dir = pg_bin()
     uid, gid = _as_postgres_user()
     root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -84,7 +84,7 @@ def throwaway_postgres(*, prefix: str = "events-pg-") -> Iterator[str]:
     try:
         run("initdb", "-D", str(data), "-U", "events", "--auth=trust", "-E", "UTF8", "--no-sync")
         run("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'} "
                   f"-c max_connections={MAX_CONNECTIONS}", "start")
         yield f"{postgres_scheme()}://events@127.0.0.1:{port}/postgres"
     finally:
