@@ -7,9 +7,10 @@ jobs, all of idempotent, ``batched`` handlers (``consumers.dispatcher``). ``Batc
    idempotency key seen earlier in the batch leaves the batch (below);
 2. opens one transaction and claims every idempotency key with one statement
    (``IdempotencyStore.claim_many``); keys claimed before are duplicates, skipped;
-3. runs each claimed job's handler (through the steps after ``Idempotency``: time limit, telemetry)
-   in a SAVEPOINT, with ``ctx.session`` the batch's session (the savepoint opens when the handler first
-   reads ``ctx.session``: a handler that never does has nothing to undo);
+3. runs each claimed job's handler, tenant by tenant (``lock_order``: no deadlock between two batches),
+   through the steps after ``Idempotency`` (time limit, telemetry), in a SAVEPOINT, with ``ctx.session``
+   the batch's session (the savepoint opens when the handler first reads ``ctx.session``: a handler that
+   never does has nothing to undo);
 4. removes the claims of the jobs that did not run, and commits once. Outcomes are reported only
    after COMMIT returns, so no offset moves before its effects are durable.
 
@@ -99,6 +100,17 @@ def dispatch_key(job: Job) -> Hashable:
     return job.lane if key is None else key
 
 
+def lock_order(jobs: list[Job]) -> list[Job]:
+    """``jobs`` ordered by tenant, each key's jobs in their order (a stable sort on the tenant of the key's
+    first job). Handlers lock their tenants' rows (usage counters, quotas) as they run, so two batches that
+    take the same tenants in two orders deadlock on PostgreSQL (each waits ``deadlock_timeout``, then one
+    rolls back whole); taken in one order, the later batch only waits for the earlier one's commit."""
+    tenants: dict[Hashable, str] = {}
+    for job in jobs:
+        tenants.setdefault(dispatch_key(job), job.event.tenant_id)  # type: ignore[union-attr]
+    return sorted(jobs, key=lambda job: tenants[dispatch_key(job)])
+
+
 class BatchRunner:
     """Runs batches of one group's jobs (``run``); ``of`` makes one when the group batches."""
 
@@ -168,7 +180,7 @@ class BatchRunner:
             seen.add(job.idempotency_key)
             candidates.append(job)
         if candidates:
-            done, left = self._transaction(candidates)
+            done, left = self._transaction(lock_order(candidates))
             finished += done
             back += left
         return finished, back

@@ -78,6 +78,23 @@ def test_a_batch_of_many_keys_is_handled_in_one_transaction(database_url):
         assert claims(harness) == 20
 
 
+def test_a_batch_runs_tenant_by_tenant_and_each_key_in_its_order(database_url):
+    # Given a batching group, and events of three tenants interleaved, two of them twice of one key
+    harness, _ = harness_of(database_url)
+    fetched = [("t-b", "app-1", 0), ("t-a", "app-2", 1), ("t-b", "app-1", 2), ("t-a", "app-3", 3), ("t-c", "app-4", 4),
+               ("t-a", "app-2", 5)]
+    events = [AppWasCreated(tenant_id=tenant, app_id=app, mode="chat", name=f"app-{seq}")
+              for tenant, app, seq in fetched]
+    with harness:
+        # When they are sent as one batch
+        results = harness.send_batch(events)
+        # Then they ran in one transaction, a tenant's after another's (so that two batches lock tenants' rows
+        # in one order and never deadlock), each key's events in the order they were fetched
+        assert [(r.outcome, r.batched) for r in results] == [("handled", True)] * 6
+        assert [(a, s) for a, s, _ in effects(harness)] == [("app-2", 1), ("app-3", 3), ("app-2", 5), ("app-1", 0),
+                                                           ("app-1", 2), ("app-4", 4)]
+
+
 def test_only_a_handler_that_uses_its_session_gets_a_savepoint(database_url):
     # Given a handler that writes through ctx.session for even events and for event 3, which then fails,
     # and leaves its session alone for the other odd ones
