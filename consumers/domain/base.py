@@ -87,6 +87,22 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
     ``conflict`` names the columns of the unique constraint to ignore a clash on; None ignores a
     clash on any. This is the race-free "create it unless it exists": two writers at once never
     raise, and the loser sees 0."""
+    stmt = _insert_ignore(session, model, values, conflict)
+    if stmt is None:
+        return 0
+    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1 on psycopg gives -1 otherwise)
+    return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
+
+
+def insert_ignore_returning(session: Session, model: type[Base], values: Sequence[Mapping[str, Any]],
+                            column: Any, conflict: Sequence[str] | None = None) -> set[Any]:
+    """``insert_ignore`` that says which rows it inserted: ``column``'s values of them (``RETURNING``)."""
+    stmt = _insert_ignore(session, model, values, conflict)
+    return set() if stmt is None else set(session.scalars(stmt.returning(column)))
+
+
+def _insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                   conflict: Sequence[str] | None) -> postgresql.Insert | sqlite.Insert | None:
     dialect = session.get_bind().dialect.name
     insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
     if dialect == "postgresql":
@@ -97,7 +113,7 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
         raise NotImplementedError(f"insert_ignore supports sqlite and postgresql, not {dialect}")
     rows = [dict(values)] if isinstance(values, Mapping) else [dict(v) for v in values]
     if not rows:
-        return 0
+        return None
     table = model.__table__
     assert isinstance(table, Table)  # a declarative model's (typed as any FromClause)
     for row in rows:  # Core inserts with several rows do not fill Python-side defaults per row
@@ -108,9 +124,7 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
                 row[column.key] = column.default.arg
     keys = {key for row in rows for key in row}
     rows = [{key: row.get(key) for key in keys} for row in rows]  # one shape for a multi-row VALUES
-    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
-    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1 on psycopg gives -1 otherwise)
-    return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
+    return insert(table).values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
 
 
 def rowcount(result: Result[Any]) -> int:
