@@ -21,7 +21,17 @@ from .app import (
     ToolParameterCache,
     Workflow,
 )
-from .base import Base, UTCDateTime, create_all, insert_ignore, insert_ignore_returning, new_id, rowcount, utcnow
+from .base import (
+    Base,
+    UTCDateTime,
+    create_all,
+    dialect_insert,
+    insert_ignore,
+    insert_ignore_returning,
+    new_id,
+    rowcount,
+    utcnow,
+)
 from .dataset import (
     Dataset,
     DatasetMetadata,
@@ -49,7 +59,7 @@ __all__ = [
     "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
     "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantCreditPool", "TenantDefaultModel",
     "TenantSetting", "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger",
-    "WorkflowSchedulePlan", "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore",
-    "insert_ignore_returning", "keywords", "new_id", "rowcount", "search",
+    "WorkflowSchedulePlan", "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "dialect_insert",
+    "insert_ignore", "insert_ignore_returning", "keywords", "new_id", "rowcount", "search",
     "split_segments", "unindex", "utcnow",
 ]

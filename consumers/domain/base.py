@@ -13,7 +13,7 @@ foreign keys would have.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -96,21 +96,29 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
 
 def insert_ignore_returning(session: Session, model: type[Base], values: Sequence[Mapping[str, Any]],
                             column: Any, conflict: Sequence[str] | None = None) -> set[Any]:
-    """``insert_ignore`` that says which rows it inserted: ``column``'s values of them (``RETURNING``)."""
-    stmt = _insert_ignore(session, model, values, conflict)
-    return set() if stmt is None else set(session.scalars(stmt.returning(column)))
+    """``insert_ignore`` that says which rows it inserted: ``column``'s values of them (``RETURNING``). The rows
+    go as parameters of one compiled (cached) statement, which SQLAlchemy sends as multi-row ``VALUES``."""
+    if not values:
+        return set()
+    stmt = dialect_insert(session, model).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
+    return set(session.scalars(stmt.returning(column), list(values)))
+
+
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``model``'s table in the session's database's own terms (with ``ON CONFLICT``)."""
+    table = model.__table__
+    assert isinstance(table, Table)  # a declarative model's (typed as any FromClause)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"insert .. on conflict supports sqlite and postgresql, not {dialect}")
 
 
 def _insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                    conflict: Sequence[str] | None) -> postgresql.Insert | sqlite.Insert | None:
-    dialect = session.get_bind().dialect.name
-    insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
-    if dialect == "postgresql":
-        insert = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:
-        raise NotImplementedError(f"insert_ignore supports sqlite and postgresql, not {dialect}")
+    insert = dialect_insert(session, model)
     rows = [dict(values)] if isinstance(values, Mapping) else [dict(v) for v in values]
     if not rows:
         return None
@@ -124,7 +132,7 @@ def _insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any
                 row[column.key] = column.default.arg
     keys = {key for row in rows for key in row}
     rows = [{key: row.get(key) for key in keys} for row in rows]  # one shape for a multi-row VALUES
-    return insert(table).values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
+    return insert.values(rows).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
 
 
 def rowcount(result: Result[Any]) -> int:

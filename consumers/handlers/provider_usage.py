@@ -50,21 +50,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, case, literal, select, tuple_, update
+from sqlalchemy import Insert, Table, bindparam, case, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from dify_events.consumers import ConsumerGroup, HandlerContext, register
-from dify_events.consumers.context import BatchContext
+from dify_events.consumers import BatchContext, ConsumerGroup, HandlerContext, register
 from dify_events.consumers.domain import (
     DOMAIN,
     MessageUsage,
     Provider,
     ProviderUsage,
     TenantCreditPool,
-    UTCDateTime,
-    insert_ignore,
+    dialect_insert,
     insert_ignore_returning,
+    new_id,
 )
 from dify_events.consumers.domain.provider import (
     CHARGED_APP_MODES,
@@ -119,6 +119,23 @@ class Tally:
         return False
 
 
+# the rows a batch charges, locked (built once: most of a statement's cost in SQLAlchemy is in making it)
+POOLS = (select(TenantCreditPool.id, TenantCreditPool.tenant_id, TenantCreditPool.pool_type,
+                TenantCreditPool.quota_limit, TenantCreditPool.quota_used)
+         .where(tuple_(TenantCreditPool.tenant_id, TenantCreditPool.pool_type).in_(bindparam("keys", expanding=True)))
+         .order_by(TenantCreditPool.id).with_for_update())
+PROVIDERS = (select(Provider.id, Provider.tenant_id, Provider.provider_name, Provider.quota_limit, Provider.quota_used,
+                    Provider.last_used, Provider.provider_type, Provider.quota_type)
+             .where(tuple_(Provider.tenant_id, Provider.provider_name).in_(bindparam("keys", expanding=True)))
+             .order_by(Provider.id).with_for_update())
+
+PROVIDER_ROWS, POOL_ROWS = cast(Table, Provider.__table__), cast(Table, TenantCreditPool.__table__)
+PROVIDER_WRITE = (update(PROVIDER_ROWS).where(PROVIDER_ROWS.c.id == bindparam("row_id"))
+                  .values(quota_used=bindparam("used"), last_used=bindparam("last")))
+POOL_WRITE = update(POOL_ROWS).where(POOL_ROWS.c.id == bindparam("row_id")).values(quota_used=bindparam("used"))
+UPSERTS: dict[str, Insert] = {}  # the statistics' upsert, per dialect
+
+
 def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None:
     """One message: a batch of one."""
     record_provider_usages([event], ctx)
@@ -163,18 +180,12 @@ def _charge(ctx: BatchContext | HandlerContext, events: list[MessageWasCreated])
     """Stamps ``last_used`` and charges the quotas of ``events`` (messages of charged app modes), in order."""
     session = ctx.session
     pooled = {(e.tenant_id, e.quota_type) for e in events if e.quota_type in POOLED_QUOTA_TYPES}
-    pools = {(r.tenant_id, r.pool_type): Tally(r.id, r.quota_limit, r.quota_used) for r in session.execute(
-        select(TenantCreditPool.id, TenantCreditPool.tenant_id, TenantCreditPool.pool_type,
-               TenantCreditPool.quota_limit, TenantCreditPool.quota_used)
-        .where(tuple_(TenantCreditPool.tenant_id, TenantCreditPool.pool_type).in_(pooled))
-        .order_by(TenantCreditPool.id).with_for_update())} if pooled else {}
+    pools = {(r.tenant_id, r.pool_type): Tally(r.id, r.quota_limit, r.quota_used)
+             for r in session.execute(POOLS, {"keys": list(pooled)})} if pooled else {}
     named = {(e.tenant_id, name) for e in events for name in (e.provider_name, short_provider_name(e.provider_name))}
-    providers = {(r.tenant_id, r.provider_name): Tally(r.id, r.quota_limit, r.quota_used, r.last_used,
-                                                        r.provider_type, r.quota_type) for r in session.execute(
-        select(Provider.id, Provider.tenant_id, Provider.provider_name, Provider.quota_limit, Provider.quota_used,
-               Provider.last_used, Provider.provider_type, Provider.quota_type)
-        .where(tuple_(Provider.tenant_id, Provider.provider_name).in_(named))
-        .order_by(Provider.id).with_for_update())}
+    providers = {(r.tenant_id, r.provider_name): Tally(r.id, r.quota_limit, r.quota_used, r.last_used, r.provider_type,
+                                                        r.quota_type)
+                 for r in session.execute(PROVIDERS, {"keys": list(named)})}
     for event in events:
         at, tenant_id = event.occurred_at, event.tenant_id
         stamped = providers.get((tenant_id, event.provider_name))
@@ -223,44 +234,41 @@ def _charge_credit_pool(ctx: BatchContext | HandlerContext, event: MessageWasCre
 
 
 def _write(session: Session, model: type[Provider] | type[TenantCreditPool], tallies: Iterable[Tally]) -> None:
-    """One ``UPDATE`` for each row the messages charged or stamped (read under its lock: the sums are exact)."""
-    for tally in sorted(tallies, key=lambda t: t.id):
-        values: dict[str, object] = {}
-        if tally.charged:
-            values["quota_used"] = model.quota_used + tally.charged
-        if tally.stamped:
-            values["last_used"] = tally.last_used
-        if values:
-            session.execute(update(model).where(model.id == tally.id).values(values)
-                            .execution_options(synchronize_session=False))
+    """The rows the messages charged or stamped, in one statement (read under their lock, so the values
+    computed are what the per-message updates would have left)."""
+    provider = model is Provider
+    rows = [dict(row_id=t.id, used=t.quota_used, **({"last": t.last_used} if provider else {}))
+            for t in sorted(tallies, key=lambda t: t.id) if t.charged or t.stamped]
+    if rows:
+        session.execute(PROVIDER_WRITE if provider else POOL_WRITE, rows)
 
 
 def _add_statistics(session: Session, events: list[MessageWasCreated]) -> None:
-    """The seed's usage statistics: every message's tokens, per tenant and provider (one upsert each)."""
-    totals: dict[tuple[str, str], list] = {}  # (tenant, provider) -> [messages, message, answer, total, last]
+    """The seed's usage statistics: every message's tokens, per tenant and provider (one upsert for them all)."""
+    totals: dict[tuple[str, str], dict] = {}
     for e in events:
-        total = totals.setdefault((e.tenant_id, e.provider_name), [0, 0, 0, 0, e.occurred_at])
-        total[0] += 1
-        total[1] += e.message_tokens
-        total[2] += e.answer_tokens
-        total[3] += e.total_tokens
-        total[4] = max(total[4], e.occurred_at)
-    keys = sorted(totals)
-    insert_ignore(session, ProviderUsage, [dict(tenant_id=t, provider_name=p) for t, p in keys],
-                  conflict=("tenant_id", "provider_name"))
-    for tenant_id, provider in keys:
-        count, message, answer, tokens, last = totals[tenant_id, provider]
-        session.execute(update(ProviderUsage)
-                        .where(ProviderUsage.tenant_id == tenant_id, ProviderUsage.provider_name == provider)
-                        .values(message_count=ProviderUsage.message_count + count,
-                                message_tokens=ProviderUsage.message_tokens + message,
-                                answer_tokens=ProviderUsage.answer_tokens + answer,
-                                total_tokens=ProviderUsage.total_tokens + tokens,
-                                last_used=_later(ProviderUsage.last_used, last))
-                        .execution_options(synchronize_session=False))
+        total = totals.setdefault((e.tenant_id, e.provider_name), dict(
+            id=new_id(), tenant_id=e.tenant_id, provider_name=e.provider_name, message_count=0, message_tokens=0,
+            answer_tokens=0, total_tokens=0, last_used=e.occurred_at))
+        total["message_count"] += 1
+        total["message_tokens"] += e.message_tokens
+        total["answer_tokens"] += e.answer_tokens
+        total["total_tokens"] += e.total_tokens
+        total["last_used"] = max(total["last_used"], e.occurred_at)
+    session.execute(_usage_upsert(session), [totals[key] for key in sorted(totals)])
 
 
-def _later(column, at: datetime) -> ColumnElement:
-    """``max(column, at)`` in SQL, null counting as the earliest."""
-    value = literal(at, UTCDateTime())
-    return case((column.is_(None), value), (column < value, value), else_=column)
+def _usage_upsert(session: Session) -> Insert:
+    """Adds a row of sums to the statistics of its tenant and provider (made once per database dialect)."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in UPSERTS:
+        stmt = dialect_insert(session, ProviderUsage)
+        new, old = stmt.excluded, ProviderUsage
+        UPSERTS[dialect] = stmt.on_conflict_do_update(index_elements=["tenant_id", "provider_name"], set_=dict(
+            message_count=old.message_count + new.message_count,
+            message_tokens=old.message_tokens + new.message_tokens,
+            answer_tokens=old.answer_tokens + new.answer_tokens,
+            total_tokens=old.total_tokens + new.total_tokens,
+            last_used=case((old.last_used.is_(None), new.last_used), (old.last_used < new.last_used, new.last_used),
+                           else_=old.last_used)))
+    return UPSERTS[dialect]
