@@ -3,6 +3,7 @@ at a time, through the group's real pipeline (``GroupHarness``), on SQLite and P
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -102,3 +103,37 @@ def test_a_batch_counts_a_message_claimed_by_an_earlier_batch_once(harness, add,
     with db() as s:
         assert s.scalars(select(ProviderUsage.message_count)).one() == 3
         assert s.scalars(select(Provider.quota_used)).one() == 3 * 150
+
+
+def test_members_charging_the_same_quota_at_once_charge_it_as_one_at_a_time(harness, add, db):
+    # Given a hosted quota of 10,000 tokens and a credit pool of 5,000, and two members of the group, whose
+    # messages name the provider by its full id and by its short name (so no statistics row is shared)
+    add(hosted(limit=10_000), TenantCreditPool(tenant_id="t2", pool_type="trial", quota_limit=5_000))
+    members = [harness(provider_usage.group), harness(provider_usage.group)]
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def work(member, name: str, provider: str) -> None:
+        try:
+            start.wait(10)
+            for b in range(10):  # ten batches of ten messages of 150 tokens, half for each tenant
+                batch = [message(n, tenant_id=f"t{1 + n % 2}", message_id=f"{name}-{b}-{n}", provider=provider)
+                         for n in range(10)]
+                assert all(r.handled for r in member.send_batch(batch))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(member, f"member{i}", provider))
+               for i, (member, provider) in enumerate(zip(members, (FULL, "openai"), strict=True))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    # When both charge at once (each batch reading the rows it charges under a lock)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    # Then the quota was charged until it ran out, by whole messages (the last overdrawing it), and the pool
+    # emptied to the unit: what the 100 messages one at a time would have charged, in any order
+    with db() as s:
+        assert s.scalars(select(Provider.quota_used)).one() == 67 * 150
+        assert s.scalars(select(TenantCreditPool.quota_used)).one() == 5_000
+        assert s.scalars(select(ProviderUsage.message_count)).all() == [50] * 4
