@@ -124,3 +124,15 @@ def test_a_batch_handler_must_be_idempotent_and_batched(options):
     with pytest.raises(GroupDefinitionError, match="must be idempotent and batched"):
         group.batch_handler(AppWasCreated, **options)(lambda events, ctx: None)
     assert group.handlers == {}
+
+
+def test_a_call_of_n_events_has_n_times_the_time_limit(database_url):
+    # Given a batch handler that takes 0.15 s an event, with a time limit of 0.4 s
+    harness, behaviour = harness_of(database_url, handler_options={"time_limit_s": 0.4}, max_attempts=1)
+    behaviour.default_delay_s = 0.15
+    with harness:
+        # When three events come as one batch (0.45 s in one call)
+        results = harness.send_batch([app_event(f"app-{i}", i) for i in range(3)])
+    # Then the call was not interrupted: its limit is 3 x 0.4 s
+    assert [(r.outcome, r.batched) for r in results] == [("handled", True)] * 3
+    assert behaviour.batch_calls == [[("app-0", 0), ("app-1", 1), ("app-2", 2)]]
