@@ -83,7 +83,8 @@ class Handler:
         return self.group.option(name)
 
     def __call__(self, event: Event, ctx: HandlerContext) -> Any:
-        return self.fn(event, ctx)
+        """The handler on one event (a batch handler on a list of it, ``ctx`` as given: tests and tools)."""
+        return cast(Callable[..., Any], self.fn)([event], ctx) if self.takes_list else self.fn(event, ctx)
 
 
 class ConsumerGroup:

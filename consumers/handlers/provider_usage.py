@@ -39,10 +39,10 @@ read-modified-written; the rows charged are read under a lock.
 A batch handler (``ConsumerGroup.batch_handler``): a batch's messages are handled in one call, with
 exactly the outcome of handling them one by one in order (a message alone is a batch of one): one
 statement claims their ids (a message id repeated in the batch counts once, first come), one upsert
-per tenant and provider adds their statistics, and the provider rows and credit pools they charge
-are read under a row lock (``FOR UPDATE``; SQLite's one writer holds its lock already), charged
-message by message in Python as the per-message statements would, and written with one ``UPDATE``
-each. The log lines stay one per message.
+adds their statistics (a row of sums per tenant and provider), and the provider rows and credit pools
+they charge are read under a row lock (``FOR UPDATE``; SQLite's one writer holds its lock already),
+charged message by message in Python as the per-message statements would, and written back by id in
+one statement. The log lines stay one per message (``ctx.log``, naming the message).
 """
 
 from __future__ import annotations
@@ -111,12 +111,10 @@ class Tally:
         self.quota_used += units
         self.charged += units
 
-    def stamp(self, at: datetime) -> bool:
+    def stamp(self, at: datetime) -> None:
         """``last_used`` moves to ``at`` when it is null or older than the window before ``at``."""
         if self.last_used is None or self.last_used < at - LAST_USED_WINDOW:
             self.last_used, self.stamped = at, True
-            return True
-        return False
 
 
 # the rows a batch charges, locked (built once: most of a statement's cost in SQLAlchemy is in making it)
@@ -137,7 +135,7 @@ UPSERTS: dict[str, Insert] = {}  # the statistics' upsert, per dialect
 
 
 def record_provider_usage(event: MessageWasCreated, ctx: HandlerContext) -> None:
-    """One message: a batch of one."""
+    """One message: a batch of one (the per-message form the domain's tests call)."""
     record_provider_usages([event], ctx)
 
 
