@@ -11,10 +11,10 @@ the rest stay in their modules. These imports are light (no SQLAlchemy, no schem
 
 from __future__ import annotations
 
-from .context import HandlerContext, MessageMeta, NoTransaction
+from .context import BatchContext, HandlerContext, MessageMeta, NoTransaction
 from .errors import GroupDefinitionError, MessageRejected
 from .group import ConsumerGroup
 from .registry import register
 
-__all__ = ["ConsumerGroup", "GroupDefinitionError", "HandlerContext", "MessageMeta", "MessageRejected",
+__all__ = ["BatchContext", "ConsumerGroup", "GroupDefinitionError", "HandlerContext", "MessageMeta", "MessageRejected",
            "NoTransaction", "register"]

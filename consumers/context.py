@@ -109,5 +109,42 @@ class HandlerContext:
                 f"at {m.topic}[{m.partition}]@{m.offset}, attempt {m.attempt})")
 
 
+class BatchContext:
+    """Given to a batch handler's ``handle(events, ctx)`` (``ConsumerGroup.batch_handler``).
+
+    - ``contexts``: each event's own ``HandlerContext`` (its ``message``, ``event_id``, ``log``), in
+      the order of ``events``: ``zip(events, ctx.contexts)`` pairs them.
+    - ``session``: the one transaction's session of the whole call (every context's ``session``).
+    - ``log``: a ``LoggerAdapter`` whose records carry the group, handler, event type and the number of
+      events (no event id: it speaks for them all; ``contexts[i].log`` speaks for one).
+    """
+
+    __slots__ = ("contexts", "group", "handler", "event_type", "_log")
+
+    def __init__(self, contexts: list[HandlerContext]):
+        first = contexts[0]
+        self.contexts = contexts
+        self.group, self.handler, self.event_type = first.group, first.handler, first.event_type
+        self._log: logging.LoggerAdapter | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.contexts[0].in_transaction
+
+    @property
+    def session(self) -> Session:
+        return self.contexts[0].session
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        if self._log is None:
+            self._log = logging.LoggerAdapter(log, {"group": self.group, "handler": self.handler,
+                                                    "event_type": self.event_type, "events": len(self.contexts)})
+        return self._log
+
+    def __repr__(self) -> str:
+        return f"BatchContext({self.group}/{self.handler}: {len(self.contexts)} {self.event_type})"
+
+
 def extra(**fields: Any) -> dict[str, Any]:
     return {"extra": fields}

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from dify_events.schemas.catalogue import Catalogue
     from dify_events.schemas.events import Event
 
-    from .context import HandlerContext
+    from .context import BatchContext, HandlerContext
     from .pipeline import Step
 
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,199}$")
@@ -58,7 +58,10 @@ GROUP_OPTIONS: dict[str, Any] = {
 
 HandlerFn = Callable[["Event", "HandlerContext"], Any]
 E = TypeVar("E", bound="Event")
+F = TypeVar("F", bound=Callable[..., Any])
 TypedHandlerFn = Callable[[E, "HandlerContext"], Any]  # a handler of the event type E
+# a batch handler (its own type kept, so that it may take a wider context, or be called as it is)
+BatchHandlerFn = TypeVar("BatchHandlerFn", bound=Callable[[list[Any], "BatchContext"], Any])
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Handler:
     fn: HandlerFn = field(repr=False)
     name: str
     options: Mapping[str, Any]
+    takes_list: bool = False  # a batch handler: fn(events, BatchContext)
 
     def option(self, name: str) -> Any:
         """The handler's value, else the group's, else the owning step's default."""
@@ -79,7 +83,8 @@ class Handler:
         return self.group.option(name)
 
     def __call__(self, event: Event, ctx: HandlerContext) -> Any:
-        return self.fn(event, ctx)
+        """The handler on one event (a batch handler on a list of it, ``ctx`` as given: tests and tools)."""
+        return cast(Callable[..., Any], self.fn)([event], ctx) if self.takes_list else self.fn(event, ctx)
 
 
 class ConsumerGroup:
@@ -131,9 +136,21 @@ class ConsumerGroup:
         ``max_retry_time_s``, ``min_backoff_s``, ``max_backoff_s``, ``retry_on``, ``pause_on``
         (``Retries``); ``idempotent`` (``Idempotency``); ``time_limit_s`` (``TimeLimit``);
         ``replay_safe`` (the group's own: replay tooling asks for ``--force`` when False)."""
+        return self._register(event_type, options, takes_list=False)
+
+    def batch_handler(self, event_type: type[Event] | str,
+                      **options: Any) -> Callable[[BatchHandlerFn], BatchHandlerFn]:
+        """Decorator: ``fn(events, ctx)`` handles a list of ``event_type`` events in one call, ``ctx`` a
+        ``BatchContext``. In a batch's transaction, each contiguous run of its events is one call in one
+        savepoint; alone (and on every retry) it gets a one-element list. Options as ``handler``'s; it must
+        be ``idempotent`` and ``batched`` (``consumers.pipeline.batch``)."""
+        return self._register(event_type, options, takes_list=True)
+
+    def _register(self, event_type: type[Event] | str, options: dict[str, Any], *,
+                  takes_list: bool) -> Callable[[F], F]:
         spec = self.catalogue.get(event_type if isinstance(event_type, str) else event_type.event_type)
 
-        def register(fn: TypedHandlerFn[E]) -> TypedHandlerFn[E]:
+        def register(fn: F) -> F:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
             self._check_options(options, f"handler {name}")
             per_group = sorted(o for o in options if o.startswith(("outage_", "batch_max")))
@@ -146,8 +163,12 @@ class ConsumerGroup:
                     f"({self.handlers[spec.event_type].name}); one group runs one handler per event type: "
                     "do both jobs in one function, or put the second in its own group")
             # the runtime calls fn only with events its model decoded
-            self.handlers[spec.event_type] = Handler(self, spec.event_type, spec.model, cast(HandlerFn, fn), name,
-                                                     dict(options))
+            handler = Handler(self, spec.event_type, spec.model, cast(HandlerFn, fn), name, dict(options), takes_list)
+            if takes_list and not (handler.option("idempotent") and handler.option("batched")):
+                raise GroupDefinitionError(f"batch handler {name}: it must be idempotent and batched (its events "
+                                           "share one transaction): drop idempotent=False / batched=False, or declare "
+                                           "it with group.handler() to take one event at a time")
+            self.handlers[spec.event_type] = handler
             return fn
 
         return register

@@ -61,7 +61,7 @@ class Job:
 
     __slots__ = ("message", "lane", "offset", "raw_headers", "raw_event_type", "handler", "headers", "event",
                  "idempotency_key", "reprocess", "prior_attempts", "attempts", "session", "span", "solo",
-                 "first_failure")
+                 "first_failure", "together")
 
     def __init__(self, message: Message, lane: Lane, offset: int, raw_headers: list[tuple[str, bytes]] | None,
                  raw_event_type: bytes | None, handler: Handler | None):
@@ -81,6 +81,7 @@ class Job:
         self.span: Any = None
         self.solo = False         # runs alone (per-event path), never in a batch: it left one
         self.first_failure: Exception | None = None  # a batch's failed attempt, which Retries counts as attempt 1
+        self.together: list[Job] | None = None  # a batch handler's call in a batch: its jobs, this one first
 
     @property
     def topic(self) -> str:

@@ -1,6 +1,6 @@
 """The domain: the slice of Dify's database that the seed's handlers read and write.
 
-``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore``, ``rowcount``
+``base``      the declarative base, portable types, ``create_all(engine)``, ``insert_ignore(_returning)``, ``rowcount``
 ``tenant``    tenants, tenant settings, default models
 ``app``       apps, sites, installed apps, model configs, workflows, dataset joins, tool cache, app telemetry
 ``dataset``   datasets, documents, segments, the keyword index table, files, metadata, pipelines
@@ -21,7 +21,17 @@ from .app import (
     ToolParameterCache,
     Workflow,
 )
-from .base import Base, UTCDateTime, create_all, insert_ignore, new_id, rowcount, utcnow
+from .base import (
+    Base,
+    UTCDateTime,
+    create_all,
+    dialect_insert,
+    insert_ignore,
+    insert_ignore_returning,
+    new_id,
+    rowcount,
+    utcnow,
+)
 from .dataset import (
     Dataset,
     DatasetMetadata,
@@ -49,7 +59,7 @@ __all__ = [
     "DocumentSegment", "FeedbackTelemetry", "InstalledApp", "Message", "MessageUsage", "Pipeline", "Provider",
     "ProviderUsage", "SegmentAttachmentBinding", "Site", "Tenant", "TenantCreditPool", "TenantDefaultModel",
     "TenantSetting", "ToolParameterCache", "UTCDateTime", "UploadFile", "Workflow", "WorkflowPluginTrigger",
-    "WorkflowSchedulePlan", "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "insert_ignore", "keywords",
-    "new_id", "rowcount", "search",
+    "WorkflowSchedulePlan", "WorkflowWebhookTrigger", "WorkspaceSyncTask", "create_all", "dialect_insert",
+    "insert_ignore", "insert_ignore_returning", "keywords", "new_id", "rowcount", "search",
     "split_segments", "unindex", "utcnow",
 ]

@@ -81,6 +81,10 @@ def create_all(engine: Engine) -> None:
     Base.metadata.create_all(engine)
 
 
+_INSERTS: dict[str, Callable[[Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert, "sqlite": sqlite.insert}  # the dialects with ON CONFLICT
+
+
 def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any] | Sequence[Mapping[str, Any]],
                   conflict: Sequence[str] | None = None) -> int:
     """``INSERT ... ON CONFLICT DO NOTHING``: how many rows were inserted.
@@ -88,14 +92,6 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
     ``conflict`` names the columns of the unique constraint to ignore a clash on; None ignores a
     clash on any. This is the race-free "create it unless it exists": two writers at once never
     raise, and the loser sees 0."""
-    dialect = session.get_bind().dialect.name
-    insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
-    if dialect == "postgresql":
-        insert = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:
-        raise NotImplementedError(f"insert_ignore supports sqlite and postgresql, not {dialect}")
     rows = [dict(values)] if isinstance(values, Mapping) else [dict(v) for v in values]
     if not rows:
         return 0
@@ -109,11 +105,12 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
                 row[column.key] = column.default.arg
     index = tuple(conflict) if conflict else None
     if len(rows) == 1:  # one statement per table and conflict, compiled once: its row goes as parameters
-        return rowcount(session.execute(_insert_ignore_one(insert, table, index), rows[0]))
+        return rowcount(session.execute(_insert_ignore_one(_insert_of(session), table, index), rows[0]))
     keys = {key for row in rows for key in row}
     rows = [{key: row.get(key) for key in keys} for row in rows]  # one shape for a multi-row VALUES
     # SQLAlchemy compiles a multi-row VALUES again on every call (its cache keeps no such statement)
-    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=list(index) if index else None)
+    stmt = dialect_insert(session, model).values(rows).on_conflict_do_nothing(index_elements=index)
+    # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1 on psycopg gives -1 otherwise)
     return rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
 
 
@@ -121,11 +118,33 @@ def insert_ignore(session: Session, model: type[Base], values: Mapping[str, Any]
 def _insert_ignore_one(insert: Callable[[Table], postgresql.Insert | sqlite.Insert], table: Table,
                        index: tuple[str, ...] | None) -> postgresql.Insert | sqlite.Insert:
     """``insert_ignore``'s statement for one row given as parameters: built once, so SQLAlchemy finds its
-    compiled form in its cache (a ``.values(row)`` statement costs ~2.5 times as much to execute).
-    ``preserve_rowcount``: an INSERT's rowcount is kept only when asked for (SQLAlchemy 2.1 on psycopg
-    gives -1 otherwise)."""
-    return insert(table).on_conflict_do_nothing(index_elements=list(index) if index else None).execution_options(
+    compiled form in its cache (a ``.values(row)`` statement costs ~2.5 times as much to execute)."""
+    return insert(table).on_conflict_do_nothing(index_elements=index).execution_options(
         preserve_rowcount=True)
+
+
+def insert_ignore_returning(session: Session, model: type[Base], values: Sequence[Mapping[str, Any]],
+                            column: Any, conflict: Sequence[str] | None = None) -> set[Any]:
+    """``insert_ignore`` that says which rows it inserted: ``column``'s values of them (``RETURNING``). The rows
+    go as parameters of one compiled (cached) statement, which SQLAlchemy sends as multi-row ``VALUES``."""
+    if not values:
+        return set()
+    stmt = dialect_insert(session, model).on_conflict_do_nothing(index_elements=list(conflict) if conflict else None)
+    return set(session.scalars(stmt.returning(column), list(values)))
+
+
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``model``'s table in the session's database's own terms (with ``ON CONFLICT``)."""
+    table = model.__table__
+    assert isinstance(table, Table)  # a declarative model's (typed as any FromClause)
+    return _insert_of(session)(table)
+
+
+def _insert_of(session: Session) -> Callable[[Table], postgresql.Insert | sqlite.Insert]:
+    dialect = session.get_bind().dialect.name
+    if dialect not in _INSERTS:
+        raise NotImplementedError(f"insert .. on conflict supports sqlite and postgresql, not {dialect}")
+    return _INSERTS[dialect]
 
 
 def rowcount(result: Result[Any]) -> int:

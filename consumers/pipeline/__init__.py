@@ -17,9 +17,11 @@ Telemetry is not a step's business: the steps tell the group's observers what ha
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import cast
 
-from ..context import HandlerContext, MessageMeta
+from ..context import BatchContext, HandlerContext, MessageMeta
 from ..job import HANDLED, Job
 from ..observers import wrapped
 from .dead_letters import DeadLetters
@@ -45,14 +47,26 @@ def message_meta(job: Job) -> MessageMeta:
 
 
 def call_handler(job: Job) -> str:
-    """The end of the chain: ``handler(event, ctx)``."""
+    """The end of the chain: ``handler(event, ctx)``; a batch handler's ``handler(events, BatchContext)``, with
+    the events of ``job.together`` (a run of a batch) or ``[job.event]``, every context on ``job``'s session."""
     handler = job.handler
     assert handler is not None and job.event is not None  # Decode let the job through
-    ctx = HandlerContext(session=job.session, message=partial(message_meta, job), group=handler.group.name,
-                         handler=handler.name, event_id=job.event.event_id, event_type=handler.event_type,
-                         reprocess=job.reprocess)
-    handler.fn(job.event, ctx)
+    if not handler.takes_list:
+        handler.fn(job.event, handler_context(job, job))
+        return HANDLED
+    jobs = job.together or [job]
+    cast(Callable[[list, BatchContext], object], handler.fn)([j.event for j in jobs],
+                                                            BatchContext([handler_context(j, job) for j in jobs]))
     return HANDLED
+
+
+def handler_context(job: Job, lead: Job) -> HandlerContext:
+    """``job``'s context, on the session of ``lead`` (the job whose call it is)."""
+    handler = job.handler
+    assert handler is not None and job.event is not None  # Decode let the job through
+    return HandlerContext(session=lead.session, message=partial(message_meta, job), group=handler.group.name,
+                          handler=handler.name, event_id=job.event.event_id, event_type=handler.event_type,
+                          reprocess=job.reprocess)
 
 
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:

@@ -10,7 +10,9 @@ jobs, all of idempotent, ``batched`` handlers (``consumers.dispatcher``). ``Batc
 3. runs each claimed job's handler, tenant by tenant (``lock_order``: no deadlock between two batches),
    through the steps after ``Idempotency`` (time limit, telemetry), in a SAVEPOINT, with ``ctx.session``
    the batch's session (the savepoint opens when the handler first reads ``ctx.session``: a handler that
-   never does has nothing to undo);
+   never does has nothing to undo); a batch handler (``ConsumerGroup.batch_handler``) takes each
+   contiguous run of its claimed jobs in one call, in one savepoint, and a failing call's events all
+   leave the batch (below);
 4. removes the claims of the jobs that did not run, and commits once. Outcomes are reported only
    after COMMIT returns, so no offset moves before its effects are durable.
 
@@ -199,10 +201,31 @@ class BatchRunner:
             claimed = self.store.claim_many(conn, [(job.idempotency_key, job.event.event_id)  # type: ignore[misc,union-attr]
                                                    for job in jobs])
             started = time.monotonic()
+            run: list[Job] = []  # a batch handler's claimed jobs, in a row: one call
+
+            def call(called: list[Job]) -> None:
+                """One handler call: each of its jobs is done, or leaves the batch with its key's later jobs."""
+                failure = self._handle(called, session)
+                for one in called:
+                    if failure is None:
+                        done.append((one, HANDLED))
+                        continue
+                    if after_job:
+                        emit(after_job, one, LEFT_BATCH, failure)
+                    # a commit refused in a batch is no failure of the handler: alone, it runs afresh
+                    one.solo = True
+                    one.first_failure = None if isinstance(failure, CommitInBatch) else failure
+                    cut.add(dispatch_key(one))
+                    back.append(one)
+                    unclaim.append(one.idempotency_key)  # type: ignore[arg-type]
+
             for job in jobs:
+                if run and run[0].handler is not job.handler:
+                    call(run)
+                    run = []
                 key = dispatch_key(job)
                 is_claimed = job.idempotency_key in claimed
-                if key in cut or (done and time.monotonic() - started >= self.batch_max_s):
+                if key in cut or ((done or run) and time.monotonic() - started >= self.batch_max_s):
                     cut.add(key)
                     back.append(job)
                     if is_claimed:
@@ -213,18 +236,12 @@ class BatchRunner:
                 if not is_claimed:
                     done.append((job, DUPLICATE))
                     continue
-                failure = self._handle(job, session)
-                if failure is None:
-                    done.append((job, HANDLED))
-                    continue
-                if after_job:
-                    emit(after_job, job, LEFT_BATCH, failure)
-                # a commit refused in a batch is no failure of the handler: alone, it runs afresh
-                job.solo = True
-                job.first_failure = None if isinstance(failure, CommitInBatch) else failure
-                cut.add(key)
-                back.append(job)
-                unclaim.append(job.idempotency_key)  # type: ignore[arg-type]
+                if job.handler.takes_list:  # type: ignore[union-attr]
+                    run.append(job)
+                else:
+                    call([job])
+            if run:
+                call(run)
             if unclaim:
                 self.store.unclaim(conn, unclaim)
             session.commit_batch()
@@ -249,24 +266,27 @@ class BatchRunner:
             self.breaker.success(handler)
         return done, back
 
-    def _handle(self, job: Job, session: BatchSession) -> Exception | None:
-        """Runs ``job``'s handler in a savepoint: None when it succeeded, else its failure (the savepoint
-        rolled back). Raises a ``pause_on`` failure and anything not an ``Exception`` (the whole batch).
-        The savepoint opens when the handler first reads ``ctx.session``: before anything it writes, and
-        not at all for a handler that writes nothing (SQLAlchemy's nested transaction costs ~20 us)."""
-        handler = job.handler
+    def _handle(self, jobs: list[Job], session: BatchSession) -> Exception | None:
+        """Runs one handler call in a savepoint: ``jobs`` is one job, or a batch handler's run of them. None
+        when it succeeded, else its failure (the savepoint rolled back). Raises a ``pause_on`` failure and
+        anything not an ``Exception`` (the whole batch). The savepoint opens when the handler first reads
+        ``ctx.session``: before anything it writes, and not at all for a handler that writes nothing
+        (SQLAlchemy's nested transaction costs ~20 us)."""
+        lead, handler = jobs[0], jobs[0].handler
         assert handler is not None  # decoded
-        job.attempts = 1
+        for job in jobs:
+            job.attempts = 1
+        lead.together = jobs if handler.takes_list else None
         try:
             with ExitStack() as exits:
-                job.session = LazySavepoint(session, exits)
-                self.inner(job)
+                lead.session = LazySavepoint(session, exits)
+                self.inner(lead)
         except Exception as exc:  # noqa: BLE001 - sorted here
             if isinstance(exc, handler.option("pause_on")):
                 raise
             return exc
         finally:
-            job.session = None
+            lead.session, lead.together = None, None
         return None
 
     @staticmethod

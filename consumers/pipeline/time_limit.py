@@ -4,7 +4,8 @@ As dramatiq's ``TimeLimit`` does: a watchdog thread raises ``TimeLimitExceeded``
 thread (``PyThreadState_SetAsyncExc``). Python delivers it at the next bytecode, so a handler blocked
 inside a C call (a socket read) is interrupted when that call returns; give such calls their own
 timeouts. The exception is retryable like any failure, and the attempt's transaction rolls back.
-Handlers without a limit (the default) skip the step entirely.
+Handlers without a limit (the default) skip the step entirely. A batch handler's call of n events
+(``ConsumerGroup.batch_handler``) has n times the limit.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TimeLimit(Step):
         limit = job.handler.option("time_limit_s")
         if not limit:
             return call_next(job)
+        limit *= len(job.together or (job,))  # a batch handler's call: the limit of each of its events
         self._ensure_watchdog()
         tid = threading.get_ident()
         with self._lock:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, insert, select
 
-from dify_events.consumers.context import HandlerContext
+from dify_events.consumers.context import BatchContext, HandlerContext
 from dify_events.consumers.group import ConsumerGroup
 from dify_events.consumers.registry import register
 from dify_events.schemas.events import AppWasCreated
@@ -71,6 +71,7 @@ class Behaviour:
     running: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     overlaps: list[str] = field(default_factory=list)         # app_ids seen running twice at once
     order: list[tuple[str, int]] = field(default_factory=list)
+    batch_calls: list[list[tuple[str, int]]] = field(default_factory=list)  # (app_id, seq) of each batch call
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, event: AppWasCreated, ctx: HandlerContext) -> None:
@@ -105,12 +106,25 @@ class Behaviour:
                 self.running[app_id] -= 1
 
 
+    def handle_batch(self, events: list[AppWasCreated], ctx: BatchContext) -> None:
+        """As a batch handler: records the call, then handles each event as ``handle`` does, with its own
+        context (so one that fails fails the call)."""
+        with self.lock:
+            self.batch_calls.append([(e.app_id, int(e.name.rsplit("-", 1)[-1])) for e in events])
+        for event, event_ctx in zip(events, ctx.contexts, strict=True):
+            self.handle(event, event_ctx)
+
+
 def recording_group(name: str = "sample-recorder", behaviour: Behaviour | None = None, *,
-                    database_url: str | None = None, handler_options: dict | None = None,
+                    database_url: str | None = None, handler_options: dict | None = None, batch: bool = False,
                     **group_options) -> tuple[ConsumerGroup, Behaviour]:
+    """``batch``: its handler is a batch handler (``handle_batch``)."""
     behaviour = behaviour or Behaviour()
     group = ConsumerGroup(name, database_url=database_url, **group_options)
-    group.handler(AppWasCreated, **(handler_options or {}))(behaviour.handle)
+    if batch:
+        group.batch_handler(AppWasCreated, **(handler_options or {}))(behaviour.handle_batch)
+    else:
+        group.handler(AppWasCreated, **(handler_options or {}))(behaviour.handle)
     return group, behaviour
 
 

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections import defaultdict
 
+import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.exc import OperationalError
 
@@ -32,11 +33,12 @@ def by_key(effects: list[tuple[str, str, int]]) -> dict[str, list[int]]:
     return dict(seqs)
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["handler", "batch-handler"])
 def test_a_backlog_over_many_keys_is_handled_once_in_batches_and_in_each_keys_order(
-        kafka_env, app_topic, group_topics, producer_factory, effects_db):
-    # Given a backlog of 600 events over 40 keys on 3 partitions
+        kafka_env, app_topic, group_topics, producer_factory, effects_db, batch):
+    # Given a backlog of 600 events over 40 keys on 3 partitions (a handler of one event, or of a list)
     topic = app_topic(partitions=3)
-    group, behaviour = sample_handlers.recording_group(database_url=effects_db, batch_max=50)
+    group, behaviour = sample_handlers.recording_group(database_url=effects_db, batch_max=50, batch=batch)
     group_topics(group.name)
     events = publish_backlog(producer_factory, topic, 600, 40)
     # When a group with 4 workers works through it
@@ -51,13 +53,18 @@ def test_a_backlog_over_many_keys_is_handled_once_in_batches_and_in_each_keys_or
     assert sorted(e[0] for e in effects) == sorted(e.event_id for e in events)
     assert by_key(effects) == {f"app-{k}": list(range(k, 600, 40)) for k in range(40)}
     assert behaviour.overlaps == []
+    # and a batch handler took runs of several events in one call
+    assert not batch or max(map(len, behaviour.batch_calls)) > 1
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["handler", "batch-handler"])
 def test_a_poison_event_in_a_batch_is_dead_lettered_once_and_the_rest_commit_once(
-        kafka_env, app_topic, group_topics, producer_factory, effects_db, dlq_reader):
-    # Given a backlog of 300 events over 10 keys with, in its middle, one event that always fails
+        kafka_env, app_topic, group_topics, producer_factory, effects_db, dlq_reader, batch):
+    # Given a backlog of 300 events over 10 keys with, in its middle, one event that always fails (for a batch
+    # handler, the events of its call leave the batch with it, and run alone)
     topic = app_topic()
-    group, behaviour = sample_handlers.recording_group(database_url=effects_db, max_attempts=3, min_backoff_s=0.05)
+    group, behaviour = sample_handlers.recording_group(database_url=effects_db, max_attempts=3, min_backoff_s=0.05,
+                                                       batch=batch)
     group_topics(group.name)
     behaviour.fail["poison"] = -1
     events = [app_event(f"app-{i % 10}", i) for i in range(300)]

@@ -250,7 +250,7 @@ def test_dify_call_site(site, outbox, add, db, handle):
     handlers = [g.handlers[site.signal] for g in GROUPS if site.signal in g.handlers]
     assert handlers, f"no consumer group takes {site.signal}"
     for handler in handlers:
-        handle(handler.fn, event, event)
+        handle(handler, event, event)
     # Then the database is as Dify's receivers leave it
     with db() as s:
         CHECKS[site.signal](site, event, s)
