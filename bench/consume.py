@@ -45,7 +45,7 @@ DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL fsync off", "pgsync": "
 DATABASE_ROWS = {f"{'usage_' if usage else ''}{db}{'_each' if each else ''}": (db, usage, each)
                  for usage in (False, True) for db in DATABASES for each in (True, False)
                  if not (usage and db == "pgsync")}
-USAGE_SHARE = 10  # the provider-usage rows handle db_events / 10 messages a run (~2 ms of CPU each: SQLAlchemy)
+USAGE_SHARE = 2  # the provider-usage rows handle db_events / 2 messages a run (one at a time ~1 ms of CPU each)
 PEERS = {"faststream": ("fs_aiokafka", "fs_batch", "fs_confluent", "fs_confluent_batch"), "quix": ("quix",)}
 NAMES = ("raw", "typed", "runtime", "runtime_nometrics", *DATABASE_ROWS, "proto_batch", "proto_all", "proto_inline",
          *(name for names in PEERS.values() for name in names))

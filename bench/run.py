@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--produce-events", type=int, default=50_000)
     parser.add_argument("--consume-events", type=int, default=50_000)
     parser.add_argument("--db-events", type=int, default=10_000,
-                        help="events per run with the idempotency step (the provider-usage handler: a tenth)")
+                        help="events per run with the idempotency step (the provider-usage handler: half)")
     parser.add_argument("--scale-events", type=int, default=50_000)
     parser.add_argument("--queue-events", type=int, default=200,
                         help="queue: events per member (a member handles 20/s: 200 take 10 s)")

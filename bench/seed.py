@@ -28,7 +28,7 @@ from .common import KEYS
 
 TENANTS = 100
 FULL_ID = "langgenius/openai/openai"
-WHAT = "claim message, upsert usage, 2 UPDATEs of providers"
+WHAT = "a batch handler: claims, usage upsert, quotas charged under row locks"
 
 
 def tenant(i: int) -> str:
