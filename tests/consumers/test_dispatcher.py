@@ -281,3 +281,29 @@ def test_batch_max_bounds_a_take_and_batch_max_1_never_batches(batch_max, expect
     dispatcher.stop()
     # Then batches hold batch_max jobs at most, and with batch_max 1 every job runs alone
     assert calls == expected
+
+
+def test_wait_below_returns_once_enough_jobs_finished_each_time_it_is_asked():
+    # Given one worker whose jobs each wait for a permit, and ten jobs submitted
+    permits = threading.Semaphore(0)
+    dispatcher = KeyedDispatcher(lambda job: permits.acquire(timeout=30), workers=1)
+    dispatcher.start()
+    try:
+        dispatcher.submit((n, n) for n in range(10))
+        # Then waiting for fewer than 5 pending times out while none finishes
+        assert not dispatcher.wait_below(5, 0.2)
+        # When 6 may finish, the wait returns with fewer than 5 pending
+        for _ in range(6):
+            permits.release()
+        assert dispatcher.wait_below(5, 10) and dispatcher.pending < 5
+        # And a later wait, for a lower count, is woken as well, and so is waiting for idle
+        for _ in range(2):
+            permits.release()
+        assert dispatcher.wait_below(3, 10) and dispatcher.pending < 3
+        for _ in range(2):
+            permits.release()
+        assert dispatcher.wait_idle(10) and dispatcher.pending == 0
+    finally:
+        for _ in range(10):
+            permits.release()
+        dispatcher.stop()

@@ -144,9 +144,9 @@ def test_without_observers_the_chain_is_the_steps_and_the_handler(tmp_path):
     with GroupHarness(group, f"sqlite:///{tmp_path / 'plain.db'}", create_tables=True) as harness:
         walked = []
         chain = harness._chain
-        while isinstance(chain, partial):
-            walked.append(type(chain.func.__self__))
-            chain = chain.keywords["call_next"]
+        while isinstance(chain, partial):  # partial(call_inside, step.process, call_next)
+            process, chain = chain.args
+            walked.append(type(process.__self__))
     expected = [DeadLetters, Decode, *([Tracing] if tracing_configured() else []), Retries, Idempotency]
     assert walked == expected and chain is call_handler
 

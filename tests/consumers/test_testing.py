@@ -11,7 +11,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
+from dify_events.consumers import ConsumerGroup, HandlerContext
+from dify_events.consumers.context import NoTransaction
 from dify_events.consumers.errors import MessageRejected
 from dify_events.consumers.idempotency import processed_events
 from dify_events.consumers.pipeline import dead_letters as DL
@@ -205,3 +208,54 @@ def test_a_traced_group_gets_its_consumer_span_from_the_producers_context(databa
         assert consumer.parent.span_id == request.get_span_context().span_id
         assert spans["handle app_was_created"].parent.span_id == consumer.context.span_id
         assert consumer.attributes["events.outcome"] == "handled"
+
+
+def test_the_handler_context_tells_the_event_the_message_and_the_attempt(database_url):
+    # Given a handler that fails its first attempt and records what its context says on each
+    seen: list[dict] = []
+    group = ConsumerGroup("contexts", max_attempts=2, min_backoff_s=0.01)
+
+    @group.handler(AppWasCreated)
+    def look(event: AppWasCreated, ctx: HandlerContext) -> None:
+        m = ctx.message
+        seen.append({"group": ctx.group, "handler": ctx.handler, "event_id": ctx.event_id,
+                     "event_type": ctx.event_type, "reprocess": ctx.reprocess, "in_transaction": ctx.in_transaction,
+                     "session": isinstance(ctx.session, Session), "where": (m.topic, m.partition, m.key, m.attempt),
+                     "reprocess_header": m.headers.get(H.REPROCESS), "log": ctx.log.extra, "repr": repr(ctx)})
+        if len(seen) == 1:
+            raise RuntimeError("first attempt")
+
+    with GroupHarness(group, database_url) as harness:
+        # When an event is sent as a replay sends it (reprocess)
+        event = app_event("app-1", 1)
+        assert harness.send(event, headers={H.REPROCESS: "1"}).handled
+    # Then each attempt's context held the group, handler, event, message and attempt number
+    name = f"{look.__module__}.{look.__qualname__}"
+    assert [s["where"] for s in seen] == [("events.app", 0, b"app-1", 1), ("events.app", 0, b"app-1", 2)]
+    last = seen[-1]
+    assert {k: last[k] for k in ("group", "handler", "event_id", "event_type", "reprocess", "in_transaction",
+                                 "session", "reprocess_header")} == {
+        "group": "contexts", "handler": name, "event_id": event.event_id, "event_type": "app_was_created",
+        "reprocess": True, "in_transaction": True, "session": True, "reprocess_header": b"1"}
+    assert last["log"] == {"event_id": event.event_id, "event_type": "app_was_created", "group": "contexts",
+                           "handler": name, "topic": "events.app", "partition": 0, "offset": 0, "attempt": 2}
+    assert last["repr"] == f"HandlerContext(contexts/{name}: app_was_created {event.event_id} at events.app[0]@0, " \
+                           "attempt 2)"
+
+
+def test_a_handler_outside_the_transaction_has_no_session(database_url):
+    # Given a handler declared idempotent=False that records what its context says of the transaction
+    seen: list[object] = []
+    group = ConsumerGroup("no-transaction")
+
+    @group.handler(AppWasCreated, idempotent=False)
+    def look(event: AppWasCreated, ctx: HandlerContext) -> None:
+        seen.append(ctx.in_transaction)
+        with pytest.raises(NoTransaction, match="idempotent=False"):
+            ctx.session  # noqa: B018 - reading it is the test
+        seen.append("refused")
+
+    with GroupHarness(group, database_url) as harness:
+        assert harness.send(app_event("app-1", 1)).handled
+    # Then it ran outside any transaction, and ctx.session said so
+    assert seen == [False, "refused"]
