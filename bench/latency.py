@@ -118,8 +118,8 @@ def section(bootstrap: str, topics, home: Path, *, rates: list[int], seconds: fl
             wait_for(lambda consumer=consumer: consumer.progress()["n"] >= 200, 30, what="warm-up events")
             achieved: dict[int, list[float]] = {rate: [] for rate in profile_rates}
             for rate in profile_rates:
-                events = app_events(int(rate * seconds))
                 for rep in range(reps):
+                    events = app_events(int(rate * seconds))  # fresh ids each window: an idempotent group skips repeats
                     window = f"{rate}-{rep}"
                     achieved[rate].append(publish_at(producer, events, rate, window))
                     wait_for(lambda consumer=consumer, window=window, events=events:
