@@ -12,6 +12,8 @@ or replay you expect; a replay older than that runs handlers again.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +74,7 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (pysqlite's own is deferred)
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _wal(cur)
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -83,6 +85,22 @@ def make_engine(url: str, *, pool_size: int = 8) -> Engine:
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
+
+
+def _wal(cursor: sqlite3.Cursor) -> None:
+    """Puts the database in WAL mode, unless it is. Switching takes the database's lock without waiting
+    (SQLite calls no busy handler for it): processes that open a new database at once (pods starting
+    together) retry while another holds it, up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def create_table(engine: Engine) -> None:

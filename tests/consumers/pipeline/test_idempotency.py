@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -252,3 +253,25 @@ def test_claim_many_waits_for_a_concurrent_claim_and_sees_it(database_url):
     engine.dispose()
     # Then it got the two others and saw key-2 as a duplicate
     assert claimed == {"key-1", "key-3"}
+
+
+def test_a_new_sqlite_database_another_process_holds_is_put_in_wal_mode_once_it_is_free(tmp_path):
+    # Given a new SQLite database (rollback journal, as another tool made it) whose write lock another
+    # connection holds for a moment, as a pod starting beside ours would
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(0.5, other.execute, ["COMMIT"])
+    released.start()
+    try:
+        # When the runtime's engine connects (switching to WAL needs the lock, and SQLite waits for none)
+        engine = make_engine(f"sqlite:///{path}")
+        with engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        engine.dispose()
+    finally:
+        released.join()
+        other.close()
+    # Then it waited for the lock instead of failing with "database is locked", and the database is in WAL mode
+    assert mode == "wal"
