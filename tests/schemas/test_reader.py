@@ -1,4 +1,5 @@
-"""The compiled Avro readers: they read what fastavro reads, and raise where the bytes are bad."""
+"""The compiled Avro readers: they read what fastavro reads, raise where the bytes are bad, and the
+codec reads every body with them (or with fastavro, for what they do not cover) to the same event."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dify_events.schemas.catalogue import AVRO_ROOT, CATALOGUE, SchemaVersion
-from dify_events.schemas.codec import single_object_header
+from dify_events.schemas import codec as codec_module
+from dify_events.schemas.catalogue import AVRO_ROOT, CATALOGUE, Catalogue, SchemaVersion
+from dify_events.schemas.codec import AvroCodec, single_object_header
+from dify_events.schemas.errors import CorruptBody
 from dify_events.schemas.reader import Unsupported, compile_reader, reader_source, varint
+from dify_events.schemas.samples import sample_events
 
 MIN_MILLIS = -62_135_596_800_000  # 0001-01-01T00:00:00Z, datetime's first instant
 MAX_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, its last millisecond
@@ -308,3 +312,83 @@ def test_the_generated_source_reads_like_the_module_docstring_says():
         {"name": "at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}]}]}
     source = reader_source(schema)
     assert "\n".join("    " + line if line else "" for line in source.splitlines()) in reader.__doc__
+
+
+# -- the codec ----------------------------------------------------------------------------------
+@pytest.fixture
+def fastavro_codec(monkeypatch) -> AvroCodec:
+    """A codec whose schemas all fall back to fastavro (as one the compiler does not cover would)."""
+
+    def unsupported(schema):
+        raise Unsupported("for the test")
+
+    monkeypatch.setattr(codec_module, "compile_reader", unsupported)
+    return AvroCodec(Catalogue.load())
+
+
+def test_the_compiled_and_the_fastavro_paths_decode_the_same_events(fastavro_codec):
+    codec = AvroCodec()
+    for event in sample_events():
+        data = codec.encode(event)
+        ours, theirs = codec.decode(data, event.event_type), fastavro_codec.decode(data, event.event_type)
+        assert ours == theirs == event and type(ours) is type(theirs)
+        assert ours.occurred_at.tzinfo is theirs.occurred_at.tzinfo is UTC
+
+
+def app_created() -> bytes:
+    return AvroCodec().encode([e for e in sample_events() if e.event_type == "app_was_created"][0])
+
+
+def test_a_body_cut_anywhere_is_a_corrupt_body_on_both_paths(fastavro_codec):
+    # Given an app_was_created message cut after its header at every point
+    codec, data = AvroCodec(), app_created()
+    for cut in range(10, len(data)):
+        for each in (codec, fastavro_codec):
+            # When decoded / Then CorruptBody, with a one-line message naming the type
+            with pytest.raises(CorruptBody, match=r"^the app_was_created body \(fingerprint [0-9a-f]{16}, "
+                                                  rf"{cut - 10} bytes\) does not decode: \w+: .+$") as caught:
+                each.decode(data[:cut], "app_was_created")
+            assert "\n" not in str(caught.value)
+
+
+def test_a_string_cut_short_at_the_end_is_an_unexpected_end_of_data():
+    # the last field of tenant_was_updated is a nullable string: cut inside it, nothing else fails
+    codec = AvroCodec()
+    event = [e for e in sample_events() if e.event_type == "tenant_was_updated"][0]
+    data = codec.encode(event.model_copy(update={"updated_by": "someone"}))
+    with pytest.raises(CorruptBody, match="does not decode: EOFError: unexpected end of data$"):
+        codec.decode(data[:-3])
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    (b"\x01" + bytes(30), "ValueError: a string or bytes value of negative length"),
+    (string("0" * 36) + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "ValueError: a varint longer than 10 bytes"),
+    (b"\x04\xff\xfe", "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"),
+])
+def test_bad_bodies_are_corrupt_with_a_one_line_reason(body, words):
+    codec = AvroCodec()
+    data = single_object_header(codec.fingerprint("app_was_created")) + body
+    with pytest.raises(CorruptBody, match=words) as caught:
+        codec.decode(data, "app_was_created")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_union_index_out_of_range_is_a_corrupt_body():
+    # Given app_was_created bytes whose icon_type (the 8th field, ["null", "string"]) names branch 5
+    codec = AvroCodec()
+    event = [e for e in sample_events() if e.event_type == "app_was_created"][0]
+    schema, fields = CATALOGUE.get("app_was_created").latest.schema, event.model_dump()
+    head = b"".join(write(field["type"], fields[field["name"]]) for field in schema["fields"][:7])
+    body = write(schema, fields)
+    assert body.startswith(head) and body[len(head)] == 2  # the string branch
+    data = single_object_header(codec.fingerprint("app_was_created")) + head + zigzag(5) + body[len(head) + 1:]
+    # When decoded / Then CorruptBody says which index
+    with pytest.raises(CorruptBody, match="ValueError: union index 5 out of range: the schema has 2$"):
+        codec.decode(data)
+
+
+def test_trailing_bytes_are_a_corrupt_body_on_both_paths(fastavro_codec):
+    data = app_created() + b"\x00"
+    for each in (AvroCodec(), fastavro_codec):
+        with pytest.raises(CorruptBody, match="has 1 trailing bytes after the record"):
+            each.decode(data)
