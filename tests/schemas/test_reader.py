@@ -315,15 +315,24 @@ def test_the_generated_source_reads_like_the_module_docstring_says():
 
 
 # -- the codec ----------------------------------------------------------------------------------
+def unsupported(schema):
+    raise Unsupported("for the test")
+
+
 @pytest.fixture
-def fastavro_codec(monkeypatch) -> AvroCodec:
+def fastavro_codec() -> AvroCodec:
     """A codec whose schemas all fall back to fastavro (as one the compiler does not cover would)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec_module, "compile_reader", unsupported)
+        return AvroCodec(Catalogue.load())
 
-    def unsupported(schema):
-        raise Unsupported("for the test")
 
-    monkeypatch.setattr(codec_module, "compile_reader", unsupported)
-    return AvroCodec(Catalogue.load())
+def test_the_codec_reads_each_current_version_with_a_compiled_reader_and_resolves_with_fastavro(fastavro_codec):
+    # (fingerprint -> spec, writer, reader schema or None, model, compiled reader or None)
+    entries = AvroCodec()._readers.values()
+    assert all((compiled is not None) == (reader is None) for _, _, reader, _, compiled in entries)
+    assert sum(reader is None for _, _, reader, _, _ in entries) == len(CATALOGUE.event_types())
+    assert all(compiled is None for *_, compiled in fastavro_codec._readers.values())
 
 
 def test_the_compiled_and_the_fastavro_paths_decode_the_same_events(fastavro_codec):
