@@ -89,6 +89,9 @@ class Event(BaseModel):
     occurred_at: datetime = Field(default_factory=utcnow, description="When it happened, UTC, milliseconds.")
     tenant_id: Id
 
+    # A Python validator, though StringConstraints(pattern=...) (pydantic-core's regex) validates an
+    # AppWasCreated 0.3 µs faster (2.53 -> 2.25 µs): its error would show the regex instead of this
+    # message (which reaches logs and dead-letter headers).
     @field_validator("event_id")
     @classmethod
     def _uuid_text(cls, value: str) -> str:
