@@ -66,7 +66,7 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Text = Annotated[str, StringConstraints(min_length=1)]
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 """A non-negative count that fits Avro's long."""
-_UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 AppMode = Literal["chat", "completion", "agent-chat", "advanced-chat", "workflow"]
 """Dify's app modes. A string on the wire (Avro enum symbols cannot hold '-'); see the schema doc."""
@@ -95,7 +95,7 @@ class Event(BaseModel):
     @field_validator("event_id")
     @classmethod
     def _uuid_text(cls, value: str) -> str:
-        if not _UUID_TEXT.match(value):
+        if not _UUID_TEXT.fullmatch(value):  # not match(): '$' would let a trailing newline through
             raise ValueError("event_id must be a UUID in lowercase text form (8-4-4-4-12 hex digits)")
         return value
 

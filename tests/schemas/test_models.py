@@ -73,6 +73,7 @@ def message(**overrides) -> MessageWasCreated:
     ({"tenant_id": ""}, "tenant_id", "at least 1 character"),
     ({"conversation_id": ""}, "conversation_id", "at least 1 character"),
     ({"event_id": "not-a-uuid"}, "event_id", "UUID"),
+    ({"event_id": "01a25229-0975-755f-8a34-20cfd05a66b5\n"}, "event_id", "UUID"),  # a trailing newline
     ({"occurred_at": datetime(2025, 1, 1, 12, 0)}, "occurred_at", "timezone-aware"),
     ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
 ])
