@@ -158,7 +158,8 @@ class AvroCodec:
             raise CorruptBody(f"the {spec.event_type} body (fingerprint {fp.hex()}) has "
                               f"{size - end} trailing bytes after the record")
         try:
-            return model.model_validate(record)
+            # the model's validator itself: model_validate() is a Python wrapper around it (0.4 of its 2.5 µs)
+            return model.__pydantic_validator__.validate_python(record)
         except ValidationError as exc:
             # pydantic's errors without their input values: the message goes to logs and dead-letter headers
             raise InvalidEvent(f"the {spec.event_type} event (fingerprint {fp.hex()}) is not valid: "
