@@ -77,6 +77,42 @@ def test_a_slow_key_does_not_hold_up_other_keys():
     dispatcher.stop()
 
 
+@pytest.mark.parametrize("batch_max", [1, 5])
+def test_every_worker_takes_a_key_when_handlers_wait(batch_max):
+    # Given 8 workers, and jobs that each wait until 8 jobs are running at once (a handler waiting on I/O)
+    barrier = threading.Barrier(8)
+    met = threading.Event()
+
+    def wait_for_all(job):
+        if job != 9:  # the one job queued behind another of its key
+            barrier.wait(10)  # BrokenBarrierError (the job escapes, logged) unless all 8 run at once
+            met.set()
+
+    def run_batch(jobs):
+        for job in jobs:
+            wait_for_all(job)
+        return []
+
+    dispatcher = KeyedDispatcher(wait_for_all, workers=8, process_batch=run_batch, batch_max=batch_max)
+    dispatcher.start()
+    try:
+        # When 8 keys' jobs come in one submit (workers are woken one at a time, each waking the next)
+        dispatcher.submit((f"k{i}", i) for i in range(8))
+        # Then all 8 run at once, and finish
+        assert dispatcher.wait_idle(20)
+        assert met.is_set() and not barrier.broken
+        # And again when a key's next job is queued behind a running one, and 7 more keys come one by one
+        barrier.reset()
+        met.clear()
+        dispatcher.submit([("k0", 8), ("k0", 9)])
+        for i in range(1, 8):
+            dispatcher.submit([(f"k{i}", 9 + i)])
+        assert dispatcher.wait_idle(20)
+        assert met.is_set() and not barrier.broken
+    finally:
+        dispatcher.stop()
+
+
 def test_a_job_that_raises_does_not_stop_its_worker():
     # Given a process function that fails on one job
     done = []
