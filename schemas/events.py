@@ -12,13 +12,13 @@ rely on) and ``schema_version`` (None: the latest schema version).
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StringConstraints, field_validator
+from pydantic_core import core_schema
 
 __all__ = [
     "ALL_EVENTS", "AppDraftWorkflowWasSynced", "AppModelConfigWasUpdated", "AppMode",
@@ -66,7 +66,19 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Text = Annotated[str, StringConstraints(min_length=1)]
 Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 """A non-negative count that fits Avro's long."""
-_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class UuidText:
+    """``Annotated[str, UuidText]``: a UUID in lowercase text form, checked by pydantic-core's own (Rust) regex,
+    whose ``$`` is the end of the text, with our message instead of the regex in the error (it reaches logs and
+    dead-letter headers): 0.24 µs a decoded event less than a Python validator."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.custom_error_schema(
+            core_schema.str_schema(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+            custom_error_type="uuid_text",
+            custom_error_message="event_id must be a UUID in lowercase text form (8-4-4-4-12 hex digits)")
 
 AppMode = Literal["chat", "completion", "agent-chat", "advanced-chat", "workflow"]
 """Dify's app modes. A string on the wire (Avro enum symbols cannot hold '-'); see the schema doc."""
@@ -85,19 +97,10 @@ class Event(BaseModel):
     A number pins the model to an older version while newer files are already shipped (the first
     step of a two-step rollout: consumers learn the new writer schema before anyone writes it)."""
 
-    event_id: str = Field(default_factory=new_event_id, description="UUIDv7 text: unique, time-ordered.")
+    event_id: Annotated[str, UuidText] = Field(default_factory=new_event_id,
+                                               description="UUIDv7 text: unique, time-ordered.")
     occurred_at: datetime = Field(default_factory=utcnow, description="When it happened, UTC, milliseconds.")
     tenant_id: Id
-
-    # A Python validator, though StringConstraints(pattern=...) (pydantic-core's regex) validates an
-    # AppWasCreated 0.3 µs faster (2.53 -> 2.25 µs): its error would show the regex instead of this
-    # message (which reaches logs and dead-letter headers).
-    @field_validator("event_id")
-    @classmethod
-    def _uuid_text(cls, value: str) -> str:
-        if not _UUID_TEXT.fullmatch(value):  # not match(): '$' would let a trailing newline through
-            raise ValueError("event_id must be a UUID in lowercase text form (8-4-4-4-12 hex digits)")
-        return value
 
     @field_validator("occurred_at")
     @classmethod

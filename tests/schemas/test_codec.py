@@ -291,7 +291,7 @@ def test_an_invalid_events_message_names_the_fields_but_not_their_values():
         codec.decode(data)
     message = str(caught.value)
     assert "not-a-uuid-b0dy" not in message and "987654" not in message and "input_value" not in message
-    assert "is not valid: 2 errors: event_id: Value error, event_id must be a UUID" in message
+    assert "is not valid: 2 errors: event_id: event_id must be a UUID" in message
     assert "message_tokens: Input should be greater than or equal to 0" in message
 
 
