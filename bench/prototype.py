@@ -63,10 +63,7 @@ class BatchedDispatcher(KeyedDispatcher):
                 while not ready:
                     if self._stopping:
                         return
-                    self._idle += 1  # the dispatcher wakes idle workers one at a time (_wake_one)
                     cond.wait()
-                    self._idle -= 1
-                    self._waking = 0
                 count = min(limit, max(1, -(-len(ready) // workers)))
                 jobs = []
                 for _ in range(count):
@@ -75,8 +72,8 @@ class BatchedDispatcher(KeyedDispatcher):
                     jobs.append(queue.popleft())
                     taken.append((key, queue))
                 self._running += 1
-                if ready:
-                    self._wake_one()  # more ready keys than this batch: the next idle worker
+                if ready and self._running < workers:
+                    cond.notify()  # more ready keys than this batch: wake an idle worker
             for job in jobs:
                 try:
                     process(job)

@@ -57,7 +57,6 @@ class KeyedDispatcher:
         self._pending = 0                          # jobs submitted and not yet finished
         self._running = 0                          # workers inside process()
         self._idle = 0                             # workers waiting for a ready key
-        self._waking = 0                           # of them, woken and not yet back at work (0 or 1)
         self._stopping = False
         self._low_water = 0                        # wait_below() is waiting for pending < this (0: nothing waits)
         self._threads: list[threading.Thread] = []
@@ -74,6 +73,7 @@ class KeyedDispatcher:
     def submit(self, items: Iterable[tuple[Hashable, Any]]) -> int:
         """Queues jobs behind earlier jobs of the same key; returns how many were queued."""
         added = 0
+        woken = 0
         with self._cond:
             queues = self._queues
             for key, job in items:
@@ -81,12 +81,13 @@ class KeyedDispatcher:
                 if queue is None:
                     queues[key] = deque((job,))
                     self._ready.append(key)
+                    woken += 1
                 else:
                     queue.append(job)
                 added += 1
             self._pending += added
-            if self._ready:
-                self._wake_one()
+            if woken:
+                self._cond.notify(woken)
         return added
 
     @property
@@ -148,11 +149,7 @@ class KeyedDispatcher:
                     self._idle += 1
                     cond.wait()
                     self._idle -= 1
-                    if self._waking:
-                        self._waking = 0
                 key = ready.popleft()
-                if ready:
-                    self._wake_one()  # the rest of the line: the next idle worker, once this one is at work
                 queue = queues[key]
                 if batchable is not None and batchable(queue[0]):
                     taken = self._take(key, queue)
@@ -177,21 +174,13 @@ class KeyedDispatcher:
         self._pending -= 1
         if queue:
             self._ready.append(key)  # more to do: back of the line, behind keys that waited
+            if len(self._ready) > 1 and self._idle:  # (a Condition's notify() costs ~0.3 us even with no one to wake)
+                self._cond.notify()
         else:
             del self._queues[key]
         if not self._pending or self._pending < self._low_water:
             self._low_water = 0  # woken once: the jobs that finish before the waiter runs again wake no one
             self._drained.notify_all()
-
-    def _wake_one(self) -> None:
-        """Under the lock, ready keys waiting: wakes one idle worker, unless one is already on its way.
-        Workers wake one at a time, each the next once it has taken a key (so a handler that waits on I/O
-        has the next worker taking the next key at once), rather than all at every submit: with handlers
-        that do not wait, the first worker runs the line down while it holds the GIL, and every worker
-        woken besides it would only take the GIL to find nothing (a thread switch each)."""
-        if self._idle > self._waking == 0:
-            self._waking = 1
-            self._cond.notify()
 
     def _run_batch(self, taken: list[tuple[Hashable, list[Any]]]) -> None:
         batch = [job for _, jobs in taken for job in jobs]
@@ -240,6 +229,8 @@ class KeyedDispatcher:
             finished += len(jobs) - len(again)
             if queue:
                 self._ready.append(key)  # more to do: back of the line, behind keys that waited
+                if self._idle:
+                    self._cond.notify()
             else:
                 del self._queues[key]
         self._pending -= finished
