@@ -275,6 +275,9 @@ def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float, 
 _STALE_LEADER = frozenset({KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
                            KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._NOENT})
 
+# what a new partition's leader answers until it has loaded the partition (``await_served`` asks again)
+_NOT_LOADED_YET = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION})
+
 
 def list_offsets(admin: AdminClient, wanted: Mapping[tuple[str, int], Any], *,
                  timeout: float = 30.0) -> dict[tuple[str, int], int]:
@@ -552,9 +555,16 @@ def await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float =
         if time.monotonic() >= deadline:
             raise TopicsError(f"the cluster did not show {', '.join(missing)} within {timeout:.0f}s")
         time.sleep(0.2)
-    try:
-        list_offsets(admin, {(t, p): OffsetSpec.latest() for t in wanted for p in metadata.topics[t].partitions},
-                     timeout=max(1.0, deadline - time.monotonic()))
-    except KafkaException as exc:
-        raise TopicsError(f"the leaders of the new partitions did not serve them within {timeout:.0f}s: "
-                          f"{exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else exc}") from None
+    partitions = {(t, p): OffsetSpec.latest() for t in wanted for p in metadata.topics[t].partitions}
+    while True:
+        try:
+            list_offsets(admin, partitions, timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            # the leader the metadata names may not have loaded the new partition yet: for a moment it
+            # answers UNKNOWN_TOPIC_OR_PARTITION (seen with three brokers on a busy machine)
+            if error is None or error.code() not in _NOT_LOADED_YET or time.monotonic() >= deadline:
+                raise TopicsError(f"the leaders of the new partitions did not serve them within {timeout:.0f}s: "
+                                  f"{error.str() if error is not None else exc}") from None
+        time.sleep(0.2)

@@ -10,11 +10,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from dify_events.consumers.cli import main
@@ -206,6 +207,34 @@ def test_apply_and_create_missing_return_once_every_new_partition_is_served(pref
         create_missing(admin, specs[2:])
         # Then each of their partitions answers at once when they return
         assert served_at_once(admin, [s.name for s in specs]) == []
+
+
+@pytest.mark.parametrize(("code", "asked"), [(KafkaError.UNKNOWN_TOPIC_OR_PART, 3),
+                                             (KafkaError.TOPIC_AUTHORIZATION_FAILED, 1)])
+def test_await_served_asks_again_while_a_new_partitions_leader_has_not_loaded_it(monkeypatch, code, asked):
+    # Given a cluster whose metadata shows the new topic, and whose leader answers `code` twice, then serves it
+    from dify_events.schemas import topics
+
+    metadata = SimpleNamespace(topics={"t": SimpleNamespace(error=None, partitions={0: None, 1: None})})
+    answers = [KafkaException(KafkaError(code)), KafkaException(KafkaError(code)), None]
+    monkeypatch.setattr(topics, "cluster_metadata", lambda admin, timeout: metadata)
+
+    def list_offsets(admin, wanted, timeout):
+        assert set(wanted) == {("t", 0), ("t", 1)}
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return dict.fromkeys(wanted, 0)
+
+    monkeypatch.setattr(topics, "list_offsets", list_offsets)
+    # When await_served waits for it
+    if asked == 1:
+        with pytest.raises(TopicsError, match="did not serve them within 30s"):
+            topics.await_served(None, {"t": 2})
+    else:
+        topics.await_served(None, {"t": 2})
+    # Then a partition not loaded yet is asked for again until it is served; any other error ends the wait at once
+    assert len(answers) == 3 - asked
 
 
 def test_the_platforms_producer_writing_right_after_apply_loses_nothing(prefix, admin, kafka_client_config):
