@@ -76,7 +76,9 @@ def test_a_shared_groups_lag_in_the_demo_is_kafkas_share_group_lag(kafka_env, to
             assert ours == kafka == 6, (ours, kafka)
             # And once it is let go and all are done, both are 0
             gate.open.set()
-            wait_until(lambda: runner.stats()["handled"] == 10, 60, "every event handled")
+            # (at least: on a loaded machine Kafka's tool can take longer than the held record's acquisition
+            # lock, 30 s, and the record is delivered again, so handled twice: at least once is the promise)
+            wait_until(lambda: runner.stats()["handled"] >= 10, 60, "every event handled")
             wait_until(lambda: agreeing() == (0, 0), 90, "Kafka's lag and ours to reach 0")
         finally:
             probe.close()
