@@ -31,7 +31,11 @@ Prometheus only, by ``HistogramCollector`` registered on the exporter's registry
 OTLP does not carry them.
 
 ``MetricsObserver`` keeps them for one group: an observer of the runtime's events
-(``consumers.observers``), which the runner adds when a meter provider is configured.
+(``consumers.observers``), which the runner adds when a meter provider is configured. What every
+message updates (the latency, whose count is ``handled``; a returning attempt's duration; duplicates;
+abandoned messages) it keeps per thread and event type in ``Figures``, labelled only when a reader
+collects: hashing a tuple of labels per update cost ~1 µs a message. The rest are rarer and go to
+``Tallies`` under their labels.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, NoOpMeterProvider, Observation
 from prometheus_client.core import HistogramMetricFamily
 
+from ..job import ABANDONED, DUPLICATE, HANDLED
 from ..observers import CallNext, Observer
 from .fields import event_type_of
 
@@ -95,9 +100,38 @@ HISTOGRAMS = {  # our name -> (Prometheus family, its labels, description); buck
 }
 # the labels the Prometheus exporter gives every point of the ``consumers`` meter, so the series match
 _SCOPE_LABELS = (("otel_scope_name", "consumers"), ("otel_scope_version", ""), ("otel_scope_schema_url", ""))
-OUTCOMES = frozenset({"handled", "duplicate", "abandoned"})  # outcomes the runner counts (dead letters: the step)
-
 Key = tuple[tuple[str, str], ...]  # a point's attributes, hashable
+# A histogram's point: a count per bound of SECONDS_BUCKETS (inclusive upper bounds, as Prometheus' le), then
+# +Inf's, then the sum of the values.
+HistogramPoint = list
+
+
+def new_histogram() -> HistogramPoint:
+    return [0] * (len(SECONDS_BUCKETS) + 1) + [0.0]
+
+
+def record(histogram: HistogramPoint, seconds: float) -> None:
+    histogram[bisect_left(SECONDS_BUCKETS, seconds)] += 1
+    histogram[-1] += seconds
+
+
+FIGURES_COUNTERS = (HANDLED, DUPLICATE, ABANDONED)  # the counters ``Figures`` keep
+
+
+class Figures:
+    """One thread's figures of one event type of one group: those every message updates."""
+
+    __slots__ = ("latency", "handler_ok", "duplicate", "abandoned")
+
+    def __init__(self) -> None:
+        self.latency = new_histogram()     # handled messages' end-to-end latency; its count is ``handled``
+        self.handler_ok = new_histogram()  # handler attempts that returned (those that raised: ``Tallies``)
+        self.duplicate = 0
+        self.abandoned = 0
+
+    def count(self, name: str) -> int:
+        """Counter ``name``'s value here (``handled``, ``duplicate`` or ``abandoned``)."""
+        return sum(self.latency[:-1]) if name == HANDLED else getattr(self, name)
 
 
 class Tallies:
@@ -108,8 +142,7 @@ class Tallies:
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[Key, int]] = {name: {} for name in COUNTERS}
-        # name -> point -> [sum, bucket counts (one per bound of SECONDS_BUCKETS, then +Inf)]
-        self.histograms: dict[str, dict[Key, list]] = {name: {} for name in HISTOGRAMS}
+        self.histograms: dict[str, dict[Key, HistogramPoint]] = {name: {} for name in HISTOGRAMS}
 
     def count(self, name: str, key: Key, n: int = 1) -> None:
         counts = self.counts[name]
@@ -119,23 +152,23 @@ class Tallies:
         histogram = self.histograms[name]
         point = histogram.get(key)
         if point is None:
-            point = histogram[key] = [0.0, [0] * (len(SECONDS_BUCKETS) + 1)]
-        point[0] += value
-        point[1][bisect_left(SECONDS_BUCKETS, value)] += 1  # bounds are inclusive upper bounds, as Prometheus' le
+            point = histogram[key] = new_histogram()
+        record(point, value)
 
 
 class ConsumerMetrics:
     """The instruments of one meter provider, and the runners its gauges observe.
 
-    Counters are tallies kept by each thread (``Tallies``; ``count``, a fraction of a microsecond and
-    no lock), read by observable counters when a reader collects: an SDK ``Counter.add`` costs ~10 µs,
-    several per message. Histograms are bucket counts kept the same way (``observe``), read by
-    ``HistogramCollector`` when Prometheus scrapes."""
+    Counters are tallies kept by each thread (``Tallies``, and the ``Figures`` observers ``adopt``; no
+    lock), read by observable counters when a reader collects: an SDK ``Counter.add`` costs ~10 µs,
+    several per message. Histograms are bucket counts kept the same way, read by ``HistogramCollector``
+    when Prometheus scrapes."""
 
     def __init__(self, provider: Any):
         meter = provider.get_meter("consumers")
         self._local = threading.local()
         self._every: list[Tallies] = []  # every thread's, kept when it ends: counters only grow
+        self._figures: list[tuple[str, dict[str, Figures]]] = []  # every thread's of every group, by event type
         self._every_lock = threading.Lock()
         for name, (instrument, unit, description) in COUNTERS.items():
             meter.create_observable_counter(instrument, [partial(self._observe_tally, name)], unit=unit,
@@ -167,27 +200,51 @@ class ConsumerMetrics:
         (its labels in the order of ``HISTOGRAMS``)."""
         self.tallies().observe(name, key, value)
 
+    def adopt(self, group: str, figures: dict[str, Figures]) -> None:
+        """Collects ``figures`` (one thread's of ``group``, by event type) from now on."""
+        with self._every_lock:
+            self._figures.append((group, figures))
+
     def _threads(self) -> list[Tallies]:
         with self._every_lock:
             return list(self._every)
+
+    def _every_figures(self) -> list[tuple[str, str, Figures]]:
+        with self._every_lock:
+            adopted = list(self._figures)
+        return [(group, event_type, figures)
+                for group, by_type in adopted for event_type, figures in by_type.copy().items()]
+
+    def _histogram_points(self, name: str) -> dict[Key, HistogramPoint]:
+        merged: dict[Key, HistogramPoint] = {}
+
+        def add(key: Key, point: HistogramPoint) -> None:
+            into = merged.get(key)
+            merged[key] = list(point) if into is None else [a + b for a, b in zip(into, list(point), strict=True)]
+
+        for tallies in self._threads():
+            for key, point in tallies.histograms[name].copy().items():
+                add(key, point)
+        for group, event_type, figures in self._every_figures():
+            if name == "latency":
+                point, at = figures.latency, metric_key(group, event_type)
+            else:
+                point, at = figures.handler_ok, metric_key(group, event_type, outcome="ok")
+            if any(point[:-1]):
+                add(at, point)
+        return merged
 
     def histogram_families(self) -> list[HistogramMetricFamily]:
         """The histograms as Prometheus families (cumulative buckets), a snapshot of now."""
         families = []
         for name, (family_name, labels, description) in HISTOGRAMS.items():
-            merged: dict[Key, list] = {}
-            for tallies in self._threads():
-                for key, (total, counts) in tallies.histograms[name].copy().items():
-                    into = merged.setdefault(key, [0.0, [0] * len(counts)])
-                    into[0] += total
-                    into[1] = [a + b for a, b in zip(into[1], list(counts), strict=True)]
             family = HistogramMetricFamily(family_name, description, labels=[*labels, *(k for k, _ in _SCOPE_LABELS)])
-            for key, (total, counts) in merged.items():
+            for key, point in self._histogram_points(name).items():
                 buckets, running = [], 0
-                for bound, n in zip((*SECONDS_BUCKETS, "+Inf"), counts, strict=True):
+                for bound, n in zip((*SECONDS_BUCKETS, "+Inf"), point[:-1], strict=True):
                     running += n
                     buckets.append((f"{bound}", running))  # bounds written as the OTel exporter writes them
-                family.add_metric([*(v for _, v in key), *(v for _, v in _SCOPE_LABELS)], buckets, sum_value=total)
+                family.add_metric([*(v for _, v in key), *(v for _, v in _SCOPE_LABELS)], buckets, sum_value=point[-1])
             families.append(family)
         return families
 
@@ -196,6 +253,12 @@ class ConsumerMetrics:
         for tallies in self._threads():
             for key, n in tallies.counts[name].copy().items():
                 summed[key] = summed.get(key, 0) + n
+        if name in FIGURES_COUNTERS:
+            for group, event_type, figures in self._every_figures():
+                n = figures.count(name)
+                if n:
+                    at = metric_key(group, event_type)
+                    summed[at] = summed.get(at, 0) + n
         return [Observation(n, dict(key)) for key, n in summed.items()]
 
     @classmethod
@@ -241,7 +304,7 @@ class HistogramCollector:
         return found.histogram_families() if found is not None else []
 
 
-def key(group: str, event_type: str, **more: str) -> Key:
+def metric_key(group: str, event_type: str, **more: str) -> Key:
     return (("group", group), ("event_type", event_type), *more.items())
 
 
@@ -254,43 +317,59 @@ class MetricsObserver(Observer):
     def __init__(self, metrics: ConsumerMetrics, group: str):
         self.metrics = metrics
         self.group = group
+        self._local = threading.local()  # .figures: this thread's Figures by event type
         self._points: dict[str, Key] = {}  # event type -> its point (a GIL-safe cache, filled by the workers)
-        self._attempt_points: dict[str, tuple[Key, Key]] = {}  # event type -> handler_duration's (ok, error)
 
     def _point(self, event_type: str) -> Key:
         point = self._points.get(event_type)
         if point is None:
-            point = self._points[event_type] = key(self.group, event_type)
+            point = self._points[event_type] = metric_key(self.group, event_type)
         return point
+
+    def _figures(self, event_type: str) -> Figures:
+        """The calling thread's figures of ``event_type`` (the hooks inline its lookup; this when it misses)."""
+        try:
+            mine = self._local.figures
+        except AttributeError:
+            mine = self._local.figures = {}
+            self.metrics.adopt(self.group, mine)
+        found = mine.get(event_type)
+        if found is None:
+            found = mine[event_type] = Figures()
+        return found
 
     def after_message(self, job: Job, outcome: str) -> None:
         handler = job.handler
         event_type = handler.event_type if handler is not None else event_type_of(job)
-        point = self._points.get(event_type) or self._point(event_type)
-        tallies = self.metrics.tallies()
-        if outcome in OUTCOMES:
-            tallies.count(outcome, point)
-        event = job.event
-        if event is not None and outcome == "handled":
-            tallies.observe("latency", point, max(0.0, time.time() - event.occurred_at.timestamp()))
+        try:
+            figures = self._local.figures[event_type]
+        except (AttributeError, KeyError):
+            figures = self._figures(event_type)
+        if outcome == HANDLED:
+            event = job.event
+            seconds = time.time() - event.occurred_at.timestamp() if event is not None else 0.0
+            record(figures.latency, seconds if seconds > 0.0 else 0.0)
+        elif outcome == DUPLICATE:
+            figures.duplicate += 1
+        elif outcome == ABANDONED:
+            figures.abandoned += 1
 
     def around_attempt(self, job: Job, call_next: CallNext) -> str:
-        handler = job.handler
-        assert handler is not None  # Decode let the job through
-        event_type = handler.event_type
-        points = self._attempt_points.get(event_type)
-        if points is None:
-            points = self._attempt_points[event_type] = (key(self.group, event_type, outcome="ok"),
-                                                          key(self.group, event_type, outcome="error"))
         started = time.perf_counter()
         try:
             outcome = call_next(job)
         except BaseException as exc:
-            tallies = self.metrics.tallies()
-            tallies.count("failed", key(self.group, event_type, error_class=type(exc).__name__))
-            tallies.observe("handler_duration", points[1], time.perf_counter() - started)
+            self.metrics.observe("handler_duration", metric_key(self.group, event_type_of(job), outcome="error"),
+                                 time.perf_counter() - started)
+            self.metrics.count("failed", metric_key(self.group, event_type_of(job), error_class=type(exc).__name__))
             raise
-        self.metrics.tallies().observe("handler_duration", points[0], time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        event_type = job.handler.event_type  # type: ignore[union-attr] # Decode let the job through
+        try:
+            figures = self._local.figures[event_type]
+        except (AttributeError, KeyError):
+            figures = self._figures(event_type)
+        record(figures.handler_ok, seconds)
         return outcome
 
     def after_retry(self, job: Job, *, attempt: int, exc: BaseException, backoff_s: float) -> None:

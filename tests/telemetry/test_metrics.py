@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry
 
-from dify_events.consumers.telemetry.metrics import SECONDS_BUCKETS, ConsumerMetrics, HistogramCollector
-from dify_events.consumers.telemetry.metrics import key as metric_key
+from dify_events.consumers.telemetry.metrics import (
+    SECONDS_BUCKETS,
+    ConsumerMetrics,
+    HistogramCollector,
+    MetricsObserver,
+    metric_key,
+)
 from dify_events.consumers.telemetry.setup import prometheus_reader
 from dify_events.producers.producer import EventProducer
 from tests.consumers import sample_handlers
@@ -96,6 +106,47 @@ def test_histograms_bucket_like_prometheus_and_export_with_the_exporters_names()
         assert registry.get_sample_value("events_end_to_end_latency_seconds_bucket", {**latency, "le": "0.25"}) == 0
         assert registry.get_sample_value("events_end_to_end_latency_seconds_bucket", {**latency, "le": "0.5"}) == 1
         assert registry.get_sample_value("events_end_to_end_latency_seconds_count", latency) == 1
+    finally:
+        provider.shutdown()
+
+
+def test_the_figures_of_every_worker_thread_add_up_and_outlive_it():
+    # Given one group's observer, and a meter provider read in memory and by Prometheus
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registry = CollectorRegistry()
+    registry.register(HistogramCollector(provider))
+    observer = MetricsObserver(ConsumerMetrics.of(provider), "g")
+    event = SimpleNamespace(occurred_at=datetime.now(UTC) - timedelta(seconds=0.3))
+    job = SimpleNamespace(handler=SimpleNamespace(event_type="t"), event=event)
+
+    def work(handled: int, duplicates: int) -> None:
+        for _ in range(handled):
+            observer.around_attempt(job, lambda _job: "handled")  # type: ignore[arg-type]
+            observer.after_message(job, "handled")  # type: ignore[arg-type]
+        for _ in range(duplicates):
+            observer.after_message(job, "duplicate")  # type: ignore[arg-type]
+        observer.after_message(job, "passed")  # type: ignore[arg-type] # not an outcome the metrics count
+
+    try:
+        # When three threads handle 1, 2 and 3 messages and skip 0, 1 and 2 duplicates, and end
+        threads = [threading.Thread(target=work, args=(n, n - 1)) for n in (1, 2, 3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        # Then the counters and histograms hold the sums
+        collected = points(reader)
+        assert value(collected, "events.messages.handled", group="g", event_type="t") == 6
+        assert value(collected, "events.messages.duplicates", group="g", event_type="t") == 3
+        assert "events.messages.abandoned" not in collected  # a series appears with its first count
+        labels = {"group": "g", "event_type": "t", **SCOPE}
+        assert registry.get_sample_value("events_handler_duration_seconds_count", {**labels, "outcome": "ok"}) == 6
+        assert registry.get_sample_value("events_handler_duration_seconds_count", {**labels, "outcome": "error"}) \
+            is None
+        assert registry.get_sample_value("events_end_to_end_latency_seconds_bucket", {**labels, "le": "0.25"}) == 0
+        assert registry.get_sample_value("events_end_to_end_latency_seconds_bucket", {**labels, "le": "0.5"}) == 6
+        assert registry.get_sample_value("events_end_to_end_latency_seconds_sum", labels) == pytest.approx(1.8, abs=0.5)
     finally:
         provider.shutdown()
 
