@@ -339,6 +339,8 @@ class MetricsObserver(Observer):
         return found
 
     def after_message(self, job: Job, outcome: str) -> None:
+        if outcome not in FIGURES_COUNTERS:
+            return  # dead letters: after_dead_letter; passed over: not counted
         handler = job.handler
         event_type = handler.event_type if handler is not None else event_type_of(job)
         try:
@@ -351,7 +353,7 @@ class MetricsObserver(Observer):
             record(figures.latency, seconds if seconds > 0.0 else 0.0)
         elif outcome == DUPLICATE:
             figures.duplicate += 1
-        elif outcome == ABANDONED:
+        else:
             figures.abandoned += 1
 
     def around_attempt(self, job: Job, call_next: CallNext) -> str:
