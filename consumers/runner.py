@@ -50,6 +50,7 @@ from .observers import Observer, Observers, emit
 from .offsets import OffsetTracker
 from .pipeline import Resources, Step, build
 from .pipeline.batch import BatchRunner
+from .stop_event import StopEvent
 from .tables import require_tables
 from .telemetry import lag as lag_of
 from .telemetry import observers as telemetry_observers
@@ -150,7 +151,7 @@ class GroupRunner:
         self.finished = threading.Event()  # set when run() returns
         self.health: HealthServer | None = None
 
-        self._stop = threading.Event()
+        self._stop = StopEvent()  # set by signal handlers (events run's), which threading.Event's is not safe for
         self._stopping = False
         self._closing = False
         self._consumer: Consumer | None = None

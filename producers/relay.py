@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, bindparam, create_engine, select, text, update
 
@@ -70,6 +70,14 @@ class RoundResult:
     sent: list[int] = field(default_factory=list)           # row ids acknowledged
     failed: dict[int, PublishError] = field(default_factory=dict)
     unanswered: list[int] = field(default_factory=list)     # no answer within ack_timeout_s
+
+
+class Stop(Protocol):
+    """What ``OutboxRelay.run`` waits on: a ``threading.Event``, or one a signal handler may set."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 class OutboxRelay:
@@ -127,7 +135,7 @@ class OutboxRelay:
         self.last_round_at = time.monotonic()
         return len(result.sent)
 
-    def run(self, stop_event: threading.Event) -> None:
+    def run(self, stop_event: Stop) -> None:
         """Rounds until ``stop_event`` is set: at once after a full batch, else every
         ``poll_interval_s``; a round that fails (database or broker away) is retried with
         exponential backoff up to 30 s. Purges sent rows every ``purge_interval_s``."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +15,8 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from dify_events.schemas.settings import get_settings
+
+from ..stop_event import StopEvent
 
 out = Console()
 err = Console(stderr=True)
@@ -118,7 +119,7 @@ def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval:
             while outbox_relay.run_once():
                 pass
         else:
-            stop = threading.Event()
+            stop = StopEvent()  # set by the signal handlers below (threading.Event's set() can deadlock there)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
             health = _health_server(outbox_relay, stop, health_port) if health_port else None
@@ -137,7 +138,7 @@ def _relay(database_url: str | None, once: bool, batch_size: int, poll_interval:
                                        + (f"; first error: {first}" if first else " (no answer from the broker)"))
 
 
-def _health_server(outbox_relay, stop: threading.Event, port: int):
+def _health_server(outbox_relay, stop: StopEvent, port: int):
     """/healthz: a round ended (published, or failed and being retried) within the window;
     /readyz: a round went through (the database and its outbox table reached) and not stopping."""
     from ..health import HealthServer
