@@ -151,7 +151,7 @@ class GroupRunner:
         self.finished = threading.Event()  # set when run() returns
         self.health: HealthServer | None = None
 
-        self._stop = StopEvent()  # set by signal handlers (events run's), which threading.Event's is not safe for
+        self._stop = StopEvent()  # set by signal handlers (events run's): threading.Event's set() can deadlock there
         self._stopping = False
         self._closing = False
         self._consumer: Consumer | None = None
