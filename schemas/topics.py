@@ -275,6 +275,10 @@ def _describe_configs(admin: AdminClient, names: Sequence[str], timeout: float, 
 _STALE_LEADER = frozenset({KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
                            KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._NOENT})
 
+# Kafka's admin API has nothing to wait on for "the cluster shows it now" (no watch on metadata, configs or
+# leadership): the loops below ask again at this interval until their caller's deadline.
+ASK_AGAIN_S = 0.2
+
 # what a new partition's leader answers until it has loaded the partition (``await_served`` asks again)
 _NOT_LOADED_YET = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION})
 
@@ -311,7 +315,7 @@ def list_offsets(admin: AdminClient, wanted: Mapping[tuple[str, int], Any], *,
             try:
                 admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))  # refreshes leaders and epochs
             except KafkaException:
-                time.sleep(0.2)  # the cluster is on its way back: ask again
+                time.sleep(ASK_AGAIN_S)  # the cluster is on its way back: ask again
     return found
 
 
@@ -532,7 +536,7 @@ def _await_configs(admin: AdminClient, wanted: Mapping[str, Mapping[str, str]], 
         if time.monotonic() >= deadline:
             raise TopicsError(f"the cluster did not show the new configuration of {', '.join(pending)} "
                               f"within {timeout:.0f}s")
-        time.sleep(0.2)
+        time.sleep(ASK_AGAIN_S)
 
 
 def await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float = 30.0) -> None:
@@ -554,7 +558,7 @@ def await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float =
             break
         if time.monotonic() >= deadline:
             raise TopicsError(f"the cluster did not show {', '.join(missing)} within {timeout:.0f}s")
-        time.sleep(0.2)
+        time.sleep(ASK_AGAIN_S)
     partitions = {(t, p): OffsetSpec.latest() for t in wanted for p in metadata.topics[t].partitions}
     while True:
         try:
@@ -567,4 +571,4 @@ def await_served(admin: AdminClient, wanted: Mapping[str, int], timeout: float =
             if error is None or error.code() not in _NOT_LOADED_YET or time.monotonic() >= deadline:
                 raise TopicsError(f"the leaders of the new partitions did not serve them within {timeout:.0f}s: "
                                   f"{error.str() if error is not None else exc}") from None
-        time.sleep(0.2)
+        time.sleep(ASK_AGAIN_S)
