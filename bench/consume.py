@@ -47,7 +47,7 @@ DATABASE_ROWS = {f"{'usage_' if usage else ''}{db}{'_each' if each else ''}": (d
                  if not (usage and db == "pgsync")}
 USAGE_SHARE = 2  # the provider-usage rows handle db_events / 2 messages a run (one at a time ~1 ms of CPU each)
 PEERS = {"faststream": ("fs_aiokafka", "fs_batch", "fs_confluent", "fs_confluent_batch"), "quix": ("quix",)}
-NAMES = ("raw", "typed", "runtime", "runtime_nometrics", *DATABASE_ROWS, "proto_batch", "proto_all", "proto_inline",
+NAMES = ("raw", "typed", "runtime", "runtime_nometrics", "runtime_inline", *DATABASE_ROWS, "proto_batch", "proto_all",
          *(name for names in PEERS.values() for name in names))
 
 
@@ -137,9 +137,12 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
                     lambda: c.runtime(events)),
         "runtime_nometrics": ("consume", "events run, no-op handler, metrics off (EVENTS_METRICS_PORT=0)",
                               lambda: c.runtime(events, env={"EVENTS_METRICS_PORT": "0"})),
+        "runtime_inline": ("consume", "events run, no-op handler, inline (EVENTS_INLINE=true)",
+                           lambda: c.runtime(events, env={"EVENTS_INLINE": "true"})),
     }
     notes = {"raw": "baseline", "typed": "what the handlers' typed events cost",
-             "runtime": "as shipped (Prometheus metrics on)", "runtime_nometrics": "what the metrics cost"}
+             "runtime": "as shipped (Prometheus metrics on)", "runtime_nometrics": "what the metrics cost",
+             "runtime_inline": "handlers on the poll loop's thread, metrics on"}
     urls: dict[str, str | None] = {"sqlite": None}  # the PostgreSQL servers' once they run
     servers: dict[str, str] = {"sqlite": "WAL, synchronous=NORMAL, BEGIN IMMEDIATE"}
     for name, (db, is_usage, each) in DATABASE_ROWS.items():
@@ -156,13 +159,8 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
         contenders["proto_all"] = ("prototype", "events run + batched hand-off + gc.freeze, metrics off",
                                    lambda: c.runtime(events, env={"BENCH_PATCH": "batch,gc",
                                                                   "EVENTS_METRICS_PORT": "0"}))
-        contenders["proto_inline"] = ("prototype", "events run, concurrency 1 inline + gc.freeze, metrics off",
-                                      lambda: c.runtime(events, env={"BENCH_PATCH": "inline,gc",
-                                                                     "EVENTS_CONCURRENCY": "1",
-                                                                     "EVENTS_METRICS_PORT": "0"}))
         notes["proto_batch"] = "BENCH_PATCH=batch,gc; vs 'as shipped'"
         notes["proto_all"] = "vs 'metrics off': what cheap metrics would leave"
-        notes["proto_inline"] = "BENCH_PATCH=inline,gc"
     versions: dict[str, dict[str, str]] = {}
     if with_peers:
         for name in peers.PINS:
@@ -246,11 +244,14 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
             if any(rolled_back) and name not in errors:
                 row.note += f"; batches rolled back: {'/'.join(map(str, rolled_back))}"
     against = {"proto_batch": ("runtime", "as shipped"), "proto_all": ("runtime_nometrics", "metrics off"),
-               "proto_inline": ("runtime_nometrics", "metrics off"),
+               "runtime_inline": ("runtime", "as shipped"),
                **{name: (f"{name}_each", "per event") for name, (_, _, each) in DATABASE_ROWS.items() if not each}}
     for name, row in rows.items():
         if row.section == "peers":  # ours to theirs
             row.ratio, row.ratio_to = ratio(rows.get("runtime"), row), "events run / this"
+            inline = row.extra["inline_vs_this"] = ratio(rows.get("runtime_inline"), row)
+            if inline is not None:
+                row.note += f"; inline / this {inline:.2f}"
         elif name in against:
             row.ratio, row.ratio_to = ratio(row, rows.get(against[name][0])), against[name][1]
             row.extra["vs_hand_loop"] = ratio(row, rows.get("raw"))
@@ -259,7 +260,7 @@ def section(bootstrap: str, topics, home: Path, *, events: int, db_events: int, 
         if row.ratio is None:
             row.ratio_to = ""
     if "typed" in rows:
-        for name in ("runtime", "runtime_nometrics", "proto_batch", "proto_inline", "proto_all"):
+        for name in ("runtime", "runtime_nometrics", "runtime_inline", "proto_batch", "proto_all"):
             if name in rows and rows[name].median:
                 rows[name].extra["vs_typed_loop"] = ratio(rows[name], rows["typed"])
     return list(rows.values())

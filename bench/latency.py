@@ -18,6 +18,8 @@ Profiles:
   difference we could tell from the noise (a waiting fetch returns as soon as data arrives, with
   ``fetch.min.bytes=1``); ``linger.ms=0`` sends one request per event and, on this shared 2-core
   box, fell behind at 5,000-10,000/s, so the profile keeps 1 ms;
+- **inline**: the shipped settings with ``EVENTS_INLINE=true`` (handlers on the poll loop's thread),
+  at 1,000 and 10,000/s only;
 - **idempotent, batched, SQLite** and **idempotent, batched, PostgreSQL fsync off**: the shipped
   settings with the idempotency step (a claim per event) and batching on (the default
   ``batch_max``), at 1,000 and 10,000/s only (of ``--rates``); the clock stops at the handler's
@@ -45,6 +47,7 @@ PROFILES: dict[str, dict] = {
     "default": {"producer": {}, "consumer": {}},
     "low-latency": {"producer": {"linger.ms": 1, "socket.nagle.disable": True},
                     "consumer": {"EVENTS_KAFKA_FETCH_WAIT_MAX_MS": "10", "EVENTS_KAFKA_SOCKET_NAGLE_DISABLE": "true"}},
+    "inline": {"producer": {}, "consumer": {"EVENTS_INLINE": "true"}, "rates": (1000, 10000)},
     # idempotent: a claim per event, batched (the default); rates: the rates of --rates it runs at
     "idempotent, batched, SQLite": {"producer": {}, "consumer": {}, "idempotent": "sqlite", "rates": (1000, 10000)},
     "idempotent, batched, PostgreSQL fsync off": {"producer": {}, "consumer": {}, "idempotent": "postgres",

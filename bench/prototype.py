@@ -16,8 +16,6 @@ one thread, without Kafka.
   events) stop traversing them;
 - ``gc``: ``freeze`` and ``gc.set_threshold(10_000, 10, 10)`` (CPython's default first threshold
   is 700): young collections 14 times rarer; the per-message objects die young by refcount anyway.
-- ``inline``: with one worker (``concurrency=1``), jobs run on the poll loop's own thread, with
-  no dispatcher thread at all.
 """
 
 from __future__ import annotations
@@ -81,46 +79,6 @@ class BatchedDispatcher(KeyedDispatcher):
                     log.exception("a job escaped the pipeline; its offset will not be committed")
 
 
-class InlineDispatcher:
-    """The dispatcher's interface for one worker: each job runs at once, on the poll loop's thread,
-    in fetch order (per-key order holds trivially). No hand-off between threads, no locks."""
-
-    def __init__(self, process, *, workers: int = 1, name: str = ""):
-        self._process = process
-        self.pending = 0
-
-    def start(self) -> None:
-        pass
-
-    def submit(self, items) -> int:
-        process = self._process
-        count = 0
-        for _key, job in items:
-            try:
-                process(job)
-            except BaseException:  # noqa: BLE001 - the pipeline catches; this is the last net
-                log.exception("a job escaped the pipeline; its offset will not be committed")
-            count += 1
-        return count
-
-    def wait_below(self, count: int, timeout_s: float) -> bool:
-        return True
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        return True
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        pass
-
-
-def dispatcher_for(process, *, workers: int, name: str = "events-worker"):
-    """``inline``: one worker runs on the poll loop's thread; more are threads as before."""
-    if workers == 1:
-        return InlineDispatcher(process)
-    return _base_dispatcher(process, workers=workers, name=name)
-
-
-_base_dispatcher = KeyedDispatcher
 _original_start = GroupRunner._start
 
 
@@ -138,16 +96,12 @@ def _gc_after_start(start, threshold: tuple[int, int, int] | None):
 def apply(names: list[str]) -> None:
     import dify_events.consumers.runner as runner
 
-    global _base_dispatcher
     # the ignores: replacing the runtime's class and method in place is the point of a prototype
     runner.KeyedDispatcher = KeyedDispatcher  # type: ignore[misc]
     runner.GroupRunner._start = _original_start  # type: ignore[method-assign]
-    _base_dispatcher = KeyedDispatcher
     for name in names:
         if name == "batch":
-            runner.KeyedDispatcher = _base_dispatcher = BatchedDispatcher  # type: ignore[misc]
-        elif name == "inline":
-            runner.KeyedDispatcher = dispatcher_for  # type: ignore[misc, assignment]
+            runner.KeyedDispatcher = BatchedDispatcher  # type: ignore[misc]
         elif name in ("freeze", "gc"):
             runner.GroupRunner._start = _gc_after_start(  # type: ignore[method-assign]
                 _original_start, GC_THRESHOLD if name == "gc" else None)

@@ -90,6 +90,11 @@ class KeyedDispatcher:
                 self._cond.notify(woken)
         return added
 
+    def holds(self, key: Hashable) -> bool:
+        """Has ``key`` jobs queued or running? Only the submitting thread adds keys, so a False it reads stays
+        true until it submits one of that key."""
+        return key in self._queues
+
     @property
     def pending(self) -> int:
         """Jobs queued or running."""

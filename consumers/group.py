@@ -54,6 +54,7 @@ GROUP_OPTIONS: dict[str, Any] = {
     "outage_max_backoff_s": 30.0,  # the longest pause
     "batch_max": 50,               # most idempotent events in one transaction; 1: one each (consumers.pipeline.batch)
     "batch_max_s": 0.5,            # a batch open this long takes on no more events
+    "inline": False,               # first attempts on the poll loop's thread (``GroupRunner``)
 }
 
 HandlerFn = Callable[["Event", "HandlerContext"], Any]
@@ -153,10 +154,11 @@ class ConsumerGroup:
         def register(fn: F) -> F:
             name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
             self._check_options(options, f"handler {name}")
-            per_group = sorted(o for o in options if o.startswith(("outage_", "batch_max")))
+            per_group = sorted(o for o in options if o.startswith(("outage_", "batch_max", "inline")))
             if per_group:
-                raise GroupDefinitionError(f"handler {name}: {', '.join(per_group)} belong(s) to the group (it pauses "
-                                           f"and batches as a whole): give them to ConsumerGroup({self.name!r}, ...)")
+                raise GroupDefinitionError(f"handler {name}: {', '.join(per_group)} belong(s) to the group (it "
+                                           "pauses, batches and runs as a whole): give them to "
+                                           f"ConsumerGroup({self.name!r}, ...)")
             if spec.event_type in self.handlers:
                 raise GroupDefinitionError(
                     f"group {self.name!r} already has a handler for {spec.event_type} "

@@ -32,6 +32,17 @@ class Abandoned(BaseException):
     A ``BaseException``, so that no handler's ``except Exception`` swallows it."""
 
 
+class HandOff(BaseException):
+    """Raised inside the pipeline of a job run on the poll loop's thread (``Job.inline``) that must wait
+    (a retry's backoff, an outage, a dead letter's acknowledgement): the runner hands the job to a worker,
+    which runs its pipeline again with ``failure`` (the first attempt's exception, if one) as attempt 1.
+    A ``BaseException``, so that no handler's or step's ``except Exception`` takes it for a failure."""
+
+    def __init__(self, failure: Exception | None = None):
+        super().__init__(failure)
+        self.failure = failure
+
+
 class Lane:
     """One assigned partition. A new ``Lane`` per assignment, so completions of jobs fetched under
     an earlier assignment are recognised and ignored."""
@@ -61,7 +72,7 @@ class Job:
 
     __slots__ = ("message", "lane", "offset", "raw_headers", "raw_event_type", "handler", "headers", "event",
                  "idempotency_key", "reprocess", "prior_attempts", "attempts", "session", "span", "solo",
-                 "first_failure", "together")
+                 "first_failure", "together", "inline")
 
     def __init__(self, message: Message, lane: Lane, offset: int, raw_headers: list[tuple[str, bytes]] | None,
                  raw_event_type: bytes | None, handler: Handler | None):
@@ -82,6 +93,7 @@ class Job:
         self.solo = False         # runs alone (per-event path), never in a batch: it left one
         self.first_failure: Exception | None = None  # a batch's failed attempt, which Retries counts as attempt 1
         self.together: list[Job] | None = None  # a batch handler's call in a batch: its jobs, this one first
+        self.inline = False       # on the poll loop's thread: what must wait raises HandOff (``GroupRunner``)
 
     @property
     def topic(self) -> str:

@@ -45,10 +45,10 @@ from .errors import ConsumerError
 from .group import ORDERED, SHARED, ConsumerGroup, Delivery
 from .health import HealthServer
 from .idempotency import make_engine
-from .job import ABANDONED, PASSED, Abandoned, Job, Lane
+from .job import ABANDONED, PASSED, Abandoned, HandOff, Job, Lane
 from .observers import Observer, Observers, emit
 from .offsets import OffsetTracker
-from .pipeline import Resources, Step, build
+from .pipeline import DEFAULT_PIPELINE, Resources, Step, build
 from .pipeline.batch import BatchRunner
 from .stop_event import StopEvent
 from .tables import require_tables
@@ -65,6 +65,7 @@ CLUSTER_PROBE_S = 5.0     # how long one attempt to reach the cluster at start w
 CLUSTER_WAIT_MIN_S = 1.0  # the pause after the first failed attempt; it doubles up to the max
 CLUSTER_WAIT_MAX_S = 30.0
 CATCH_UP_INTERVAL_S = 1.0  # how often idle partitions' positions move past transaction markers (auto-commit's pace)
+INLINE_BUDGET_S = 1.0  # inline: the loop's time on one fetch's handlers, after which the rest go to the workers
 # How long a thread may hold the GIL before CPython asks it to hand over (default 5 ms). The poll
 # loop and the workers hand messages to each other; at 5 ms they spend most of their time taking
 # the GIL from each other (bench: 10,400 ev/s, ~100 µs CPU/event, no-op handler, 8 workers, 2
@@ -102,6 +103,8 @@ class GroupRunner:
     ``tracer_provider`` / ``meter_provider``: OpenTelemetry's; ``None`` takes the global one when
     one is set, else that telemetry is off (``consumers.telemetry``).
     ``observers``: more of what watches the group's messages and pauses (``consumers.observers``).
+    ``inline``: first attempts on the poll loop's thread (``_run_inline``), over the settings' (``EVENTS_INLINE``),
+    over the group's option; the default pipeline only.
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
     """
 
@@ -114,7 +117,7 @@ class GroupRunner:
                  idempotency_retention: timedelta = timedelta(days=7), purge_interval_s: float = 3600.0,
                  tracer_provider: Any = None, meter_provider: Any = None, batch_max: int | None = None,
                  consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
-                 observers: Sequence[Observer] = ()):
+                 observers: Sequence[Observer] = (), inline: bool | None = None):
         if not group.handlers:
             raise ValueError(f"group {group.name!r} has no handlers")
         if group.delivery != self.delivery:
@@ -129,6 +132,11 @@ class GroupRunner:
         self.consumer_factory = consumer_factory
         self.batch_size = batch_size
         self.batch_max = batch_max or self.settings.batch_max or group.option("batch_max")
+        self.inline = next(on for on in (inline, self.settings.inline, group.option("inline")) if on is not None)
+        if self.inline and self.delivery == ORDERED and list(group.pipeline) != DEFAULT_PIPELINE:
+            raise ValueError(f"group {group.name!r} runs inline (on the poll loop's thread), which takes the default "
+                             "pipeline: its steps hand a message that must wait to a worker; run it with "
+                             "EVENTS_INLINE=false")
         self.max_buffered = max_buffered or max(2000, self.concurrency * 200)
         self.max_uncommitted = self.max_buffered * 20
         self.poll_timeout_s = poll_timeout_s
@@ -167,6 +175,7 @@ class GroupRunner:
         self._after_message: tuple[Callable[[Job, str], None], ...] = ()  # the observers' (``_make_pipeline``)
         self.resources: Resources | None = None
         self.batch_runner: BatchRunner | None = None  # set in _start when the group's events are batched
+        self._inline_types: set[bytes] = set()  # the event types whose first attempts run on the loop (inline)
 
     # -- control ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -226,6 +235,11 @@ class GroupRunner:
                                                process_batch=self._process_batch, batch_max=self.batch_max,
                                                batchable=batch_runner.batchable)
         self._dispatcher.start()
+        self._hand_over = self._run_inline if self.inline else self._dispatcher.submit
+        if self.inline:  # not a handler with a time limit (its watchdog would interrupt the loop) nor a batched one
+            batched = batch_runner.batched_types if batch_runner is not None else ()
+            self._inline_types = {t for t, h in self._handlers.items()
+                                  if not h.option("time_limit_s") and h.event_type not in batched}
         admin = self._reach_cluster()
         if admin is None:
             return False
@@ -234,8 +248,8 @@ class GroupRunner:
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
         self.last_loop = time.monotonic()
-        log.info("group %s (consumer group %s) subscribed to %s with %d workers", group.name, self.group_id,
-                 ", ".join(topics), self.concurrency)
+        log.info("group %s (consumer group %s) subscribed to %s with %d workers%s", group.name, self.group_id,
+                 ", ".join(topics), self.concurrency, ", inline" if self.inline else "")
         self.started.set()
         emit(resources.observers.after_start, self)
         return True
@@ -306,24 +320,53 @@ class GroupRunner:
         if passed:
             self.outcomes[PASSED] += passed
         if items:
-            self._dispatcher.submit(items)
+            self._hand_over(items)
+
+    def _run_inline(self, items: list[tuple[Any, Job]]) -> None:
+        """On the poll loop (inline groups): runs each job here, unless its key has jobs on the workers, its
+        handler has a time limit or is batched, or the loop has spent ``INLINE_BUDGET_S`` on this fetch; those
+        go to the workers, behind their key's. A job that must wait (a retry, an outage, a dead letter) goes
+        there with its first attempt's failure (``HandOff``). The thread hand-offs of the worker path cost
+        more than a handler that does not wait (docs/consumers.md)."""
+        holds, submit = self._dispatcher.holds, self._dispatcher.submit
+        here = self._inline_types
+        outcome_of, report = self._outcome, self._report
+        deadline = time.monotonic() + INLINE_BUDGET_S
+        for item in items:
+            key, job = item
+            if job.raw_event_type not in here or holds(key) or time.monotonic() > deadline:
+                submit((item,))
+                continue
+            job.inline = True
+            try:
+                outcome = outcome_of(job)
+            except HandOff as handoff:
+                job.inline = False
+                job.first_failure = handoff.failure
+                submit((item,))
+                continue
+            report(job, outcome)
+        self.last_loop = time.monotonic()
 
     def _process(self, job: Job) -> None:
         """On a worker: the pipeline, then the report to the poll loop. Never raises."""
-        lane = job.lane
-        if lane.revoked:
-            outcome = ABANDONED
-        else:
-            try:
-                outcome = self._chain(job)
-            except Abandoned:
-                outcome = ABANDONED
-            except BaseException:  # noqa: BLE001 - a bug in a step: the offset stays uncommitted
-                log.exception("the pipeline failed on %s; the message stays unfinished (its partition's offset "
-                              "will not move past it until the group restarts)", job.where(),
-                              extra=message_fields(job, self.group.name))
-                outcome = ABANDONED
-        self._report(job, outcome)
+        self._report(job, self._outcome(job))
+
+    def _outcome(self, job: Job) -> str:
+        """The pipeline's outcome for ``job``; raises only ``HandOff`` (inline)."""
+        if job.lane.revoked:
+            return ABANDONED
+        try:
+            return self._chain(job)
+        except HandOff:
+            raise
+        except Abandoned:
+            return ABANDONED
+        except BaseException:  # noqa: BLE001 - a bug in a step: the offset stays uncommitted
+            log.exception("the pipeline failed on %s; the message stays unfinished (its partition's offset "
+                          "will not move past it until the group restarts)", job.where(),
+                          extra=message_fields(job, self.group.name))
+            return ABANDONED
 
     def _process_batch(self, jobs: list[Job]) -> list[Job]:
         """On a worker: a batch in one transaction (``consumers.pipeline.batch``), then the reports of the

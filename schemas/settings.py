@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     batch_max: int | None = Field(default=None, ge=1, le=10_000,
                                   description="Most idempotent events per transaction, over each group's batch_max; "
                                               "1 turns batches off.")
+    inline: bool | None = Field(default=None,
+                                description="Run handlers on the poll loop's thread, over each group's inline option "
+                                            "(for handlers that do not wait: no hand-off between threads).")
     delivery: Literal["ordered", "shared"] | None = Field(
         default=None, description="Run the group with this delivery instead of the one its code declares "
                                   "(`ordered` on a cluster without share groups).")

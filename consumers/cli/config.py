@@ -38,6 +38,7 @@ def effective(group: str) -> dict:
         "database_url": _safe_url(settings.database()),
         "concurrency": settings.concurrency,
         "batch_max": settings.batch_max,
+        "inline": settings.inline,
         "drain_timeout_s": settings.drain_timeout_s,
         "health_port": settings.health_port,
         "metrics_port": settings.metrics_port,

@@ -54,6 +54,9 @@ class Days(click.FloatRange):
 @click.option("--batch-max", type=click.IntRange(1, 10_000), default=None,
               help="Most idempotent events per database transaction; 1 turns batches off "
                    "(default: EVENTS_BATCH_MAX, else the group's batch_max, 50).")
+@click.option("--inline/--no-inline", default=None,
+              help="Handlers' first attempts on the poll loop's thread, for handlers that do not wait; retries and "
+                   "slow work go to the workers (default: EVENTS_INLINE, else the group's inline option, off).")
 @click.option("--delivery", type=click.Choice(DELIVERIES), default=None,
               help="Run the group ordered (a consumer group) or shared (a share group) instead of as its code "
                    "declares; `ordered` where the cluster has no share groups (default: EVENTS_DELIVERY).")
@@ -65,8 +68,8 @@ class Days(click.FloatRange):
               help="How long processed idempotency keys are kept, older ones purged hourly "
                    "(default: EVENTS_IDEMPOTENCY_RETENTION_DAYS, 7).")
 def command(group_name: str | None, run_all: bool, list_groups: bool, concurrency: int | None,
-            batch_max: int | None, delivery: str | None, health_port: int | None, metrics_port: int | None,
-            idempotency_retention_days: float | None) -> None:
+            batch_max: int | None, inline: bool | None, delivery: str | None, health_port: int | None,
+            metrics_port: int | None, idempotency_retention_days: float | None) -> None:
     """Run consumer groups until SIGTERM or Ctrl-C, which drain in-flight messages, commit and leave the group.
 
     Handler modules: EVENTS_HANDLER_MODULES (comma-separated), by default Dify's receivers.
@@ -86,15 +89,15 @@ def command(group_name: str | None, run_all: bool, list_groups: bool, concurrenc
     if idempotency_retention_days is None:
         idempotency_retention_days = get_settings().idempotency_retention_days
     if run_all:
-        sys.exit(_run_all([g.name for g in groups], concurrency, batch_max, delivery, health_port, metrics_port,
-                          idempotency_retention_days))
+        sys.exit(_run_all([g.name for g in groups], concurrency, batch_max, inline, delivery, health_port,
+                          metrics_port, idempotency_retention_days))
     assert group_name is not None  # --group NAME, since not --all
-    _run_one(registry.get(group_name), concurrency, batch_max, delivery, health_port, metrics_port,
+    _run_one(registry.get(group_name), concurrency, batch_max, inline, delivery, health_port, metrics_port,
              idempotency_retention_days)
 
 
-def _run_one(group, concurrency: int | None, batch_max: int | None, delivery: str | None, health_port: int | None,
-             metrics_port: int | None, retention_days: float) -> None:
+def _run_one(group, concurrency: int | None, batch_max: int | None, inline: bool | None, delivery: str | None,
+             health_port: int | None, metrics_port: int | None, retention_days: float) -> None:
     from ..runners import runner_class
     from ..telemetry import configure
 
@@ -106,7 +109,7 @@ def _run_one(group, concurrency: int | None, batch_max: int | None, delivery: st
                  group.name, delivery, group.delivery)
         group.delivery = delivery
     telemetry = configure(settings.metrics_port if metrics_port is None else metrics_port, group=group.name)
-    runner = runner_class(group)(group, settings=settings, concurrency=concurrency, batch_max=batch_max,
+    runner = runner_class(group)(group, settings=settings, concurrency=concurrency, batch_max=batch_max, inline=inline,
                                  health_port=health_port, idempotency_retention=timedelta(days=retention_days),
                                  tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
 
@@ -121,8 +124,8 @@ def _run_one(group, concurrency: int | None, batch_max: int | None, delivery: st
         telemetry.shutdown()
 
 
-def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, delivery: str | None,
-             health_port: int | None, metrics_port: int | None, retention_days: float) -> int:
+def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, inline: bool | None,
+             delivery: str | None, health_port: int | None, metrics_port: int | None, retention_days: float) -> int:
     """One child process per group (health and metrics ports counted up from the given ones);
     signals are passed on; when one child ends, all are stopped."""
     base_port = get_settings().health_port if health_port is None else health_port
@@ -137,6 +140,8 @@ def _run_all(names: list[str], concurrency: int | None, batch_max: int | None, d
             args += ["--concurrency", str(concurrency)]
         if batch_max:
             args += ["--batch-max", str(batch_max)]
+        if inline is not None:
+            args.append("--inline" if inline else "--no-inline")
         if delivery:
             args += ["--delivery", delivery]
         children[name] = subprocess.Popen(args, env=os.environ.copy())

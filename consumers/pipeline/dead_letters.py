@@ -23,7 +23,8 @@ dead letter the broker refuses for another reason (unreachable, not authorised) 
 backoff until it is taken, or until the partition is revoked or the consumer stops (then the message
 is left unfinished and redelivered to the next owner). A member killed between the acknowledgement
 and its commit leaves the next owner to publish the letter again: dead letters are at least once,
-told apart by their origin headers.
+told apart by their origin headers. A failure of a job on the poll loop's thread (``Job.inline``) is
+not published there: the job goes to a worker (``HandOff``), whose pipeline decodes it again and does.
 
 The step owns its producer: made with the step (``Resources.dead_letter_producer``), so that
 librdkafka refuses a wrong property before the group joins; served by the poll loop (``poll``); and
@@ -48,7 +49,7 @@ from dify_events.schemas import headers as H
 
 from ..config import group_id
 from ..errors import DeadLetterFailed
-from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Abandoned, Job
+from ..job import DEAD_LETTERED, NOT_DEAD_LETTERED, Abandoned, HandOff, Job
 from ..observers import emit
 from ..redact import error_message, error_traceback, fqcn, redact
 from ..telemetry.fields import message_fields
@@ -242,6 +243,8 @@ class DeadLetters(Step):
         try:
             return call_next(job)
         except Exception as exc:  # noqa: BLE001 - every failure ends here; Abandoned is a BaseException
+            if job.inline:  # on the poll loop, which must not wait for the broker: a worker decodes it again
+                raise HandOff() from None
             return DEAD_LETTERED if self.publish(job, exc) else NOT_DEAD_LETTERED
 
     def publish(self, job: Job, exc: BaseException) -> bool:

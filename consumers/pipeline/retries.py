@@ -5,13 +5,14 @@ Each attempt runs the inner steps anew, so each attempt is its own database tran
 (``min_backoff_s * 2**(n-1) + U(0, min_backoff_s)``, at most ``max_backoff_s``). A message is retried
 until ``max_attempts`` attempts or ``max_retry_time_s`` seconds are spent; then the error goes on to
 ``DeadLetters``. Backoff happens on the worker thread: the poll loop keeps polling, so the consumer
-never misses ``max.poll.interval.ms``, and other keys go on being handled meanwhile.
+never misses ``max.poll.interval.ms``, and other keys go on being handled meanwhile. A job run on the
+poll loop (``Job.inline``) that fails, or meets an open breaker, is handed to a worker (``HandOff``).
 
 Which failures are retried: exceptions in ``retry_on`` (default: every ``Exception``) and in
 ``pause_on``, never ``MessageRejected`` (raise it from a handler for "this will never work"), the
-codec's errors, or pydantic's ``ValidationError``. An event that failed in a batch comes here with
-that failure as its attempt 1 (``Job.first_failure``): the next attempt is its 2nd, after a backoff.
-Failures in ``pause_on`` (dependency errors: the database or a service is down) also feed the
+codec's errors, or pydantic's ``ValidationError``. An event that failed in a batch, or on the poll
+loop, comes here with that failure as its attempt 1 (``Job.first_failure``): the next attempt is its
+2nd, after a backoff. Failures in ``pause_on`` (dependency errors: the database or a service is down) also feed the
 group's ``OutageBreaker``: during an outage messages wait for the dependency instead of being
 dead-lettered (see ``consumers.breaker``).
 """
@@ -29,7 +30,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from dify_events.schemas.errors import CodecError
 
 from ..errors import MessageRejected
-from ..job import HANDLED, Job
+from ..job import HANDLED, HandOff, Job
 from ..observers import emit
 from ..redact import error_message, fqcn
 from ..telemetry.fields import message_fields
@@ -65,15 +66,19 @@ class Retries(Step):
         assert job.handler is not None  # Decode let the job through
         breaker = self.breaker
         if breaker.is_open():
+            if job.inline:
+                raise HandOff()
             breaker.wait_closed(job.lane)
         job.attempts = 1
         started = time.monotonic()
         try:
             first, job.first_failure = job.first_failure, None
-            if first is not None:  # attempt 1 failed in a batch (consumers.pipeline.batch)
+            if first is not None:  # attempt 1 failed in a batch (consumers.pipeline.batch) or on the poll loop
                 raise first
             outcome = call_next(job)
         except Exception as exc:  # noqa: BLE001 - sorted below
+            if job.inline:  # on the poll loop: a worker retries it, or dead-letters it
+                raise HandOff(exc) from None
             handler = job.handler
             if not self.retryable(handler, exc):
                 raise

@@ -33,7 +33,7 @@ from opentelemetry.trace import (
 
 from dify_events.schemas import headers as H
 
-from ..job import DUPLICATE, HANDLED, Job
+from ..job import DUPLICATE, HANDLED, HandOff, Job
 from ..observers import CallNext, Observer
 from ..redact import error_message, error_traceback, fqcn
 from .fields import event_id_of, event_type_of
@@ -60,6 +60,9 @@ class TracingObserver(Observer):
             job.span = span
             try:
                 outcome = call_next(job)
+            except HandOff:  # from the poll loop to a worker, which goes on under a span of its own
+                span.set_attribute("events.outcome", "handed_off")
+                raise
             except Exception as exc:
                 record_error(span, exc)
                 raise

@@ -72,11 +72,13 @@ class Behaviour:
     overlaps: list[str] = field(default_factory=list)         # app_ids seen running twice at once
     order: list[tuple[str, int]] = field(default_factory=list)
     batch_calls: list[list[tuple[str, int]]] = field(default_factory=list)  # (app_id, seq) of each batch call
+    threads: list[tuple[str, int, str]] = field(default_factory=list)  # (app_id, seq, thread name) of each attempt
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, event: AppWasCreated, ctx: HandlerContext) -> None:
         app_id = event.app_id
         with self.lock:
+            self.threads.append((app_id, int(event.name.rsplit("-", 1)[-1]), threading.current_thread().name))
             self.calls[app_id] += 1
             self.running[app_id] += 1
             if self.running[app_id] > 1:

@@ -408,6 +408,18 @@ def test_batch_max_reaches_the_config_file_only_where_set(render, tmp_path):
     assert all("batch_max" not in config_file_of(unset, d) for d in deployments_by_group(unset).values())
 
 
+def test_inline_reaches_the_config_file_only_where_set(render, tmp_path):
+    """Unset, a group runs as its handlers' module says; set, even to false over a default of true, the file says."""
+    values = write_values(tmp_path, "defaults:\n  inline: true\ngroups:\n  - name: fast\n"
+                                    "  - name: waits\n    inline: false\n")
+    rendered = render(values)
+    deployments = deployments_by_group(rendered)
+    assert config_file_of(rendered, deployments["fast"])["inline"] is True
+    assert config_file_of(rendered, deployments["waits"])["inline"] is False
+    unset = render(EXAMPLES["three-groups"])
+    assert all("inline" not in config_file_of(unset, d) for d in deployments_by_group(unset).values())
+
+
 def test_a_false_or_zero_in_a_group_overrides_the_defaults(render):
     # Given: defaults that enable the HPA and a PDB, and a group that turns both off
     values = ["defaults.autoscaling.hpa.enabled=true", "groups[0].name=quiet", "groups[0].replicas=0",

@@ -334,13 +334,16 @@ relay takes its ports as arguments, not from the file).
 
 {{/*
 The config file of one group's consumers: the release-wide settings, with the group's
-concurrency, batch size (when set) and drain timeout and the pods' ports. Call with (dict "root" $ "group" $group).
+concurrency, batch size and inline (when set) and drain timeout and the pods' ports. Call with (dict "root" $ "group" $group).
 */}}
 {{- define "dify-events.groupConfigFile" -}}
 {{- $config := include "dify-events.releaseConfig" .root | fromYaml }}
 {{- $_ := set $config "concurrency" (int .group.concurrency) }}
 {{- if .group.batchMax }}
 {{- $_ := set $config "batch_max" (int .group.batchMax) }}
+{{- end }}
+{{- if hasKey .group "inline" }}
+{{- $_ := set $config "inline" .group.inline }}
 {{- end }}
 {{- $_ := set $config "drain_timeout_s" (int .group.drainTimeoutSeconds) }}
 {{- $_ := set $config "health_port" (int .root.Values.runtime.healthPort) }}
