@@ -144,7 +144,8 @@ def test_a_handler_with_a_time_limit_runs_on_the_workers_of_an_inline_group(
     assert {thread for _, _, thread in behaviour.threads} <= {f"events-{group.name}-0", f"events-{group.name}-1"}
 
 
-def test_inline_comes_from_the_runner_then_the_settings_then_the_group():
+def test_inline_comes_from_the_runner_then_the_settings_then_the_group(monkeypatch):
+    monkeypatch.delenv("EVENTS_INLINE", raising=False)
     plain, _ = sample_handlers.recording_group("plain")
     inline, _ = sample_handlers.recording_group("inline", inline=True)
     settings = Settings()
