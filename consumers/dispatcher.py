@@ -91,8 +91,8 @@ class KeyedDispatcher:
         return added
 
     def holds(self, key: Hashable) -> bool:
-        """Has ``key`` jobs queued or running? Only the submitting thread adds keys, so a False it reads stays
-        true until it submits one of that key."""
+        """Has ``key`` jobs queued or running? Only the submitting thread adds keys: a False it reads stays
+        so until it submits a job of that key."""
         return key in self._queues
 
     @property

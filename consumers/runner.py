@@ -226,7 +226,6 @@ class GroupRunner:
         conf = consumer_config(self.settings, group.name, {**self.consumer_overrides, "error_cb": self._on_error})
         self._consumer = self.consumer_factory(conf)
         resources = self._make_pipeline(database_url)
-        tune_interpreter()
         batch_runner = self.batch_runner = BatchRunner.of(resources, self._steps, self.batch_max)
         if batch_runner is None:
             self._dispatcher = KeyedDispatcher(self._process, workers=self.concurrency, name=f"events-{group.name}")
@@ -250,6 +249,7 @@ class GroupRunner:
         self.last_loop = time.monotonic()
         log.info("group %s (consumer group %s) subscribed to %s with %d workers%s", group.name, self.group_id,
                  ", ".join(topics), self.concurrency, ", inline" if self.inline else "")
+        tune_interpreter()  # last: what start-up made (the cluster's metadata, the topics file) is frozen too
         self.started.set()
         emit(resources.observers.after_start, self)
         return True

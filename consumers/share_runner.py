@@ -145,7 +145,6 @@ class ShareGroupRunner(GroupRunner):
                            for i in range(self.concurrency)]
         resources = self._make_pipeline(database_url)
         self._dead_letters = next((s for s in self._steps if isinstance(s, DeadLetters)), None)
-        tune_interpreter()
         admin = self._reach_cluster()
         if admin is None:
             return False
@@ -157,6 +156,7 @@ class ShareGroupRunner(GroupRunner):
         topics = group.topics(self.prefix)
         for consumer in self._consumers:
             consumer.subscribe(topics)
+        tune_interpreter()  # before the pollers start, after what start-up made
         self._threads = [threading.Thread(target=self._poll_loop, args=(i, consumer), daemon=True,
                                           name=f"events-{group.name}-p{i}")
                          for i, consumer in enumerate(self._consumers)]

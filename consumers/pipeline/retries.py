@@ -12,9 +12,9 @@ Which failures are retried: exceptions in ``retry_on`` (default: every ``Excepti
 ``pause_on``, never ``MessageRejected`` (raise it from a handler for "this will never work"), the
 codec's errors, or pydantic's ``ValidationError``. An event that failed in a batch, or on the poll
 loop, comes here with that failure as its attempt 1 (``Job.first_failure``): the next attempt is its
-2nd, after a backoff. Failures in ``pause_on`` (dependency errors: the database or a service is down) also feed the
-group's ``OutageBreaker``: during an outage messages wait for the dependency instead of being
-dead-lettered (see ``consumers.breaker``).
+2nd, after a backoff. Failures in ``pause_on`` (dependency errors: the database or a service is
+down) also feed the group's ``OutageBreaker``: during an outage messages wait for the dependency
+instead of being dead-lettered (see ``consumers.breaker``).
 """
 
 from __future__ import annotations
