@@ -26,8 +26,9 @@ Profiles:
   ``batch_max``), at 1,000 and 10,000/s only (of ``--rates``); the clock stops at the handler's
   first line, as for the others (the batch's commit comes after);
 - **default + gc.freeze (prototype)**: the shipped settings with ``bench/prototype.py``'s ``gc``
-  patch in the consumer: the tail (p99, p99.9) is mostly the garbage collector's full passes over
-  the ~150,000 objects of start-up, 20-40 ms each.
+  patch in the consumer. What it measured first (freezing start-up's ~150,000 objects away from the
+  collector's full passes, 20-40 ms each) ships in ``tune_interpreter``; it now adds one more
+  ``gc.collect(); gc.freeze()`` after start-up and comes out level with ``default``.
 """
 
 from __future__ import annotations

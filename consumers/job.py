@@ -91,7 +91,7 @@ class Job:
         self.session: Session | OpensSession | None = None
         self.span: Any = None
         self.solo = False         # runs alone (per-event path), never in a batch: it left one
-        self.first_failure: Exception | None = None  # a batch's failed attempt, which Retries counts as attempt 1
+        self.first_failure: Exception | None = None  # a failed attempt (a batch's, inline), Retries' attempt 1
         self.together: list[Job] | None = None  # a batch handler's call in a batch: its jobs, this one first
         self.inline = False       # on the poll loop's thread: what must wait raises HandOff (``GroupRunner``)
 

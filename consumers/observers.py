@@ -11,7 +11,9 @@ a pause, a batch) and tells every ``Observer`` that overrides the hook. Two kind
   handler runs). A wrap must call ``call_next``/``send`` exactly once and re-raise what it raises:
   a wrap that raises looks like the handler failing (retried, dead-lettered).
 
-Message hooks run on worker threads, several at once: keep them thread-safe and short.
+Message hooks run on worker threads, several at once (and on the poll loop's, for an ``inline`` group):
+keep them thread-safe and short. Inline, a delivery that must wait leaves the loop's ``around_message``
+by ``HandOff`` (a ``BaseException``: not a failure) and enters a worker's: that wrap runs twice for it.
 
 Cost: ``Observers.of`` resolves a list once, when the group starts, into one tuple per hook of the
 observers that override it. The runtime tests a tuple's truth (once per message at most) and

@@ -3,7 +3,8 @@
 The poll loop (the thread that calls ``run()``) is the only thread that touches the Kafka consumer.
 It fetches in batches, passes over event types the group does not handle (by header, without
 decoding), and hands the rest to a ``KeyedDispatcher``: up to ``concurrency`` messages at once on
-worker threads, never two with the same key at once. Workers report each finished message through
+worker threads, never two with the same key at once (an ``inline`` group runs them on the loop's own
+thread first, ``_run_inline``). Workers report each finished message through
 a queue; the loop moves each partition's watermark (``offsets.py``) and *stores* it; librdkafka's
 auto-commit commits stored offsets every second, off the hot path. Once a second, a partition with
 nothing pending moves to the consumer's position, past transaction markers no handler sees. On
@@ -104,7 +105,7 @@ class GroupRunner:
     one is set, else that telemetry is off (``consumers.telemetry``).
     ``observers``: more of what watches the group's messages and pauses (``consumers.observers``).
     ``inline``: first attempts on the poll loop's thread (``_run_inline``), over the settings' (``EVENTS_INLINE``),
-    over the group's option; the default pipeline only.
+    over the group's option; a group with a pipeline of its own runs on the workers (with a warning).
     Starting a runner tunes the whole process's interpreter (``tune_interpreter``).
     """
 
@@ -134,9 +135,9 @@ class GroupRunner:
         self.batch_max = batch_max or self.settings.batch_max or group.option("batch_max")
         self.inline = next(on for on in (inline, self.settings.inline, group.option("inline")) if on is not None)
         if self.inline and self.delivery == ORDERED and list(group.pipeline) != DEFAULT_PIPELINE:
-            raise ValueError(f"group {group.name!r} runs inline (on the poll loop's thread), which takes the default "
-                             "pipeline: its steps hand a message that must wait to a worker; run it with "
-                             "EVENTS_INLINE=false")
+            log.warning("group %s has a pipeline of its own, so its handlers run on the workers, not inline (only the "
+                        "default pipeline's steps hand a message that must wait over to a worker)", group.name)
+            self.inline = False
         self.max_buffered = max_buffered or max(2000, self.concurrency * 200)
         self.max_uncommitted = self.max_buffered * 20
         self.poll_timeout_s = poll_timeout_s
@@ -332,20 +333,25 @@ class GroupRunner:
         here = self._inline_types
         outcome_of, report = self._outcome, self._report
         deadline = time.monotonic() + INLINE_BUDGET_S
+        workers: list[tuple[Any, Job]] = []  # for the workers: submitted together, before the next job runs here
         for item in items:
             key, job = item
-            if job.raw_event_type not in here or holds(key) or time.monotonic() > deadline:
-                submit((item,))
-                continue
-            job.inline = True
-            try:
-                outcome = outcome_of(job)
-            except HandOff as handoff:
-                job.inline = False
-                job.first_failure = handoff.failure
-                submit((item,))
-                continue
-            report(job, outcome)
+            if job.raw_event_type in here and time.monotonic() <= deadline:
+                if workers:
+                    submit(workers)  # first, so that holds() sees their keys
+                    workers = []
+                if not holds(key):
+                    job.inline = True
+                    try:
+                        report(job, outcome_of(job))
+                    except HandOff as handoff:
+                        job.inline = False
+                        job.first_failure = handoff.failure
+                        submit((item,))
+                    continue
+            workers.append(item)
+        if workers:
+            submit(workers)
         self.last_loop = time.monotonic()
 
     def _process(self, job: Job) -> None:
@@ -353,7 +359,7 @@ class GroupRunner:
         self._report(job, self._outcome(job))
 
     def _outcome(self, job: Job) -> str:
-        """The pipeline's outcome for ``job``; raises only ``HandOff`` (inline)."""
+        """The pipeline's outcome for ``job``; raises only inline: ``HandOff``, or what ends the thread."""
         if job.lane.revoked:
             return ABANDONED
         try:
@@ -362,7 +368,9 @@ class GroupRunner:
             raise
         except Abandoned:
             return ABANDONED
-        except BaseException:  # noqa: BLE001 - a bug in a step: the offset stays uncommitted
+        except BaseException as exc:  # noqa: BLE001 - a bug in a step: the offset stays uncommitted
+            if job.inline and not isinstance(exc, Exception):  # Ctrl-C, exit() on the loop's thread: it ends
+                raise
             log.exception("the pipeline failed on %s; the message stays unfinished (its partition's offset "
                           "will not move past it until the group restarts)", job.where(),
                           extra=message_fields(job, self.group.name))
@@ -384,7 +392,8 @@ class GroupRunner:
         return back
 
     def _report(self, job: Job, outcome: str) -> None:
-        """On a worker: the observers are told the outcome, then the poll loop (which moves the offset)."""
+        """On a worker (or the loop, inline): the observers are told the outcome, then the poll loop (which moves
+        the offset)."""
         if self._after_message:
             emit(self._after_message, job, outcome)
         self._completions.append((job.lane, job.offset, outcome))

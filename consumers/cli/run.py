@@ -55,8 +55,9 @@ class Days(click.FloatRange):
               help="Most idempotent events per database transaction; 1 turns batches off "
                    "(default: EVENTS_BATCH_MAX, else the group's batch_max, 50).")
 @click.option("--inline/--no-inline", default=None,
-              help="Handlers' first attempts on the poll loop's thread, for handlers that do not wait; retries and "
-                   "slow work go to the workers (default: EVENTS_INLINE, else the group's inline option, off).")
+              help="Handlers' first attempts on the poll loop's thread, for handlers that do not wait; retries, and "
+                   "a fetch's rest after 1 s, go to the workers (default: EVENTS_INLINE, else the group's inline "
+                   "option, off).")
 @click.option("--delivery", type=click.Choice(DELIVERIES), default=None,
               help="Run the group ordered (a consumer group) or shared (a share group) instead of as its code "
                    "declares; `ordered` where the cluster has no share groups (default: EVENTS_DELIVERY).")

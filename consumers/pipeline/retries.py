@@ -78,7 +78,7 @@ class Retries(Step):
             outcome = call_next(job)
         except Exception as exc:  # noqa: BLE001 - sorted below
             if job.inline:  # on the poll loop: a worker retries it, or dead-letters it
-                raise HandOff(exc) from None
+                raise self._hand_off(job, exc) from None
             handler = job.handler
             if not self.retryable(handler, exc):
                 raise
@@ -86,6 +86,17 @@ class Retries(Step):
         if outcome == HANDLED:
             breaker.success(job.handler.name)
         return outcome
+
+    def _hand_off(self, job: Job, exc: Exception) -> HandOff:
+        """A failure on the poll loop goes to a worker as its attempt 1; a dependency's (``pause_on``) is told the
+        breaker now and goes over untried: the worker's attempt 1 is then a fresh one, not this failure told the
+        breaker again when a worker gets to it, maybe after the dependency came back."""
+        handler = job.handler
+        assert handler is not None  # Decode let the job through
+        if isinstance(exc, handler.option("pause_on")):
+            self.breaker.failure(handler.name, id(job), exc, message_fields(job, self.group.name))
+            return HandOff()
+        return HandOff(exc)
 
     @staticmethod
     def retryable(handler, exc: BaseException) -> bool:

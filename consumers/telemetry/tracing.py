@@ -12,7 +12,9 @@ under the same PRODUCER span. Inside it: one INTERNAL span per handler attempt (
 the letter is made, so its headers carry that span's ``traceparent`` (``DeadLetters`` writes the
 current trace context, as the SDK does) and the trace goes on into the dead-letter topic and a
 re-drive. A message that fails before its CONSUMER span opens (it does not decode) gets one when it
-is dead-lettered (``failed_span``), so its trace reaches the dead-letter topic the same way.
+is dead-lettered (``failed_span``), so its trace reaches the dead-letter topic the same way. A message
+an ``inline`` group hands from its poll loop to a worker has two CONSUMER spans under the same parent:
+the loop's (``events.outcome=handed_off``, with the failed attempt) and the worker's.
 """
 
 from __future__ import annotations

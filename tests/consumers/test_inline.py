@@ -11,6 +11,7 @@ from dify_events.consumers.config import group_id
 from dify_events.consumers.group import ConsumerGroup, GroupDefinitionError
 from dify_events.consumers.pipeline import DEFAULT_PIPELINE, Retries
 from dify_events.consumers.runner import GroupRunner
+from dify_events.schemas.events import AppWasCreated
 from dify_events.schemas.settings import Settings
 from tests.consumers import sample_handlers
 from tests.consumers.support import (
@@ -123,6 +124,7 @@ def test_an_outage_met_on_the_poll_loop_waits_on_the_workers_and_loses_nothing(
         wait_until(lambda: runner.stats()["handled"] == 40, 60, "40 handled")
     # Then the breaker paused the group, nothing was dead-lettered, and each effect is there once, in order
     assert runner.stats()["outage_pauses"] >= 1 and runner.stats()["dead_lettered"] == 0
+    assert runner.resources is not None and runner.resources.breaker.total_openings >= 1
     effects = sample_handlers.effects(effects_db)
     assert sorted(e[0] for e in effects) == sorted(e.event_id for e in events)
     assert by_key(effects) == {f"app-{k}": list(range(k, 40, 4)) for k in range(4)}
@@ -144,6 +146,29 @@ def test_a_handler_with_a_time_limit_runs_on_the_workers_of_an_inline_group(
     assert {thread for _, _, thread in behaviour.threads} <= {f"events-{group.name}-0", f"events-{group.name}-1"}
 
 
+def test_ctrl_c_in_an_inline_handler_ends_the_run_and_commits_only_what_was_done(
+        kafka_env, app_topic, group_topics, producer_factory, committed_offsets):
+    # Given an inline group whose handler is interrupted (Ctrl-C in an application that runs it) on the 3rd event
+    topic = app_topic()
+    group = ConsumerGroup("inline-ctrl-c", idempotent=False, inline=True)
+    group_topics(group.name)
+    done = []
+
+    @group.handler(AppWasCreated)
+    def handle(event: AppWasCreated, ctx) -> None:
+        if event.name == "app-2":
+            raise KeyboardInterrupt
+        done.append(event.name)
+
+    publish(producer_factory(), topic, [app_event("app-x", i) for i in range(5)])
+    # When it runs, the interrupt ends the run (not taken for a handler's failure)
+    with pytest.raises(KeyboardInterrupt), running(group) as runner:
+        wait_until(runner.finished.is_set, 60, "the run to end")
+    # Then what was done before it is committed, and the interrupted event and those after it are not
+    assert done == ["app-0", "app-1"]
+    assert committed_offsets(group_id(kafka_env, group.name), topic) == [2]
+
+
 def test_inline_comes_from_the_runner_then_the_settings_then_the_group(monkeypatch):
     monkeypatch.delenv("EVENTS_INLINE", raising=False)
     plain, _ = sample_handlers.recording_group("plain")
@@ -156,10 +181,10 @@ def test_inline_comes_from_the_runner_then_the_settings_then_the_group(monkeypat
     assert not GroupRunner(plain, settings=Settings(inline=True), inline=False).inline
 
 
-def test_inline_is_refused_for_a_pipeline_of_its_own_and_for_one_handler():
+def test_a_group_with_a_pipeline_of_its_own_runs_on_the_workers_and_inline_is_the_groups(caplog):
     custom, _ = sample_handlers.recording_group("custom", pipeline=[s for s in DEFAULT_PIPELINE if s is not Retries])
-    with pytest.raises(ValueError, match="group 'custom' runs inline .* the default pipeline.*EVENTS_INLINE=false"):
-        GroupRunner(custom, settings=Settings(inline=True))
+    assert not GroupRunner(custom, settings=Settings(inline=True)).inline
+    assert "group custom has a pipeline of its own, so its handlers run on the workers, not inline" in caplog.text
     with pytest.raises(GroupDefinitionError, match="inline belong"):
         sample_handlers.recording_group("one-handler", handler_options={"inline": True})
 
